@@ -1,0 +1,203 @@
+"""The one small interface every backend implements, and the registry that picks one by name.
+
+A backend turns a task into a :class:`Result` (a PIL image plus what produced it).  It does
+not touch the data folders, the ledger or the review flow: the worker does that.  Heavy
+libraries (torch, diffusers, requests...) are imported inside the backend module, and backend
+modules are imported only when chosen, so the CLI and the daemon core stay light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import ConfigError, Interrupted
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL.Image import Image
+
+    from ..chart import Chart
+    from ..config import Config
+
+# name -> "module:Class"; modules are imported on first use only.
+REGISTRY: dict[str, str] = {
+    "wheel": "astrowatch.backends.wheel:WheelBackend",
+    "lanczos": "astrowatch.backends.lanczos:LanczosBackend",
+    "fake": "astrowatch.backends.fake:FakeBackend",
+    "sdxl": "astrowatch.backends.sdxl:SdxlBackend",
+    "sdapi": "astrowatch.backends.sdapi:SdapiBackend",
+    "openai": "astrowatch.backends.openai_images:OpenAIBackend",
+}
+
+
+class CancelToken:
+    """Cooperative cancellation shared by the daemon and the worker.
+
+    ``stop`` (first SIGTERM): finish the current image, take no new job.
+    ``interrupt`` (second SIGTERM): abandon the current image at the next safe point; the job is
+    resumed at the next start.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._interrupt = threading.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_interrupt(self) -> None:
+        self._stop.set()
+        self._interrupt.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupt.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Interrupted` if an interrupt was requested (call between steps)."""
+        if self._interrupt.is_set():
+            raise Interrupted("interrupted by shutdown; the job resumes at the next start")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep that wakes up (and raises) on interrupt."""
+        if self._interrupt.wait(seconds):
+            self.check()
+
+
+@dataclass
+class AstroTask:
+    job_id: str
+    user: str
+    chart: Chart
+    params: dict[str, Any]  # effective job parameters (config defaults + overrides)
+    seed: int
+    prompt: str
+    negative_prompt: str
+    fusion: dict[str, Any] = field(default_factory=dict)  # prompt-fusion output, recorded as is
+    init_image: Path | None = None  # moodboard or chart wheel, for backends that take one
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass
+class EnhanceTask:
+    job_id: str
+    user: str
+    image: Image  # preprocessed: EXIF-rotated, RGB
+    source_name: str
+    params: dict[str, Any]
+    seed: int
+    facts: dict[str, Any] = field(default_factory=dict)  # technical facts (size, grayscale, exif)
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass
+class Result:
+    image: Image
+    backend: str
+    model: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # the parameters really used
+    seed: int | None = None
+    prompt: str | None = None
+    negative_prompt: str | None = None
+    description: str = ""  # reviewer-facing text; line 1 is the training caption for enhance
+    infotext: str | None = None  # A1111 "parameters" text written into the PNG
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"cache": "hit"}
+
+
+class Backend:
+    """Base class. Subclasses set ``name`` and ``kinds`` and override what they support."""
+
+    name: ClassVar[str] = "base"
+    kinds: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load models / check the server once, before the daemon reports READY."""
+
+    def health(self) -> None:
+        """Raise :class:`~astrowatch.errors.BackendUnavailable` while the backend is down."""
+
+    def close(self) -> None:
+        """Release models, sessions, GPU memory."""
+
+    def settings_key(self) -> Any:
+        """What, if changed by a reload, requires a fresh instance (default: the whole section)."""
+        section = getattr(self.config, self.name, None)
+        return section.model_dump(mode="json") if section is not None else None
+
+    def describe(self) -> dict[str, Any]:
+        """A short dict for ``astrowatch status``."""
+        return {"name": self.name}
+
+    # -- work --------------------------------------------------------------------------------
+    def generate(self, task: AstroTask) -> Result:
+        raise NotImplementedError(f"backend {self.name!r} does not generate astro images")
+
+    def enhance(self, task: EnhanceTask) -> Result:
+        raise NotImplementedError(f"backend {self.name!r} does not enhance images")
+
+
+def backend_class(name: str) -> type[Backend]:
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = "sdxl" if name == "sdxl" else "all"
+        raise ConfigError(
+            f"backend {name!r} cannot be loaded: {exc}", hint=f"pip install 'astrowatch[{extra}]'"
+        ) from None
+    return getattr(module, cls_name)
+
+
+def create_backend(name: str, kind: str, config: Config) -> Backend:
+    cls = backend_class(name)
+    if kind not in cls.kinds:
+        raise ConfigError(f"{kind}.backend: {name!r} cannot do {kind} jobs")
+    return cls(config)
+
+
+def resolve_auto(kind: str, config: Config) -> tuple[str, str]:
+    """Pick the best available backend for ``kind``; returns (name, why)."""
+    if kind == "astro":
+        if config.sdxl.model:
+            if importlib.util.find_spec("diffusers") is not None:
+                return "sdxl", "sdxl.model is set and diffusers is installed"
+        if _sdapi_reachable(config):
+            return "sdapi", f"a WebUI answers at {config.sdapi.url}"
+        return "wheel", "no model configured and no WebUI reachable: rendering the chart wheel"
+    if _sdapi_reachable(config):
+        return "sdapi", f"a WebUI answers at {config.sdapi.url}"
+    if config.sdxl.model and importlib.util.find_spec("diffusers") is not None:
+        return "sdxl", "sdxl.model is set and diffusers is installed"
+    return "lanczos", "no WebUI reachable and no model configured: Pillow Lanczos upscale"
+
+
+def _sdapi_reachable(config: Config) -> bool:
+    """A quick TCP connect to the WebUI's host:port (no HTTP, no dependency)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(config.sdapi.url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+

@@ -1,0 +1,118 @@
+"""Command line entry point.
+
+Only argparse is imported here: each sub-command lives in ``astrowatch/commands/<name>.py``
+and is imported when it runs, so ``astrowatch --help`` starts in milliseconds and never pulls
+in torch, diffusers, transformers or even pydantic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="config file (default: $ASTROWATCH_CONFIG, else ./config.yaml)")
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for this run, e.g. --set sdxl.steps=20 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="astrowatch",
+        description="Watch data/Utilisateurs/<user>/ and turn natal charts and photos into reviewed images.",
+    )
+    parser.add_argument("--version", action="version", version=f"astrowatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run the daemon in the foreground (systemd Type=notify aware)")
+    _add_config(p)
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+
+    p = sub.add_parser("drain", help="process everything pending (inputs and decisions), then exit")
+    _add_config(p)
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+
+    p = sub.add_parser("status", help="job counts by state, the inbox, recent failures, backends")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("init", help="create the data folders and a commented config.yaml")
+    p.add_argument("dir", nargs="?", default=".", help="where to create config.yaml and data/ (default: .)")
+
+    p = sub.add_parser("doctor", help="check config, folders, permissions, inotify limits, backends")
+    _add_config(p)
+
+    p = sub.add_parser("review", help="list the inbox or decide on a result (same as moving the file)")
+    _add_config(p)
+    rsub = p.add_subparsers(dest="action", metavar="ACTION")
+    rsub.required = True
+    rsub.add_parser("list", help="list results waiting in the inbox").add_argument("--json", action="store_true")
+    for action in ("approve", "reject"):
+        rp = rsub.add_parser(action, help=f"{action} a result (job id or inbox image path)")
+        rp.add_argument("item", nargs="+", help="job id (or a unique prefix) or path of the inbox image")
+    rp = rsub.add_parser("redo", help="run a result again with parameter overrides")
+    rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
+    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="parameter override written into the sidecar's params (repeatable)")
+
+    p = sub.add_parser("prompt", help="print the fused prompt for a natal chart JSON")
+    _add_config(p)
+    p.add_argument("theme", help="theme_<user>.json")
+    p.add_argument("--style", help="style preset (default: astro.style)")
+    p.add_argument("--backend", choices=["sdxl", "sdapi", "openai"], help="render weights for this backend")
+    p.add_argument("--json", action="store_true", help="one JSON object with prompt, tokens, chart...")
+
+    p = sub.add_parser("generate", help="generate one astro image without the daemon")
+    _add_config(p)
+    _add_set(p)
+    p.add_argument("theme", help="theme_<user>.json")
+    p.add_argument("-o", "--output", required=True, help="output PNG")
+    p.add_argument("--seed", type=int, help="seed (default: derived from the chart)")
+    p.add_argument("--backend", help="backend for this run (default: astro.backend)")
+
+    p = sub.add_parser("enhance", help="enhance one image without the daemon")
+    _add_config(p)
+    _add_set(p)
+    p.add_argument("image", help="input image")
+    p.add_argument("-o", "--output", required=True, help="output PNG")
+    p.add_argument("--backend", help="backend for this run (default: enhance.backend)")
+
+    p = sub.add_parser("stats", help="approval rates, review times, failures; learned defaults")
+    _add_config(p)
+    p.add_argument("--since", help="only decisions on or after this date (YYYY-MM-DD)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--learned", action="store_true", help="show the learned default parameters")
+    p.add_argument("--plot", metavar="FILE.png", help="draw approval rates (needs matplotlib)")
+
+    p = sub.add_parser("ui", help="review page in a browser (needs the 'ui' extra: Streamlit)")
+    _add_config(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(f"astrowatch.commands.{args.command}")
+    from .errors import AstrowatchError
+
+    try:
+        return int(module.main(args) or 0)
+    except AstrowatchError as exc:
+        print(f"astrowatch {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

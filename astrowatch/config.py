@@ -1,0 +1,281 @@
+"""Typed, validated configuration.
+
+``config.yaml`` is parsed into :class:`Config`.  Every section forbids unknown keys, so a typo
+is an error that names the key (``watch.stabilty_seconds: extra inputs are not permitted``).
+Relative paths are resolved against the folder that holds the config file.
+
+Only this module imports pydantic; the CLI imports it lazily so ``astrowatch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+CONFIG_ENV = "ASTROWATCH_CONFIG"
+DEFAULT_CONFIG_NAME = "config.yaml"
+
+ASTRO_BACKENDS = ("auto", "wheel", "fake", "sdxl", "sdapi", "openai")
+ENHANCE_BACKENDS = ("auto", "lanczos", "fake", "sdapi", "sdxl")
+SCHEDULERS = ("dpmpp_2m_karras", "euler_a", "euler", "dpmpp_2m_sde_karras", "ddim")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WatchConfig(Section):
+    stability_seconds: float = Field(2.0, ge=0.0, le=3600)
+    polling: bool = False
+    polling_interval: float = Field(2.0, gt=0.0, le=3600)
+    rescan_seconds: float = Field(300.0, ge=0.0)  # 0 disables the periodic rescan
+
+
+class AstroConfig(Section):
+    backend: Literal[ASTRO_BACKENDS] = "auto"  # type: ignore[valid-type]
+    language: Literal["fr", "en"] = "fr"
+    style: str = "figuratif"
+    styles_file: Path | None = None
+    init_image: Literal["none", "wheel"] = "wheel"
+    wheel_size: int = Field(1024, ge=256, le=8192)
+
+
+class EnhanceConfig(Section):
+    backend: Literal[ENHANCE_BACKENDS] = "auto"  # type: ignore[valid-type]
+    scale_factor: float = Field(2.0, ge=1.0, le=8.0)
+    upscaler: str = "R-ESRGAN 4x+"
+    denoising_strength: float = Field(0.0, ge=0.0, le=1.0)
+    prompt: str = "high quality, high resolution, detailed"
+    negative_prompt: str = "blurry, lowres, low quality, artifacts, jpeg artifacts"
+    steps: int = Field(20, ge=1, le=150)
+    cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    sampler_name: str = "Euler a"
+    output_format: Literal["PNG"] = "PNG"
+    caption_model: Literal["clip", "deepdanbooru", "none"] = "clip"
+    tile_size: int = Field(512, ge=64, le=2048)
+    tile_overlap: int = Field(64, ge=0, le=512)
+    min_side: int = Field(256, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    background: str = "#ffffff"
+    unsharp_percent: int = Field(60, ge=0, le=500)
+
+
+class RetriesConfig(Section):
+    max_attempts: int = Field(3, ge=1, le=100)
+    backoff_seconds: float = Field(5.0, ge=0.0)
+    backoff_max_seconds: float = Field(300.0, ge=0.0)
+
+
+class LimitsConfig(Section):
+    max_json_bytes: int = Field(2_000_000, ge=1)
+    max_json_depth: int = Field(64, ge=2)
+    max_image_bytes: int = Field(100_000_000, ge=1)
+    max_image_pixels: int = Field(50_000_000, ge=1)
+
+
+class FakeConfig(Section):
+    """Fault injection for the ``fake`` backend (tests, benchmarks, rehearsals)."""
+
+    delay_seconds: float = Field(0.0, ge=0.0)
+    fail_times: int = Field(0, ge=0)  # fail the first N attempts of every job (retryable)
+    hang_seconds: float = Field(0.0, ge=0.0)  # sleep (interruptibly) before producing
+    raise_error: Literal["none", "input", "backend", "permanent", "unavailable"] = "none"
+    size: int = Field(64, ge=8, le=4096)
+
+
+class SdxlConfig(Section):
+    model: str | None = None
+    refiner: str | None = None
+    vae: str | None = None
+    config_dir: Path | None = None  # diffusers-format config folder for single-file checkpoints
+    device: str = "cuda"
+    devices: list[str] | None = None
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    scheduler: Literal[SCHEDULERS] = "dpmpp_2m_karras"  # type: ignore[valid-type]
+    steps: int = Field(30, ge=1, le=500)
+    cfg_scale: float = Field(7.0, ge=0.0, le=50.0)
+    width: int = 1024
+    height: int = 1024
+    refiner_switch: float = Field(0.8, gt=0.0, lt=1.0)
+    upscale: Literal["none", "2"] | None = "none"
+    enhance_strength: float = Field(0.25, ge=0.0, le=1.0)
+    cpu_offload: bool = False
+    compile: bool = False
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v < 64 or v > 4096 or v % 8:
+            raise ValueError(f"{v} is not a possible image size (a multiple of 8 in 64..4096)")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"{v!r} is not a device (use cpu, cuda or cuda:N)")
+        return v
+
+
+class SdapiConfig(Section):
+    url: str = "http://127.0.0.1:7860"
+    auth: str | None = None  # "user:pass"
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(600.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    health_interval: float = Field(10.0, gt=0)
+    hires_fix: bool = False
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str = "Karras"
+    steps: int = Field(30, ge=1)
+    cfg_scale: float = 7.0
+    width: int = 1024
+    height: int = 1024
+
+
+class OpenAIConfig(Section):
+    model: str = "gpt-image-1"
+    size: str = "1024x1024"
+    quality: str = "auto"
+    base_url: str = "https://api.openai.com/v1"
+    api_key_file: Path | None = None
+    timeout: float = Field(300.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+
+
+class DatasetConfig(Section):
+    trigger_word: str = ""
+    class_tokens: str = ""
+    repeats: int = Field(10, ge=1)
+    resolution: int = Field(1024, ge=64)
+
+
+class FeedbackConfig(Section):
+    learn: bool = False
+    explore: float = Field(0.1, ge=0.0, le=1.0)
+    min_decisions: int = Field(5, ge=1)
+    candidates: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class LogConfig(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(Section):
+    data_dir: Path = Path("data")
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    astro: AstroConfig = Field(default_factory=AstroConfig)
+    enhance: EnhanceConfig = Field(default_factory=EnhanceConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    fake: FakeConfig = Field(default_factory=FakeConfig)
+    sdxl: SdxlConfig = Field(default_factory=SdxlConfig)
+    sdapi: SdapiConfig = Field(default_factory=SdapiConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    # Not a config key: where the file was read from (set by load_config).
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_tile(self) -> Config:
+        if self.enhance.tile_overlap >= self.enhance.tile_size:
+            raise ValueError("enhance.tile_overlap must be smaller than enhance.tile_size")
+        return self
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config.yaml in the repository)"
+        lines.append(f"{loc}: {msg}")
+    return f"{origin}: " + "; ".join(lines)
+
+
+def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config") -> Config:
+    """Validate a mapping (from YAML or tests); resolve relative paths against ``base_dir``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of keys, not {type(data).__name__}")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, origin)) from None
+    base_dir = base_dir.resolve()
+    cfg.data_dir = (base_dir / cfg.data_dir).resolve()
+    if cfg.astro.styles_file is not None:
+        cfg.astro.styles_file = (base_dir / cfg.astro.styles_file).resolve()
+    if cfg.openai.api_key_file is not None:
+        cfg.openai.api_key_file = (base_dir / cfg.openai.api_key_file).resolve()
+    if cfg.sdxl.config_dir is not None:
+        cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
+    for key in ("model", "refiner", "vae"):
+        value = getattr(cfg.sdxl, key)
+        if value and (value.startswith(".") or value.startswith("/")):
+            setattr(cfg.sdxl, key, str((base_dir / value).resolve()))
+    return cfg
+
+
+def find_config(explicit: str | os.PathLike[str] | None) -> Path:
+    """``--config`` wins, then ``$ASTROWATCH_CONFIG``, then ``./config.yaml``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    return Path(DEFAULT_CONFIG_NAME)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read, parse and validate the config file. Raises :class:`ConfigError` with the file name."""
+    p = find_config(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: config file not found", hint="run 'astrowatch init' or pass --config"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    cfg = config_from_mapping(data, base_dir=p.resolve().parent, origin=str(p))
+    cfg.source = p.resolve()
+    return cfg
+
+
+def apply_overrides(cfg: Config, pairs: list[str]) -> Config:
+    """Apply ``--set section.key=value`` overrides (values parsed as YAML scalars)."""
+    data = cfg.model_dump(mode="json", exclude={"source"})
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set sdxl.steps=20")
+        key, raw = pair.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: unknown section {part!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {key}: unknown key")
+        node[parts[-1]] = yaml.safe_load(raw)
+    base = cfg.source.parent if cfg.source else Path.cwd()
+    new = config_from_mapping(data, base_dir=base, origin="--set")
+    new.source = cfg.source
+    return new

@@ -1,0 +1,82 @@
+"""Exception hierarchy.
+
+Every error the daemon or the CLI can raise on purpose derives from :class:`AstrowatchError`.
+Each class carries the process exit code the CLI uses (sysexits.h numbers) and whether a job
+that failed with it may be retried.  The worker decides retry/fail/wait from these attributes
+alone, never from the message.
+"""
+
+from __future__ import annotations
+
+
+class AstrowatchError(Exception):
+    """Base class. ``exit_code`` for the CLI, ``retryable`` for the worker."""
+
+    exit_code = 1
+    retryable = False
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(AstrowatchError):
+    """The configuration is invalid: the operator must fix it. Never retried."""
+
+    exit_code = 78  # EX_CONFIG
+
+
+class InputError(AstrowatchError):
+    """A dropped file is unusable (malformed JSON, truncated image, bomb...). Never retried."""
+
+    exit_code = 65  # EX_DATAERR
+
+
+class UnsafePathError(InputError):
+    """A path or user name would escape the data root or cannot be named safely."""
+
+
+class BackendError(AstrowatchError):
+    """A backend failed while producing a result. Retried up to ``retries.max_attempts``."""
+
+    exit_code = 70  # EX_SOFTWARE
+    retryable = True
+
+
+class PermanentBackendError(BackendError):
+    """The backend refused the request for a reason a retry cannot fix (4xx, policy...)."""
+
+    retryable = False
+
+
+class BackendUnavailable(BackendError):
+    """The backend is down (WebUI not running...). Jobs wait; their attempts are not burnt."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+class Interrupted(AstrowatchError):
+    """A job was interrupted by shutdown; it is resumed at the next start."""
+
+    exit_code = 75  # EX_TEMPFAIL
+    retryable = True
+
+
+class LedgerError(AstrowatchError):
+    """The ledger refused an operation (illegal state transition, lost compare-and-set)."""
+
+    exit_code = 70
+
+
+class IllegalTransition(LedgerError):
+    """A state change not in :data:`astrowatch.ledger.TRANSITIONS`."""
+
+
+class NotFound(AstrowatchError):
+    """A job, file or review item named on the command line does not exist."""
+
+    exit_code = 66  # EX_NOINPUT
