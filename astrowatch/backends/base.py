@@ -66,6 +66,10 @@ class CancelToken:
         if self._interrupt.is_set():
             raise Interrupted("interrupted by shutdown; the job resumes at the next start")
 
+    def wait_interrupt(self, timeout: float | None = None) -> bool:
+        """Block until an interrupt is requested (True) or ``timeout`` passes (False)."""
+        return self._interrupt.wait(timeout)
+
     def sleep(self, seconds: float) -> None:
         """Sleep that wakes up (and raises) on interrupt."""
         if self._interrupt.wait(seconds):
