@@ -129,6 +129,9 @@ class SdapiConfig(Section):
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(600.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    retry_backoff: float = Field(1.0, ge=0)  # first in-request retry wait (exponential, jittered)
+    retry_backoff_max: float = Field(30.0, ge=0)
+    poll_interval: float = Field(1.0, gt=0)  # /progress polling after a lost response
     health_interval: float = Field(10.0, gt=0)
     hires_fix: bool = False
     sampler_name: str = "DPM++ 2M"
@@ -147,6 +150,8 @@ class OpenAIConfig(Section):
     api_key_file: Path | None = None
     timeout: float = Field(300.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    retry_backoff: float = Field(1.0, ge=0)  # first wait before a retry (exponential, jittered)
+    retry_backoff_max: float = Field(60.0, ge=0)
 
 
 class DatasetConfig(Section):

@@ -1,0 +1,87 @@
+"""``astrowatch doctor``: config, folders and permissions, inotify limits, backends reachable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+def _check(results: list[tuple[str, str, str]], name: str, fn: Callable[[], tuple[str, str]]) -> None:
+    try:
+        status, detail = fn()
+    except Exception as exc:  # noqa: BLE001 — doctor reports, never crashes
+        status, detail = FAIL, str(exc)
+    results.append((status, name, detail))
+
+
+def _folders(config) -> tuple[str, str]:  # noqa: ANN001
+    from ..layout import FOLDERS
+
+    problems = []
+    for folder in FOLDERS:
+        path = Path(config.data_dir) / folder
+        if not path.is_dir():
+            problems.append(f"{folder}/ missing (run 'astrowatch init')")
+        elif not os.access(path, os.W_OK | os.X_OK):
+            problems.append(f"{folder}/ not writable by uid {os.getuid()}")
+    if problems:
+        return FAIL, "; ".join(problems)
+    free = shutil.disk_usage(config.data_dir).free / 2**30
+    return (OK if free > 2 else WARN), f"all folders writable under {config.data_dir}; {free:.1f} GiB free"
+
+
+def _inotify(config) -> tuple[str, str]:  # noqa: ANN001
+    if config.watch.polling:
+        return OK, f"polling every {config.watch.polling_interval} s (inotify not used)"
+    try:
+        limit = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except OSError:
+        return WARN, "cannot read fs.inotify.max_user_watches (not Linux?): consider watch.polling: true"
+    dirs = sum(1 for _ in os.walk(Path(config.data_dir) / "Utilisateurs")) + 3
+    status = OK if dirs * 4 < limit else WARN
+    return status, (f"{dirs} folders to watch, limit {limit}"
+                    + ("" if status == OK else "; raise it: sudo sysctl fs.inotify.max_user_watches=524288"))
+
+
+def _backend(config, kind: str) -> tuple[str, str]:  # noqa: ANN001
+    from ..backends.base import create_backend, resolve_auto
+    from ..errors import BackendUnavailable
+
+    name = getattr(config, kind).backend
+    why = ""
+    if name == "auto":
+        name, why = resolve_auto(kind, config)
+        why = f" (auto: {why})"
+    backend = create_backend(name, kind, config)
+    try:
+        backend.start()
+        backend.health()
+    except BackendUnavailable as exc:
+        return WARN, f"{name}{why}: unavailable now, jobs will wait: {exc}"
+    finally:
+        backend.close()
+    return OK, f"{name}{why} ready"
+
+
+def main(args) -> int:  # noqa: ANN001
+    from ..config import load_config
+
+    results: list[tuple[str, str, str]] = []
+    config = None
+    try:
+        config = load_config(args.config)
+        results.append((OK, "config", f"{config.source} is valid"))
+    except Exception as exc:  # noqa: BLE001
+        results.append((FAIL, "config", str(exc)))
+    if config is not None:
+        _check(results, "folders", lambda: _folders(config))
+        _check(results, "inotify", lambda: _inotify(config))
+        for kind in ("astro", "enhance"):
+            _check(results, f"{kind} backend", lambda k=kind: _backend(config, k))
+    for status, name, detail in results:
+        print(f"[{status:>4}] {name}: {detail}")
+    return 1 if any(s == FAIL for s, _, _ in results) else 0

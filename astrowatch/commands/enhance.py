@@ -1,0 +1,40 @@
+"""``astrowatch enhance IMAGE -o out.png``: one enhancement, no daemon, same code path."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from .generate import one_shot_context, write_result
+
+
+def main(args) -> int:  # noqa: ANN001
+    from ..config import Config, apply_overrides, load_config
+    from ..daemon import resolve_backends
+    from ..logsetup import setup_logging
+    from ..pipeline.steps import enhance_image
+
+    config = load_config(args.config) if args.config or Path("config.yaml").exists() else Config()
+    config = apply_overrides(config, args.set)
+    setup_logging("warning", "console")
+    source = Path(args.image)
+    if not source.is_file():
+        from ..errors import NotFound
+
+        raise NotFound(f"{source}: no such file")
+    default = args.backend or resolve_backends(config)["enhance"]
+    ctx, pool = one_shot_context(config)
+    seed = int(hashlib.sha256(source.read_bytes()).hexdigest()[:8], 16)
+    t0 = time.monotonic()
+    try:
+        outcome = enhance_image(source, ctx, job_id="cli", user="cli", params={}, default_backend=default,
+                                fallback_seed=seed)
+        write_result(outcome, Path(args.output), "cli", "enhance")
+    finally:
+        pool.close()
+    r = outcome.result
+    print(f"wrote {args.output} ({r.image.width}x{r.image.height}) with backend {outcome.params['backend']}"
+          f" (cache {outcome.extra['cache']}) in {time.monotonic() - t0:.2f} s")
+    print(r.description.splitlines()[0] if r.description else "")
+    return 0

@@ -1,0 +1,61 @@
+"""``astrowatch generate THEME.json -o out.png``: one astro image, no daemon, same code path."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def one_shot_context(config, cancel=None):  # noqa: ANN001
+    """A JobContext with its own backend pool (the worker's pool class), for CLI one-offs."""
+    from ..backends.base import CancelToken
+    from ..layout import Layout
+    from ..pipeline.steps import JobContext
+    from ..worker import BackendPool
+
+    pool = BackendPool(config)
+    return JobContext(config, Layout(config.data_dir), pool.get, cancel or CancelToken()), pool
+
+
+def write_result(outcome, output: Path, job_id: str, kind: str) -> None:  # noqa: ANN001
+    from ..imageio import write_png
+
+    r = outcome.result
+    write_png(output, r.image, infotext=r.infotext, meta={"job_id": job_id, "kind": kind})
+
+
+def main(args) -> int:  # noqa: ANN001
+    from ..chart.parse import parse_chart_file
+    from ..config import Config, apply_overrides, load_config
+    from ..daemon import resolve_backends
+    from ..logsetup import setup_logging
+
+    config = load_config(args.config) if args.config or Path("config.yaml").exists() else Config()
+    config = apply_overrides(config, args.set)
+    setup_logging("warning", "console")
+    chart = parse_chart_file(Path(args.theme), max_bytes=config.limits.max_json_bytes,
+                             max_depth=config.limits.max_json_depth)
+    params = {"backend": args.backend} if args.backend else {}
+    if args.seed is not None:
+        params["seed"] = args.seed
+    default = resolve_backends(config)["astro"] if not args.backend else args.backend
+    ctx, pool = one_shot_context(config)
+    t0 = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            from ..pipeline.steps import generate_astro
+
+            outcome = generate_astro(chart, ctx, job_id="cli", params=params, default_backend=default,
+                                     work_dir=Path(work))
+        output = Path(args.output)
+        write_result(outcome, output, "cli", "astro")
+    finally:
+        pool.close()
+    total = time.monotonic() - t0
+    print(f"wrote {output} ({outcome.result.image.width}x{outcome.result.image.height}) "
+          f"with backend {outcome.params['backend']}, seed {outcome.params.get('seed')}")
+    print(f"timings: load {json.dumps(pool.load_seconds)} s, total {total:.2f} s")
+    print(f"prompt: {outcome.result.prompt}")
+    return 0

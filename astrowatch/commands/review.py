@@ -1,0 +1,86 @@
+"""``astrowatch review list|approve|reject|redo``: the same as moving the file by hand.
+
+The command moves the inbox image (with its sidecars) into ``approved/``, ``rejected/`` or
+``redo/``; the daemon acts on it exactly as on a reviewer's move (at its next start if it is
+not running).  ``redo --set key=value`` first edits the sidecar's ``params``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+FOLDER = {"approve": "approved", "reject": "rejected", "redo": "redo"}
+
+
+def _inbox_item(ledger, layout, item: str):  # noqa: ANN001
+    from ..errors import NotFound
+    from ..review import job_id_from_name
+
+    if os.sep in item or item.endswith(".png"):
+        job_id = job_id_from_name(Path(item))
+        if not job_id:
+            raise NotFound(f"{item}: not an astrowatch result name (expected <name>.<job id>.png)")
+        item = job_id
+    job = ledger.find(item)
+    if job.state != "inbox":
+        raise NotFound(f"job {job.id} is not waiting in the inbox (state: {job.state})")
+    image = layout.inbox_dir(job.user) / (job.result or {}).get("image", "")
+    if not image.is_file():
+        raise NotFound(f"{layout.rel(image)} is not in the inbox any more (already moved?)")
+    return job, image
+
+
+def _move(image: Path, dest_dir: Path) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    stem = image.name.rsplit(".", 1)[0]
+    for suffix in (".json", ".txt"):  # sidecars first, image last (the daemon acts on the image)
+        side = image.with_name(stem + suffix)
+        if side.exists():
+            os.replace(side, dest_dir / side.name)
+    os.replace(image, dest_dir / image.name)
+    return dest_dir / image.name
+
+
+def _apply_sets(sidecar_path: Path, pairs: list[str]) -> dict:
+    from ..errors import ConfigError
+
+    data = json.loads(sidecar_path.read_text(encoding="utf-8"))
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set steps=40")
+        key, raw = pair.split("=", 1)
+        data.setdefault("params", {})[key.strip()] = yaml.safe_load(raw)
+    sidecar_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return data["params"]
+
+
+def main(args) -> int:  # noqa: ANN001
+    from ..config import load_config
+    from ..layout import Layout
+    from ..ledger import Ledger
+
+    config = load_config(args.config)
+    layout = Layout(config.data_dir)
+    layout.ensure()
+    ledger = Ledger(layout.ledger_path)
+    if args.action == "list":
+        jobs = ledger.by_state("inbox")
+        rows = [{"job_id": j.id, "user": j.user, "kind": j.kind,
+                 "image": f"inbox/{j.user}/{(j.result or {}).get('image')}"} for j in jobs]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print("\n".join(f"{r['job_id']}  {r['kind']:<8} {r['image']}" for r in rows) or "inbox is empty")
+        return 0
+    items = args.item if isinstance(args.item, list) else [args.item]
+    for item in items:
+        job, image = _inbox_item(ledger, layout, item)
+        if args.action == "redo" and args.set:
+            _apply_sets(image.with_suffix(".json"), args.set)
+        dest = _move(image, layout.root / FOLDER[args.action])
+        print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {args.action} it")
+    return 0

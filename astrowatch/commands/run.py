@@ -1,0 +1,17 @@
+"""``astrowatch run``: the daemon in the foreground."""
+
+from __future__ import annotations
+
+
+def start(args, *, drain: bool) -> int:
+    from ..config import load_config
+    from ..daemon import Daemon
+    from ..logsetup import setup_logging
+
+    config = load_config(args.config)
+    setup_logging(config.log.level, getattr(args, "log_format", None) or config.log.format)
+    return Daemon(config, drain=drain).run()
+
+
+def main(args) -> int:
+    return start(args, drain=False)

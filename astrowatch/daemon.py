@@ -1,0 +1,255 @@
+"""The daemon: wires watcher, ledger, review and workers together and supervises them.
+
+Threads: the main thread (this loop: stability tracker, ingest, decisions, rescans,
+supervision, systemd notifications), watchdog's observer threads (record paths only), and one
+worker thread per device (all model work).  Signal handlers only set flags (huey's rule):
+SIGTERM/SIGINT once = finish the current image and exit; twice = interrupt it (the job is
+resumed at the next start); SIGHUP = re-read the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .backends.base import CancelToken, resolve_auto
+from .config import Config, load_config
+from .errors import AstrowatchError, ConfigError
+from .imageio import atomic_write_text
+from .ingest import Ingest
+from .layout import Layout
+from .ledger import Ledger
+from .notify import Notifier
+from .recovery import recover
+from .review import Reviewer
+from .watcher import StabilityTracker, Watcher, scan
+from .worker import Worker
+
+log = structlog.get_logger("astrowatch.daemon")
+TICK = 0.05
+
+
+def resolve_backends(config: Config) -> dict[str, str]:
+    chosen = {}
+    for kind in ("astro", "enhance"):
+        name = getattr(config, kind).backend
+        if name == "auto":
+            name, why = resolve_auto(kind, config)
+            log.info("backend chosen", kind=kind, backend=name, why=why)
+        chosen[kind] = name
+    return chosen
+
+
+class Daemon:
+    def __init__(self, config: Config, *, drain: bool = False, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.drain = drain
+        self.notifier = notifier or Notifier()
+        self.layout = Layout(config.data_dir)
+        self.cancel = CancelToken()
+        self.tracker = StabilityTracker(config.watch.stability_seconds)
+        self.workers: list[Worker] = []
+        self.defaults: dict[str, str] = {}
+        self._signals: list[int] = []
+        self._dirs_to_scan: set[str] = set()
+        self._dirs_lock = threading.Lock()
+        self._last = {"rescan": time.monotonic(), "watchdog": 0.0, "status": 0.0}
+        self.started_at = time.time()
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.layout.ensure()
+        self.ledger = Ledger(self.layout.ledger_path)
+        self.reviewer = Reviewer(self.config, self.layout, self.ledger, wake=self._wake_workers)
+        self.ingest = Ingest(self.config, self.layout, self.ledger, self.reviewer, wake=self._wake_workers)
+        recover(self.config, self.layout, self.ledger, self.reviewer)
+        self.defaults = resolve_backends(self.config)
+        self.notifier.extend_timeout(900)  # loading a model can take minutes
+        self.workers = [self._new_worker(i, d) for i, d in enumerate(self._devices())]
+        for worker in self.workers:
+            worker.preload()
+        self.watcher = Watcher(self.layout, polling=self.config.watch.polling,
+                               polling_interval=self.config.watch.polling_interval,
+                               on_file=self.tracker.touch, on_dir=self._queue_dir_scan)
+        self.watcher.start()
+        self.rescan()
+
+    def _devices(self) -> list[str | None]:
+        if "sdxl" in self.defaults.values() and self.config.sdxl.devices:
+            return list(self.config.sdxl.devices)
+        return [None]
+
+    def _new_worker(self, index: int, device: str | None) -> Worker:
+        return Worker(self.config, self.layout, self.defaults, self.cancel, device=device, index=index)
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def _queue_dir_scan(self, path: str) -> None:
+        with self._dirs_lock:
+            self._dirs_to_scan.add(path)
+
+    def rescan(self, only: Path | None = None) -> int:
+        """Feed every candidate file that is not known unchanged to the stability tracker."""
+        n = 0
+        for path in scan(self.layout, only):
+            if not self.ingest.known_unchanged(path):
+                self.tracker.touch(path)
+                n += 1
+        return n
+
+    # -- main loop --------------------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        self.setup()
+        for worker in self.workers:
+            worker.start()
+        self.notifier.ready(self.status_line())
+        log.info("ready", data_dir=str(self.layout.root), backends=self.defaults, drain=self.drain)
+        try:
+            while not self._handle_signals():
+                self.tick()
+                if self.drain and self._drained():
+                    log.info("drain complete: nothing left to do")
+                    break
+                time.sleep(TICK)
+        finally:
+            self.shutdown()
+        return 0
+
+    def tick(self) -> None:
+        for path, _stable_at in self.tracker.due():
+            try:
+                self.ingest.handle(path)
+            except AstrowatchError as exc:
+                log.error("could not take file", path=path, error=str(exc))
+            except Exception:  # noqa: BLE001 — bad input must never crash the daemon
+                log.exception("unexpected error taking file", path=path)
+        with self._dirs_lock:
+            dirs, self._dirs_to_scan = self._dirs_to_scan, set()
+        for folder in dirs:
+            self.rescan(Path(folder))
+        self._supervise()
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        if self.watcher.supervise():
+            self.rescan()
+        every = self.config.watch.rescan_seconds
+        if every and now - self._last["rescan"] >= every:
+            self._last["rescan"] = now
+            self.rescan()
+        for i, worker in enumerate(self.workers):
+            if not worker.is_alive() and not self.cancel.stopping:
+                log.error("worker thread died; starting a new one", worker=worker.name)
+                self.workers[i] = self._new_worker(i, worker.pool.device)
+                self.workers[i].start()
+        wd = self.notifier.watchdog_seconds
+        if wd and now - self._last["watchdog"] >= wd / 2 and self.healthy():
+            self._last["watchdog"] = now
+            self.notifier.watchdog()
+        if now - self._last["status"] >= 2.0:
+            self._last["status"] = now
+            self.notifier.status(self.status_line())
+            self.write_state()
+
+    def healthy(self) -> bool:
+        return self.watcher.alive() and all(w.is_alive() for w in self.workers)
+
+    def _drained(self) -> bool:
+        return len(self.tracker) == 0 and not self._dirs_to_scan and not self.ledger.has_pending() \
+            and all(w.current is None for w in self.workers)
+
+    # -- signals and reload -------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        def flag(signum: int, _frame: Any) -> None:
+            self._signals.append(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, flag)
+
+    def _handle_signals(self) -> bool:
+        """True when the daemon must stop."""
+        while self._signals:
+            sig = self._signals.pop(0)
+            if sig == signal.SIGHUP:
+                self.reload()
+            else:
+                return True
+        return False
+
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config.source) if self.config.source else self.config
+        except ConfigError as exc:
+            log.error("reload refused: the new config is invalid; keeping the old one", error=str(exc))
+            return
+        if new.data_dir != self.config.data_dir:
+            log.error("reload: data_dir changed; restart the service to use it", new=str(new.data_dir))
+            new.data_dir = self.config.data_dir
+        old_watch = self.config.watch
+        self.config = new
+        self.ingest.config = self.reviewer.config = new
+        self.tracker.quiet = new.watch.stability_seconds
+        if (new.watch.polling, new.watch.polling_interval) != (old_watch.polling, old_watch.polling_interval):
+            self.watcher.stop()
+            self.watcher.polling, self.watcher.polling_interval = new.watch.polling, new.watch.polling_interval
+            self.watcher.start()
+            self.rescan()
+        self.defaults = resolve_backends(new)
+        for worker in self.workers:
+            worker.reload(new, self.defaults)
+        log.info("config reloaded", source=str(new.source), backends=self.defaults)
+
+    # -- shutdown -----------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping: finishing the current image (send SIGTERM again to interrupt it)")
+        self.cancel.request_stop()
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None:
+            watcher.stop()
+        for worker in self.workers:
+            worker.wake()
+            while worker.is_alive():
+                worker.join(timeout=0.2)
+                if self._signals and not self.cancel.interrupted:
+                    self._signals.clear()
+                    log.warning("second stop signal: interrupting the current image")
+                    self.cancel.request_interrupt()
+        if hasattr(self, "ledger"):
+            self.write_state(stopped=True)
+            self.ledger.close()
+        self.notifier.close()
+        log.info("stopped")
+
+    # -- status ---------------------------------------------------------------------------------------
+    def status_line(self) -> str:
+        counts = self.ledger.counts() if hasattr(self, "ledger") else {}
+        busy = [w.current for w in self.workers if w.current]
+        return (f"queued={counts.get('queued', 0)} waiting={counts.get('waiting', 0)} "
+                f"inbox={counts.get('inbox', 0)} failed={counts.get('failed', 0)} "
+                f"{'busy' if busy else 'idle'}")
+
+    def write_state(self, stopped: bool = False) -> None:
+        state = {
+            "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "stopped": stopped,
+            "config": str(self.config.source) if self.config.source else None, "backends": self.defaults,
+            "watch": {"mode": "polling" if getattr(self, "watcher", None) and self.watcher.polling else "inotify",
+                      "observer_restarts": getattr(getattr(self, "watcher", None), "restarts", 0),
+                      "pending_files": len(self.tracker)},
+            "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
+                         "backends": w.pool.describe()} for w in self.workers],
+        }
+        try:
+            atomic_write_text(self.layout.daemon_state_path, json.dumps(state, indent=2, default=str))
+        except OSError as exc:
+            log.warning("cannot write daemon state", error=str(exc))

@@ -1,0 +1,146 @@
+"""Render motifs for a backend and compact them to a token budget.
+
+Rendering: every motif is cleaned (lower case; characters that prompt parsers or tokenizers
+mishandle are removed, ``!`` above all since it is SDXL's ``tokenizer_2`` padding token), then
+weighted motifs get the backend's syntax: compel ``(motif)1.2`` for ``sdxl``, A1111
+``(motif:1.2)`` for ``sdapi``, plain text for ``openai``.
+
+Compaction, run only when the prompt is over budget for some encoder, in four passes:
+
+1. shorten motifs that have a short form, least important first, until it fits;
+2. drop motifs, least important first (never the essential central figure);
+3. cut the central figure's last words if it still does not fit alone;
+4. polish, most important first: give back full forms and re-add dropped motifs that now fit.
+
+Everything is deterministic: the same motifs, counters and budget give the same text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .motifs import Motif
+from .tokens import TokenCounter
+
+_UNSAFE = re.compile(r"[^\w\s,'\-]|_")  # keeps letters, digits, spaces, commas, ' and -
+_LONE_HYPHEN = re.compile(r"(?<![^\W\d_])-+|-+(?![^\W\d_])")  # a hyphen not inside a word
+_SPACES = re.compile(r"\s+")
+_COMMAS = re.compile(r"\s*,[\s,]*")
+
+
+def clean(text: str) -> str:
+    """Prompt-safe text: no weight/markup characters, no ``!``, single spaces and commas."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = _LONE_HYPHEN.sub(" ", _UNSAFE.sub(" ", text))
+    text = _COMMAS.sub(", ", _SPACES.sub(" ", text))
+    return text.strip(" ,'")
+
+
+def render_motif(text: str, weight: float, backend: str) -> str:
+    if backend == "openai" or abs(weight - 1.0) < 1e-9 or not text:
+        return text
+    w = f"{weight:g}"
+    return f"({text}:{w})" if backend == "sdapi" else f"({text}){w}"
+
+
+@dataclass
+class Compacted:
+    text: str
+    counts: dict[str, int]
+    budget: int
+    kept: set[str] = field(default_factory=set)  # keys of motifs present in the text
+    dropped: list[str] = field(default_factory=list)  # full texts of dropped motifs
+    dropped_keys: list[str] = field(default_factory=list)
+    shortened: list[str] = field(default_factory=list)  # full texts of shortened/cut motifs
+
+
+class _Fitter:
+    """Holds the chosen text of each motif and measures the rendered prompt."""
+
+    def __init__(self, motifs: Sequence[Motif], counters: Mapping[str, TokenCounter],
+                 budget: int, backend: str) -> None:
+        self.motifs = [m for m in motifs if clean(m.text)]
+        self.counters, self.budget, self.backend = counters, budget, backend
+        self.state: dict[str, str | None] = {m.key: clean(m.text) for m in self.motifs}
+        self._cache: dict[str, dict[str, int]] = {}
+
+    def render(self) -> str:
+        parts = (render_motif(self.state[m.key] or "", m.weight, self.backend) for m in self.motifs)
+        return ", ".join(p for p in parts if p)
+
+    def counts(self, text: str | None = None) -> dict[str, int]:
+        text = self.render() if text is None else text
+        if text not in self._cache:
+            self._cache[text] = {name: c.count(text) for name, c in self.counters.items()}
+        return self._cache[text]
+
+    def fits(self) -> bool:
+        return all(n <= self.budget for n in self.counts().values())
+
+    def attempt(self, key: str, text: str | None) -> bool:
+        """Set a motif's text; keep it if the prompt fits, else restore the previous one."""
+        old = self.state[key]
+        self.state[key] = text
+        if self.fits():
+            return True
+        self.state[key] = old
+        return False
+
+
+def _truncate(fitter: _Fitter, motif: Motif) -> None:
+    words = (fitter.state[motif.key] or "").split(" ")
+    while words and not fitter.fits():
+        words.pop()
+        fitter.state[motif.key] = " ".join(words).strip(" ,") or None
+
+
+def _polish(fitter: _Fitter, by_importance: list[Motif]) -> None:
+    for m in by_importance:
+        full, short = clean(m.text), clean(m.short) if m.short else None
+        if fitter.state[m.key] is None and not m.essential:
+            fitter.attempt(m.key, short or full)
+        if short and fitter.state[m.key] == short:
+            fitter.attempt(m.key, full)
+
+
+def _reduce(fitter: _Fitter) -> None:
+    order = {m.key: i for i, m in enumerate(fitter.motifs)}
+    ascending = sorted(fitter.motifs, key=lambda m: (m.priority, -order[m.key]))
+    for m in ascending:
+        if fitter.fits():
+            break
+        if m.short and clean(m.short):
+            fitter.state[m.key] = clean(m.short)
+    for m in ascending:
+        if fitter.fits():
+            break
+        if not m.essential:
+            fitter.state[m.key] = None
+    for m in ascending:
+        if fitter.fits():
+            break
+        _truncate(fitter, m)
+    _polish(fitter, list(reversed(ascending)))
+
+
+def compact(motifs: Sequence[Motif], counters: Mapping[str, TokenCounter], budget: int,
+            backend: str) -> Compacted:
+    """Render ``motifs`` for ``backend`` within ``budget`` tokens for every counter."""
+    fitter = _Fitter(motifs, counters, budget, backend)
+    if not fitter.fits():
+        _reduce(fitter)
+    text = fitter.render()
+    result = Compacted(text=text, counts=dict(fitter.counts(text)), budget=budget)
+    for m in fitter.motifs:
+        chosen, full = fitter.state[m.key], clean(m.text)
+        if chosen is None:
+            result.dropped.append(full)
+            result.dropped_keys.append(m.key)
+            continue
+        result.kept.add(m.key)
+        if chosen != full:
+            result.shortened.append(full)
+    return result

@@ -1,0 +1,195 @@
+"""From a stable file to a job (or a decision, or a reasoned refusal).
+
+``Utilisateurs/<user>/theme_<user>.json``  -> astro job (the JSON is snapshotted, never moved)
+``Utilisateurs/<user>/<image>``            -> enhance job
+``approved/ rejected/ redo/ **/<image>``   -> review decision (:mod:`astrowatch.review`)
+
+Dedupe rules ("nothing done twice"):
+- a theme whose content equals the content of the newest job for it makes no job; new content
+  supersedes that user's older theme jobs still waiting to run;
+- an image whose content already has a job that has not published yet makes no job.
+The ``seen`` table lets a rescan skip files whose size and mtime did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import structlog
+
+from .errors import UnsafePathError
+from .imageio import IMAGE_EXTENSIONS, atomic_write_bytes
+from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, is_ignored_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import Config
+    from .ledger import Ledger
+    from .review import Reviewer
+
+log = structlog.get_logger("astrowatch.ingest")
+NOT_YET_PUBLISHED = ("queued", "running", "waiting", "publishing", "failing")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safe_display_name(name: str) -> str:
+    """A name that can be written to disk, for files whose own name is not safe."""
+    cleaned = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)
+    cleaned = cleaned.encode("utf-8", "replace").decode("utf-8")[:120].strip(". ") or "unnamed"
+    return cleaned
+
+
+class Ingest:
+    def __init__(self, config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer,
+                 wake: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.layout = layout
+        self.ledger = ledger
+        self.reviewer = reviewer
+        self.wake = wake
+        self._warned: set[str] = set()
+
+    def handle(self, path: str) -> str:
+        """Act on one stable path; returns what happened (for logs, tests and benchmarks)."""
+        p = Path(path)
+        try:
+            rel = self.layout.rel(p)
+        except UnsafePathError as exc:
+            self._warn_once(path, "ignored: outside the data folder", str(exc))
+            return "ignored"
+        parts = rel.split("/")
+        if parts[0] in DECISION_FOLDERS:
+            return self.reviewer.handle(p)
+        if parts[0] != USERS or len(parts) != 3:
+            return "ignored"
+        return self._user_file(p, parts[1], parts[2])
+
+    def _user_file(self, p: Path, user: str, name: str) -> str:
+        try:
+            check_user_name(user)
+        except UnsafePathError as exc:
+            self._warn_once(user, "skipped: unsafe user folder (no safe name for a failed/ entry)", str(exc))
+            return "skipped"
+        if is_ignored_name(name):
+            return "ignored"
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return "gone"
+        try:
+            check_name(name)
+        except UnsafePathError as exc:
+            return self.refuse(user, p, str(exc), move=True)
+        if stat.S_ISLNK(st.st_mode):
+            return self.refuse(user, p, f"{name} is a symbolic link; links are never followed", move=True)
+        if not stat.S_ISREG(st.st_mode):
+            return "ignored"
+        lower, theme = name.lower(), f"theme_{user.lower()}"
+        if lower == f"{theme}.png" or lower.startswith("moodboard."):
+            return "ignored"  # our own delivery / the user's style image
+        if lower.endswith(".json"):
+            if lower == f"{theme}.json":
+                return self._astro(p, user, name, st)
+            if lower.startswith("theme_"):
+                return self._misnamed_theme(p, user, name, st)
+            return "ignored"
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            return self._enhance(p, user, name, st)
+        self._warn_once(str(p), "ignored: not an accepted input",
+                        "accepted: theme_<user>.json and .jpg .jpeg .png .webp .bmp .tif .tiff")
+        return "ignored"
+
+    # -- astro ---------------------------------------------------------------------------------
+    def _astro(self, p: Path, user: str, name: str, st: os.stat_result) -> str:
+        rel = self.layout.rel(p)
+        if self._unchanged(rel, st):
+            return "unchanged"
+        limit = self.config.limits.max_json_bytes
+        with open(p, "rb") as fh:
+            head = fh.read(limit + 1)
+        sha = sha256_file(p) if len(head) > limit else hashlib.sha256(head).hexdigest()
+        jobs = self.ledger.jobs_for_source(user, rel)
+        if jobs and jobs[0].source_sha256 == sha:
+            self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=jobs[0].id)
+            return "duplicate"
+        for old in jobs:
+            if old.state in ("queued", "waiting") and self.ledger.transition(old.id, old.state, "superseded",
+                                                                               note="newer theme content"):
+                log.info("superseded by newer theme content", job_id=old.id, user=user)
+        job_id = self._new_id()
+        atomic_write_bytes(self.layout.archive_dir(user, job_id) / name, head)  # snapshot first
+        job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id)
+        self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
+        log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel)
+        self.wake()
+        return "job"
+
+    # -- enhance -------------------------------------------------------------------------------
+    def _enhance(self, p: Path, user: str, name: str, st: os.stat_result) -> str:
+        rel = self.layout.rel(p)
+        if self._unchanged(rel, st):
+            return "unchanged"
+        sha = sha256_file(p)
+        jobs = self.ledger.jobs_for_source(user, rel)
+        if any(j.source_sha256 == sha and j.state in NOT_YET_PUBLISHED for j in jobs):
+            return "duplicate"
+        for old in jobs:
+            if old.state in ("queued", "waiting") and self.ledger.transition(old.id, old.state, "superseded",
+                                                                               note="file replaced"):
+                log.info("superseded: the file was replaced", job_id=old.id, user=user)
+        job = self.ledger.create_job(kind="enhance", user=user, source=rel, source_sha256=sha)
+        self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
+        log.info("job queued", job_id=job.id, user=user, kind="enhance", source=rel)
+        self.wake()
+        return "job"
+
+    def _misnamed_theme(self, p: Path, user: str, name: str, st: os.stat_result) -> str:
+        rel = self.layout.rel(p)
+        if self._unchanged(rel, st):
+            return "unchanged"
+        outcome = self.refuse(user, p, f"{name}: a theme in folder {user!r} must be named theme_{user}.json",
+                              move=False)
+        self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256="", job_id=None)
+        return outcome
+
+    def known_unchanged(self, path: str) -> bool:
+        """True for a user-folder file the ledger has seen with this size and mtime (no re-hash)."""
+        try:
+            rel = self.layout.rel(Path(path))
+            st = os.lstat(path)
+        except (UnsafePathError, OSError):
+            return False
+        return rel.startswith(USERS + "/") and self._unchanged(rel, st)
+
+    def _unchanged(self, rel: str, st: os.stat_result) -> bool:
+        row = self.ledger.seen_get(rel)
+        return row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns
+
+    def _new_id(self) -> str:
+        from .ledger import new_job_id
+
+        return new_job_id()
+
+    # -- refusals without a job ---------------------------------------------------------------
+    def refuse(self, user: str, p: Path, reason: str, *, move: bool) -> str:
+        """A ``failed/<user>/`` entry for an input that cannot even become a job."""
+        from .pipeline.delivery import refuse_file
+
+        entry = refuse_file(self.layout, user, p, reason, move=move)
+        log.warning("input refused", user=user, file=entry.name, reason=reason)
+        return "failed"
+
+    def _warn_once(self, key: str, event: str, reason: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(event, path=key.encode("utf-8", "backslashreplace").decode("utf-8"), reason=reason)

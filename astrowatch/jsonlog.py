@@ -1,0 +1,57 @@
+"""Append-only JSON Lines logs (``logs/generations.jsonl``, ``logs/reviews.jsonl``).
+
+Each record is written with one ``write`` of a whole line on an ``O_APPEND`` descriptor and
+flushed to disk, so a crash leaves at most a torn *last* line, which :func:`read_jsonl` skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+_lock = threading.Lock()
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    record = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
+    line = (json.dumps(record, ensure_ascii=False, default=str, sort_keys=False) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
+        try:
+            _ensure_line_start(fd, path)
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _ensure_line_start(fd: int, path: Path) -> None:
+    """After a crash mid-line, start the next record on a fresh line."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) != b"\n":
+            os.write(fd, b"\n")
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield records; skip torn or corrupt lines instead of failing."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        for raw in fh:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record

@@ -1,0 +1,144 @@
+"""Where approved results go, and archiving.  Every function is idempotent.
+
+- astro approve:   ``Utilisateurs/<user>/theme_<user>.png`` (atomic replace; the previous one
+                   is kept in the job's archive folder as ``previous_theme_<user>.png``)
+- enhance approve: ``datasets/<user>/<stem>.png`` + ``<stem>.txt`` caption (Fluxgym / kohya:
+                   one line, trigger word first) and a ``dataset.toml`` for kohya sd-scripts
+- always:          image, caption and sidecar moved into ``archive/<user>/<job>/``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..imageio import atomic_write_bytes, atomic_write_text, fsync_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Config
+    from ..layout import Layout
+    from ..ledger import Job
+
+
+def _sha(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def deliver_theme(layout: Layout, job: Job, image: Path) -> str:
+    dest = layout.user_dir(job.user) / f"theme_{job.user}.png"
+    data = image.read_bytes()
+    if _sha(dest) == hashlib.sha256(data).hexdigest():
+        return layout.rel(dest)  # already delivered (crash after the replace)
+    if dest.is_file() and not dest.is_symlink():
+        keep = layout.archive_dir(job.user, job.id) / f"previous_theme_{job.user}.png"
+        if not keep.exists():
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(dest, keep)
+    atomic_write_bytes(dest, data)
+    return layout.rel(dest)
+
+
+def caption_line(caption: str, trigger_word: str) -> str:
+    """The training caption: the first line of the reviewer's text, trigger word first."""
+    first = next((ln.strip() for ln in caption.splitlines() if ln.strip()), "")
+    if trigger_word and not first.lower().startswith(trigger_word.lower()):
+        first = f"{trigger_word}, {first}" if first else trigger_word
+    return first
+
+
+def file_into_dataset(layout: Layout, config: Config, job: Job, image: Path, caption: str) -> str:
+    folder = layout.dataset_dir(job.user)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = image.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    stem = job.source_name.rsplit(".", 1)[0]
+    for name in (stem, f"{stem}-{job.id}"):
+        dest = folder / f"{name}.png"
+        if not dest.exists() or _sha(dest) == digest:
+            break
+    if _sha(dest) != digest:
+        atomic_write_bytes(dest, data)
+    atomic_write_text(dest.with_suffix(".txt"), caption_line(caption, config.dataset.trigger_word) + "\n")
+    write_dataset_toml(layout, config, job.user)
+    return layout.rel(dest)
+
+
+def write_dataset_toml(layout: Layout, config: Config, user: str) -> None:
+    """kohya sd-scripts / Fluxgym dataset config: caption_extension must be said explicitly."""
+    ds = config.dataset
+    class_tokens = ds.class_tokens or ds.trigger_word or user
+    text = (
+        "# Written by astrowatch; regenerated on every approval.\n"
+        "[general]\n"
+        "shuffle_caption = false\n"
+        'caption_extension = ".txt"\n'
+        "keep_tokens = 1\n\n"
+        "[[datasets]]\n"
+        f"resolution = {ds.resolution}\n"
+        "batch_size = 1\n\n"
+        "  [[datasets.subsets]]\n"
+        f"  image_dir = {json.dumps(str(layout.dataset_dir(user)))}\n"
+        f"  class_tokens = {json.dumps(class_tokens)}\n"
+        f"  num_repeats = {ds.repeats}\n"
+    )
+    path = layout.dataset_dir(user) / "dataset.toml"
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+    atomic_write_text(path, text)
+
+
+def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Path] | None = None) -> None:
+    """Move the decided image and the job's sidecars (beside it and in the inbox) into the archive."""
+    archive = layout.archive_dir(job.user, job.id)
+    archive.mkdir(parents=True, exist_ok=True)
+    stem = f"{job.source_name.rsplit('.', 1)[0]}.{job.id}"
+    moves: list[Path] = list(extra or [])
+    if image is not None and image.parent != archive:
+        moves.append(image)
+        moves += [image.with_name(f"{image.name.rsplit('.', 1)[0]}{s}") for s in (".json", ".txt")]
+    inbox = layout.inbox_dir(job.user)
+    moves += [inbox / f"{stem}{s}" for s in (".png", ".json", ".txt", ".error.txt")]
+    for src in moves:
+        if src.is_file() and not src.is_symlink() and src.parent != archive:
+            dest = archive / src.name
+            if dest.exists():
+                dest = archive / f"{src.stem}.{int(time.time() * 1000)}{src.suffix}"
+            os.replace(src, dest)
+    fsync_dir(archive)
+
+
+def copy_snapshot(layout: Layout, parent: Job, child: Job) -> None:
+    src = layout.archive_dir(parent.user, parent.id) / parent.source_name
+    dest = layout.archive_dir(child.user, child.id) / child.source_name
+    if src.is_file() and not dest.exists():
+        atomic_write_bytes(dest, src.read_bytes())
+
+
+def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool) -> Path:
+    """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
+    from ..ingest import safe_display_name
+
+    folder = layout.failed_dir(folder_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = safe_display_name(src.name)
+    if os.path.lexists(folder / name):
+        name = f"{int(time.time() * 1000)}-{name}"
+    if move:
+        os.replace(src, folder / name)  # a symlink moves as a link: never followed
+    elif src.is_file() and not src.is_symlink():
+        shutil.copyfile(src, folder / name)
+    record = {"job_id": None, "user": folder_name, "source": layout.rel(src), "reason": reason, "attempts": 0,
+              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_text(folder / f"{name}.error.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return folder / name

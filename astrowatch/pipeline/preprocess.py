@@ -1,0 +1,156 @@
+"""Preprocessing of a dropped photo before any enhancement backend sees it.
+
+Decode under limits (:func:`astrowatch.imageio.open_image`), apply the EXIF orientation,
+convert to RGB (alpha flattened onto ``enhance.background``), enlarge small images so the
+shortest side reaches ``enhance.min_side``, detect grayscale, and report the facts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageColor, ImageOps
+
+from ..errors import ConfigError, InputError
+from ..imageio import open_image
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import EnhanceConfig, LimitsConfig
+
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+GRAY_TOLERANCE = 10  # channel spread (0..255) still counted as gray
+GRAY_QUANTILE = 0.99  # ... for this share of the pixels (JPEG chroma noise)
+
+TAG_ORIENTATION, TAG_MAKE, TAG_MODEL, TAG_DATETIME = 0x0112, 0x010F, 0x0110, 0x0132
+TAG_EXIF_IFD, TAG_DATETIME_ORIGINAL = 0x8769, 0x9003
+
+
+def preprocess(
+    path: Path, *, enhance: EnhanceConfig, limits: LimitsConfig
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Return the RGB image ready for a backend, and the facts about it (see module doc)."""
+    max_pixels = min(limits.max_image_pixels, enhance.max_pixels)
+    img = open_image(path, max_pixels=max_pixels, max_bytes=limits.max_image_bytes)
+    source_size, mode, fmt = list(img.size), img.mode, (img.format or "").upper() or None
+    exif = exif_facts(img)
+    try:
+        img = ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as exc:
+        raise InputError(f"{path.name}: cannot apply the EXIF orientation ({exc})") from None
+    alpha = has_alpha(img)
+    rgb = to_rgb(img, background(enhance.background))
+    grayscale = mode in GRAY_MODES or is_grayscale(rgb)
+    enlarged_from = None
+    if min(rgb.size) < enhance.min_side:
+        enlarged_from = list(rgb.size)
+        rgb = enlarge(rgb, enhance.min_side, max_pixels, path.name)
+    facts = {
+        "source_size": source_size, "size": list(rgb.size), "mode": mode, "format": fmt,
+        "grayscale": grayscale, "enlarged_from": enlarged_from, "exif": exif, "alpha_flattened": alpha,
+    }
+    return rgb, facts
+
+
+def background(spec: str) -> tuple[int, int, int]:
+    try:
+        rgb = ImageColor.getrgb(spec)
+    except ValueError:
+        raise ConfigError(
+            f"enhance.background: {spec!r} is not a colour (e.g. '#ffffff' or 'white')"
+        ) from None
+    return rgb[0], rgb[1], rgb[2]
+
+
+def has_alpha(img: Image.Image) -> bool:
+    return img.mode in ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+
+
+def to_rgb(img: Image.Image, bg: tuple[int, int, int]) -> Image.Image:
+    """RGB with any transparency composited onto ``bg``; 16/32-bit and float gray scaled to 8 bits."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        img = _wide_to_l(img)
+    if has_alpha(img):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (*bg, 255))
+        return Image.alpha_composite(base, rgba).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img.copy()
+
+
+def _wide_to_l(img: Image.Image) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float64)
+    top = float(arr.max()) if arr.size else 0.0
+    if img.mode == "F" and top <= 1.0:
+        scale = 255.0
+    elif top <= 255:
+        scale = 1.0
+    else:
+        scale = 255.0 / (65535.0 if top <= 65535 else top)
+    return Image.fromarray(np.clip(np.round(arr * scale), 0, 255).astype(np.uint8))
+
+
+def is_grayscale(rgb: Image.Image) -> bool:
+    """True when R, G and B are equal within :data:`GRAY_TOLERANCE` for nearly every pixel."""
+    thumb = rgb.copy()
+    thumb.thumbnail((256, 256), Image.Resampling.NEAREST)
+    arr = np.asarray(thumb, dtype=np.int16)
+    spread = arr.max(axis=2) - arr.min(axis=2)
+    return bool(np.quantile(spread, GRAY_QUANTILE) <= GRAY_TOLERANCE)
+
+
+def enlarge(img: Image.Image, min_side: int, max_pixels: int, name: str) -> Image.Image:
+    """Lanczos-enlarge so the shortest side is at least ``min_side`` (aspect ratio kept)."""
+    w, h = img.size
+    factor = min_side / min(w, h)
+    size = (max(min_side, round(w * factor)), max(min_side, round(h * factor)))
+    if size[0] * size[1] > max_pixels:
+        raise InputError(
+            f"{name}: {w}x{h} enlarged to a {min_side}px shortest side would be {size[0]}x{size[1]}, "
+            f"over {max_pixels} pixels (too thin)"
+        )
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def exif_facts(img: Image.Image) -> dict[str, Any]:
+    """Camera ("Make Model"), date ("YYYY-MM-DD HH:MM:SS") and orientation from EXIF, or None each."""
+    try:
+        exif = img.getexif()
+        sub = exif.get_ifd(TAG_EXIF_IFD)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return {"camera": None, "date": None, "orientation": None}
+    orientation = exif.get(TAG_ORIENTATION)
+    return {
+        "camera": _camera(_text(exif.get(TAG_MAKE)), _text(exif.get(TAG_MODEL))),
+        "date": _date(_text(sub.get(TAG_DATETIME_ORIGINAL)) or _text(exif.get(TAG_DATETIME))),
+        "orientation": orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else None,
+    }
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    text = "".join(ch for ch in value if ch.isprintable()).strip()
+    return text[:100] or None
+
+
+def _camera(make: str | None, model: str | None) -> str | None:
+    if make and model and model.lower().startswith(make.lower().split()[0]):
+        return model  # "Canon" + "Canon EOS 5D" -> "Canon EOS 5D"
+    return " ".join(p for p in (make, model) if p) or None
+
+
+def _date(raw: str | None) -> str | None:
+    """EXIF "2021:07:14 18:03:00" -> "2021-07-14 18:03:00"; None if not that shape."""
+    if not raw or len(raw) < 19:
+        return None
+    date, _, clock = raw[:19].partition(" ")
+    parts = date.split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts) or len(clock) != 8:
+        return None
+    if parts == ["0000", "00", "00"]:
+        return None
+    return f"{parts[0]}-{parts[1]}-{parts[2]} {clock}"

@@ -1,0 +1,126 @@
+"""Files that make a job's state visible: outputs in the inbox, inputs in archive/ or failed/.
+
+Every function here is idempotent — it can be interrupted at any point (SIGKILL) and run
+again by recovery with the same end result, and no duplicate file.  Order matters: in the
+inbox the sidecar ``.json`` and ``.txt`` appear before the image, so a reviewer never moves an
+image whose sidecar is not there yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..imageio import atomic_write_text, fsync_dir, write_png
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..layout import Layout
+    from ..ledger import Job
+    from .steps import Outcome
+
+REVIEW_HELP = ("Move the image into approved/ to accept it, rejected/ to refuse it, or edit 'params' "
+               "here and move the image into redo/ to run it again.")
+
+
+def result_stem(job: Job) -> str:
+    """``theme_gaby.1a2b3c4d5e6f``: the source stem plus the job id (recognisable when moved)."""
+    stem = job.source_name.rsplit(".", 1)[0]
+    return f"{stem}.{job.id}"
+
+
+def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str, float]) -> dict[str, Any]:
+    """Write image, caption and sidecar into the job's work folder; return the sidecar."""
+    work = layout.work_dir(job.id)
+    work.mkdir(parents=True, exist_ok=True)
+    stem = result_stem(job)
+    r = outcome.result
+    sidecar = {
+        "job_id": job.id, "kind": job.kind, "user": job.user, "parent_job": job.parent_id,
+        "source": {"path": job.source, "name": job.source_name, "sha256": job.source_sha256},
+        "image": f"{stem}.png", "backend": r.backend, "model": r.model, "params": outcome.params,
+        "seed": outcome.params.get("seed", r.seed), "prompt": r.prompt, "negative_prompt": r.negative_prompt,
+        "attempt": job.attempts, "timings": timings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **{k: v for k, v in outcome.extra.items() if v is not None},
+        "review": REVIEW_HELP,
+    }
+    if r.extra:
+        sidecar["backend_extra"] = r.extra
+    meta = {"job_id": job.id, "kind": job.kind, "user": job.user, "source_sha256": job.source_sha256}
+    write_png(work / f"{stem}.png", r.image, infotext=r.infotext, meta=meta)
+    atomic_write_text(work / f"{stem}.txt", (r.description or "").rstrip("\n") + "\n")
+    atomic_write_text(work / f"{stem}.json", json.dumps(sidecar, indent=2, ensure_ascii=False, default=str) + "\n")
+    return sidecar
+
+
+def publish(job: Job, layout: Layout) -> None:
+    """Move the outputs from the work folder into ``inbox/<user>/``, then (enhance) move the
+    dropped original into the job's archive folder.  Safe to repeat."""
+    work = layout.work_dir(job.id)
+    inbox = layout.inbox_dir(job.user)
+    inbox.mkdir(parents=True, exist_ok=True)
+    stem = result_stem(job)
+    for suffix in (".json", ".txt", ".png"):  # image last
+        src = work / f"{stem}{suffix}"
+        if src.exists():
+            os.replace(src, inbox / src.name)
+    fsync_dir(inbox)
+    if job.kind == "enhance" and job.parent_id is None:  # a redo reads the parent's archived copy
+        move_source_to(job, layout, layout.archive_dir(job.user, job.id))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = None) -> Path | None:
+    """Move the job's dropped file into ``folder`` if it is still the content the job saw."""
+    from ..ingest import sha256_file
+
+    src = layout.abs(job.source)
+    if src.is_symlink() or not src.is_file():
+        return None
+    try:
+        if sha256_file(src) != job.source_sha256:
+            return None  # a newer file took its place: it has its own job
+    except OSError:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / (name or src.name)
+    os.replace(src, dest)
+    fsync_dir(folder)
+    return dest
+
+
+def write_failed(job: Job, layout: Layout, reason: str) -> Path:
+    """``failed/<user>/<name>`` (the input, or a copy of the theme JSON which the upstream app
+    owns) plus ``<name>.error.json`` with the reason, job id and attempts.  Safe to repeat."""
+    folder = layout.failed_dir(job.user)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = job.source_name
+    error_path = folder / f"{name}.error.json"
+    if error_path.exists() and _error_job(error_path) not in (job.id, None):
+        stem, dot, ext = name.rpartition(".")
+        name = f"{stem}.{job.id}.{ext}" if dot else f"{name}.{job.id}"
+        error_path = folder / f"{name}.error.json"
+    if job.kind == "astro":
+        snapshot = layout.archive_dir(job.user, job.id) / job.source_name
+        original = layout.abs(job.source)
+        src = snapshot if snapshot.exists() else original
+        if src.is_file() and not src.is_symlink() and not (folder / name).exists():
+            shutil.copyfile(src, folder / name)
+    else:
+        move_source_to(job, layout, folder, name)
+    record = {"job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
+              "source_sha256": job.source_sha256, "attempts": job.attempts, "reason": reason,
+              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "retry": "fix the input and drop it again (for a theme: rewrite it with new content)"}
+    atomic_write_text(error_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    return error_path
+
+
+def _error_job(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("job_id")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,183 @@
+"""The steps of one job, from input file to a result in ``state/work/<job>/``.
+
+astro:   snapshot JSON -> parse chart -> fuse prompt -> init image -> backend.generate
+enhance: source image  -> preprocess -> cache lookup -> backend.enhance -> cache store
+
+Steps raise :mod:`astrowatch.errors` exceptions; the worker turns those into state changes.
+Nothing here touches the inbox, the ledger's state or the user folders: see publish.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Result
+from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import Config
+    from ..layout import Layout
+    from ..ledger import Job
+
+PIPELINE_KEYS = frozenset({"backend", "seed", "style"})  # overrides the pipeline itself consumes
+
+
+@dataclass
+class JobContext:
+    config: Config
+    layout: Layout
+    get_backend: Callable[[str, str], Backend]  # (kind, name or None) -> started backend
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass
+class Outcome:
+    result: Result
+    params: dict[str, Any]  # effective parameters, as the reviewer sees and edits them
+    extra: dict[str, Any]  # recorded in the sidecar (fusion, facts, cache...)
+
+
+def theme_snapshot(job: Job, ctx: JobContext) -> Path:
+    """The copy of the theme JSON taken at ingest (the upstream app may rewrite the original)."""
+    return ctx.layout.archive_dir(job.user, job.id) / job.source_name
+
+
+def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
+    from ..chart.parse import parse_chart_file
+
+    cfg = ctx.config
+    snapshot = theme_snapshot(job, ctx)
+    if not snapshot.exists():
+        raise InputError(f"{job.source_name}: the snapshot taken at ingest is missing ({snapshot})")
+    chart = parse_chart_file(snapshot, user=job.user, max_bytes=cfg.limits.max_json_bytes,
+                             max_depth=cfg.limits.max_json_depth)
+    return generate_astro(chart, ctx, job_id=job.id, params=job.params, default_backend=default_backend,
+                          work_dir=ctx.layout.work_dir(job.id))
+
+
+def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str, Any], default_backend: str,
+                   work_dir: Path) -> Outcome:
+    """Fuse the prompt and generate: the one code path of the daemon and ``astrowatch generate``."""
+    from ..fusion import fuse
+
+    name = str(params.get("backend") or default_backend)
+    backend = ctx.get_backend("astro", name)
+    fusion_backend = name if name in ("sdxl", "sdapi", "openai") else "sdxl"
+    seed = params.get("seed")
+    fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
+                  seed=int(seed) if seed is not None else None)
+    init_image = _init_image(chart, ctx, name, work_dir)
+    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS}
+    task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=task_params, seed=fusion.seed,
+                     prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
+                     fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel)
+    result = backend.generate(task)
+    description = result.description or ""
+    if fusion.description and fusion.description not in description:
+        description = f"{fusion.description}\n{description}".strip()
+    result.description = description
+    result.prompt = result.prompt or fusion.prompt
+    result.negative_prompt = result.negative_prompt or fusion.negative_prompt
+    effective = {"backend": name, "style": fusion.style, "seed": fusion.seed, **result.params}
+    init_rel = str(init_image) if init_image else None
+    if init_image is not None:
+        try:
+            init_rel = ctx.layout.rel(init_image)
+        except Exception:  # noqa: BLE001 — outside the data folder (CLI use)
+            pass
+    return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel})
+
+
+def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path) -> Path | None:
+    """Moodboard if the user has one, else the chart wheel when ``astro.init_image: wheel``."""
+    user_dir = ctx.layout.users / chart.user
+    for ext in ("png", "jpg", "webp"):
+        candidate = user_dir / f"moodboard.{ext}"
+        if candidate.is_file() and not candidate.is_symlink():
+            return candidate
+    if ctx.config.astro.init_image != "wheel" or backend in ("wheel", "fake"):
+        return None
+    from ..backends.wheel import render_wheel
+    from ..imageio import write_png
+
+    path = work_dir / "wheel.png"
+    if not path.exists():
+        write_png(path, render_wheel(chart, size=ctx.config.astro.wheel_size))
+    return path
+
+
+def run_enhance(job: Job, ctx: JobContext, source: Path, default_backend: str) -> Outcome:
+    return enhance_image(source, ctx, job_id=job.id, user=job.user, params=job.params,
+                         default_backend=default_backend, fallback_seed=int(job.source_sha256[:8], 16))
+
+
+def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, params: dict[str, Any],
+                  default_backend: str, fallback_seed: int) -> Outcome:
+    """Preprocess, look up the cache, enhance: the daemon's and ``astrowatch enhance``'s path."""
+    from .preprocess import preprocess
+
+    cfg = ctx.config
+    image, facts = preprocess(source, enhance=cfg.enhance, limits=cfg.limits)
+    name = str(params.get("backend") or default_backend)
+    backend = ctx.get_backend("enhance", name)
+    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS}
+    seed = int(params.get("seed", fallback_seed))
+    key = cache_key(image, name, backend, cfg, task_params)
+    cached = cache_load(ctx.layout, key)
+    if cached is not None:
+        result, cache = cached, "hit"
+    else:
+        task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
+                           params=task_params, seed=seed, facts=facts, cancel=ctx.cancel)
+        result, cache = backend.enhance(task), "miss"
+        cache_store(ctx.layout, key, result)
+    effective = {"backend": name, "seed": seed, **result.params}
+    return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key})
+
+
+# -- enhance result cache: content hash of the preprocessed input + every parameter ------------
+def cache_key(image: Any, name: str, backend: Backend, cfg: Config, params: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    h.update(f"{image.mode}:{image.size}".encode())
+    h.update(image.tobytes())
+    settings = {"backend": name, "backend_settings": backend.settings_key(),
+                "enhance": cfg.enhance.model_dump(mode="json"), "dataset": cfg.dataset.model_dump(mode="json"),
+                "language": cfg.astro.language, "params": params}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def _cache_paths(layout: Layout, key: str) -> tuple[Path, Path]:
+    folder = layout.root / "state" / "cache" / key[:2]
+    return folder / f"{key}.png", folder / f"{key}.json"
+
+
+def cache_load(layout: Layout, key: str) -> Result | None:
+    from PIL import Image
+
+    png, meta = _cache_paths(layout, key)
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        with Image.open(png) as img:
+            img.load()
+            image = img.copy()
+    except (OSError, ValueError):
+        return None
+    return Result(image=image, backend=data["backend"], model=data.get("model"), params=data["params"],
+                  seed=data.get("seed"), description=data.get("description", ""),
+                  infotext=data.get("infotext"), extra={**data.get("extra", {}), "cache": "hit"})
+
+
+def cache_store(layout: Layout, key: str, result: Result) -> None:
+    from ..imageio import atomic_write_text, write_png
+
+    png, meta = _cache_paths(layout, key)
+    write_png(png, result.image, infotext=result.infotext)
+    atomic_write_text(meta, json.dumps({
+        "backend": result.backend, "model": result.model, "params": result.params, "seed": result.seed,
+        "description": result.description, "infotext": result.infotext, "extra": result.extra,
+    }, default=str))

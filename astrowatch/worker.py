@@ -1,0 +1,288 @@
+"""The worker: one thread per device, owning its backends, running one job at a time.
+
+Loop: claim the oldest runnable job (compare-and-set ``queued -> running``), run its steps,
+write the outputs to ``state/work/<job>/``, record ``publishing``, move them into the inbox,
+record ``inbox``.  Errors become state changes from their class alone:
+
+- ``BackendUnavailable``         -> ``waiting`` (attempt not counted); re-queued when healthy
+- ``Interrupted`` (2nd SIGTERM)   -> ``queued`` (attempt not counted); resumed at next start
+- not retryable (bad input...)   -> ``failing`` -> ``failed/`` entry -> ``failed``
+- retryable, attempts left       -> ``queued`` with exponential backoff
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .backends.base import Backend, CancelToken, create_backend
+from .config import Config
+from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
+from .ingest import sha256_file
+from .jsonlog import append_jsonl
+from .layout import Layout
+from .ledger import Job, Ledger
+from .pipeline.publish import publish, result_stem, write_failed, write_outputs
+from .pipeline.steps import JobContext, run_astro, run_enhance
+
+log = structlog.get_logger("astrowatch.worker")
+
+
+class BackendPool:
+    """Started backends by name, for one worker (one device).  Not shared across threads."""
+
+    def __init__(self, config: Config, device: str | None = None) -> None:
+        self.config = config
+        self.device = device
+        self._backends: dict[str, Backend] = {}
+        self._started: set[str] = set()
+        self.load_seconds: dict[str, float] = {}
+
+    def get(self, kind: str, name: str) -> Backend:
+        backend = self._backends.get(name)
+        if backend is None:
+            backend = create_backend(name, kind, self.config)
+            if self.device and hasattr(backend, "set_device"):
+                backend.set_device(self.device)
+            self._backends[name] = backend
+        if kind not in backend.kinds:
+            from .errors import ConfigError
+
+            raise ConfigError(f"backend {name!r} cannot do {kind} jobs")
+        if name not in self._started:
+            t0 = time.monotonic()
+            backend.start()  # BackendUnavailable propagates: the job waits
+            self.load_seconds[name] = round(time.monotonic() - t0, 3)
+            self._started.add(name)
+        return backend
+
+    def reload(self, config: Config) -> list[str]:
+        """Keep backends whose settings did not change; close the others.  Returns closed names."""
+        closed = []
+        for name, backend in list(self._backends.items()):
+            old_key = backend.settings_key()
+            backend.config = config
+            if backend.settings_key() != old_key:
+                backend.config = self.config
+                backend.close()
+                del self._backends[name]
+                self._started.discard(name)
+                closed.append(name)
+        self.config = config
+        return closed
+
+    def describe(self) -> dict[str, Any]:
+        return {name: {**b.describe(), "load_seconds": self.load_seconds.get(name)}
+                for name, b in self._backends.items()}
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001
+                log.exception("backend close failed", backend=backend.name)
+        self._backends.clear()
+        self._started.clear()
+
+
+class Worker(threading.Thread):
+    def __init__(self, config: Config, layout: Layout, defaults: dict[str, str], cancel: CancelToken,
+                 *, device: str | None = None, index: int = 0, drain: bool = False) -> None:
+        super().__init__(name=f"astrowatch-worker-{index}", daemon=True)
+        self.config = config
+        self.layout = layout
+        self.defaults = dict(defaults)  # kind -> backend name ("auto" already resolved)
+        self.cancel = cancel
+        self.pool = BackendPool(config, device)
+        self.ledger = Ledger(layout.ledger_path)
+        self._wake = threading.Event()
+        self._new_config: tuple[Config, dict[str, str]] | None = None
+        self._waiting_logged: set[str] = set()
+        self._last_health = 0.0
+        self.current: str | None = None
+        self.beat = time.monotonic()
+        self.stats = {"jobs": 0, "seconds": 0.0, "last_seconds": None, "first_seconds": None}
+
+    # -- control from other threads ------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def reload(self, config: Config, defaults: dict[str, str]) -> None:
+        self._new_config = (config, dict(defaults))
+        self.wake()
+
+    def preload(self) -> None:
+        """Start the default backends now (before READY=1).  Unavailable ones are retried later."""
+        for kind, name in self.defaults.items():
+            try:
+                self.pool.get(kind, name)
+            except BackendUnavailable as exc:
+                log.warning("backend unavailable at start; jobs will wait for it", backend=name, reason=str(exc))
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            while not self.cancel.stopping:
+                self.beat = time.monotonic()
+                self._apply_reload()
+                self._requeue_waiting()
+                job = self.ledger.claim_next()
+                if job is None:
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                self.execute(job)
+        finally:
+            self.pool.close()
+            self.ledger.close()
+
+    def _apply_reload(self) -> None:
+        if self._new_config is None:
+            return
+        config, defaults = self._new_config
+        self._new_config = None
+        closed = self.pool.reload(config)
+        self.config, self.defaults = config, defaults
+        log.info("config reloaded by worker", reloaded_backends=closed)
+        self.preload()
+
+    def _requeue_waiting(self) -> None:
+        now = time.monotonic()
+        if now - self._last_health < self.config.sdapi.health_interval:
+            return
+        self._last_health = now
+        waiting = self.ledger.by_state("waiting")
+        healthy: dict[str, bool] = {}
+        for job in waiting:
+            name = str(job.params.get("backend") or self.defaults[job.kind])
+            if name not in healthy:
+                healthy[name] = self._healthy(job.kind, name)
+            if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note="backend back"):
+                self._waiting_logged.discard(name)
+                log.info("backend is back; job re-queued", job_id=job.id, backend=name)
+
+    def _healthy(self, kind: str, name: str) -> bool:
+        try:
+            self.pool.get(kind, name).health()
+            return True
+        except AstrowatchError:
+            return False
+
+    # -- one job ----------------------------------------------------------------------------------
+    def execute(self, job: Job) -> None:
+        structlog.contextvars.bind_contextvars(job_id=job.id, user=job.user)
+        self.current = job.id
+        t0 = time.monotonic()
+        try:
+            self._produce_and_publish(job, t0)
+        except BackendUnavailable as exc:
+            self._wait(job, exc)
+        except Interrupted as exc:
+            self.ledger.transition(job.id, "running", "queued", attempts=max(job.attempts - 1, 0), note=str(exc))
+            log.warning("job interrupted; it resumes at the next start")
+        except AstrowatchError as exc:
+            self._failed_attempt(job, exc, t0)
+        except Exception as exc:  # noqa: BLE001 — a bug in a backend must not kill the worker
+            log.exception("unexpected error in job")
+            self._failed_attempt(job, BackendError(f"{type(exc).__name__}: {exc}"), t0)
+        finally:
+            self.current = None
+            structlog.contextvars.unbind_contextvars("job_id", "user")
+
+    def _produce_and_publish(self, job: Job, t0: float) -> None:
+        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel)
+        log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
+        if job.kind == "astro":
+            outcome = run_astro(job, ctx, self.defaults["astro"])
+        else:
+            outcome = run_enhance(job, ctx, self.locate_source(job), self.defaults["enhance"])
+        run_s = time.monotonic() - t0
+        timings = {"queued_s": round(max(time.time() - job.created_at - run_s, 0.0), 3), "run_s": round(run_s, 3)}
+        timings.update((outcome.result.extra or {}).get("timings", {}))
+        sidecar = write_outputs(job, self.layout, outcome, timings)
+        r = outcome.result
+        record = {"stem": result_stem(job), "image": sidecar["image"], "backend": r.backend, "model": r.model,
+                  "params": outcome.params, "seed": sidecar["seed"], "description": r.description,
+                  "cache": outcome.extra.get("cache")}
+        if not self.ledger.transition(job.id, "running", "publishing", result=record):
+            log.error("job was moved by someone else while running; outputs discarded")
+            return
+        publish(job, self.layout)
+        self.ledger.transition(job.id, "publishing", "inbox")
+        self._record_stats(run_s)
+        self._log_generation(job, "ok", run_s, sidecar=sidecar)
+        log.info("result in inbox", seconds=round(run_s, 3), backend=r.backend,
+                 image=f"inbox/{job.user}/{sidecar['image']}")
+
+    def locate_source(self, job: Job) -> Path:
+        """The dropped image: still in the user folder, or archived with a parent (redo)."""
+        candidates = [self.layout.abs(job.source)]
+        j: Job | None = job
+        while j is not None:
+            candidates.append(self.layout.archive_dir(j.user, j.id) / j.source_name)
+            j = self.ledger.get(j.parent_id) if j.parent_id else None
+        for path in candidates:
+            if path.is_file() and not path.is_symlink():
+                try:
+                    if sha256_file(path) == job.source_sha256:
+                        return path
+                except OSError:
+                    continue
+        raise InputError(f"{job.source_name}: the file is gone or was replaced before it was processed")
+
+    def _wait(self, job: Job, exc: BackendUnavailable) -> None:
+        name = str(job.params.get("backend") or self.defaults[job.kind])
+        self.ledger.transition(job.id, "running", "waiting", attempts=max(job.attempts - 1, 0), error=str(exc))
+        if name not in self._waiting_logged:  # one line per outage, not one per job or second
+            self._waiting_logged.add(name)
+            log.warning("backend unavailable; jobs wait for it", backend=name, reason=str(exc))
+
+    def _failed_attempt(self, job: Job, exc: AstrowatchError, t0: float) -> None:
+        duration = time.monotonic() - t0
+        retries = self.config.retries
+        if exc.retryable and job.attempts < retries.max_attempts:
+            delay = min(retries.backoff_seconds * 2 ** (job.attempts - 1), retries.backoff_max_seconds)
+            self.ledger.transition(job.id, "running", "queued", error=str(exc), not_before=time.time() + delay,
+                                   note="retry")
+            self._log_generation(job, "retry", duration, error=str(exc))
+            log.warning("attempt failed; will retry", error=str(exc), attempt=job.attempts, retry_in_s=delay)
+            return
+        reason = str(exc) if not exc.retryable else f"{exc} (after {job.attempts} attempts)"
+        self.fail(job, reason)
+        self._log_generation(job, "failed", duration, error=reason)
+
+    def fail(self, job: Job, reason: str) -> None:
+        if self.ledger.transition(job.id, "running", "failing", error=reason):
+            finish_failed(self.ledger, self.layout, self.ledger.get(job.id))
+
+    def _record_stats(self, seconds: float) -> None:
+        s = self.stats
+        s["jobs"] += 1
+        s["seconds"] += seconds
+        s["last_seconds"] = round(seconds, 3)
+        if s["first_seconds"] is None:
+            s["first_seconds"] = round(seconds, 3)
+
+    def _log_generation(self, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
+                        error: str | None = None) -> None:
+        sc = sidecar or {}
+        append_jsonl(self.layout.root / "logs" / "generations.jsonl", {
+            "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
+            "source_sha256": job.source_sha256, "attempt": job.attempts,
+            "backend": sc.get("backend") or job.params.get("backend") or self.defaults.get(job.kind),
+            "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
+            "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
+            "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
+            "cache": sc.get("cache"), "status": status, "error": error,
+        })
+
+
+def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:
+    """Idempotent end of a failure: the ``failed/`` entry, then the final state."""
+    entry = write_failed(job, layout, job.error or "unknown error")
+    ledger.transition(job.id, "failing", "failed")
+    log.error("job failed", job_id=job.id, user=job.user, reason=job.error, entry=layout.rel(entry))

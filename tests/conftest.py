@@ -1,0 +1,30 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from harness import DaemonProcess, write_config  # noqa: E402
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path):
+    started: list[DaemonProcess] = []
+
+    def make(config: Path | None = None, **kwargs) -> DaemonProcess:
+        d = DaemonProcess(config or write_config(tmp_path), **kwargs)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.close()

@@ -1,0 +1,177 @@
+"""Nothing lost, nothing twice: the real daemon under slow writers, restarts and SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import time
+
+import pytest
+from harness import inbox_images, make_image, theme_bytes, wait_until, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def jobs(data):
+    conn = sqlite3.connect(data / "state" / "ledger.sqlite3")
+    try:
+        return [dict(zip(("id", "source", "state", "attempts", "error"), row))
+                for row in conn.execute("SELECT id, source, state, attempts, error FROM jobs ORDER BY created_at")]
+    finally:
+        conn.close()
+
+
+def test_slow_chunked_write_and_part_rename_make_one_job_each(tmp_path, daemon_factory):
+    d = daemon_factory(write_config(tmp_path)).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    payload = make_image(tmp_path / "src.png", (300, 200))
+    with open(user / "slow.png", "wb") as fh:  # chunks closer together than the quiet period
+        for i in range(0, len(payload), max(len(payload) // 6, 1)):
+            fh.write(payload[i:i + max(len(payload) // 6, 1)])
+            fh.flush()
+            time.sleep(0.1)
+    partial = user / "copied.png.part"
+    with open(partial, "wb") as fh:
+        fh.write(payload[:100])
+        fh.flush()
+        time.sleep(0.5)  # longer than the quiet period: a .part is never an input
+        fh.write(payload[100:])
+    os.replace(partial, user / "copied.png")
+    wait_until(lambda: len(inbox_images(d.data)) == 2, what="two results")
+    time.sleep(2.5)  # a periodic rescan passes
+    assert sorted(j["source"] for j in jobs(d.data)) == ["Utilisateurs/gaby/copied.png", "Utilisateurs/gaby/slow.png"]
+    assert len(inbox_images(d.data)) == 2
+    assert not list((d.data / "failed").rglob("*"))
+
+
+def test_inputs_and_decisions_made_while_down_are_handled_at_start(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path)
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "one.jpg")
+    first = wait_until(lambda: inbox_images(d.data), what="first result")[0]
+    assert d.stop() == 0
+
+    os.replace(first, d.data / "approved" / first.name)  # decided while the daemon is down
+    make_image(user / "two.jpg", color=(0, 0, 0))
+    (user / "theme_gaby.json").write_bytes(theme_bytes())
+    d2 = daemon_factory(cfg).start()
+    wait_until(lambda: (d.data / "datasets" / "gaby" / "one.png").exists(), what="decision taken at start")
+    wait_until(lambda: len(inbox_images(d.data)) == 2, what="inputs dropped while down")
+    assert d2.stop() == 0
+
+
+def test_sigkill_mid_job_resumes_once(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 30})
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "photo.jpg")
+    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="job running")
+    d.kill()
+
+    write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 0})
+    d2 = daemon_factory(cfg).start()
+    image = wait_until(lambda: inbox_images(d.data), what="resumed result")[0]
+    sidecar = json.loads(image.with_suffix(".json").read_text())
+    assert sidecar["attempt"] == 2  # the killed attempt counted
+    assert [j["state"] for j in jobs(d.data)] == ["inbox"]
+    assert not (user / "photo.jpg").exists()
+    assert d2.stop() == 0
+
+
+def test_killed_past_max_attempts_goes_to_failed_with_reason(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 30}, retries={"max_attempts": 1})
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "photo.jpg")
+    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="job running")
+    d.kill()
+    d2 = daemon_factory(cfg).start()
+    error = wait_until(lambda: (d.data / "failed" / "gaby" / "photo.jpg.error.json").exists()
+                       and json.loads((d.data / "failed" / "gaby" / "photo.jpg.error.json").read_text()))
+    assert "interrupted" in error["reason"] and error["attempts"] == 1
+    assert (d.data / "failed" / "gaby" / "photo.jpg").exists() and not (user / "photo.jpg").exists()
+    assert d2.stop() == 0
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"delay_seconds": 0.15},
+                       retries={"max_attempts": 50})
+    user = tmp_path / "data" / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    names = [f"p{i:02d}.png" for i in range(12)]
+    for i, name in enumerate(names):
+        make_image(user / name, (16 + i, 16), color=(i * 20, 100, 200 - i * 10))
+    rng = random.Random(1234)
+    for _ in range(5):
+        d = daemon_factory(cfg).start()
+        time.sleep(rng.uniform(0.2, 1.2))
+        d.kill()
+    d = daemon_factory(cfg).start()
+    wait_until(lambda: len(inbox_images(d.data)) == len(names) and not list(user.iterdir()), timeout=60,
+               what="every input in the inbox")
+    stems = sorted(i.name.split(".")[0] for i in inbox_images(d.data))
+    assert stems == sorted(n.split(".")[0] for n in names)  # each exactly once
+    assert sorted(j["state"] for j in jobs(d.data)) == ["inbox"] * len(names)
+    assert not list((d.data / "state" / "work").iterdir())
+    for image in inbox_images(d.data):  # every result is whole, with its sidecars
+        assert image.with_suffix(".json").exists() and image.with_suffix(".txt").exists()
+    assert d.stop() == 0
+
+
+def test_retries_then_failed_entry(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"fail_times": 5}, retries={"max_attempts": 3})
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "x.jpg")
+    err = d.data / "failed" / "gaby" / "x.jpg.error.json"
+    wait_until(err.exists, what="failed entry")
+    record = json.loads(err.read_text())
+    assert record["attempts"] == 3 and "fake failure 3 of 5" in record["reason"]
+    lines = [json.loads(x) for x in (d.data / "logs" / "generations.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in lines] == ["retry", "retry", "failed"]
+    assert d.stop() == 0
+
+
+def test_sigterm_finishes_current_image_second_interrupts(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 1.5})
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "a.jpg")
+    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="running")
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0
+    assert [j["state"] for j in jobs(d.data)] == ["inbox"]  # the image was finished
+
+    write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 60})
+    make_image(user / "b.jpg")
+    d2 = daemon_factory(cfg).start()
+    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="running")
+    d2.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    d2.signal(signal.SIGTERM)
+    assert d2.proc.wait(10) == 0
+    b = next(j for j in jobs(d.data) if j["source"].endswith("b.jpg"))
+    assert b["state"] == "queued" and b["attempts"] == 0  # resumed at the next start, attempt not burnt
+
+
+def test_systemd_notify_ready_status_watchdog_stopping(tmp_path, daemon_factory):
+    d = daemon_factory(write_config(tmp_path), watchdog_usec=200_000).start()
+    d.wait_message("WATCHDOG=1", timeout=10)
+    d.wait_message("STATUS=", timeout=10)
+    ready = next(m for m in d.messages if "READY=1" in m)
+    assert "STATUS=" in ready and f"MAINPID={d.proc.pid}" in ready
+    d.signal(signal.SIGHUP)  # reload keeps it running
+    time.sleep(0.5)
+    assert d.proc.poll() is None
+    assert d.stop() == 0
+    d.wait_message("STOPPING=1")
