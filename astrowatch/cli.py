@@ -14,8 +14,9 @@ import sys
 from . import __version__
 
 
-def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", help="config file (default: $ASTROWATCH_CONFIG, else ./config.yaml)")
+def _add_config(p: argparse.ArgumentParser, nested: bool = False) -> None:
+    p.add_argument("-c", "--config", default=argparse.SUPPRESS if nested else None,
+                   help="config file (default: $ASTROWATCH_CONFIG, else ./config.yaml)")
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -55,11 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     rsub = p.add_subparsers(dest="action", metavar="ACTION")
     rsub.required = True
-    rsub.add_parser("list", help="list results waiting in the inbox").add_argument("--json", action="store_true")
+    rp = rsub.add_parser("list", help="list results waiting in the inbox")
+    rp.add_argument("--json", action="store_true")
+    _add_config(rp, nested=True)
     for action in ("approve", "reject"):
         rp = rsub.add_parser(action, help=f"{action} a result (job id or inbox image path)")
         rp.add_argument("item", nargs="+", help="job id (or a unique prefix) or path of the inbox image")
+        _add_config(rp, nested=True)
     rp = rsub.add_parser("redo", help="run a result again with parameter overrides")
+    _add_config(rp, nested=True)
     rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter override written into the sidecar's params (repeatable)")

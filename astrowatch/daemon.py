@@ -24,7 +24,7 @@ from .config import Config, load_config
 from .errors import AstrowatchError, ConfigError
 from .imageio import atomic_write_text
 from .ingest import Ingest
-from .layout import Layout
+from .layout import Layout, display
 from .ledger import Ledger
 from .notify import Notifier
 from .recovery import recover
@@ -127,17 +127,22 @@ class Daemon:
 
     def tick(self) -> None:
         for path, _stable_at in self.tracker.due():
-            try:
-                self.ingest.handle(path)
-            except AstrowatchError as exc:
-                log.error("could not take file", path=path, error=str(exc))
-            except Exception:  # noqa: BLE001 — bad input must never crash the daemon
-                log.exception("unexpected error taking file", path=path)
+            self._guarded("take file", self.ingest.handle, path)
         with self._dirs_lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
         for folder in dirs:
-            self.rescan(Path(folder))
-        self._supervise()
+            self._guarded("scan new folder", self.rescan, Path(folder))
+        self._guarded("supervise", self._supervise)
+
+    def _guarded(self, what: str, fn: Any, *args: Any) -> Any:
+        """Bad input must never crash the daemon: log the error with the path and go on."""
+        try:
+            return fn(*args)
+        except AstrowatchError as exc:
+            log.error(f"could not {what}", path=display(args[0]) if args else None, error=str(exc))
+        except Exception:  # noqa: BLE001
+            log.exception(f"unexpected error: {what}", path=display(args[0]) if args else None)
+        return None
 
     def _supervise(self) -> None:
         now = time.monotonic()

@@ -23,7 +23,7 @@ import structlog
 
 from .errors import UnsafePathError
 from .imageio import IMAGE_EXTENSIONS, atomic_write_bytes
-from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, is_ignored_name
+from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -63,11 +63,12 @@ class Ingest:
         """Act on one stable path; returns what happened (for logs, tests and benchmarks)."""
         p = Path(path)
         try:
-            rel = self.layout.rel(p)
-        except UnsafePathError as exc:
-            self._warn_once(path, "ignored: outside the data folder", str(exc))
+            parts = p.relative_to(self.layout.root).parts  # names checked below, one by one
+        except ValueError:
+            self._warn_once(path, "ignored: outside the data folder", str(p))
             return "ignored"
-        parts = rel.split("/")
+        if not parts or ".." in parts:
+            return "ignored"
         if parts[0] in DECISION_FOLDERS:
             return self.reviewer.handle(p)
         if parts[0] != USERS or len(parts) != 3:
@@ -169,7 +170,8 @@ class Ingest:
             st = os.lstat(path)
         except (UnsafePathError, OSError):
             return False
-        return rel.startswith(USERS + "/") and self._unchanged(rel, st)
+        parts = rel.split("/")
+        return parts[0] == USERS and len(parts) == 3 and self._unchanged(rel, st)
 
     def _unchanged(self, rel: str, st: os.stat_result) -> bool:
         row = self.ledger.seen_get(rel)
@@ -192,4 +194,4 @@ class Ingest:
     def _warn_once(self, key: str, event: str, reason: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            log.warning(event, path=key.encode("utf-8", "backslashreplace").decode("utf-8"), reason=reason)
+            log.warning(event, path=display(key), reason=reason)

@@ -49,6 +49,11 @@ def check_user_name(name: str) -> str:
     return name
 
 
+def display(path: object) -> str:
+    """A printable form of any path, even one with undecodable bytes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
 def is_ignored_name(name: str) -> bool:
     """Temporary, hidden and system files that are never inputs or decisions."""
     return (name.startswith(".") or name.startswith("~$") or name.startswith("._")
@@ -80,7 +85,12 @@ class Layout:
             raise UnsafePathError(f"{path} is outside the data folder {self.root}") from None
         if ".." in rel.parts:
             raise UnsafePathError(f"{path} is outside the data folder {self.root}")
-        return rel.as_posix()
+        text = rel.as_posix()
+        try:
+            text.encode("utf-8")  # everything stored in the ledger and logs is valid UTF-8
+        except UnicodeEncodeError:
+            raise UnsafePathError(f"{display(path)} has a name that is not valid UTF-8") from None
+        return text
 
     def abs(self, rel: str) -> Path:
         path = Path(os.path.normpath(self.root / rel))

@@ -50,7 +50,7 @@ def write_tokenizer_files(folder: Path) -> tuple[Path, Path]:
     return vocab_file, merges_file
 
 
-def _tokenizers(folder: Path) -> tuple[Any, Any]:
+def tiny_tokenizers(folder: Path) -> tuple[Any, Any]:
     from transformers import CLIPTokenizer
 
     vocab_file, merges_file = write_tokenizer_files(folder)
@@ -118,7 +118,7 @@ def build_tiny_pipelines() -> tuple[Any, Any]:
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
     with tempfile.TemporaryDirectory() as tmp:
-        tok, tok_2 = _tokenizers(Path(tmp))
+        tok, tok_2 = tiny_tokenizers(Path(tmp))
     enc, enc_2 = _text_encoders(tok, tok_2)
     vae, scheduler = _vae_and_scheduler()
     base = StableDiffusionXLPipeline(

@@ -157,10 +157,10 @@ def draw_from_seed(seed: int, width: int, height: int) -> Image.Image:
 
 
 def _colour_word(image: Image.Image) -> str:
-    r, g, b = (sum(band) / len(band) for band in zip(*image.convert("RGB").resize((8, 8)).getdata()))
-    if max(r, g, b) - min(r, g, b) < 16:
-        return "grey" if 40 < r < 215 else ("black" if r <= 40 else "white")
-    return ("red", "green", "blue")[max(range(3), key=lambda i: (r, g, b)[i])]
+    rgb = [sum(band) / len(band) for band in zip(*image.convert("RGB").resize((8, 8)).getdata())]
+    if max(rgb) - min(rgb) < 16:
+        return "grey" if 40 < rgb[0] < 215 else ("black" if rgb[0] <= 40 else "white")
+    return ("red", "green", "blue")[rgb.index(max(rgb))]
 
 
 def infotext(body: dict[str, Any], seed: int, size: tuple[int, int], extra: dict[str, Any]) -> str:
@@ -179,16 +179,11 @@ class FakeApi:
     def __init__(self, *, upscalers: tuple[str, ...], samplers: tuple[str, ...],
                  interrogators: tuple[str, ...], round_to_8: bool) -> None:
         self.upscalers, self.samplers, self.interrogators = list(upscalers), list(samplers), interrogators
-        self.round_to_8 = round_to_8
-        self.slow = 0.0
-        self.job_count = 0
-        self.job = ""
-        self.interrupts = 0
+        self.round_to_8, self.slow, self.job_count, self.job, self.interrupts = round_to_8, 0.0, 0, "", 0
+        self.blank = False  # answer all-black images from img2img/txt2img (a NaN VAE)
         self.bodies: list[dict[str, Any]] = []
         self._queue_lock = threading.Lock()  # the WebUI's queue_lock
-        self._interrupt = threading.Event()
-        self._released = threading.Event()
-        self._started = 0.0
+        self._interrupt, self._released, self._started = threading.Event(), threading.Event(), 0.0
 
     def route(self, method: str, path: str) -> Callable[..., Any] | None:
         table = {
@@ -215,8 +210,7 @@ class FakeApi:
         return {"error": "HTTPException", "detail": "Incorrect username or password", "body": "",
                 "errors": "401: Incorrect username or password"}
 
-    def release(self) -> None:
-        """Wake every sleeping job (server shutdown)."""
+    def release(self) -> None:  # wake every sleeping job (server shutdown)
         self._released.set()
         self._interrupt.set()
 
@@ -311,6 +305,7 @@ class FakeApi:
     def _response(self, body: dict[str, Any], image: Image.Image, seed: int, size: tuple[int, int],
                   extra: dict[str, Any]) -> dict[str, Any]:
         text = infotext(body, seed, size, extra)
+        image = Image.new("RGB", image.size) if self.blank else image
         info = {"prompt": body.get("prompt") or "", "all_prompts": [body.get("prompt") or ""],
                 "negative_prompt": body.get("negative_prompt") or "", "seed": seed, "all_seeds": [seed],
                 "subseed": seed + 1, "all_subseeds": [seed + 1], "width": size[0], "height": size[1],

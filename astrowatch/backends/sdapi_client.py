@@ -9,7 +9,7 @@ jitter) only where re-sending cannot queue a second job:
   ``/sdapi/v1/progress`` says the WebUI is idle (the gateway timed out, not the job).
 
 A POST whose answer was lost (read timeout, connection closed after sending) is NEVER re-sent:
-the client polls ``/sdapi/v1/progress`` while the WebUI is busy (bounded by ``read_timeout``)
+the client polls ``/sdapi/v1/progress`` while the WebUI is busy (bounded: ``read_timeout``, 60 s at least)
 and then fails the attempt with a retryable :class:`BackendError` (the worker retries the job
 later), or :class:`BackendUnavailable` if the WebUI is gone.
 
@@ -44,6 +44,7 @@ PROGRESS = "/sdapi/v1/progress"
 INTERRUPT = "/sdapi/v1/interrupt"
 AUTH_HINT = "set sdapi.auth to the user:pass given to the WebUI's --api-auth"
 UNREACHABLE_HINT = "start the WebUI with --api, or fix sdapi.url"
+WAIT_BUSY_MIN_SECONDS = 60.0  # after a lost answer, wait at least this long for the WebUI to go idle
 INTERRUPTED = "interrupted by shutdown; the WebUI was told to stop (/sdapi/v1/interrupt)"
 
 
@@ -239,8 +240,9 @@ class SdapiClient:
 
     # -- lost answers ----------------------------------------------------------------------------
     def _wait_idle(self, path: str, cancel: CancelToken | None) -> bool:
-        """Poll /progress while a job runs (bounded by read_timeout). False if the WebUI is gone."""
-        deadline = time.monotonic() + self.cfg.read_timeout
+        """Poll /progress while a job runs (bounded). True once idle, False if the WebUI is gone."""
+        bound = max(self.cfg.read_timeout, WAIT_BUSY_MIN_SECONDS)
+        deadline = time.monotonic() + bound
         while True:
             state = self.progress()
             if state is None:
@@ -248,7 +250,7 @@ class SdapiClient:
             if not job_running(state):
                 return True
             if time.monotonic() >= deadline:
-                raise BackendError(f"{path}: the WebUI is still busy {self.cfg.read_timeout:.0f}s later; "
+                raise BackendError(f"{path}: the WebUI is still busy {bound:g}s later; "
                                    "the request was not re-sent")
             if cancel is not None:
                 if cancel.wait_interrupt(self.cfg.poll_interval):

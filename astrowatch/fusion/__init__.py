@@ -1,0 +1,24 @@
+"""Prompt fusion: natal chart -> figurative prompt within the text encoders' token budget.
+
+Public API::
+
+    fuse(chart, config, *, style=None, backend="sdxl", seed=None) -> Fusion
+    chart_seed(chart) -> int
+"""
+
+from .data import DEFAULT_BUDGET, load_style, style_names
+from .fuse import OPENAI_BUDGET, Fusion, chart_seed, fuse
+from .tokens import ApproxTokenCounter, ClipTokenCounter, counters_for
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "OPENAI_BUDGET",
+    "ApproxTokenCounter",
+    "ClipTokenCounter",
+    "Fusion",
+    "chart_seed",
+    "counters_for",
+    "fuse",
+    "load_style",
+    "style_names",
+]

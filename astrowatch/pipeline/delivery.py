@@ -64,10 +64,11 @@ def file_into_dataset(layout: Layout, config: Config, job: Job, image: Path, cap
         dest = folder / f"{name}.png"
         if not dest.exists() or _sha(dest) == digest:
             break
+    write_dataset_toml(layout, config, job.user)
+    # caption before image: a trainer scanning the folder never sees an image without its caption
+    atomic_write_text(dest.with_suffix(".txt"), caption_line(caption, config.dataset.trigger_word) + "\n")
     if _sha(dest) != digest:
         atomic_write_bytes(dest, data)
-    atomic_write_text(dest.with_suffix(".txt"), caption_line(caption, config.dataset.trigger_word) + "\n")
-    write_dataset_toml(layout, config, job.user)
     return layout.rel(dest)
 
 
@@ -128,6 +129,7 @@ def copy_snapshot(layout: Layout, parent: Job, child: Job) -> None:
 def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool) -> Path:
     """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
     from ..ingest import safe_display_name
+    from ..layout import display
 
     folder = layout.failed_dir(folder_name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,8 @@ def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, mov
         os.replace(src, folder / name)  # a symlink moves as a link: never followed
     elif src.is_file() and not src.is_symlink():
         shutil.copyfile(src, folder / name)
-    record = {"job_id": None, "user": folder_name, "source": layout.rel(src), "reason": reason, "attempts": 0,
+    record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),
+              "reason": reason, "attempts": 0,
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     atomic_write_text(folder / f"{name}.error.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return folder / name

@@ -47,14 +47,14 @@ def theme_snapshot(job: Job, ctx: JobContext) -> Path:
 
 
 def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
-    from ..chart.parse import parse_chart_file
+    from ..chart.parse import parse_chart_bytes
 
     cfg = ctx.config
     snapshot = theme_snapshot(job, ctx)
     if not snapshot.exists():
         raise InputError(f"{job.source_name}: the snapshot taken at ingest is missing ({snapshot})")
-    chart = parse_chart_file(snapshot, user=job.user, max_bytes=cfg.limits.max_json_bytes,
-                             max_depth=cfg.limits.max_json_depth)
+    chart = parse_chart_bytes(snapshot.read_bytes(), user=job.user, source=job.source_name,
+                              max_bytes=cfg.limits.max_json_bytes, max_depth=cfg.limits.max_json_depth)
     return generate_astro(chart, ctx, job_id=job.id, params=job.params, default_backend=default_backend,
                           work_dir=ctx.layout.work_dir(job.id))
 

@@ -1,0 +1,73 @@
+"""Typed config: unknown keys are errors naming the key; paths resolve against the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from astrowatch.config import Config, apply_overrides, load_config
+from astrowatch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_repository_config_is_the_shipped_template_and_valid():
+    assert (ROOT / "config.yaml").read_text() == (ROOT / "astrowatch" / "config.example.yaml").read_text()
+    cfg = load_config(ROOT / "config.yaml")
+    assert cfg.data_dir == ROOT / "data" and cfg.astro.backend == "auto"
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"watch\.stabilty_seconds: unknown key"):
+        load_config(_write(tmp_path, {"watch": {"stabilty_seconds": 1}}))
+    with pytest.raises(ConfigError, match="colour: unknown key"):
+        load_config(_write(tmp_path, {"colour": 1}))
+
+
+def test_bad_values_are_errors_with_the_file_name(tmp_path):
+    path = _write(tmp_path, {"sdxl": {"width": 1001, "scheduler": "nope"}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "sdxl.width" in str(err.value) and "sdxl.scheduler" in str(err.value)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "broken.yaml").write_text("a: [")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "broken.yaml")
+
+
+def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    path = _write(sub, {"data_dir": "../srv/data", "astro": {"styles_file": "styles.yaml"}})
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path)
+    assert cfg.data_dir == tmp_path / "srv" / "data"
+    assert cfg.astro.styles_file == sub / "styles.yaml"
+
+
+def test_environment_names_the_config(tmp_path, monkeypatch):
+    path = _write(tmp_path, {"retries": {"max_attempts": 7}})
+    monkeypatch.setenv("ASTROWATCH_CONFIG", str(path))
+    assert load_config().retries.max_attempts == 7
+
+
+def test_set_overrides(tmp_path):
+    cfg = load_config(_write(tmp_path, {}))
+    new = apply_overrides(cfg, ["sdxl.steps=12", "enhance.scale_factor=1.5"])
+    assert new.sdxl.steps == 12 and new.enhance.scale_factor == 1.5 and new.data_dir == cfg.data_dir
+    with pytest.raises(ConfigError, match="unknown key"):
+        apply_overrides(cfg, ["sdxl.stepz=1"])
+
+
+def test_defaults_follow_the_seed_recommendations():
+    e = Config().enhance
+    assert (e.scale_factor, e.upscaler, e.steps, e.cfg_scale, e.sampler_name) == (2, "R-ESRGAN 4x+", 20, 7.0, "Euler a")
