@@ -175,3 +175,34 @@ def test_systemd_notify_ready_status_watchdog_stopping(tmp_path, daemon_factory)
     assert d.proc.poll() is None
     assert d.stop() == 0
     d.wait_message("STOPPING=1")
+
+
+def test_periodic_rescan_catches_what_the_observer_missed(tmp_path, daemon_factory):
+    # A polling observer that never polls (1 h) stands in for dropped inotify events / a dead share.
+    cfg = write_config(tmp_path, watch={"polling": True, "polling_interval": 3600, "rescan_seconds": 1.0})
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "missed.jpg")
+    wait_until(lambda: inbox_images(d.data), timeout=15, what="rescan to find the file")
+    assert d.stop() == 0
+
+
+def test_sighup_rereads_the_config(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path)
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    write_config(tmp_path, enhance={"scale_factor": 3})
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: "config reloaded" in d.log(), what="reload logged")
+    make_image(user / "after.png", (20, 20))
+    image = wait_until(lambda: inbox_images(d.data), what="result")[0]
+    from PIL import Image
+
+    with Image.open(image) as img:
+        assert img.size == (60, 60)
+    cfg.write_text("watch: {stabilty_seconds: 1}\n")  # a broken config is refused, the daemon goes on
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in d.log(), what="refusal logged")
+    assert d.proc.poll() is None and d.stop() == 0
