@@ -115,7 +115,7 @@ def parse_body(path: str, raw: bytes) -> dict[str, Any]:
         raise ApiError(422, {"detail": [{"loc": ["body", getattr(exc, "pos", 0)], "msg": str(exc),
                                          "type": "value_error.jsondecode"}]}) from None
     if not isinstance(data, dict):
-        raise ApiError(422, {"detail": [{"loc": ["body"], "msg": "value is not a valid dict", "type": "type_error.dict"}]})
+        raise ApiError(422, {"detail": [{"loc": ["body"], "msg": _TYPE_ERRORS["dict"], "type": "type_error.dict"}]})
     errors: list[dict[str, Any]] = []
     schema = SCHEMAS.get(path, {})
     out = {key: _check(schema[key], key, value, errors) if key in schema else value for key, value in data.items()}

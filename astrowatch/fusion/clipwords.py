@@ -28,12 +28,27 @@ HEADER = """\
 """
 
 
+PROMPT_KEYS = {"prompt", "short", "prefix", "suffix", "quality", "negative"}
+
+
+def _prompt_texts(node: Any, key: str | None = None) -> list[str]:
+    """The English prompt strings of a YAML tree (prompt/short/prefix/suffix/quality/negative)."""
+    if isinstance(node, dict):
+        return [t for k, v in node.items() for t in _prompt_texts(v, str(k))]
+    if isinstance(node, list):
+        return [t for v in node for t in _prompt_texts(v, key)]
+    return [str(node)] if key in PROMPT_KEYS and isinstance(node, str) else []
+
+
 def shipped_words() -> set[str]:
-    """Every lower-case ASCII word in the shipped correspondences and styles."""
+    """Every lower-case ASCII word of the shipped prompt texts (correspondences and styles)."""
+    import yaml
+
     words: set[str] = set()
     for name in ("correspondences.yaml", "styles.yaml"):
         text = resources.files("astrowatch").joinpath("data", name).read_text(encoding="utf-8")
-        words.update(_WORD.findall(text.lower()))
+        for prompt in _prompt_texts(yaml.safe_load(text)):
+            words.update(_WORD.findall(prompt.lower()))
     return words
 
 
@@ -46,12 +61,13 @@ def build_table(tokenizer: Any, top: int = TOP_WORDS) -> tuple[list[str], dict[s
     entries = sorted((i, t[:-4]) for t, i in vocab.items()
                      if t.endswith("</w>") and t[:-4].isascii() and t[:-4].isalpha() and t[:-4].islower())
     candidates = {w for _, w in entries[:top]} | shipped_words()
+    shipped = shipped_words()
     single, multi = [], {}
     for word in sorted(candidates):
         n = _count(tokenizer, word)
         if n == 1:
             single.append(word)
-        elif word in shipped_words():
+        elif word in shipped:
             multi[word] = n
     return single, multi
 
