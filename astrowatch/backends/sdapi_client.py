@@ -269,18 +269,24 @@ class SdapiClient:
 
     @contextmanager
     def _interrupt_monitor(self, cancel: CancelToken | None) -> Iterator[None]:
-        """While a POST is in flight, turn a second SIGTERM into ``POST /sdapi/v1/interrupt``."""
+        """While a POST is in flight, turn a second SIGTERM into ``POST /sdapi/v1/interrupt`` (once)."""
         if cancel is None:
             yield
             return
-        done = threading.Event()
+        done, lock, sent = threading.Event(), threading.Lock(), [False]
+
+        def fire() -> None:
+            with lock:
+                if sent[0]:
+                    return
+                sent[0] = True
+            log.info("sdapi: interrupt requested; sending %s", INTERRUPT)
+            self.interrupt()
 
         def watch() -> None:
             while not done.is_set():
                 if cancel.wait_interrupt(0.05):
-                    if not done.is_set():
-                        log.info("sdapi: interrupt requested; sending %s", INTERRUPT)
-                        self.interrupt()
+                    fire()
                     return
 
         thread = threading.Thread(target=watch, name="sdapi-interrupt", daemon=True)
@@ -290,3 +296,5 @@ class SdapiClient:
         finally:
             done.set()
             thread.join(timeout=1.0)
+            if cancel.interrupted:  # raced with the watcher (e.g. while polling /progress)
+                fire()

@@ -5,12 +5,12 @@ mishandle are removed, ``!`` above all since it is SDXL's ``tokenizer_2`` paddin
 weighted motifs get the backend's syntax: compel ``(motif)1.2`` for ``sdxl``, A1111
 ``(motif:1.2)`` for ``sdapi``, plain text for ``openai``.
 
-Compaction, run only when the prompt is over budget for some encoder, in four passes:
-
-1. shorten motifs that have a short form, least important first, until it fits;
-2. drop motifs, least important first (never the essential central figure);
-3. cut the central figure's last words if it still does not fit alone;
-4. polish, most important first: give back full forms and re-add dropped motifs that now fit.
+Compaction, run only when the whole prompt is over budget for some encoder, rebuilds it by
+importance: taking the motifs from the most important down, each one goes in with its full
+text if the prompt still fits, else with its short form, else it is dropped (and the next, less
+important motifs still get their chance).  The central figure is never dropped: if even its
+short form does not fit, its last words are cut.  So the most important motifs keep their full
+wording, and what is lost is always the least important.
 
 Everything is deterministic: the same motifs, counters and budget give the same text.
 """
@@ -97,33 +97,18 @@ def _truncate(fitter: _Fitter, motif: Motif) -> None:
         fitter.state[motif.key] = " ".join(words).strip(" ,") or None
 
 
-def _polish(fitter: _Fitter, by_importance: list[Motif]) -> None:
-    for m in by_importance:
-        full, short = clean(m.text), clean(m.short) if m.short else None
-        if fitter.state[m.key] is None and not m.essential:
-            fitter.attempt(m.key, short or full)
-        if short and fitter.state[m.key] == short:
-            fitter.attempt(m.key, full)
-
-
-def _reduce(fitter: _Fitter) -> None:
+def _rebuild(fitter: _Fitter) -> None:
     order = {m.key: i for i, m in enumerate(fitter.motifs)}
-    ascending = sorted(fitter.motifs, key=lambda m: (m.priority, -order[m.key]))
-    for m in ascending:
-        if fitter.fits():
-            break
-        if m.short and clean(m.short):
-            fitter.state[m.key] = clean(m.short)
-    for m in ascending:
-        if fitter.fits():
-            break
-        if not m.essential:
-            fitter.state[m.key] = None
-    for m in ascending:
-        if fitter.fits():
-            break
-        _truncate(fitter, m)
-    _polish(fitter, list(reversed(ascending)))
+    descending = sorted(fitter.motifs, key=lambda m: (-m.priority, order[m.key]))
+    for m in fitter.motifs:
+        fitter.state[m.key] = None
+    for m in descending:
+        full, short = clean(m.text), clean(m.short) if m.short else ""
+        if fitter.attempt(m.key, full) or (short and fitter.attempt(m.key, short)):
+            continue
+        if m.essential:
+            fitter.state[m.key] = short or full
+            _truncate(fitter, m)
 
 
 def compact(motifs: Sequence[Motif], counters: Mapping[str, TokenCounter], budget: int,
@@ -131,7 +116,7 @@ def compact(motifs: Sequence[Motif], counters: Mapping[str, TokenCounter], budge
     """Render ``motifs`` for ``backend`` within ``budget`` tokens for every counter."""
     fitter = _Fitter(motifs, counters, budget, backend)
     if not fitter.fits():
-        _reduce(fitter)
+        _rebuild(fitter)
     text = fitter.render()
     result = Compacted(text=text, counts=dict(fitter.counts(text)), budget=budget)
     for m in fitter.motifs:

@@ -72,7 +72,8 @@ def _where(point: Point, key: str, lang: str) -> str:
     w = WORDS[lang]
     sign = _sign(point.sign, lang)
     text = w["asc"].format(sign=sign) if key == "ascendant" else w["in"].format(point=_name(key, lang), sign=sign)
-    return f"{text}, {w['house'].format(n=point.house)}" if point.house else text
+    show_house = point.house and key != "ascendant"  # the Ascendant opens house 1 by definition
+    return f"{text}, {w['house'].format(n=point.house)}" if show_house else text
 
 
 def _orb(orb: float, lang: str) -> str:

@@ -22,10 +22,10 @@ from .data import Fragment, Style, correspondences, fragment
 
 # Importance (higher is kept longer).  The figure is essential: it is never dropped.
 PRIORITY = {
-    "figure": 100, "prefix": 95, "mood": 90, "setting": 85, "palette": 80, "composition": 75,
-    "materials": 65, "aspects": 60, "suffix": 45, "detail": 40, "retrograde": 35, "colours": 30,
-    "quality": 20,
+    "figure": 100, "prefix": 95, "mood": 90, "setting": 85, "palette": 80, "composition": 70,
+    "materials": 65, "suffix": 45, "detail": 40, "retrograde": 35, "colours": 30, "quality": 20,
 }
+ASPECT_PRIORITY = (72, 60, 55, 50, 45)  # the tightest aspect ranks above the composition
 ASPECT_ORDER = tuple(MAJOR_ASPECTS)  # conjunction, sextile, square, trine, opposition
 RETRO_POINTS = PLANETS[2:]  # Mercury .. Pluto (the lights are never retrograde)
 
@@ -149,7 +149,7 @@ def _motif(slot: str, frag: Fragment | str | None, style: Style, *, key: str | N
         return None
     text, short = (frag, None) if isinstance(frag, str) else (frag.prompt, frag.short)
     return Motif(slot=slot, key=key or slot, text=text, short=short,
-                 priority=PRIORITY[slot] if priority is None else priority,
+                 priority=PRIORITY.get(slot, 0) if priority is None else priority,
                  weight=style.weights.get(slot, 1.0), essential=slot == "figure")
 
 
@@ -168,7 +168,7 @@ def build_motifs(reading: Reading) -> list[Motif]:
     ]
     for i, (aspect, frag) in enumerate(reading.aspects):
         key = f"aspects:{i}"  # index into reading.aspects
-        items.append(_motif("aspects", frag, style, key=key, priority=PRIORITY["aspects"] - 5 * i))
+        items.append(_motif("aspects", frag, style, key=key, priority=ASPECT_PRIORITY[i]))
     if reading.house is not None:
         items.append(_motif("detail", reading.house[2], style))
     items.append(_motif("retrograde", reading.retro_detail, style))

@@ -1,0 +1,112 @@
+"""Charts and an offline CLIP tokenizer for the prompt-fusion tests.
+
+The charts are built from the model directly, so the fusion tests (goldens included) do not
+depend on the input parsers.  ``tiny_clip_model_dir`` writes a diffusers-like model folder
+holding only ``tokenizer/`` and ``tokenizer_2/``: the smallest valid CLIP BPE (the 256
+byte-level characters, the same with ``</w>``, start and end tokens; merges ``#version: 0.2``
+only), so every character is a token and a 75-token budget forces heavy compaction.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from astrowatch.chart.model import SIGNS, Aspect, Chart, House, Point
+
+
+def pt(name: str, sign: str, degree: float, house: int | None = None, retro: bool = False) -> Point:
+    return Point(name, sign, SIGNS.index(sign) * 30.0 + degree, house, retro)
+
+
+def leo_chart(user: str = "gaby") -> Chart:
+    """Leo Sun, Pisces Moon, Scorpio rising; a stellium in house 5; Mercury retrograde."""
+    points = [
+        pt("sun", "Leo", 12.4, 5), pt("moon", "Pisces", 17.6, 12), pt("ascendant", "Scorpio", 22.4, 1),
+        pt("mercury", "Virgo", 3.2, 5, True), pt("venus", "Cancer", 1.0, 4), pt("mars", "Taurus", 15.3, 10),
+        pt("jupiter", "Cancer", 27.5, 5), pt("saturn", "Capricorn", 20.3, 2, True),
+        pt("uranus", "Capricorn", 6.1, 2), pt("neptune", "Capricorn", 12.4, 2),
+        pt("pluto", "Scorpio", 15.1, 12), pt("medium_coeli", "Virgo", 8.4, 10),
+    ]
+    aspects = [
+        Aspect("sun", "mars", "square", 2.96), Aspect("mars", "pluto", "opposition", 0.19),
+        Aspect("moon", "saturn", "sextile", 2.75), Aspect("pluto", "mars", "opposition", 0.19),
+        Aspect("venus", "jupiter", "quincunx", 0.05), Aspect("sun", "neptune", "trine", 6.5),
+        Aspect("moon", "venus", "trine", 1.4),
+    ]
+    houses = [House(i + 1, SIGNS[(7 + i) % 12], ((7 + i) % 12) * 30.0 + 22.4) for i in range(12)]
+    return Chart(user=user, points={p.name: p for p in points}, houses=houses, aspects=aspects,
+                 source_format="test")
+
+
+def capricorn_chart() -> Chart:
+    """No birth time: no Ascendant, no houses; the file gives its dominants."""
+    points = [
+        pt("sun", "Capricorn", 2.0), pt("moon", "Gemini", 28.0), pt("mercury", "Sagittarius", 20.0),
+        pt("venus", "Aquarius", 5.0), pt("mars", "Aries", 11.0), pt("saturn", "Libra", 9.0, retro=True),
+    ]
+    aspects = [Aspect("sun", "mars", "square", 1.0), Aspect("venus", "mars", "sextile", 6.0)]
+    return Chart(user="lou", points={p.name: p for p in points}, aspects=aspects,
+                 dominant_element="Air", dominant_modality="Cardinal", source_format="test")
+
+
+def aries_chart() -> Chart:
+    """Fire and cardinal: Aries Sun, Sagittarius Moon, Cancer rising, many aspects."""
+    points = [
+        pt("sun", "Aries", 20.0, 10), pt("moon", "Sagittarius", 3.0, 6), pt("ascendant", "Cancer", 8.0, 1),
+        pt("mercury", "Aries", 2.0, 9), pt("venus", "Pisces", 25.0, 9), pt("mars", "Leo", 14.0, 2),
+        pt("jupiter", "Libra", 19.0, 4, True), pt("saturn", "Aries", 28.0, 10),
+        pt("chiron", "Cancer", 1.0, 12), pt("true_node", "Capricorn", 20.0, 7),
+    ]
+    aspects = [
+        Aspect("sun", "jupiter", "opposition", 1.0), Aspect("sun", "saturn", "conjunction", 8.0),
+        Aspect("moon", "mars", "trine", 0.5), Aspect("mercury", "chiron", "square", 1.0),
+        Aspect("venus", "true_node", "sextile", 4.0), Aspect("sun", "true_node", "square", 0.3),
+    ]
+    return Chart(user="maël", points={p.name: p for p in points}, aspects=aspects, source_format="test")
+
+
+def libra_chart() -> Chart:
+    """Air and mutable: Libra Sun, Taurus Moon, Virgo rising, one aspect, no retrograde."""
+    points = [
+        pt("sun", "Libra", 5.0, 1), pt("moon", "Taurus", 14.0, 8), pt("ascendant", "Virgo", 29.0, 1),
+        pt("mercury", "Scorpio", 1.0, 2), pt("venus", "Virgo", 20.0, 12), pt("mars", "Gemini", 9.0, 9),
+        pt("jupiter", "Gemini", 12.0, 9), pt("saturn", "Pisces", 7.0, 6),
+    ]
+    aspects = [Aspect("mars", "jupiter", "conjunction", 3.0)]
+    return Chart(user="sam", points={p.name: p for p in points}, aspects=aspects, source_format="test")
+
+
+CHARTS = {"leo": leo_chart, "capricorn": capricorn_chart, "aries": aries_chart, "libra": libra_chart}
+
+
+def _bytes_to_unicode() -> list[str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def tiny_clip_model_dir(root: Path) -> Path:
+    """A model folder with ``tokenizer/`` and ``tokenizer_2/`` (pad "!") built offline."""
+    from transformers import CLIPTokenizer
+
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (raw / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    model = root / "model"
+    CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt"), model_max_length=77) \
+        .save_pretrained(model / "tokenizer")
+    CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt"), model_max_length=77, pad_token="!") \
+        .save_pretrained(model / "tokenizer_2")
+    return model

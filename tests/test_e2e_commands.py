@@ -1,0 +1,68 @@
+"""drain, generate, enhance and status, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from harness import FIXTURES, inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
+from PIL import Image
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_drain_processes_inputs_and_decisions_then_exits(tmp_path):
+    cfg = write_config(tmp_path)
+    run_cli("init", str(tmp_path))
+    user = tmp_path / "data" / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    (user / "theme_gaby.json").write_bytes(theme_bytes("kerykeion_chart_data.json"))
+    make_image(user / "p.jpg")
+    run_cli("drain", "--timeout", "60", config=cfg)
+    images = inbox_images(tmp_path / "data")
+    assert len(images) == 2
+    for image in images:
+        image.rename(tmp_path / "data" / "approved" / image.name)
+    run_cli("drain", "--timeout", "60", config=cfg)
+    assert (user / "theme_gaby.png").exists() and (tmp_path / "data" / "datasets" / "gaby" / "p.png").exists()
+    status = json.loads(run_cli("status", "--json", config=cfg).stdout)
+    assert status["counts"] == {"delivered": 1, "filed": 1} and not status["daemon"]["running"]
+
+
+def test_generate_and_enhance_without_the_daemon(tmp_path):
+    cfg = write_config(tmp_path)
+    out = tmp_path / "wheel.png"
+    proc = run_cli("generate", str(FIXTURES / "themes" / "kerykeion_v6_subject.json"), "-o", str(out),
+                   "--seed", "7", "--set", "astro.wheel_size=300", config=cfg)
+    assert f"wrote {out}" in proc.stdout and "seed 7" in proc.stdout
+    with Image.open(out) as img:
+        assert img.size == (300, 300)
+    photo = tmp_path / "in.png"
+    make_image(photo, (30, 20))
+    big = tmp_path / "big.png"
+    proc = run_cli("enhance", str(photo), "-o", str(big), "--set", "enhance.scale_factor=3",
+                   "--set", "enhance.min_side=1", config=cfg)
+    with Image.open(big) as img:
+        assert img.size == (90, 60)
+    assert "lanczos" in proc.stdout
+    bad = run_cli("generate", str(photo), "-o", str(out), config=cfg, check=False)
+    assert bad.returncode == 65 and bad.stderr.count("\n") == 1
+
+
+def test_status_shows_the_running_daemon_and_its_backends(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, astro={"backend": "fake"})
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    (user / "theme_gaby.json").write_bytes(theme_bytes())
+    image = wait_until(lambda: inbox_images(d.data), what="astro result")[0]
+    sidecar = json.loads(image.with_suffix(".json").read_text())
+    assert sidecar["prompt"] and sidecar["fusion"]["style"] == "figuratif"
+    with Image.open(image) as img:  # our PNG chunk names the job, so a renamed file is recognised
+        assert json.loads(img.text["astrowatch"])["job_id"] == sidecar["job_id"]
+    out = wait_until(lambda: (o := run_cli("status", config=cfg).stdout) and "running" in o and o)
+    assert "astro=fake" in out and "enhance=lanczos" in out and image.name in out
+    gen = [json.loads(x) for x in (d.data / "logs" / "generations.jsonl").read_text().splitlines()]
+    assert gen[0]["prompt"] == sidecar["prompt"] and gen[0]["status"] == "ok" and gen[0]["seed"] == sidecar["seed"]
+    assert d.stop() == 0
