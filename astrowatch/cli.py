@@ -32,7 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"astrowatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _daemon_commands(sub)
+    _review_commands(sub)
+    _one_shot_commands(sub)
+    return parser
 
+
+def _daemon_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the daemon in the foreground (systemd Type=notify aware)")
     _add_config(p)
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
@@ -52,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check config, folders, permissions, inotify limits, backends")
     _add_config(p)
 
+
+
+def _review_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("review", help="list the inbox or decide on a result (same as moving the file)")
     _add_config(p)
     rsub = p.add_subparsers(dest="action", metavar="ACTION")
@@ -69,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter override written into the sidecar's params (repeatable)")
 
+
+
+def _one_shot_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prompt", help="print the fused prompt for a natal chart JSON")
     _add_config(p)
     p.add_argument("theme", help="theme_<user>.json")
@@ -102,7 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
