@@ -6,11 +6,12 @@ weighted motifs get the backend's syntax: compel ``(motif)1.2`` for ``sdxl``, A1
 ``(motif:1.2)`` for ``sdapi``, plain text for ``openai``.
 
 Compaction, run only when the whole prompt is over budget for some encoder, rebuilds it by
-importance: taking the motifs from the most important down, each one goes in with its full
-text if the prompt still fits, else with its short form, else it is dropped (and the next, less
-important motifs still get their chance).  The central figure is never dropped: if even its
-short form does not fit, its last words are cut.  So the most important motifs keep their full
-wording, and what is lost is always the least important.
+importance.  First the core (the central figure and the style's medium) is placed in its short
+form, the figure's last words cut if even that does not fit: the figure is never dropped.  Then,
+from the most important motif down, each one gets its full text if the prompt still fits, else
+its short form, else it is left out (and the next, less important motifs still get their
+chance).  So the most important motifs keep their full wording, and what is lost is always the
+least important.
 
 Everything is deterministic: the same motifs, counters and budget give the same text.
 """
@@ -27,6 +28,7 @@ from .tokens import TokenCounter
 
 _UNSAFE = re.compile(r"[^\w\s,'\-]|_")  # keeps letters, digits, spaces, commas, ' and -
 _LONE_HYPHEN = re.compile(r"(?<![^\W\d_])-+|-+(?![^\W\d_])")  # a hyphen not inside a word
+CORE_PRIORITY = 95  # the figure and the medium: both placed (short) before anything else
 _SPACES = re.compile(r"\s+")
 _COMMAS = re.compile(r"\s*,[\s,]*")
 
@@ -102,13 +104,18 @@ def _rebuild(fitter: _Fitter) -> None:
     descending = sorted(fitter.motifs, key=lambda m: (-m.priority, order[m.key]))
     for m in fitter.motifs:
         fitter.state[m.key] = None
+    for m in (m for m in descending if m.priority >= CORE_PRIORITY):  # reserve the core first
+        short = clean(m.short) if m.short else ""
+        if not fitter.attempt(m.key, short or clean(m.text)) and m.essential:
+            fitter.state[m.key] = short or clean(m.text)
+            _truncate(fitter, m)
     for m in descending:
         full, short = clean(m.text), clean(m.short) if m.short else ""
-        if fitter.attempt(m.key, full) or (short and fitter.attempt(m.key, short)):
-            continue
-        if m.essential:
-            fitter.state[m.key] = short or full
-            _truncate(fitter, m)
+        if m.priority >= CORE_PRIORITY:
+            if fitter.state[m.key] == short:
+                fitter.attempt(m.key, full)
+        elif not fitter.attempt(m.key, full) and short:
+            fitter.attempt(m.key, short)
 
 
 def compact(motifs: Sequence[Motif], counters: Mapping[str, TokenCounter], budget: int,

@@ -110,7 +110,10 @@ def _override_raw_styles(path: str, _mtime_ns: int, _size: int) -> Mapping[str, 
     except OSError as exc:
         raise ConfigError(f"astro.styles_file: {path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"astro.styles_file: {path}: not valid YAML: {exc}") from None
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError(f"astro.styles_file: {path}: not valid YAML{line}: {problem}") from None
     if isinstance(data, Mapping) and isinstance(data.get("styles"), Mapping):
         data = data["styles"]
     if not isinstance(data, Mapping) or not all(isinstance(v, Mapping) for v in data.values()):

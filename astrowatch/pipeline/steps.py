@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..ledger import Job
 
 PIPELINE_KEYS = frozenset({"backend", "seed", "style"})  # overrides the pipeline itself consumes
+INIT_IMAGE_BACKENDS = frozenset({"sdxl"})  # backends that use an init/style image (others ignore it)
 
 
 @dataclass
@@ -99,7 +100,7 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path) -> Pa
         candidate = user_dir / f"moodboard.{ext}"
         if candidate.is_file() and not candidate.is_symlink():
             return candidate
-    if ctx.config.astro.init_image != "wheel" or backend in ("wheel", "fake"):
+    if ctx.config.astro.init_image != "wheel" or backend not in INIT_IMAGE_BACKENDS:
         return None
     from ..backends.wheel import render_wheel
     from ..imageio import write_png
