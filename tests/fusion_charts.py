@@ -51,7 +51,8 @@ def capricorn_chart() -> Chart:
 
 
 def aries_chart() -> Chart:
-    """Fire and cardinal: Aries Sun, Sagittarius Moon, Cancer rising, many aspects."""
+    """Fire and cardinal: Aries Sun, Sagittarius Moon, Cancer rising; the tightest aspect
+    involves the North Node, which makes no motif."""
     points = [
         pt("sun", "Aries", 20.0, 10), pt("moon", "Sagittarius", 3.0, 6), pt("ascendant", "Cancer", 8.0, 1),
         pt("mercury", "Aries", 2.0, 9), pt("venus", "Pisces", 25.0, 9), pt("mars", "Leo", 14.0, 2),
@@ -67,7 +68,7 @@ def aries_chart() -> Chart:
 
 
 def libra_chart() -> Chart:
-    """Air and mutable: Libra Sun, Taurus Moon, Virgo rising, one aspect, no retrograde."""
+    """Earth and mutable: Libra Sun, Taurus Moon, Virgo rising, one aspect, no retrograde."""
     points = [
         pt("sun", "Libra", 5.0, 1), pt("moon", "Taurus", 14.0, 8), pt("ascendant", "Virgo", 29.0, 1),
         pt("mercury", "Scorpio", 1.0, 2), pt("venus", "Virgo", 20.0, 12), pt("mars", "Gemini", 9.0, 9),

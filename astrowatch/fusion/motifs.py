@@ -27,6 +27,7 @@ PRIORITY = {
 }
 ASPECT_PRIORITY = (72, 60, 55, 50, 45)  # the tightest aspect ranks above the composition
 ASPECT_ORDER = tuple(MAJOR_ASPECTS)  # conjunction, sextile, square, trine, opposition
+ASPECT_POINTS = frozenset(PLANETS + ("chiron", "ascendant", "medium_coeli"))  # no nodes, no Lilith
 RETRO_POINTS = PLANETS[2:]  # Mercury .. Pluto (the lights are never retrograde)
 
 
@@ -82,9 +83,11 @@ def dominants(chart: Chart) -> tuple[str | None, str | None]:
 
 
 def tightest_aspects(chart: Chart, limit: int) -> list[Aspect]:
-    """The ``limit`` major aspects with the smallest orb, one per pair of points."""
+    """The ``limit`` major aspects with the smallest orb between planets, Chiron, Ascendant or
+    Midheaven (the nodes and Lilith make no picture), one per pair of points."""
     candidates = [a for a in chart.aspects
-                  if a.is_major and a.p1 != a.p2 and math.isfinite(a.orb)]
+                  if a.is_major and a.p1 != a.p2 and math.isfinite(a.orb)
+                  and a.p1 in ASPECT_POINTS and a.p2 in ASPECT_POINTS]
     candidates.sort(key=lambda a: (abs(a.orb), ASPECT_ORDER.index(a.kind), a.p1, a.p2))
     chosen: list[Aspect] = []
     pairs: set[frozenset[str]] = set()
