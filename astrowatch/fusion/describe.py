@@ -71,7 +71,10 @@ def _sign(sign: str, lang: str) -> str:
 def _where(point: Point, key: str, lang: str) -> str:
     w = WORDS[lang]
     sign = _sign(point.sign, lang)
-    text = w["asc"].format(sign=sign) if key == "ascendant" else w["in"].format(point=_name(key, lang), sign=sign)
+    if key == "ascendant":
+        text = w["asc"].format(sign=sign)
+    else:
+        text = w["in"].format(point=_name(key, lang), sign=sign)
     show_house = point.house and key != "ascendant"  # the Ascendant opens house 1 by definition
     return f"{text}, {w['house'].format(n=point.house)}" if show_house else text
 
@@ -95,7 +98,8 @@ def _chart_sentences(r: Reading, lang: str) -> Iterable[str]:
         yield w["setting"].format(text=r.setting.text(lang), where=_where(chart.ascendant, "ascendant", lang))
     if r.palette and r.materials and r.element:
         element = correspondences()["elements"][r.element]["name"][lang]
-        yield w["palette"].format(palette=r.palette.text(lang), materials=r.materials.text(lang), element=element)
+        yield w["palette"].format(palette=r.palette.text(lang), materials=r.materials.text(lang),
+                                  element=element)
     if r.colours and chart.sun:
         yield w["colours"].format(sign=_sign(chart.sun.sign, lang), text=r.colours.text(lang))
     if r.composition and r.modality:

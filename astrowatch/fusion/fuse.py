@@ -84,7 +84,8 @@ def _pick_style(chart: Chart, config: Config, style: str | None) -> Style:
             return load_style(chart.style, styles_file)
         except ConfigError:
             known = ", ".join(style_names(styles_file))
-            raise InputError(f"the theme asks for unknown style {chart.style!r}; known styles: {known}") from None
+            raise InputError(
+                f"the theme asks for unknown style {chart.style!r}; known styles: {known}") from None
     return load_style(style or config.astro.style, styles_file)
 
 
