@@ -167,6 +167,13 @@ class FeedbackConfig(Section):
     min_decisions: int = Field(5, ge=1)
     candidates: dict[str, list[Any]] = Field(default_factory=dict)
 
+    @field_validator("candidates")
+    @classmethod
+    def _tunable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        from .feedback import check_candidates
+
+        return check_candidates(v)
+
 
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 import structlog
 
 from .errors import UnsafePathError
+from .feedback import learned_params
 from .imageio import IMAGE_EXTENSIONS, atomic_write_bytes
 from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
 
@@ -129,7 +130,8 @@ class Ingest:
                 log.info("superseded by newer theme content", job_id=old.id, user=user)
         job_id = self._new_id()
         atomic_write_bytes(self.layout.archive_dir(user, job_id) / name, head)  # snapshot first
-        job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id)
+        job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
+                                     params=learned_params(self.config, "astro", sha))
         self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
         log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel)
         self.wake()
@@ -148,7 +150,8 @@ class Ingest:
             if old.state in ("queued", "waiting") and self.ledger.transition(old.id, old.state, "superseded",
                                                                                note="file replaced"):
                 log.info("superseded: the file was replaced", job_id=old.id, user=user)
-        job = self.ledger.create_job(kind="enhance", user=user, source=rel, source_sha256=sha)
+        job = self.ledger.create_job(kind="enhance", user=user, source=rel, source_sha256=sha,
+                                     params=learned_params(self.config, "enhance", sha))
         self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
         log.info("job queued", job_id=job.id, user=user, kind="enhance", source=rel)
         self.wake()

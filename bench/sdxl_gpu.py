@@ -166,8 +166,8 @@ def _config(args: argparse.Namespace) -> Any:
 def _task(seed: int, params: dict[str, Any]) -> Any:
     from astrowatch.backends.base import AstroTask
 
-    return AstroTask(job_id=f"bench-{seed}", user="bench", chart=None, params=params, seed=seed,  # type: ignore[arg-type]
-                     prompt=PROMPT, negative_prompt=NEGATIVE)
+    return AstroTask(job_id=f"bench-{seed}", user="bench", chart=None,  # type: ignore[arg-type]
+                     params=params, seed=seed, prompt=PROMPT, negative_prompt=NEGATIVE)
 
 
 def _sync_reset(device: str) -> None:
@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     from astrowatch.backends.sdxl_load import DTYPES, resolve_device
 
     args.device = resolve_device(args.device)
-    dtype = torch.float32 if args.device == "cpu" else DTYPES[args.dtype]
+    dtype = torch.float32 if args.tiny else DTYPES[args.dtype]
+    args.dtype = str(dtype).removeprefix("torch.")  # what the table reports
     with_refiner = "refiner" in args.cases
     started = time.perf_counter()
     if args.tiny:

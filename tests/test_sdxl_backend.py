@@ -214,6 +214,7 @@ def test_interrupt_stops_between_steps(base_backend: SdxlBackend) -> None:
     task.cancel.request_interrupt()
     with pytest.raises(Interrupted):
         base_backend.generate(task)  # already interrupted: nothing runs
+    assert base_backend.generate(make_task()).image.size == (64, 64)  # the pipeline is usable again
 
 
 def test_out_of_memory_retry_then_advice(tiny_sdxl: tuple[Path, Path]) -> None:

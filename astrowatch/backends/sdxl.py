@@ -89,6 +89,10 @@ class SdxlBackend(Backend):
 
     def _install(self, pipes: Pipes, seconds: float) -> None:
         quiet(pipes.base, pipes.img2img, pipes.refiner)
+        if pipes.dtype == torch.bfloat16 and pipes.base.vae.config.get("force_upcast"):
+            # bf16 has float32's range: no need for diffusers to flip the VAE to float32 around
+            # every img2img encode (the upscale pass at 2048^2 would pay it in memory and time)
+            pipes.base.vae.register_to_config(force_upcast=False)
         self._pipes = pipes
         self._compel = base_compel(pipes.base)
         self._refiner_compel = refiner_compel(pipes.refiner) if pipes.refiner is not None else None
@@ -198,9 +202,10 @@ class SdxlBackend(Backend):
         """Lanczos x2, then img2img at ``upscale_strength`` with a tiled VAE."""
         big = image.resize((image.width * 2, image.height * 2), LANCZOS)
         self._set_schedulers(pipes, run.scheduler)
+        steps = _img2img_steps(run.steps, run.upscale_strength)
         with timings.measure("upscale_seconds"), vae_tiling(pipes.base.vae):
             out = pipes.img2img(
-                image=big, strength=run.upscale_strength, num_inference_steps=_img2img_steps(run.steps, run.upscale_strength),
+                image=big, strength=run.upscale_strength, num_inference_steps=steps,
                 guidance_scale=run.cfg_scale, generator=generator, output_type="latent",
                 callback_on_step_end=monitor, **embeds.kwargs())
             monitor.check()
@@ -253,7 +258,8 @@ class SdxlBackend(Backend):
             with timings.measure("encode_seconds"):
                 embeds = self.encode(cfg.prompt, cfg.negative_prompt)
             self._set_schedulers(pipes, sdxl.scheduler)
-            with timings.measure("img2img_seconds"), vae_tiling(pipes.base.vae, image.width * image.height > TILE_PIXELS):
+            tiled = image.width * image.height > TILE_PIXELS
+            with timings.measure("img2img_seconds"), vae_tiling(pipes.base.vae, tiled):
                 out = pipes.img2img(
                     image=image, strength=strength, num_inference_steps=steps, guidance_scale=cfg.cfg_scale,
                     generator=torch.Generator("cpu").manual_seed(task.seed), output_type="latent",

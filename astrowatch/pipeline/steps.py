@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Result
 from ..errors import InputError
+from ..feedback import sidecar_learned
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -72,7 +73,7 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
                   seed=int(seed) if seed is not None else None)
     init_image = _init_image(chart, ctx, name, work_dir)
-    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS}
+    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS and not k.startswith("_")}
     task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=task_params, seed=fusion.seed,
                      prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
                      fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel)
@@ -90,7 +91,8 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
             init_rel = ctx.layout.rel(init_image)
         except Exception:  # noqa: BLE001 — outside the data folder (CLI use)
             pass
-    return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel})
+    return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel,
+                                       "learned": sidecar_learned(params, effective)})
 
 
 def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path) -> Path | None:
@@ -125,7 +127,7 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
     image, facts = preprocess(source, enhance=cfg.enhance, limits=cfg.limits)
     name = str(params.get("backend") or default_backend)
     backend = ctx.get_backend("enhance", name)
-    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS}
+    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS and not k.startswith("_")}
     seed = int(params.get("seed", fallback_seed))
     key = cache_key(image, name, backend, cfg, task_params)
     cached = cache_load(ctx.layout, key)
@@ -137,7 +139,8 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
         result, cache = backend.enhance(task), "miss"
         cache_store(ctx.layout, key, result)
     effective = {"backend": name, "seed": seed, **result.params}
-    return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key})
+    return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key,
+                                       "learned": sidecar_learned(params, effective)})
 
 
 # -- enhance result cache: content hash of the preprocessed input + every parameter ------------

@@ -1,0 +1,172 @@
+"""Shared helpers for the CPU benchmarks: the real daemon as a subprocess, /proc readings, results.
+
+Nothing here is imported by the daemon.  ``tests/harness.py`` is loaded by path (``DaemonProcess``:
+the real ``python -m astrowatch run`` with a real ``NOTIFY_SOCKET``); ``BenchDaemon`` adds the arrival
+time of every sd_notify datagram so READY=1 can be timed to the millisecond.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# A deployed daemon (systemd) caches its bytecode; this sandbox sets PYTHONDONTWRITEBYTECODE=1,
+# which would make every start recompile the astrowatch sources.  The daemons started by the
+# benchmarks run without it (documented in bench/README.md); --help is measured both ways.
+DONT_WRITE_BYTECODE = os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _load_harness() -> Any:
+    spec = importlib.util.spec_from_file_location("astrowatch_test_harness", ROOT / "tests" / "harness.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+
+# -- the daemon ------------------------------------------------------------------------------------
+class BenchDaemon(harness.DaemonProcess):
+    """``DaemonProcess`` that remembers when each notify datagram arrived (monotonic clock)."""
+
+    def __init__(self, config_path: Path, args: list[str] | None = None) -> None:
+        super().__init__(config_path, args=args)
+        self.arrivals: list[tuple[float, str]] = []
+        self.t_start: float | None = None  # monotonic, just before Popen
+        self.t_start_wall: float | None = None  # time.time(), just before Popen
+
+    def start(self, wait_ready: bool = True) -> BenchDaemon:
+        self.t_start_wall = time.time()
+        self.t_start = time.monotonic()
+        return super().start(wait_ready=wait_ready)  # type: ignore[return-value]
+
+    def drain_messages(self) -> list[str]:
+        while True:
+            try:
+                data = self.sock.recv(65536).decode()
+            except (socket.timeout, BlockingIOError):
+                return self.messages
+            self.arrivals.append((time.monotonic(), data))
+            self.messages.append(data)
+
+    def wait_arrival(self, needle: str, timeout: float = 60.0) -> float:
+        """Monotonic time at which the first datagram containing ``needle`` arrived."""
+        self.sock.settimeout(0.005)
+        self.wait_message(needle, timeout=timeout)
+        return next(t for t, m in self.arrivals if needle in m)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+def write_bench_config(folder: Path, **sections: Any) -> Path:
+    """A config with the daemon's defaults except what a benchmark sets (written out in full)."""
+    base: dict[str, Any] = {
+        "data_dir": "data",
+        "watch": {"stability_seconds": 2.0, "polling": False, "polling_interval": 2.0, "rescan_seconds": 300},
+        "astro": {"backend": "fake"},
+        "enhance": {"backend": "fake"},
+        "log": {"level": "info", "format": "json"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            base.setdefault(key, {}).update(value)
+        else:
+            base[key] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(base, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# -- /proc --------------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process (all its threads), in seconds."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) in MB (10^6 bytes), plus the thread count."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024 / 1e6
+        elif key == "Threads":
+            out[key] = int(value)
+    return out
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+# -- statistics ---------------------------------------------------------------------------------------
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    xs = sorted(values)
+    k = (len(xs) - 1) * p / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+# -- machine and results ------------------------------------------------------------------------------
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1e6, 1),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d"), "loadavg_at_start": loadavg()}
+
+
+def save(name: str, result: dict[str, Any]) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "machine": machine(), **result}
+    path = OUT / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("pass" if ok else "FAIL")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
