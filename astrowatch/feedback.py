@@ -185,7 +185,9 @@ def best_index(tallies: list[Tally], default: int, min_decisions: int) -> int:
 
 
 def _evidence(t: Tally) -> str:
-    return f"{t.score:.2f} over {t.decisions} decisions ({t.approved} approved)"
+    if not t.decisions:
+        return "no decisions yet"
+    return f"{t.score:.2f} over {t.decisions} decisions, {t.approved} approved"
 
 
 def _why(c: Choice, min_decisions: int) -> str:

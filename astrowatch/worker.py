@@ -45,9 +45,7 @@ class BackendPool:
     def get(self, kind: str, name: str) -> Backend:
         backend = self._backends.get(name)
         if backend is None:
-            backend = create_backend(name, kind, self.config)
-            if self.device and hasattr(backend, "set_device"):
-                backend.set_device(self.device)
+            backend = create_backend(name, kind, self.config, device=self.device)
             self._backends[name] = backend
         if kind not in backend.kinds:
             from .errors import ConfigError
@@ -174,7 +172,7 @@ class Worker(threading.Thread):
 
     # -- one job ----------------------------------------------------------------------------------
     def execute(self, job: Job) -> None:
-        structlog.contextvars.bind_contextvars(job_id=job.id, user=job.user)
+        structlog.contextvars.bind_contextvars(job_id=job.id, user=job.user, worker=self.name)
         self.current = job.id
         t0 = time.monotonic()
         try:
@@ -191,7 +189,7 @@ class Worker(threading.Thread):
             self._failed_attempt(job, BackendError(f"{type(exc).__name__}: {exc}"), t0)
         finally:
             self.current = None
-            structlog.contextvars.unbind_contextvars("job_id", "user")
+            structlog.contextvars.unbind_contextvars("job_id", "user", "worker")
 
     def _produce_and_publish(self, job: Job, t0: float) -> None:
         ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel)
@@ -277,7 +275,8 @@ class Worker(threading.Thread):
             "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
             "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
             "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
-            "cache": sc.get("cache"), "status": status, "error": error,
+            "cache": sc.get("cache"), "worker": self.name, "device": self.pool.device, "status": status,
+            "error": error,
         })
 
 

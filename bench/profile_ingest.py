@@ -60,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stability", type=float, default=2.0)
     ap.add_argument("--no-worker", action="store_true")
     ap.add_argument("--cprofile", action="store_true")
+    ap.add_argument("--grouper-delay", type=float, default=None,
+                    help="experiment: watchdog InotifyMoveEventGrouper.delay (default 0.5 s)")
+    ap.add_argument("--link-unlink", action="store_true",
+                    help="experiment: move dropped photos to archive/ by link+unlink instead of rename")
+    ap.add_argument("--deadline-sleep", action="store_true",
+                    help="experiment: main loop sleeps until the tracker's next deadline (max 50 ms)")
     args = ap.parse_args(argv)
+    _experiments(args)
 
     from astrowatch import daemon as daemon_mod
     from astrowatch import ingest as ingest_mod
@@ -132,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     daemon_mod.Daemon.tick = tick  # type: ignore[method-assign]
 
     d = daemon_mod.Daemon(config)
+    if args.deadline_sleep:
+        daemon_mod.time = _DeadlineSleep(d.tracker)  # type: ignore[attr-defined]
     orig_touch = d.tracker.touch
 
     def touch(path: str) -> None:
@@ -193,6 +202,58 @@ def main(argv: list[str] | None = None) -> int:
         print(s.getvalue())
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def _experiments(args: Any) -> None:
+    """Candidate fixes, applied by monkeypatching this process only (the daemon code is unchanged)."""
+    if args.grouper_delay is not None:
+        from watchdog.observers import inotify_move_event_grouper as grouper
+
+        grouper.InotifyMoveEventGrouper.delay = args.grouper_delay
+    if args.link_unlink:
+        from astrowatch.pipeline import publish as publish_mod
+
+        orig_replace = os.replace
+
+        def move_source_to(job: Any, layout: Any, folder: Path, name: str | None = None) -> Path | None:
+            # same as publish.move_source_to, but the file leaves the watched folder by link + unlink
+            # (inotify IN_DELETE, delivered at once) instead of rename (IN_MOVED_FROM, which watchdog
+            # holds 0.5 s to pair it, stalling every event queued behind it)
+            src = layout.abs(job.source)
+            if src.is_symlink() or not src.is_file():
+                return None
+            if ingest_sha(src) != job.source_sha256:
+                return None
+            folder.mkdir(parents=True, exist_ok=True)
+            dest = folder / (name or src.name)
+            try:
+                os.link(src, dest)
+            except FileExistsError:
+                pass
+            except OSError:
+                orig_replace(src, dest)
+                return dest
+            os.unlink(src)
+            return dest
+
+        from astrowatch.ingest import sha256_file as ingest_sha
+        publish_mod.move_source_to = move_source_to  # type: ignore[assignment]
+
+
+class _DeadlineSleep:
+    """``time`` for the daemon module whose ``sleep`` stops at the tracker's next deadline."""
+
+    def __init__(self, tracker: Any) -> None:
+        self.tracker = tracker
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        nd = self.tracker.next_deadline()
+        if nd is not None:
+            seconds = min(seconds, max(0.0, nd - time.monotonic()))
+        time.sleep(seconds)
 
 
 class _IdleWorker(threading.Thread):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,10 +169,13 @@ def backend_class(name: str) -> type[Backend]:
     return getattr(module, cls_name)
 
 
-def create_backend(name: str, kind: str, config: Config) -> Backend:
+def create_backend(name: str, kind: str, config: Config, *, device: str | None = None) -> Backend:
+    """Instantiate a backend; ``device`` goes to backends that own a device (one per worker)."""
     cls = backend_class(name)
     if kind not in cls.kinds:
         raise ConfigError(f"{kind}.backend: {name!r} cannot do {kind} jobs")
+    if device is not None and "device" in inspect.signature(cls.__init__).parameters:
+        return cls(config, device=device)
     return cls(config)
 
 

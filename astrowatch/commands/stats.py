@@ -78,6 +78,13 @@ def render(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _marks(value: Any, row: dict[str, Any]) -> str:
+    from ..feedback import same
+
+    marks = [m for m, v in (("<- choice", row["choice"]), ("config default", row["default"])) if same(v, value)]
+    return ", ".join(marks)
+
+
 def render_learned(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no tunable parameters: declare candidate values in feedback.candidates"
@@ -86,11 +93,10 @@ def render_learned(rows: list[dict[str, Any]]) -> str:
              f"explore {rows[0]['explore']:g}, min decisions {rows[0]['min_decisions']})"]
     for row in rows:
         lines += ["", f"{row['key']}: {row['choice']!r} - {row['why']}"]
-        body = [[repr(c["value"]) + (" *" if c["value"] == row["choice"] else "")
-                 + (" (default)" if c["value"] == row["default"] else ""),
-                 c["decisions"], c["approved"], c["redo_votes"], pct(c["approval_rate"]), f"{c['score']:.2f}"]
-                for c in row["candidates"]]
-        lines += table(["value", "decisions", "approved", "redo votes", "approval", "score"], body)
+        body = [[repr(c["value"]), c["decisions"], c["approved"], c["redo_votes"], pct(c["approval_rate"]),
+                 f"{c['score']:.2f}", _marks(c["value"], row)] for c in row["candidates"]]
+        lines += table(["value", "decisions", "approved", "redo votes", "approval", "score", ""], body,
+                       right={1, 2, 3, 4, 5})
     return "\n".join(lines)
 
 

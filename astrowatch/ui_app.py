@@ -1,0 +1,164 @@
+"""The review page (``astrowatch ui`` runs ``streamlit run`` on this file).
+
+The config comes from ``$ASTROWATCH_CONFIG`` (set by ``astrowatch ui --config``).  Buttons move
+files exactly as a reviewer would; the daemon acts on them (at its next start if it is stopped).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from astrowatch.commands.status import _daemon
+from astrowatch.commands.ui import (InboxItem, chart_wheel, decide, inbox_items, original_path, parse_params,
+                                    save_caption, waiting_for)
+from astrowatch.config import find_config, load_config
+from astrowatch.errors import AstrowatchError
+from astrowatch.layout import Layout
+from astrowatch.ledger import Ledger
+
+VERB = {"approve": "approved", "reject": "rejected", "redo": "sent back for a redo"}
+
+
+@st.cache_resource(show_spinner=False)
+def _context(path: str, mtime: float) -> tuple[Any, Layout, Ledger]:
+    config = load_config(path)
+    layout = Layout(config.data_dir)
+    layout.ensure()
+    return config, layout, Ledger(layout.ledger_path)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _wheel(job_id: str, path: str, mtime: float) -> Any:
+    config, layout, ledger = _load()
+    return chart_wheel(config, layout, ledger.get(job_id))
+
+
+def _load() -> tuple[Any, Layout, Ledger]:
+    path = find_config(None)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return _context(str(path), mtime)
+
+
+def _flash() -> None:
+    for kind, text in st.session_state.pop("flash", []):
+        (st.success if kind == "ok" else st.error)(text)
+
+
+def _act(layout: Layout, item: InboxItem, decision: str) -> None:
+    job_id = item.job.id
+    caption = st.session_state.get(f"caption-{job_id}")
+    try:
+        params = parse_params(st.session_state.get(f"params-{job_id}", "{}")) if decision == "redo" else None
+        dest = decide(layout, item, decision, caption=caption, params=params)
+    except AstrowatchError as exc:
+        st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
+        return
+    st.session_state["flash"] = [("ok", f"{item.image.name} {VERB[decision]}: moved to {layout.rel(dest)}")]
+
+
+def _save(item: InboxItem) -> None:
+    changed = save_caption(item, st.session_state.get(f"caption-{item.job.id}", ""))
+    st.session_state["flash"] = [("ok", f"description of {item.image.name} saved" if changed
+                                  else f"description of {item.image.name} unchanged")]
+
+
+def _sidebar(config: Any, layout: Layout, items: list[InboxItem]) -> str | None:
+    st.sidebar.title("astrowatch")
+    daemon = _daemon(layout)
+    st.sidebar.caption(f"data folder `{layout.root}`")
+    if daemon.get("running"):
+        st.sidebar.success(f"daemon running (pid {daemon.get('pid')}): decisions apply within seconds")
+    else:
+        st.sidebar.info("daemon stopped: decisions apply at its next start")
+    users = sorted({i.job.user for i in items})
+    counts = {u: sum(i.job.user == u for i in items) for u in users}
+    if not users:
+        return None
+    choice = st.sidebar.radio("Inbox", ["everyone", *users], key="user",
+                              format_func=lambda u: f"{u} ({counts[u] if u in counts else len(items)})")
+    st.sidebar.button("Refresh", key="refresh")
+    return None if choice == "everyone" else choice
+
+
+def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
+    job = item.job
+    if job.kind == "astro":
+        snapshot = layout.archive_dir(job.user, job.id) / job.source_name
+        mtime = snapshot.stat().st_mtime if snapshot.exists() else 0.0
+        wheel = _wheel(job.id, str(snapshot), mtime)
+        if wheel is not None:
+            st.image(wheel, caption=f"chart wheel ({job.source_name})")
+            return
+    else:
+        path = original_path(layout, ledger, job)
+        if path is not None:
+            st.image(str(path), caption=f"original ({job.source_name})")
+            return
+    st.caption("original not available")
+
+
+def _controls(layout: Layout, item: InboxItem, sidecar: dict[str, Any]) -> None:
+    job_id = item.job.id
+    st.text_area("Description (line 1 is the training caption)", value=item.caption(), key=f"caption-{job_id}",
+                 height=150)
+    params = sidecar.get("params") if isinstance(sidecar.get("params"), dict) else {}
+    st.text_area("Parameters (edit, then Redo)", value=json.dumps(params, indent=2, ensure_ascii=False),
+                 key=f"params-{job_id}", height=180)
+    first, second = st.columns(2), st.columns(2)
+    first[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act, args=(layout, item, "approve"))
+    first[1].button("Reject", key=f"reject-{job_id}", on_click=_act, args=(layout, item, "reject"))
+    second[0].button("Redo with these settings", key=f"redo-{job_id}", on_click=_act, args=(layout, item, "redo"))
+    second[1].button("Save description", key=f"save-{job_id}", on_click=_save, args=(item,))
+
+
+def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
+    job, sidecar = item.job, item.sidecar()
+    with st.container(border=True):
+        st.subheader(f"{job.source_name} · {job.kind}")
+        st.caption(f"{job.user} · job {job.id} · {sidecar.get('backend') or '?'} · in the inbox since "
+                   f"{waiting_for(job)} · `{layout.rel(item.image)}`")
+        note = item.bounce_note()
+        if note:
+            st.warning(f"last decision was refused: {note}")
+        left, middle, right = st.columns([1, 1, 1.2])
+        with left:
+            _original(config, layout, ledger, item)
+        with middle:
+            st.image(str(item.image), caption="result")
+        with right:
+            _controls(layout, item, sidecar)
+        learned = sidecar.get("learned")
+        if isinstance(learned, dict) and learned:
+            st.caption("learned: " + "; ".join(f"{k} = {v.get('value')!r} ({v.get('why')})"
+                                                for k, v in learned.items() if isinstance(v, dict)))
+
+
+def page() -> None:
+    st.set_page_config(page_title="astrowatch review", page_icon=":sparkles:", layout="wide")
+    try:
+        config, layout, ledger = _load()
+    except AstrowatchError as exc:
+        st.error(f"astrowatch: {exc}")
+        st.stop()
+    items = inbox_items(layout, ledger)
+    user = _sidebar(config, layout, items)
+    st.title("Review")
+    _flash()
+    shown = [i for i in items if user is None or i.job.user == user]
+    if not shown:
+        st.info(f"The inbox is empty. New results appear in `{Path(layout.root, 'inbox')}/<user>/`.")
+        return
+    st.caption(f"{len(shown)} result(s) waiting. Approve, reject, or edit the parameters and redo; "
+               "each button moves the file exactly as you would by hand.")
+    for item in shown:
+        _item(config, layout, ledger, item)
+
+
+page()
