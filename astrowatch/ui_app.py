@@ -106,16 +106,17 @@ def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> N
 
 def _controls(layout: Layout, item: InboxItem, sidecar: dict[str, Any]) -> None:
     job_id = item.job.id
+    decide_cols = st.columns(2)
+    decide_cols[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act,
+                          args=(layout, item, "approve"))
+    decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act, args=(layout, item, "reject"))
     st.text_area("Description (line 1 is the training caption)", value=item.caption(), key=f"caption-{job_id}",
                  height=150)
+    st.button("Save description", key=f"save-{job_id}", on_click=_save, args=(item,))
     params = sidecar.get("params") if isinstance(sidecar.get("params"), dict) else {}
-    st.text_area("Parameters (edit, then Redo)", value=json.dumps(params, indent=2, ensure_ascii=False),
-                 key=f"params-{job_id}", height=180)
-    first, second = st.columns(2), st.columns(2)
-    first[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act, args=(layout, item, "approve"))
-    first[1].button("Reject", key=f"reject-{job_id}", on_click=_act, args=(layout, item, "reject"))
-    second[0].button("Redo with these settings", key=f"redo-{job_id}", on_click=_act, args=(layout, item, "redo"))
-    second[1].button("Save description", key=f"save-{job_id}", on_click=_save, args=(item,))
+    st.text_area("Parameters (edit, then redo)", value=json.dumps(params, indent=2, ensure_ascii=False),
+                 key=f"params-{job_id}", height=170)
+    st.button("Redo with these settings", key=f"redo-{job_id}", on_click=_act, args=(layout, item, "redo"))
 
 
 def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:

@@ -196,7 +196,7 @@ def _ingest_and_run(env: Env, path: Path) -> dict[str, Any]:
     job = worker.ledger.claim_next()
     worker.execute(job)
     worker.pool.close()
-    sidecar = next((env.layout.root / "inbox" / "gaby").glob(f"*.{job.id}.json"))
+    sidecar = next((env.layout.root / "inbox" / job.user).glob(f"*.{job.id}.json"))
     return {"job": env.ledger.get(job.id), "sidecar": json.loads(sidecar.read_text())}
 
 

@@ -1,0 +1,287 @@
+"""The review page: Streamlit's AppTest for its behaviour, headless Chromium for how it looks.
+
+Results are produced by the real ingest and worker (wheel and Lanczos backends) into a real
+inbox; the page's buttons must move files exactly like a reviewer, and the daemon's own
+reviewer must then act on those moves.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import make_image, theme_bytes
+from test_feedback import Env, _ingest_and_run
+
+from astrowatch.cli import main
+
+CHROMIUM = Path("/usr/bin/chromium")
+APP = Path(__file__).resolve().parents[1] / "astrowatch" / "ui_app.py"
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> dict[str, Any]:
+    """Two results waiting: lou's photo (enhance), then gaby's theme (astro)."""
+    env = Env(tmp_path, learn=False)
+    users = env.layout.root / "Utilisateurs"
+    photo = users / "lou" / "beach.png"
+    make_image(photo, (160, 120))
+    theme = users / "gaby" / "theme_gaby.json"
+    theme.parent.mkdir(parents=True)
+    theme.write_bytes(theme_bytes())
+    out = {"env": env, "photo": _ingest_and_run(env, photo), "theme": _ingest_and_run(env, theme)}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(env.mapping), encoding="utf-8")
+    out["config"] = config
+    return out
+
+
+def _image(inbox: dict[str, Any], which: str) -> Path:
+    job = inbox[which]["job"]
+    return inbox["env"].layout.inbox_dir(job.user) / job.result["image"]
+
+
+def _app(inbox: dict[str, Any], monkeypatch) -> Any:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("ASTROWATCH_CONFIG", str(inbox["config"]))
+    return AppTest.from_file(str(APP), default_timeout=30).run()
+
+
+@pytest.fixture(autouse=True)
+def _needs_streamlit() -> None:
+    pytest.importorskip("streamlit", reason="the 'ui' extra (Streamlit) is not installed")
+
+
+def test_lists_the_inbox_with_originals_and_fields(inbox, monkeypatch) -> None:
+    at = _app(inbox, monkeypatch)
+    assert not at.exception
+    assert [s.value for s in at.subheader] == ["beach.png · enhance", "theme_gaby.json · astro"]
+    photo, theme = inbox["photo"]["job"], inbox["theme"]["job"]
+    assert at.text_area(key=f"caption-{photo.id}").value == _image(inbox, "photo").with_suffix(".txt").read_text()
+    assert json.loads(at.text_area(key=f"params-{theme.id}").value)["style"] == "figuratif"
+    assert len(at.image) == 4  # original + result for each (the astro original is the chart wheel)
+    assert at.sidebar.radio[0].options == ["everyone (2)", "gaby (1)", "lou (1)"]
+    at.sidebar.radio[0].set_value("lou").run()
+    assert [s.value for s in at.subheader] == ["beach.png · enhance"]
+
+
+def test_editing_the_caption_writes_the_txt(inbox, monkeypatch) -> None:
+    at = _app(inbox, monkeypatch)
+    job = inbox["photo"]["job"]
+    at.text_area(key=f"caption-{job.id}").set_value("a sunny beach, blue sky\nsecond line")
+    at.button(key=f"save-{job.id}").click().run()
+    assert _image(inbox, "photo").with_suffix(".txt").read_text() == "a sunny beach, blue sky\nsecond line\n"
+    assert "saved" in at.success[0].value
+
+
+def test_approve_moves_the_image_and_the_daemon_delivers_it(inbox, monkeypatch) -> None:
+    at = _app(inbox, monkeypatch)
+    env, job = inbox["env"], inbox["theme"]["job"]
+    image = _image(inbox, "theme")
+    at.button(key=f"approve-{job.id}").click().run()
+    moved = env.layout.root / "approved" / image.name
+    assert moved.is_file() and moved.with_suffix(".json").is_file() and not image.exists()
+    assert [s.value for s in at.subheader] == ["beach.png · enhance"]
+    assert "approved: moved to approved/" in at.success[0].value
+    from astrowatch.ingest import Ingest
+
+    assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
+    assert env.ledger.get(job.id).state == "delivered"
+    assert (env.layout.root / "Utilisateurs" / "gaby" / "theme_gaby.png").is_file()
+
+
+def test_redo_writes_the_params_then_moves_into_redo(inbox, monkeypatch) -> None:
+    at = _app(inbox, monkeypatch)
+    env, job = inbox["env"], inbox["theme"]["job"]
+    image = _image(inbox, "theme")
+    box = at.text_area(key=f"params-{job.id}")
+    box.set_value(json.dumps({**json.loads(box.value), "style": "cosmique"}))
+    at.text_area(key=f"caption-{job.id}").set_value("edited before the redo")
+    at.button(key=f"redo-{job.id}").click().run()
+    moved = env.layout.root / "redo" / image.name
+    assert moved.is_file() and not image.exists()
+    assert json.loads(moved.with_suffix(".json").read_text())["params"]["style"] == "cosmique"
+    assert moved.with_suffix(".txt").read_text() == "edited before the redo\n"
+    from astrowatch.ingest import Ingest
+
+    assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
+    child = next(j for j in env.ledger.by_state("queued") if j.parent_id == job.id)
+    assert child.params == {"style": "cosmique"}
+
+
+def test_bad_params_json_moves_nothing(inbox, monkeypatch) -> None:
+    at = _app(inbox, monkeypatch)
+    job = inbox["photo"]["job"]
+    at.text_area(key=f"params-{job.id}").set_value("{not json")
+    at.button(key=f"redo-{job.id}").click().run()
+    assert _image(inbox, "photo").is_file()
+    assert "parameters are not valid JSON" in at.error[0].value
+
+
+def test_empty_inbox_and_bad_config(tmp_path: Path, monkeypatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    env = Env(tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(env.mapping), encoding="utf-8")
+    monkeypatch.setenv("ASTROWATCH_CONFIG", str(config))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert "The inbox is empty" in at.info[0].value
+    monkeypatch.setenv("ASTROWATCH_CONFIG", str(tmp_path / "missing.yaml"))
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert "config file not found" in at.error[0].value
+
+
+def test_ui_command_refuses_a_bad_config_with_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["ui", "-c", str(tmp_path / "missing.yaml")]) == 78
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config file not found" in err[0]
+
+
+# -- once in a real browser ----------------------------------------------------------------------------
+class Chromium:
+    """Headless Chromium driven over ``--remote-debugging-pipe`` (DevTools protocol on fds 3/4).
+
+    ``--screenshot --virtual-time-budget`` does not wait for Streamlit's websocket (virtual time
+    runs ahead while the page waits for the server), so its screenshots are often blank; here we
+    wait until the page's images are loaded, then capture."""
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+    def __init__(self, profile: Path, size: tuple[int, int]) -> None:
+        to_chrome, self._w = os.pipe()
+        self._r, from_chrome = os.pipe()
+        ours = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_chrome, from_chrome)]
+        os.close(to_chrome)
+        os.close(from_chrome)
+        script = f'exec "$0" "$@" 3<&{ours[0]} 4>&{ours[1]} {ours[0]}<&- {ours[1]}>&-'
+        flags = [*self.FLAGS, f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                 "--remote-debugging-pipe", "about:blank"]
+        self.proc = subprocess.Popen(["bash", "-c", script, str(CHROMIUM), *flags], pass_fds=ours,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for fd in ours:
+            os.close(fd)
+        self._buf, self._id, self.session = b"", 0, None
+        self.size = size
+
+    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 20.0) -> dict[str, Any]:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
+        if self.session and not method.startswith(("Target.", "Browser.")):
+            msg["sessionId"] = self.session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buf:
+                raw, self._buf = self._buf.split(b"\0", 1)
+                reply = json.loads(raw)
+                if reply.get("id") == self._id:
+                    assert "error" not in reply, f"{method}: {reply['error']}"
+                    return reply.get("result", {})
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._r], [], [], left)[0]:
+                raise TimeoutError(f"Chromium did not answer {method}")
+            chunk = os.read(self._r, 1 << 20)
+            assert chunk, "Chromium closed the DevTools pipe"
+            self._buf += chunk
+
+    def screenshot(self, url: str, ready: str, timeout: float = 30.0) -> bytes:
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", {"width": self.size[0], "height": self.size[1],
+                                                         "deviceScaleFactor": 1, "mobile": False})
+        self.send("Page.navigate", {"url": url})
+        deadline = time.monotonic() + timeout
+        while not self.send("Runtime.evaluate", {"expression": ready, "returnByValue": True})["result"].get("value"):
+            assert time.monotonic() < deadline, "the review page did not finish loading in Chromium"
+            time.sleep(0.2)
+        time.sleep(0.5)  # let the last layout settle
+        return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=5)
+        except (AssertionError, OSError, TimeoutError):
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._r)
+        os.close(self._w)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "astrowatch ui exited early"
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("astrowatch ui did not answer on its port")
+
+
+READY = ("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4 && "
+         "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed "
+                    "(apt-get install chromium; the Makefile's test target tries)")
+def test_page_in_headless_chromium(inbox, tmp_path: Path) -> None:
+    from PIL import Image
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    shot_path = Path(os.environ.get("ASTROWATCH_UI_SHOT") or tmp_path / "review.png")
+    proc = subprocess.Popen([sys.executable, "-m", "astrowatch", "ui", "-c", str(inbox["config"]),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_healthy(url, proc)
+        browser = Chromium(tmp_path / "profile", (1280, 900))
+        try:
+            shot_path.write_bytes(browser.screenshot(url, READY))
+        finally:
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    with Image.open(shot_path) as img:
+        rgb = img.convert("RGB")
+    assert rgb.size == (1280, 900)
+    colours = rgb.getcolors(1 << 22) or []
+    assert len(colours) > 500, "the screenshot is blank"
+    count = _near(rgb)
+    assert count((20, 40, 220)) > 2000, "the photo's blue quadrant (original and result) is not on the page"
+    assert count((200, 30, 60)) > 2000, "the photo's red part is not on the page"
+    sidebar = rgb.crop((0, 0, 280, 900)).getcolors(1 << 20) or []
+    assert max(sidebar)[1][0] > 200  # a light sidebar, not an error page or a dark blank
+
+
+def _near(rgb: Any, tolerance: int = 40) -> Any:
+    def count(target: tuple[int, int, int]) -> int:
+        return sum(n for n, c in rgb.getcolors(1 << 22) if all(abs(a - b) <= tolerance for a, b in zip(c, target)))
+    return count
