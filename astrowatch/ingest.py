@@ -124,10 +124,7 @@ class Ingest:
         if jobs and jobs[0].source_sha256 == sha:
             self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=jobs[0].id)
             return "duplicate"
-        for old in jobs:
-            if old.state in ("queued", "waiting") and self.ledger.transition(old.id, old.state, "superseded",
-                                                                               note="newer theme content"):
-                log.info("superseded by newer theme content", job_id=old.id, user=user)
+        self._supersede(jobs, "newer theme content")
         job_id = self._new_id()
         atomic_write_bytes(self.layout.archive_dir(user, job_id) / name, head)  # snapshot first
         job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
@@ -146,16 +143,20 @@ class Ingest:
         jobs = self.ledger.jobs_for_source(user, rel)
         if any(j.source_sha256 == sha and j.state in NOT_YET_PUBLISHED for j in jobs):
             return "duplicate"
-        for old in jobs:
-            if old.state in ("queued", "waiting") and self.ledger.transition(old.id, old.state, "superseded",
-                                                                               note="file replaced"):
-                log.info("superseded: the file was replaced", job_id=old.id, user=user)
+        self._supersede(jobs, "the file was replaced")
         job = self.ledger.create_job(kind="enhance", user=user, source=rel, source_sha256=sha,
                                      params=learned_params(self.config, "enhance", sha))
         self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
         log.info("job queued", job_id=job.id, user=user, kind="enhance", source=rel)
         self.wake()
         return "job"
+
+    def _supersede(self, jobs: list, why: str) -> None:
+        """Older jobs for the same source that have not started give way to the new content."""
+        for old in jobs:
+            if old.state in ("queued", "waiting") and self.ledger.transition(old.id, old.state, "superseded",
+                                                                               note=why):
+                log.info(f"superseded: {why}", job_id=old.id, user=old.user)
 
     def _misnamed_theme(self, p: Path, user: str, name: str, st: os.stat_result) -> str:
         rel = self.layout.rel(p)

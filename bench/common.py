@@ -170,3 +170,72 @@ def verdict(ok: bool | None) -> str:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- a data folder whose files are all already ledgered ------------------------------------------------
+def small_png(i: int) -> bytes:
+    """A distinct 32x24 PNG per ``i`` (about 150 bytes)."""
+    import io as _io
+
+    from PIL import Image
+
+    img = Image.new("RGB", (32, 24), ((i * 37) % 256, (i * 91) % 256, (i * 53 + 17) % 256))
+    img.putpixel((0, 0), (i % 256, (i // 256) % 256, (i // 65536) % 256))
+    buf = _io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def prepare_ledgered(folder: Path, files: int = 10_000, users: int = 200, **config: Any) -> dict[str, Any]:
+    """``folder/config.yaml`` + ``folder/data`` with ``files`` inputs in ``users`` folders (one
+    ``theme_<user>.json`` each, the rest small PNGs), every one already in the ledger.
+
+    The ledger is filled by the daemon's own code: ``Ingest.handle`` on every file, in this process
+    (no worker, the bench's own connection with ``PRAGMA synchronous=OFF`` to go fast), then every
+    job is set to ``inbox`` in one UPDATE, as after a run whose results await review.  Unlike a
+    real run the photos stay in the user folders (a processed photo moves to ``archive/``), so
+    the watcher has 10,000 known files to look at.  Returns counts and timings.
+    """
+    t0 = time.monotonic()
+    cfg_path = write_bench_config(folder, **config)
+    data = folder / "data"
+    per = files // users
+    names = [f"user{u:03d}" for u in range(users)]
+    k = 0
+    for u, name in enumerate(names):
+        d = data / "Utilisateurs" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"theme_{name}.json").write_bytes(harness.theme_bytes("astrowatch_minimal.json", user=name))
+        for j in range(per - 1):
+            (d / f"img_{j:04d}.png").write_bytes(small_png(k))
+            k += 1
+    t_files = time.monotonic() - t0
+
+    from astrowatch.config import load_config
+    from astrowatch.ingest import Ingest
+    from astrowatch.layout import Layout
+    from astrowatch.ledger import Ledger
+    from astrowatch.logsetup import setup_logging
+    from astrowatch.review import Reviewer
+    from astrowatch.watcher import scan
+
+    setup_logging("error", "json")
+    cfg = load_config(cfg_path)
+    layout = Layout(cfg.data_dir)
+    layout.ensure()
+    ledger = Ledger(layout.ledger_path)
+    ledger._conn().execute("PRAGMA synchronous=OFF")
+    ingest = Ingest(cfg, layout, ledger, Reviewer(cfg, layout, ledger))
+    outcomes: dict[str, int] = {}
+    for path in scan(layout):
+        what = ingest.handle(path)
+        outcomes[what] = outcomes.get(what, 0) + 1
+    conn = ledger._conn()
+    conn.execute("UPDATE jobs SET state = 'inbox', attempts = 1")
+    seen = conn.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
+    jobs = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ledger.close()
+    return {"config": cfg_path, "data": data, "files": users * per, "users": users, "outcomes": outcomes,
+            "seen_rows": seen, "jobs": jobs, "seconds_files": round(t_files, 1),
+            "seconds_total": round(time.monotonic() - t0, 1)}

@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from harness import DaemonProcess, write_config  # noqa: E402
+from sdxl_fixtures import tiny_sdxl  # noqa: E402,F401  (session fixture: the tiny offline SDXL)
 
 
 @pytest.fixture

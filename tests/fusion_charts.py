@@ -9,7 +9,6 @@ only), so every character is a token and a 75-token budget forces heavy compacti
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from astrowatch.chart.model import SIGNS, Aspect, Chart, House, Point
@@ -81,33 +80,12 @@ def libra_chart() -> Chart:
 CHARTS = {"leo": leo_chart, "capricorn": capricorn_chart, "aries": aries_chart, "libra": libra_chart}
 
 
-def _bytes_to_unicode() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def tiny_clip_model_dir(root: Path) -> Path:
     """A model folder with ``tokenizer/`` and ``tokenizer_2/`` (pad "!") built offline."""
-    from transformers import CLIPTokenizer
+    from sdxl_tiny import tiny_tokenizers
 
-    chars = _bytes_to_unicode()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {t: i for i, t in enumerate(tokens)}
-    raw = root / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (raw / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tok, tok_2 = tiny_tokenizers(root / "raw")
     model = root / "model"
-    CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt"), model_max_length=77) \
-        .save_pretrained(model / "tokenizer")
-    CLIPTokenizer(str(raw / "vocab.json"), str(raw / "merges.txt"), model_max_length=77, pad_token="!") \
-        .save_pretrained(model / "tokenizer_2")
+    tok.save_pretrained(model / "tokenizer")
+    tok_2.save_pretrained(model / "tokenizer_2")
     return model

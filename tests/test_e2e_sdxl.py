@@ -12,7 +12,6 @@ import time
 import pytest
 from harness import inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
 from PIL import Image
-from sdxl_fixtures import tiny_sdxl  # noqa: F401
 
 from astrowatch.infotext import parse_infotext
 
