@@ -22,7 +22,6 @@ pytest.importorskip("compel")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
-from sdxl_fixtures import tiny_sdxl  # noqa: E402,F401
 
 from astrowatch.backends.base import AstroTask, EnhanceTask  # noqa: E402
 from astrowatch.backends.sdxl import SdxlBackend  # noqa: E402
