@@ -1,0 +1,83 @@
+"""Dedupe and supersede rules of ingest, on a real ledger and real files (no daemon)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from harness import make_image, theme_bytes
+
+from astrowatch.config import Config
+from astrowatch.ingest import Ingest
+from astrowatch.layout import Layout
+from astrowatch.ledger import Ledger
+from astrowatch.review import Reviewer
+
+
+@pytest.fixture
+def ingest(tmp_path):
+    cfg = Config(data_dir=tmp_path / "data")
+    layout = Layout(cfg.data_dir)
+    layout.ensure()
+    ledger = Ledger(layout.ledger_path)
+    return Ingest(cfg, layout, ledger, Reviewer(cfg, layout, ledger))
+
+
+def _user(ingest, name="gaby"):
+    folder = ingest.layout.users / name
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def test_theme_rewritten_with_the_same_content_makes_no_new_job(ingest):
+    theme = _user(ingest) / "theme_gaby.json"
+    theme.write_bytes(theme_bytes())
+    assert ingest.handle(str(theme)) == "job"
+    assert ingest.handle(str(theme)) == "unchanged"  # same size and mtime: not even re-hashed
+    theme.write_bytes(theme_bytes())
+    os.utime(theme, ns=(1, 10**18))
+    assert ingest.handle(str(theme)) == "duplicate"
+    assert len(ingest.ledger.jobs_for_source("gaby", "Utilisateurs/gaby/theme_gaby.json")) == 1
+
+
+def test_new_theme_content_supersedes_queued_jobs_and_is_snapshotted(ingest):
+    theme = _user(ingest) / "theme_gaby.json"
+    theme.write_bytes(theme_bytes("astrowatch_minimal.json"))
+    ingest.handle(str(theme))
+    theme.write_bytes(theme_bytes("kerykeion_v5_subject.json"))
+    assert ingest.handle(str(theme)) == "job"
+    new, old = ingest.ledger.jobs_for_source("gaby", "Utilisateurs/gaby/theme_gaby.json")
+    assert (old.state, new.state) == ("superseded", "queued")
+    snapshot = ingest.layout.archive_dir("gaby", new.id) / "theme_gaby.json"
+    assert snapshot.read_bytes() == theme.read_bytes()
+    theme.write_bytes(theme_bytes("astrowatch_minimal.json"))  # back to the first content: a new job
+    assert ingest.handle(str(theme)) == "job"
+
+
+def test_a_photo_is_one_job_until_it_is_published(ingest):
+    photo = _user(ingest) / "p.jpg"
+    make_image(photo)
+    assert ingest.handle(str(photo)) == "job"
+    os.utime(photo, ns=(1, 10**18))  # a NAS indexer touches it
+    assert ingest.handle(str(photo)) == "duplicate"
+    make_image(photo, color=(1, 2, 3))  # replaced by another picture before it ran
+    assert ingest.handle(str(photo)) == "job"
+    states = sorted(j.state for j in ingest.ledger.jobs_for_source("gaby", "Utilisateurs/gaby/p.jpg"))
+    assert states == ["queued", "superseded"]
+
+
+def test_our_own_outputs_and_style_images_are_not_inputs(ingest):
+    folder = _user(ingest)
+    for name in ("theme_gaby.png", "moodboard.png", "notes.txt", ".DS_Store", "x.jpg.part"):
+        make_image(folder / name) if name.endswith(".png") else (folder / name).write_bytes(b"x")
+        assert ingest.handle(str(folder / name)) == "ignored"
+    assert ingest.ledger.counts() == {}
+
+
+def test_a_theme_named_for_another_user_gets_a_failed_entry_once(ingest):
+    theme = _user(ingest) / "theme_bob.json"
+    theme.write_bytes(theme_bytes())
+    assert ingest.handle(str(theme)) == "failed"
+    assert ingest.handle(str(theme)) == "unchanged"
+    entries = sorted(p.name for p in (ingest.layout.root / "failed" / "gaby").iterdir())
+    assert entries == ["theme_bob.json", "theme_bob.json.error.json"] and theme.exists()
