@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[sdxl,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +23,10 @@ run: $(STAMP)
 	$(BIN)/astrowatch init .
 	$(BIN)/astrowatch run --config config.yaml
 
+# Best effort (root + apt-get only): headless Chromium for the review page's screenshot test,
+# which is skipped without it.
 test: $(STAMP)
+	-@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null) || true
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider
 
 bench: $(STAMP)

@@ -179,7 +179,7 @@ class Reviewer:
 def redo_overrides(job: Job, edited: dict[str, Any]) -> dict[str, Any]:
     """The job's own overrides plus every parameter the reviewer changed in the sidecar."""
     recorded = (job.result or {}).get("params") or {}
-    overrides = dict(job.params)
+    overrides = {k: v for k, v in job.params.items() if not k.startswith("_")}  # not the learner's notes
     for key, value in edited.items():
         if recorded.get(key) != value:
             overrides[key] = value

@@ -60,6 +60,9 @@ def _act(layout: Layout, item: InboxItem, decision: str) -> None:
     except AstrowatchError as exc:
         st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
         return
+    except OSError as exc:  # moved by hand meanwhile, or a permission problem
+        st.session_state["flash"] = [("error", f"{item.image.name}: could not move it: {exc.strerror or exc}")]
+        return
     st.session_state["flash"] = [("ok", f"{item.image.name} {VERB[decision]}: moved to {layout.rel(dest)}")]
 
 

@@ -71,6 +71,23 @@ class BenchDaemon(harness.DaemonProcess):
             self.arrivals.append((time.monotonic(), data))
             self.messages.append(data)
 
+    def pump(self, seconds: float) -> None:
+        """Wait ``seconds`` while reading the notify socket, as systemd does.  A reader that stops
+        reading lets the socket queue fill (net.unix.max_dgram_qlen); the daemon's next STATUS=
+        then blocks in sendto() and its main loop stops (found by this benchmark)."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                data = self.sock.recv(65536).decode()
+            except (socket.timeout, BlockingIOError):
+                continue
+            self.arrivals.append((time.monotonic(), data))
+            self.messages.append(data)
+
     def wait_arrival(self, needle: str, timeout: float = 60.0) -> float:
         """Monotonic time at which the first datagram containing ``needle`` arrived."""
         self.sock.settimeout(0.005)

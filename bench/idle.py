@@ -44,11 +44,11 @@ def measure_mode(folder: Path, polling: bool, seconds: float, settle: float = 5.
     try:
         d.start()
         ready = d.wait_arrival("READY=1") - d.t_start
-        time.sleep(settle)
+        d.pump(settle)
         cpu0, t0 = common.cpu_seconds(d.pid), time.monotonic()
         rss: list[float] = []
         while time.monotonic() - t0 < seconds:
-            time.sleep(min(5.0, seconds - (time.monotonic() - t0)))
+            d.pump(min(5.0, seconds - (time.monotonic() - t0)))
             rss.append(common.memory_mb(d.pid)["VmRSS"])
         cpu1, t1 = common.cpu_seconds(d.pid), time.monotonic()
         mem = common.memory_mb(d.pid)

@@ -99,6 +99,8 @@ def run(files: int = 2000, users: int = 20, seconds: float = 10.0, stability: fl
             now = time.monotonic()
             if now < due:
                 time.sleep(due - now)
+            if k % 200 == 0:
+                daemon.drain_messages()  # read the notify socket as systemd does
             else:
                 late = max(late, now - due)
             path = data / "Utilisateurs" / rel
@@ -109,8 +111,8 @@ def run(files: int = 2000, users: int = 20, seconds: float = 10.0, stability: fl
         db = data / "state" / "ledger.sqlite3"
         deadline = time.monotonic() + stability + 60
         while len(ledger_rows(db)) < files and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(stability + 1.0)  # any second job for a file would show up by now
+            daemon.pump(0.2)
+        daemon.pump(stability + 1.0)  # any second job for a file would show up by now
         rows = ledger_rows(db)
         cpu = common.cpu_seconds(daemon.pid) - cpu0
         mem = common.memory_mb(daemon.pid)

@@ -117,8 +117,9 @@ def plot(info: dict[str, Any], path: Path) -> Path:
                              squeeze=False)
     for ax, (dim, rows) in zip(axes[:, 0], panels):
         labels = [f"{r['value']} (n={r['decisions']})" for r in rows]
-        ax.barh(labels, [r["approval_rate"] or 0 for r in rows], color="#4c72b0")
-        ax.set_xlim(0, 1)
+        bars = ax.barh(labels, [r["approval_rate"] or 0 for r in rows], color="#4c72b0")
+        ax.bar_label(bars, labels=[pct(r["approval_rate"]) or "-" for r in rows], padding=3, fontsize=8)
+        ax.set_xlim(0, 1.08)
         ax.invert_yaxis()
         ax.set_title(f"approval rate by {DIMENSION_TITLES.get(dim, dim)}", fontsize=10, loc="left")
     if not panels:
