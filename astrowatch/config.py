@@ -105,6 +105,7 @@ class SdxlConfig(Section):
     refiner_switch: float = Field(0.8, gt=0.0, lt=1.0)
     upscale: Literal["none", "2"] | None = "none"
     enhance_strength: float = Field(0.25, ge=0.0, le=1.0)
+    init_strength: float | None = Field(None, gt=0.0, le=1.0)  # img2img from moodboard/wheel; None = txt2img
     cpu_offload: bool = False
     compile: bool = False
 

@@ -140,7 +140,9 @@ class Ledger:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
+            # WAL + NORMAL: a commit survives a process crash (SIGKILL); only an OS crash or power
+            # loss can drop the last commits, and every intent state is finished idempotently.
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn

@@ -106,3 +106,22 @@ def test_one_worker_per_device_each_with_its_own_pipeline(tmp_path, daemon_facto
     state = json.loads((d.data / "state" / "daemon.json").read_text())
     assert len(state["workers"]) == 2
     assert d.stop() == 0
+
+
+def test_init_image_is_the_moodboard_else_the_wheel_only_when_used(tmp_path, daemon_factory, tiny_sdxl):
+    base, _ = tiny_sdxl
+    cfg = _cfg(tmp_path, base, init_strength=0.5)
+    cfg.write_text(cfg.read_text().replace("init_image: none", "init_image: wheel"))
+    d = daemon_factory(cfg).start()
+    for user in ("gaby", "lou"):
+        (d.data / "Utilisateurs" / user).mkdir(parents=True)
+    make_image(d.data / "Utilisateurs" / "gaby" / "moodboard.png", (64, 64))
+    for user in ("gaby", "lou"):
+        (d.data / "Utilisateurs" / user / f"theme_{user}.json").write_bytes(theme_bytes(user=user))
+    wait_until(lambda: inbox_images(d.data, "gaby") and inbox_images(d.data, "lou"), timeout=60)
+    gaby = json.loads(inbox_images(d.data, "gaby")[0].with_suffix(".json").read_text())
+    lou = json.loads(inbox_images(d.data, "lou")[0].with_suffix(".json").read_text())
+    assert gaby["init_image"] == "Utilisateurs/gaby/moodboard.png" and gaby["params"]["init_strength"] == 0.5
+    assert lou["init_image"] == f"archive/lou/{lou['job_id']}/wheel.png"
+    assert (d.data / lou["init_image"]).exists()
+    assert d.stop() == 0

@@ -69,7 +69,7 @@ def merge_params(sdxl: SdxlConfig, params: dict[str, Any]) -> RunParams:
     except ValidationError as err:
         bad = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise InputError(f"job parameters: {bad}") from None
-    init_strength = _fraction(params.get("init_strength"), "init_strength")
+    init_strength = _fraction(params.get("init_strength", sdxl.init_strength), "init_strength")
     upscale_strength = _fraction(params.get("upscale_strength"), "upscale_strength")
     return RunParams(
         steps=merged.steps, cfg_scale=merged.cfg_scale, width=merged.width, height=merged.height,
