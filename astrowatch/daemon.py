@@ -120,10 +120,17 @@ class Daemon:
                 if self.drain and self._drained():
                     log.info("drain complete: nothing left to do")
                     break
-                time.sleep(TICK)
+                time.sleep(self._pause())
         finally:
             self.shutdown()
         return 0
+
+    def _pause(self) -> float:
+        """Sleep until the next file becomes due (at most one tick): ingest latency stays ~ms."""
+        deadline = self.tracker.next_deadline()
+        if deadline is None:
+            return TICK
+        return min(TICK, max(deadline - time.monotonic(), 0.001))
 
     def tick(self) -> None:
         for path, _stable_at in self.tracker.due():

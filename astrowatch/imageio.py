@@ -145,6 +145,29 @@ def read_png_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
+def move_out(src: Path, dest: Path) -> None:
+    """Move a file out of a watched folder as link + unlink, not rename.
+
+    A rename out of a watched tree is an inotify ``IN_MOVED_FROM`` with no matching
+    ``IN_MOVED_TO``; watchdog holds such events 0.5 s to pair them, and every event behind it
+    waits too, so each move out used to delay ingest by half a second.  An unlink is reported at
+    once.  Safe to repeat after a crash between the two steps (the link already exists).  Falls
+    back to a rename where hard links are not supported, and for symlinks (moved, never followed).
+    """
+    if src.is_symlink():
+        os.replace(src, dest)
+        return
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        if not os.path.samefile(src, dest):
+            raise
+    except OSError:  # no hard links here (some SMB/FAT mounts): a plain rename
+        os.replace(src, dest)
+        return
+    os.unlink(src)
+
+
 def fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

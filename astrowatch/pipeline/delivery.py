@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..imageio import atomic_write_bytes, atomic_write_text, fsync_dir
+from ..imageio import atomic_write_bytes, atomic_write_text, fsync_dir, move_out
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -113,9 +113,9 @@ def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Pa
     for src in moves:
         if src.is_file() and not src.is_symlink() and src.parent != archive:
             dest = archive / src.name
-            if dest.exists():
+            if dest.exists() and not os.path.samefile(src, dest):
                 dest = archive / f"{src.stem}.{int(time.time() * 1000)}{src.suffix}"
-            os.replace(src, dest)
+            move_out(src, dest)
     fsync_dir(archive)
 
 
@@ -137,7 +137,7 @@ def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, mov
     if os.path.lexists(folder / name):
         name = f"{int(time.time() * 1000)}-{name}"
     if move:
-        os.replace(src, folder / name)  # a symlink moves as a link: never followed
+        move_out(src, folder / name)  # a symlink moves as a link: never followed
     elif src.is_file() and not src.is_symlink():
         shutil.copyfile(src, folder / name)
     record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..imageio import atomic_write_text, fsync_dir, write_png
+from ..imageio import atomic_write_text, fsync_dir, move_out, write_png
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layout import Layout
@@ -87,7 +87,7 @@ def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = No
         return None
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / (name or src.name)
-    os.replace(src, dest)
+    move_out(src, dest)
     fsync_dir(folder)
     return dest
 

@@ -1,0 +1,62 @@
+"""Image files: content sniffing, atomic writes, PNG metadata, moves out of watched folders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from harness import make_image
+
+from astrowatch.errors import InputError
+from astrowatch.imageio import atomic_write_bytes, move_out, open_image, read_png_meta, sniff, write_png
+
+
+def test_sniff_by_content_not_extension(tmp_path):
+    assert sniff(make_image(tmp_path / "a.png")[:16]) == "png"
+    assert sniff(make_image(tmp_path / "a.jpg")[:16]) == "jpeg"
+    assert sniff(make_image(tmp_path / "a.webp")[:16]) == "webp"
+    assert sniff(make_image(tmp_path / "a.bmp")[:16]) == "bmp"
+    assert sniff(make_image(tmp_path / "a.tiff", fmt="TIFF")[:16]) == "tiff"
+    assert sniff(b"GIF89a....") is None
+
+
+def test_open_image_refuses_bombs_before_decoding(tmp_path):
+    make_image(tmp_path / "big.png", (500, 500))
+    with pytest.raises(InputError, match="max_image_pixels"):
+        open_image(tmp_path / "big.png", max_pixels=1000)
+    assert open_image(tmp_path / "big.png", max_pixels=10**6).size == (500, 500)
+
+
+def test_png_carries_infotext_and_our_job_chunk(tmp_path):
+    from PIL import Image
+
+    write_png(tmp_path / "r.png", Image.new("RGB", (8, 8)), infotext="a\nSteps: 1, Seed: 2, Size: 8x8",
+              meta={"job_id": "0123456789ab"})
+    assert read_png_meta(tmp_path / "r.png") == {"job_id": "0123456789ab"}
+    with Image.open(tmp_path / "r.png") as img:
+        assert img.text["parameters"].startswith("a\n")
+    assert read_png_meta(tmp_path / "missing.png") is None
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_bytes(tmp_path / "x.bin", b"1")
+    atomic_write_bytes(tmp_path / "x.bin", b"22")
+    assert (tmp_path / "x.bin").read_bytes() == b"22" and os.listdir(tmp_path) == ["x.bin"]
+
+
+def test_move_out_is_link_then_unlink_and_safe_to_repeat(tmp_path):
+    src, dest = tmp_path / "in.jpg", tmp_path / "out.jpg"
+    src.write_bytes(b"data")
+    os.link(src, dest)  # a crash after the link, before the unlink
+    move_out(src, dest)
+    assert not src.exists() and dest.read_bytes() == b"data"
+    other = tmp_path / "other.jpg"
+    other.write_bytes(b"x")
+    dest2 = tmp_path / "taken.jpg"
+    dest2.write_bytes(b"y")
+    with pytest.raises(FileExistsError):
+        move_out(other, dest2)  # never overwrites a different file
+    link = tmp_path / "link.jpg"
+    os.symlink("/etc/hostname", link)
+    move_out(link, tmp_path / "moved-link.jpg")
+    assert os.path.islink(tmp_path / "moved-link.jpg") and not os.path.lexists(link)
