@@ -21,9 +21,9 @@ from typing import Callable, Iterator
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
 
 from .layout import DECISION_FOLDERS, IGNORED_DIRS, Layout, is_ignored_name
+from .poller import LightPoller
 
 log = structlog.get_logger("astrowatch.watcher")
 
@@ -112,7 +112,7 @@ class Watcher:
         self.polling = polling
         self.polling_interval = polling_interval
         self.handler = _Handler(on_file, on_dir)
-        self.observer: Observer | PollingObserver | None = None
+        self.observer: Observer | LightPoller | None = None
         self.restarts = 0
 
     def roots(self) -> list[Path]:
@@ -130,11 +130,16 @@ class Watcher:
             self._start(True)
 
     def _start(self, polling: bool) -> None:
-        observer = PollingObserver(timeout=self.polling_interval) if polling else Observer()
         for root in self.roots():
             root.mkdir(parents=True, exist_ok=True)
-            observer.schedule(self.handler, str(root), recursive=True)
-        observer.daemon = True
+        if polling:  # our own light poller: watchdog's stats every file at every poll
+            observer = LightPoller([str(r) for r in self.roots()], self.polling_interval,
+                                   on_file=self.handler.on_file, on_dir=self.handler.on_dir)
+        else:
+            observer = Observer()
+            for root in self.roots():
+                observer.schedule(self.handler, str(root), recursive=True)
+            observer.daemon = True
         observer.start()
         self.observer = observer
         log.info("watching", mode="polling" if polling else "inotify", roots=[str(r) for r in self.roots()])
