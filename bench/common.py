@@ -60,7 +60,10 @@ class BenchDaemon(harness.DaemonProcess):
     def start(self, wait_ready: bool = True) -> BenchDaemon:
         self.t_start_wall = time.time()
         self.t_start = time.monotonic()
-        return super().start(wait_ready=wait_ready)  # type: ignore[return-value]
+        super().start(wait_ready=False)
+        if wait_ready:
+            self.wait_arrival("READY=1")
+        return self
 
     def drain_messages(self) -> list[str]:
         while True:
@@ -89,10 +92,31 @@ class BenchDaemon(harness.DaemonProcess):
             self.messages.append(data)
 
     def wait_arrival(self, needle: str, timeout: float = 60.0) -> float:
-        """Monotonic time at which the first datagram containing ``needle`` arrived."""
-        self.sock.settimeout(0.005)
-        self.wait_message(needle, timeout=timeout)
-        return next(t for t, m in self.arrivals if needle in m)
+        """Monotonic time at which the first datagram containing ``needle`` arrived.  Blocks in
+        ``recv`` (not the harness's 50 ms polling), so the time is that of the arrival."""
+        deadline = time.monotonic() + timeout
+        while True:
+            hit = next((t for t, m in self.arrivals if needle in m), None)
+            if hit is not None:
+                return hit
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) before {needle}:\n{self.log()}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout} s waiting for {needle}:\n{self.log()}")
+            self.sock.settimeout(min(left, 0.1))
+            try:
+                data = self.sock.recv(65536).decode()
+            except (socket.timeout, BlockingIOError):
+                continue
+            self.arrivals.append((time.monotonic(), data))
+            self.messages.append(data)
+
+    def close(self) -> None:
+        super().close()
+        import shutil
+
+        shutil.rmtree(self._sockdir, ignore_errors=True)  # the harness leaves its socket folder
 
     @property
     def pid(self) -> int:
@@ -170,7 +194,7 @@ def machine() -> dict[str, Any]:
                   if line.startswith("MemTotal"))
     return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(mem_kb / 1e6, 1),
             "kernel": platform.release(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%d"), "loadavg_at_start": loadavg()}
+            "date": time.strftime("%Y-%m-%d"), "loadavg_when_saved": loadavg()}
 
 
 def save(name: str, result: dict[str, Any]) -> Path:

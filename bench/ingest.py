@@ -86,11 +86,11 @@ def run(files: int = 2000, users: int = 20, seconds: float = 10.0, stability: fl
             (data / "Utilisateurs" / name).mkdir(parents=True, exist_ok=True)
         order = plan(files, names)
         daemon = common.BenchDaemon(cfg)
-        daemon.start()
-        daemon.wait_arrival("READY=1")
+        daemon.start()  # returns at READY=1
         cpu0 = common.cpu_seconds(daemon.pid)
         common.log(f"ingest: daemon ready; dropping {files} files over {seconds:g} s into {users} folders")
         mtimes: dict[str, float] = {}
+        daemon.sock.settimeout(0.0)  # drain_messages below must not block the writer
         t0 = time.monotonic()
         step = seconds / files
         late = 0.0

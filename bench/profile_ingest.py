@@ -195,6 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     report["calls_ms"] = {k: stats(v) for k, v in sorted(parts.items())}
     gaps = [(b - a) * 1000 for a, b in zip(ticks, ticks[1:])]
     report["tick_gap_ms"] = stats(gaps)
+    report["experiments"] = {"grouper_delay": args.grouper_delay, "link_unlink": args.link_unlink,
+                             "deadline_sleep": args.deadline_sleep}
+    label = "-".join(x for x in (
+        f"grouper{args.grouper_delay:g}" if args.grouper_delay is not None else "",
+        "link" if args.link_unlink else "", "deadline" if args.deadline_sleep else "",
+        "noworker" if args.no_worker else "") if x) or "as-is"
+    report["command"] = "bench/profile_ingest.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    common.save(f"profile_ingest-{label}", report)
     print(json.dumps(report, indent=2))
     if prof:
         s = io.StringIO()
