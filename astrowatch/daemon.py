@@ -33,7 +33,7 @@ from .watcher import StabilityTracker, Watcher, scan
 from .worker import Worker
 
 log = structlog.get_logger("astrowatch.daemon")
-TICK = 0.05
+IDLE_TICK = 0.5  # longest sleep of the main loop: bounds signal handling and supervision delays
 
 
 def resolve_backends(config: Config) -> dict[str, str]:
@@ -58,6 +58,7 @@ class Daemon:
         self.workers: list[Worker] = []
         self.defaults: dict[str, str] = {}
         self._signals: list[int] = []
+        self._wakeup = threading.Event()
         self._dirs_to_scan: set[str] = set()
         self._dirs_lock = threading.Lock()
         self._last = {"rescan": time.monotonic(), "watchdog": 0.0, "status": 0.0}
@@ -77,7 +78,7 @@ class Daemon:
             worker.preload()
         self.watcher = Watcher(self.layout, polling=self.config.watch.polling,
                                polling_interval=self.config.watch.polling_interval,
-                               on_file=self.tracker.touch, on_dir=self._queue_dir_scan)
+                               on_file=self._on_file, on_dir=self._queue_dir_scan)
         self.watcher.start()
         self.rescan()
 
@@ -96,6 +97,7 @@ class Daemon:
     def _queue_dir_scan(self, path: str) -> None:
         with self._dirs_lock:
             self._dirs_to_scan.add(path)
+        self._wakeup.set()
 
     def rescan(self, only: Path | None = None) -> int:
         """Feed every candidate file that is not known unchanged to the stability tracker."""
@@ -120,17 +122,25 @@ class Daemon:
                 if self.drain and self._drained():
                     log.info("drain complete: nothing left to do")
                     break
-                time.sleep(self._pause())
+                self._pause()
         finally:
             self.shutdown()
         return 0
 
-    def _pause(self) -> float:
-        """Sleep until the next file becomes due (at most one tick): ingest latency stays ~ms."""
+    def _pause(self) -> None:
+        """Sleep until the next file becomes due, a new event arrives or a signal comes (at most
+        IDLE_TICK): ingest latency stays in milliseconds and an idle daemon wakes twice a second."""
         deadline = self.tracker.next_deadline()
-        if deadline is None:
-            return TICK
-        return min(TICK, max(deadline - time.monotonic(), 0.001))
+        timeout = IDLE_TICK if deadline is None else min(IDLE_TICK, max(deadline - time.monotonic(), 0.0))
+        if self.notifier.watchdog_seconds:
+            timeout = min(timeout, self.notifier.watchdog_seconds / 4)
+        if timeout > 0 and not self._signals:
+            self._wakeup.wait(timeout)
+        self._wakeup.clear()
+
+    def _on_file(self, path: str) -> None:
+        self.tracker.touch(path)
+        self._wakeup.set()
 
     def tick(self) -> None:
         for path, _stable_at in self.tracker.due():
@@ -184,6 +194,7 @@ class Daemon:
     def _install_signals(self) -> None:
         def flag(signum: int, _frame: Any) -> None:
             self._signals.append(signum)
+            self._wakeup.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, flag)

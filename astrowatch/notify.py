@@ -37,8 +37,12 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)  # a stalled reader must never freeze the daemon
             self._sock.sendto("\n".join(fields).encode("utf-8"), addr)
             return True
+        except BlockingIOError:
+            log.debug("sd_notify queue full; message dropped", message=fields[0])
+            return False
         except OSError as exc:
             log.warning("sd_notify failed", socket=self.address, error=str(exc))
             return False

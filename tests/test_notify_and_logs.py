@@ -50,3 +50,14 @@ def test_jsonl_appends_whole_lines_and_tolerates_a_torn_last_line(tmp_path):
     assert [r["job_id"] for r in read_jsonl(path)] == ["a", "b"]
     lines = path.read_text().splitlines()
     assert json.loads(lines[0])["ts"] and lines[1] == '{"job_id": "torn'
+
+
+def test_a_reader_that_stops_reading_never_blocks_the_daemon(tmp_path):
+    path = str(tmp_path / "n.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)  # bound, never read: its queue fills up
+    n = Notifier(path)
+    results = [n.status(f"line {i}") for i in range(500)]  # would hang forever with a blocking send
+    assert results.count(None) == 500  # status() returns nothing; the point is that we got here
+    assert n.send("WATCHDOG=1") is False  # queue full: dropped, not blocked
+    sock.close()
