@@ -56,6 +56,8 @@ def main(args) -> int:  # noqa: ANN001
     total = time.monotonic() - t0
     print(f"wrote {output} ({outcome.result.image.width}x{outcome.result.image.height}) "
           f"with backend {outcome.params['backend']}, seed {outcome.params.get('seed')}")
-    print(f"timings: load {json.dumps(pool.load_seconds)} s, total {total:.2f} s")
+    steps = (outcome.result.extra or {}).get("timings") or {}
+    detail = ", ".join(f"{k} {v:.2f} s" for k, v in steps.items() if isinstance(v, (int, float)))
+    print(f"timings: load {json.dumps(pool.load_seconds)} s, total {total:.2f} s" + (f" ({detail})" if detail else ""))
     print(f"prompt: {outcome.result.prompt}")
     return 0
