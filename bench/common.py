@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -124,24 +123,18 @@ class BenchDaemon(harness.DaemonProcess):
         return self.proc.pid
 
 
+BENCH_CONFIG: dict[str, Any] = {  # the daemon's defaults, written out, with fake backends
+    "data_dir": "data",
+    "watch": {"stability_seconds": 2.0, "polling": False, "polling_interval": 2.0, "rescan_seconds": 300},
+    "astro": {"backend": "fake"},
+    "enhance": {"backend": "fake"},
+    "log": {"level": "info", "format": "json"},
+}
+
+
 def write_bench_config(folder: Path, **sections: Any) -> Path:
     """A config with the daemon's defaults except what a benchmark sets (written out in full)."""
-    base: dict[str, Any] = {
-        "data_dir": "data",
-        "watch": {"stability_seconds": 2.0, "polling": False, "polling_interval": 2.0, "rescan_seconds": 300},
-        "astro": {"backend": "fake"},
-        "enhance": {"backend": "fake"},
-        "log": {"level": "info", "format": "json"},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict):
-            base.setdefault(key, {}).update(value)
-        else:
-            base[key] = value
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(base, sort_keys=False), encoding="utf-8")
-    return path
+    return harness.write_config(folder, BENCH_CONFIG, **sections)
 
 
 # -- /proc --------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ unix datagram socket, so tests see READY=1 / STATUS= / WATCHDOG=1 / STOPPING=1 a
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -35,23 +36,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: fl
         time.sleep(interval)
 
 
-def write_config(folder: Path, **sections: Any) -> Path:
-    """A config for tests: fast stability, fake/wheel/lanczos backends, tiny limits where useful."""
-    base: dict[str, Any] = {
-        "data_dir": "data",
-        "watch": {"stability_seconds": 0.3, "rescan_seconds": 2.0},
-        "astro": {"backend": "wheel", "wheel_size": 256},
-        "enhance": {"backend": "lanczos", "min_side": 16},
-        "retries": {"max_attempts": 2, "backoff_seconds": 0.1},
-        "log": {"level": "info", "format": "json"},
-    }
+TEST_CONFIG: dict[str, Any] = {  # fast stability, CPU backends, quick retries
+    "data_dir": "data",
+    "watch": {"stability_seconds": 0.3, "rescan_seconds": 2.0},
+    "astro": {"backend": "wheel", "wheel_size": 256},
+    "enhance": {"backend": "lanczos", "min_side": 16},
+    "retries": {"max_attempts": 2, "backoff_seconds": 0.1},
+    "log": {"level": "info", "format": "json"},
+}
+
+
+def write_config(folder: Path, base: dict[str, Any] | None = None, **sections: Any) -> Path:
+    """``base`` (default: TEST_CONFIG) with each section in ``sections`` merged over it."""
+    merged = copy.deepcopy(TEST_CONFIG if base is None else base)
     for key, value in sections.items():
         if isinstance(value, dict):
-            base.setdefault(key, {}).update(value)
+            merged.setdefault(key, {}).update(value)
         else:
-            base[key] = value
+            merged[key] = value
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(base), encoding="utf-8")
+    path.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
     return path
 
 
