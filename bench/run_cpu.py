@@ -84,6 +84,9 @@ def rows(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, str,
             out.append(("overhead", f"{r['params']['images']} tiny-SDXL images, {tag}: daemon / bare diffusers s/image",
                         f"{d['ratio_vs_bare']['wall']:.2f} ({ps['wall']:.3f} / {bare['per_image_s']:.3f} s)",
                         "<= 1.10", v(d["pass"])))
+            out.append(("overhead", f"  {tag}: daemon / bare diffusers + the same compel embeddings s/image",
+                        f"{ps['wall'] / bare_c['per_image_s']:.2f} ({ps['wall']:.3f} / {bare_c['per_image_s']:.3f} s)",
+                        "-", "-"))
             out.append(("overhead", f"  {tag}: other daemon measures (s/image)",
                         f"drain-load {ps['drain_minus_load']:.3f}, generations.jsonl {ps['job']:.3f}, "
                         f"sidecar backend {ps['backend']:.3f}", "-", "-"))
