@@ -120,7 +120,9 @@ class Daemon:
             while not self._handle_signals():
                 self.tick()
                 if self.drain and self._drained():
-                    log.info("drain complete: nothing left to do")
+                    waiting = self.ledger.counts().get("waiting", 0)
+                    log.info("drain complete", waiting_for_a_backend=waiting,
+                             note="waiting jobs run when their backend is back" if waiting else None)
                     break
                 self._pause()
         finally:

@@ -130,19 +130,18 @@ class Reviewer:
         return archived if archived.is_file() else None
 
     def _queue_redo(self, job: Job, overrides: dict[str, Any]) -> None:
-        children = [j for j in self.ledger.jobs_for_source(job.user, job.source) if j.parent_id == job.id]
-        if children:
-            return  # already queued before a crash
-        child = self.ledger.create_job(kind=job.kind, user=job.user, source=job.source,
-                                       source_sha256=job.source_sha256, params=overrides, parent_id=job.id)
-        if job.kind == "astro":  # the redo reads the same snapshot of the theme
-            from .pipeline.delivery import copy_snapshot
+        from .pipeline.delivery import copy_snapshot
 
+        children = [j for j in self.ledger.jobs_for_source(job.user, job.source) if j.parent_id == job.id]
+        child = children[0] if children else self.ledger.create_job(
+            kind=job.kind, user=job.user, source=job.source, source_sha256=job.source_sha256,
+            params=overrides, parent_id=job.id)
+        if job.kind == "astro":  # the redo reads the same theme snapshot (copied again after a crash)
             copy_snapshot(self.layout, job, child)
-        else:  # the original photo was archived with the parent: the child reads it from there
-            pass
-        log.info("redo queued", job_id=child.id, parent=job.id, user=job.user, overrides=overrides)
-        self.wake()
+        # enhance: the original was archived with the parent; the worker reads it from there
+        if not children:
+            log.info("redo queued", job_id=child.id, parent=job.id, user=job.user, overrides=overrides)
+            self.wake()
 
     def _log_decision(self, job: Job, data: dict[str, Any], delivered_to: str | None) -> None:
         result = job.result or {}

@@ -81,3 +81,21 @@ def test_a_theme_named_for_another_user_gets_a_failed_entry_once(ingest):
     assert ingest.handle(str(theme)) == "unchanged"
     entries = sorted(p.name for p in (ingest.layout.root / "failed" / "gaby").iterdir())
     assert entries == ["theme_bob.json", "theme_bob.json.error.json"] and theme.exists()
+
+
+def test_a_redo_interrupted_after_queuing_its_child_still_gets_the_theme_snapshot(ingest):
+    theme = _user(ingest) / "theme_gaby.json"
+    theme.write_bytes(theme_bytes())
+    ingest.handle(str(theme))
+    ledger, layout = ingest.ledger, ingest.layout
+    job = ledger.jobs_for_source("gaby", "Utilisateurs/gaby/theme_gaby.json")[0]
+    for frm, to in (("queued", "running"), ("running", "publishing"), ("publishing", "inbox")):
+        ledger.transition(job.id, frm, to, result={"params": {"style": "figuratif"}} if to == "publishing" else None)
+    ledger.transition(job.id, "inbox", "deciding", decision="redo", decision_data={"overrides": {"style": "cosmique"}})
+    # the crash: the child was created, its snapshot not yet copied
+    child = ledger.create_job(kind="astro", user="gaby", source=job.source, source_sha256=job.source_sha256,
+                              params={"style": "cosmique"}, parent_id=job.id)
+    ingest.reviewer.finish(ledger.get(job.id))  # what recovery runs at the next start
+    assert (layout.archive_dir("gaby", child.id) / "theme_gaby.json").read_bytes() == theme.read_bytes()
+    assert ledger.get(job.id).state == "redone"
+    assert [j.id for j in ledger.jobs_for_source("gaby", job.source) if j.parent_id == job.id] == [child.id]
