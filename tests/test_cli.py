@@ -50,6 +50,6 @@ def test_status_and_doctor_on_an_empty_site(tmp_path):
     assert "daemon: not running" in out and "no ledger yet" in out
     doc = run_cli("doctor", config=cfg, check=False)
     assert "[  ok] config" in doc.stdout and "astro backend: wheel ready" in doc.stdout
-    assert doc.returncode == 1 and "missing (run 'astrowatch init')" in doc.stdout
+    assert doc.returncode == 1 and "(run 'astrowatch init')" in doc.stdout and "inbox/" in doc.stdout
     run_cli("init", str(tmp_path))
     assert run_cli("doctor", config=cfg).returncode == 0

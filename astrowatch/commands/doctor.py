@@ -21,13 +21,19 @@ def _check(results: list[tuple[str, str, str]], name: str, fn: Callable[[], tupl
 def _folders(config) -> tuple[str, str]:  # noqa: ANN001
     from ..layout import FOLDERS
 
-    problems = []
+    missing, readonly = [], []
     for folder in FOLDERS:
         path = Path(config.data_dir) / folder
         if not path.is_dir():
-            problems.append(f"{folder}/ missing (run 'astrowatch init')")
+            missing.append(f"{folder}/")
         elif not os.access(path, os.W_OK | os.X_OK):
-            problems.append(f"{folder}/ not writable by uid {os.getuid()}")
+            readonly.append(f"{folder}/")
+    problems = []
+    if missing:
+        problems.append(f"missing under {config.data_dir}: {', '.join(missing)} (run 'astrowatch init')")
+    if readonly:
+        problems.append(f"not writable by uid {os.getuid()}: {', '.join(readonly)} "
+                        "(run the service as the folder's owner or group, with a setgid data folder)")
     if problems:
         return FAIL, "; ".join(problems)
     free = shutil.disk_usage(config.data_dir).free / 2**30
