@@ -41,7 +41,7 @@ def test_daemon_generates_and_enhances_with_the_tiny_sdxl(tmp_path, daemon_facto
     user.mkdir(parents=True)
     (user / "theme_gaby.json").write_bytes(theme_bytes("kerykeion_v6_subject.json"))
     make_image(user / "photo.png", (40, 24))
-    images = wait_until(lambda: len(inbox_images(d.data)) == 2 and inbox_images(d.data), timeout=60)
+    images = wait_until(lambda: len(inbox_images(d.data)) == 2 and inbox_images(d.data), timeout=120)
     astro = next(i for i in images if i.name.startswith("theme_"))
     sidecar = json.loads(astro.with_suffix(".json").read_text())
     with Image.open(astro) as img:
@@ -88,7 +88,7 @@ def test_second_sigterm_interrupts_between_steps_and_the_job_resumes(tmp_path, d
     assert _jobs(d.data) == [("Utilisateurs/gaby/theme_gaby.json", "queued", 0)]
     _cfg(tmp_path, base, steps=2)
     d2 = daemon_factory(cfg).start()
-    wait_until(lambda: inbox_images(d.data), timeout=60, what="resumed job")
+    wait_until(lambda: inbox_images(d.data), timeout=120, what="resumed job")
     assert d2.stop() == 0
 
 
@@ -118,7 +118,7 @@ def test_init_image_is_the_moodboard_else_the_wheel_only_when_used(tmp_path, dae
     make_image(d.data / "Utilisateurs" / "gaby" / "moodboard.png", (64, 64))
     for user in ("gaby", "lou"):
         (d.data / "Utilisateurs" / user / f"theme_{user}.json").write_bytes(theme_bytes(user=user))
-    wait_until(lambda: inbox_images(d.data, "gaby") and inbox_images(d.data, "lou"), timeout=60)
+    wait_until(lambda: inbox_images(d.data, "gaby") and inbox_images(d.data, "lou"), timeout=120)
     gaby = json.loads(inbox_images(d.data, "gaby")[0].with_suffix(".json").read_text())
     lou = json.loads(inbox_images(d.data, "lou")[0].with_suffix(".json").read_text())
     assert gaby["init_image"] == "Utilisateurs/gaby/moodboard.png" and gaby["params"]["init_strength"] == 0.5

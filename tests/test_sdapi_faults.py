@@ -219,11 +219,11 @@ def test_runnable_as_a_program_with_a_control_endpoint(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as err:
             _call(url + "/sdapi/v1/options")
         assert err.value.code == 503
-        _call(url + "/_control", {"down_for": 0.3})
-        time.sleep(0.1)
+        _call(url + "/_control", {"down_for": 0.6})
+        time.sleep(0.25)
         with pytest.raises(urllib.error.URLError):
             _call(url + "/sdapi/v1/options")
-        time.sleep(0.5)
+        time.sleep(0.8)
         stats = _call(url + "/_control")
         assert stats["gets"]["/sdapi/v1/options"] == 1 and stats["slow"] == 0.1
     finally:

@@ -223,8 +223,8 @@ class FakeWebUI:
             self.slow = float(body["slow"])
         if body.get("reset"):
             self.reset_counts()
-        if body.get("down_for"):
-            threading.Thread(target=self.down_for, args=(float(body["down_for"]),), daemon=True).start()
+        if body.get("down_for"):  # after this answer has gone out (going down closes open connections)
+            threading.Timer(0.05, self.down_for, args=(float(body["down_for"]),)).start()
         return self.stats()
 
     def stats(self) -> dict[str, Any]:
