@@ -48,9 +48,11 @@ def resolve_backends(config: Config) -> dict[str, str]:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, drain: bool = False, notifier: Notifier | None = None) -> None:
+    def __init__(self, config: Config, *, drain: bool = False, drain_timeout: float | None = None,
+                 notifier: Notifier | None = None) -> None:
         self.config = config
         self.drain = drain
+        self.drain_timeout = drain_timeout
         self.notifier = notifier or Notifier()
         self.layout = Layout(config.data_dir)
         self.cancel = CancelToken()
@@ -116,22 +118,36 @@ class Daemon:
             worker.start()
         self.notifier.ready(self.status_line())
         log.info("ready", data_dir=str(self.layout.root), backends=self.defaults, drain=self.drain)
+        status = 0
         try:
             while not self._handle_signals():
                 self.tick()
-                if self.drain and self._drained():
-                    waiting = self.ledger.counts().get("waiting", 0)
-                    log.info("drain complete", waiting_for_a_backend=waiting,
-                             note="waiting jobs run when their backend is back" if waiting else None)
+                if self.drain and (done := self._drain_done()) is not None:
+                    status = done
                     break
                 self._pause()
         finally:
             self.shutdown()
-        return 0
+        return status
+
+    def _drain_done(self) -> int | None:
+        """None while a drain has work left; else its exit status (1 if the timeout expired)."""
+        if self._drained():
+            waiting = self.ledger.counts().get("waiting", 0)
+            log.info("drain complete", waiting_for_a_backend=waiting,
+                     note="waiting jobs run when their backend is back" if waiting else None)
+            return 0
+        if self.drain_timeout is not None and time.time() - self.started_at > self.drain_timeout:
+            log.error("drain timeout expired with work still pending; the current job is interrupted "
+                      "and resumes at the next start", counts=self.ledger.counts())
+            self.cancel.request_interrupt()
+            return 1
+        return None
 
     def _pause(self) -> None:
-        """Sleep until the next file becomes due, a new event arrives or a signal comes (at most
-        IDLE_TICK): ingest latency stays in milliseconds and an idle daemon wakes twice a second."""
+        """Sleep until the next file becomes due or a new event arrives (at most IDLE_TICK, which
+        also bounds how long a signal waits): ingest latency stays in milliseconds and an idle
+        daemon wakes twice a second."""
         deadline = self.tracker.next_deadline()
         timeout = IDLE_TICK if deadline is None else min(IDLE_TICK, max(deadline - time.monotonic(), 0.0))
         if self.notifier.watchdog_seconds:
@@ -195,8 +211,9 @@ class Daemon:
     # -- signals and reload -------------------------------------------------------------------------
     def _install_signals(self) -> None:
         def flag(signum: int, _frame: Any) -> None:
+            # Only a flag: Event.set() here could deadlock on the lock the main thread holds
+            # inside Event.wait().  The wait is at most IDLE_TICK, so a signal acts within 0.5 s.
             self._signals.append(signum)
-            self._wakeup.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, flag)

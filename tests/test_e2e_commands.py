@@ -66,3 +66,12 @@ def test_status_shows_the_running_daemon_and_its_backends(tmp_path, daemon_facto
     gen = [json.loads(x) for x in (d.data / "logs" / "generations.jsonl").read_text().splitlines()]
     assert gen[0]["prompt"] == sidecar["prompt"] and gen[0]["status"] == "ok" and gen[0]["seed"] == sidecar["seed"]
     assert d.stop() == 0
+
+
+def test_drain_timeout_exits_non_zero_with_work_pending(tmp_path):
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 30})
+    user = tmp_path / "data" / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "slow.jpg")
+    proc = run_cli("drain", "--timeout", "3", config=cfg, check=False)
+    assert proc.returncode == 1 and "drain timeout expired" in proc.stderr

@@ -1,17 +1,13 @@
-"""``astrowatch drain``: process everything pending (inputs and decisions), then exit."""
+"""``astrowatch drain``: process everything pending (inputs and decisions), then exit.
+
+Exit status 0 when nothing is left (jobs waiting for an unavailable backend are reported, not
+waited for), 1 when ``--timeout`` expired first.
+"""
 
 from __future__ import annotations
-
-import signal
 
 from .run import start
 
 
-def main(args) -> int:
-    if args.timeout:
-        def _expired(_signum, _frame):  # noqa: ANN001
-            raise SystemExit("astrowatch drain: timeout expired with work still pending")
-
-        signal.signal(signal.SIGALRM, _expired)
-        signal.alarm(int(args.timeout))
-    return start(args, drain=True)
+def main(args) -> int:  # noqa: ANN001
+    return start(args, drain=True, timeout=args.timeout)

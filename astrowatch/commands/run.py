@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 
-def start(args, *, drain: bool) -> int:
+def start(args, *, drain: bool, timeout: float | None = None) -> int:
     from ..config import load_config
     from ..daemon import Daemon
     from ..logsetup import setup_logging
 
     config = load_config(args.config)
     setup_logging(config.log.level, getattr(args, "log_format", None) or config.log.format)
-    return Daemon(config, drain=drain).run()
+    return Daemon(config, drain=drain, drain_timeout=timeout).run()
 
 
 def main(args) -> int:
