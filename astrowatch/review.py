@@ -91,8 +91,8 @@ class Reviewer:
         caption = _read_text(path.with_name(stem + ".txt")) or _read_text(inbox / f"{stem}.txt")
         data["caption"] = caption
         if decision == "redo":
-            sidecar = _read_json(path.with_name(stem + ".json"), strict=True) \
-                if path.with_name(stem + ".json").exists() else _read_json(inbox / f"{stem}.json", strict=True)
+            beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
+            sidecar = _read_json(beside if beside.exists() else inbox / f"{stem}.json")
             if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
                 return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
             data["overrides"] = redo_overrides(job, sidecar["params"])
@@ -192,7 +192,7 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def _read_json(path: Path, strict: bool = False) -> Any:
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):

@@ -1,0 +1,78 @@
+"""Review decisions in-process (real ledger, real files): how a moved image is recognised, and
+what happens to files that cannot be acted on."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from harness import make_image
+
+from astrowatch.backends.base import CancelToken
+from astrowatch.config import Config
+from astrowatch.ingest import Ingest
+from astrowatch.layout import Layout
+from astrowatch.ledger import Ledger
+from astrowatch.review import Reviewer
+from astrowatch.worker import Worker
+
+
+@pytest.fixture
+def site(tmp_path):
+    cfg = Config(data_dir=tmp_path / "data")
+    cfg.enhance.min_side = 8
+    layout = Layout(cfg.data_dir)
+    layout.ensure()
+    ledger = Ledger(layout.ledger_path)
+    reviewer = Reviewer(cfg, layout, ledger)
+    ingest = Ingest(cfg, layout, ledger, reviewer)
+    worker = Worker(cfg, layout, {"astro": "wheel", "enhance": "lanczos"}, CancelToken())
+    return cfg, layout, ledger, reviewer, ingest, worker
+
+
+def _result(site, name="p.jpg"):
+    _cfg, layout, ledger, _reviewer, ingest, worker = site
+    (layout.users / "gaby").mkdir(exist_ok=True)
+    make_image(layout.users / "gaby" / name)
+    ingest.handle(str(layout.users / "gaby" / name))
+    worker.execute(ledger.claim_next())
+    return next((layout.root / "inbox" / "gaby").glob(f"{name.split('.')[0]}.*.png"))
+
+
+def test_a_renamed_result_is_recognised_by_its_png_chunk(site):
+    _cfg, layout, ledger, reviewer, *_ = site
+    image = _result(site)
+    renamed = layout.root / "approved" / "my favourite.png"
+    os.replace(image, renamed)
+    assert reviewer.handle(renamed) == "decided"
+    assert (layout.root / "datasets" / "gaby" / "p.png").exists() and not renamed.exists()
+
+
+def test_a_redo_with_a_broken_sidecar_goes_back_to_the_inbox_with_the_reason(site):
+    _cfg, layout, ledger, reviewer, *_ = site
+    image = _result(site)
+    image.with_suffix(".json").write_text("{ not json")
+    os.replace(image, layout.root / "redo" / image.name)
+    assert reviewer.handle(layout.root / "redo" / image.name) == "bounced"
+    assert image.exists() and "valid 'params'" in image.with_name(image.stem + ".error.txt").read_text()
+    assert ledger.get(image.name.split(".")[1]).state == "inbox"
+
+
+def test_an_image_that_is_not_ours_gets_a_failed_entry(site):
+    _cfg, layout, _ledger, reviewer, *_ = site
+    stray = layout.root / "approved" / "holiday.png"
+    make_image(stray)
+    assert reviewer.handle(stray) == "failed"
+    record = json.loads((layout.root / "failed" / "_review" / "holiday.png.error.json").read_text())
+    assert "not an astrowatch result" in record["reason"] and not stray.exists()
+
+
+def test_a_stray_copy_after_the_decision_is_archived(site):
+    _cfg, layout, _ledger, reviewer, *_ = site
+    image = _result(site)
+    copy = layout.root / "rejected" / image.name
+    copy.write_bytes(image.read_bytes())
+    os.replace(image, layout.root / "approved" / image.name)
+    assert reviewer.handle(layout.root / "approved" / image.name) == "decided"
+    assert reviewer.handle(copy) == "archived" and not copy.exists()
