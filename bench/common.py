@@ -73,22 +73,24 @@ class BenchDaemon(harness.DaemonProcess):
             self.arrivals.append((time.monotonic(), data))
             self.messages.append(data)
 
+    def _receive(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for one datagram and record its arrival time; False if none."""
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536).decode()
+        except (socket.timeout, BlockingIOError):
+            return False
+        self.arrivals.append((time.monotonic(), data))
+        self.messages.append(data)
+        return True
+
     def pump(self, seconds: float) -> None:
-        """Wait ``seconds`` while reading the notify socket, as systemd does.  A reader that stops
-        reading lets the socket queue fill (net.unix.max_dgram_qlen); the daemon's next STATUS=
-        then blocks in sendto() and its main loop stops (found by this benchmark)."""
+        """Wait ``seconds`` while reading the notify socket, as systemd does.  (Before the notifier
+        became non-blocking, a reader that stopped reading froze the daemon: found by this
+        benchmark.)"""
         end = time.monotonic() + seconds
-        while True:
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self.sock.settimeout(min(left, 0.5))
-            try:
-                data = self.sock.recv(65536).decode()
-            except (socket.timeout, BlockingIOError):
-                continue
-            self.arrivals.append((time.monotonic(), data))
-            self.messages.append(data)
+        while (left := end - time.monotonic()) > 0:
+            self._receive(min(left, 0.5))
 
     def wait_arrival(self, needle: str, timeout: float = 60.0) -> float:
         """Monotonic time at which the first datagram containing ``needle`` arrived.  Blocks in
@@ -103,13 +105,7 @@ class BenchDaemon(harness.DaemonProcess):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"timed out after {timeout} s waiting for {needle}:\n{self.log()}")
-            self.sock.settimeout(min(left, 0.1))
-            try:
-                data = self.sock.recv(65536).decode()
-            except (socket.timeout, BlockingIOError):
-                continue
-            self.arrivals.append((time.monotonic(), data))
-            self.messages.append(data)
+            self._receive(min(left, 0.1))
 
     def close(self) -> None:
         super().close()

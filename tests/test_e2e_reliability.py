@@ -24,6 +24,17 @@ def jobs(data):
         conn.close()
 
 
+def start_with_a_running_job(tmp_path, daemon_factory, name="photo.jpg", **config):
+    """A daemon whose fake backend hangs, with one dropped photo whose job is now running."""
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, **config)
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True, exist_ok=True)
+    make_image(user / name)
+    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="job running")
+    return cfg, d, user
+
+
 def test_slow_chunked_write_and_part_rename_make_one_job_each(tmp_path, daemon_factory):
     d = daemon_factory(write_config(tmp_path)).start()
     user = d.data / "Utilisateurs" / "gaby"
@@ -67,12 +78,7 @@ def test_inputs_and_decisions_made_while_down_are_handled_at_start(tmp_path, dae
 
 
 def test_sigkill_mid_job_resumes_once(tmp_path, daemon_factory):
-    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 30})
-    d = daemon_factory(cfg).start()
-    user = d.data / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    make_image(user / "photo.jpg")
-    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="job running")
+    cfg, d, user = start_with_a_running_job(tmp_path, daemon_factory, fake={"hang_seconds": 30})
     d.kill()
 
     write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 0})
@@ -86,12 +92,8 @@ def test_sigkill_mid_job_resumes_once(tmp_path, daemon_factory):
 
 
 def test_killed_past_max_attempts_goes_to_failed_with_reason(tmp_path, daemon_factory):
-    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 30}, retries={"max_attempts": 1})
-    d = daemon_factory(cfg).start()
-    user = d.data / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    make_image(user / "photo.jpg")
-    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="job running")
+    cfg, d, user = start_with_a_running_job(tmp_path, daemon_factory, fake={"hang_seconds": 30},
+                                            retries={"max_attempts": 1})
     d.kill()
     d2 = daemon_factory(cfg).start()
     error = wait_until(lambda: (d.data / "failed" / "gaby" / "photo.jpg.error.json").exists()
@@ -142,12 +144,7 @@ def test_retries_then_failed_entry(tmp_path, daemon_factory):
 
 
 def test_sigterm_finishes_current_image_second_interrupts(tmp_path, daemon_factory):
-    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 1.5})
-    d = daemon_factory(cfg).start()
-    user = d.data / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    make_image(user / "a.jpg")
-    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="running")
+    cfg, d, user = start_with_a_running_job(tmp_path, daemon_factory, "a.jpg", fake={"hang_seconds": 1.5})
     d.signal(signal.SIGTERM)
     assert d.proc.wait(20) == 0
     assert [j["state"] for j in jobs(d.data)] == ["inbox"]  # the image was finished
