@@ -7,17 +7,20 @@ time of every sd_notify datagram so READY=1 can be timed to the millisecond.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import platform
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +130,19 @@ BENCH_CONFIG: dict[str, Any] = {  # the daemon's defaults, written out, with fak
 def write_bench_config(folder: Path, **sections: Any) -> Path:
     """A config with the daemon's defaults except what a benchmark sets (written out in full)."""
     return harness.write_config(folder, BENCH_CONFIG, **sections)
+
+
+@contextlib.contextmanager
+def scratch(name: str, keep: bool = False) -> Iterator[Path]:
+    """A temporary folder for one benchmark run, removed afterwards unless ``keep``."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"aw-bench-{name}-"))
+    try:
+        yield tmp
+    finally:
+        if keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # -- /proc --------------------------------------------------------------------------------------------

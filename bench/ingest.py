@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -77,8 +75,7 @@ def ledger_rows(db: Path) -> list[sqlite3.Row]:
 
 def run(files: int = 2000, users: int = 20, seconds: float = 10.0, stability: float = 2.0,
         keep: bool = False) -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="aw-bench-ingest-"))
-    try:
+    with common.scratch("ingest", keep) as tmp:
         cfg = common.write_bench_config(tmp, watch={"stability_seconds": stability})
         data = tmp / "data"
         names = [f"user{u:02d}" for u in range(users)]
@@ -148,11 +145,6 @@ def run(files: int = 2000, users: int = 20, seconds: float = 10.0, stability: fl
             "loadavg_at_end": common.loadavg(),
         }
         return result
-    finally:
-        if keep:
-            common.log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,11 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -219,8 +217,7 @@ def backend_side(cfg_path: Path, sidecars: list[dict[str, Any]], threads: int) -
 
 def run(images: int = 50, steps: int = 4, size: int = 64, threads: int = 1, init_images: tuple[str, ...] = ("wheel",),
         keep: bool = False, model: Path | None = None, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
-    tmp = Path(tempfile.mkdtemp(prefix="aw-bench-overhead-"))
-    try:
+    with common.scratch("overhead", keep) as tmp:
         t = time.perf_counter()
         base = model if model is not None else build_model(tmp / "model")[0]
         build_s = time.perf_counter() - t
@@ -250,11 +247,6 @@ def run(images: int = 50, steps: int = 4, size: int = 64, threads: int = 1, init
                 "model_build_s": round(build_s, 1), "daemon": daemons, "bare": bare, "bare_compel": bare_c, "backend_inprocess": backend,
                 "target": f"daemon / bare seconds per image <= {TARGET_RATIO}",
                 "pass": daemons[0]["pass"]}
-    finally:
-        if keep:
-            common.log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
