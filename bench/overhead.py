@@ -151,7 +151,7 @@ def bare_side(base: Path, sidecars: list[dict[str, Any]], steps: int, size: int,
     if use_compel:
         from compel import CompelForSDXL
 
-        from astrowatch.backends.sdxl_run import _enable_packrat
+        from astrowatch.backends.sdxl_prompt import _enable_packrat
 
         _enable_packrat()  # as the backend does: same parser settings on both sides
 

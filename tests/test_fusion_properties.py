@@ -12,6 +12,7 @@ from fusion_charts import tiny_clip_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from astrowatch.backends.sdxl_prompt import fast_parse
 from astrowatch.chart.model import ANGLES, MAJOR_ASPECTS, PLANETS, SIGNS, Aspect, Chart, House, Point
 from astrowatch.config import Config
 from astrowatch.fusion import ApproxTokenCounter, chart_seed, fuse, style_names
@@ -69,6 +70,8 @@ def test_any_chart_fuses_within_budget_deterministically(chart: Chart, style: st
         assert approx.count(first.prompt) == t["count"] <= t["budget"]
         assert approx.count(first.negative_prompt) == t["negative"]["count"] <= t["budget"]
     assert first.prompt and "!" not in first.prompt + first.negative_prompt
+    if backend == "sdxl":  # astrowatch's own prompts never need compel's slow parser
+        assert fast_parse(first.prompt) is not None and fast_parse(first.negative_prompt) is not None, first.prompt
     assert first.description and 0 <= first.seed == chart_seed(chart) < 2**32
     json.dumps(first.to_dict())  # serialisable
 

@@ -3,9 +3,11 @@
 One instance owns the pipelines of one device (``SdxlBackend(config, device="cuda:1")``); a
 pipeline is not thread-safe, so calls on one instance are serialised by a lock and the daemon
 runs one worker thread per instance.  ``start()`` loads (see :mod:`.sdxl_load`),
-``generate()`` / ``enhance()`` run one image each (helpers in :mod:`.sdxl_run`):
+``generate()`` / ``enhance()`` run one image each (helpers in :mod:`.sdxl_run`, prompt
+embeddings in :mod:`.sdxl_prompt`):
 
-* prompts through ``compel.CompelForSDXL`` (no 77-token truncation);
+* prompts through ``compel.CompelForSDXL`` (no 77-token truncation), its parser short-cut
+  for astrowatch's own prompt syntax;
 * a fresh ``torch.Generator("cpu").manual_seed(task.seed)`` per image: same seed, same image;
 * base + refiner as an ensemble of experts (``denoising_end`` / ``denoising_start``);
 * ``upscale: "2"``: Lanczos x2 then img2img at low strength with a tiled VAE;
@@ -32,9 +34,9 @@ from ..infotext import format_infotext
 from .base import AstroTask, Backend, EnhanceTask, Result
 from .sdxl_load import (Pipes, check_device_name, enable_offload, img2img_from, load_pipes, make_scheduler,
                         quiet)
-from .sdxl_run import (Embeds, RunParams, StepMonitor, Timings, base_compel, decode_checked, encode_base,
-                       encode_refiner, infotext_fields, merge_params, oom_advice, refiner_compel, round8,
-                       vae_tiling)
+from .sdxl_prompt import Embeds, base_compel, encode_base, encode_refiner, refiner_compel
+from .sdxl_run import (RunParams, StepMonitor, Timings, decode_checked, infotext_fields, merge_params, oom_advice,
+                       round8, vae_tiling)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config

@@ -1,8 +1,6 @@
-"""Per-image helpers for the SDXL backend: parameters, prompt embeddings, cancel, VAE decode checks.
+"""Per-image helpers for the SDXL backend: parameters, cancel, VAE decode checks.
 
-Prompts go through compel (``CompelForSDXL`` for the base: both encoders, no 77-token
-truncation; a single-encoder ``Compel`` on ``tokenizer_2`` for the refiner).  Pipelines are
-always called with ``output_type="latent"`` and the latents decoded here, so an all-black /
+Prompt embeddings are in :mod:`.sdxl_prompt`.  Pipelines are always called with ``output_type="latent"`` and the latents decoded here, so an all-black /
 NaN decode can be detected and retried with the VAE in float32 without re-running the UNet.
 """
 
@@ -94,61 +92,6 @@ def _fraction(value: Any, key: str) -> float | None:
 def round8(value: float, minimum: int = 64) -> int:
     """Nearest multiple of 8 (the VAE's scale factor), at least ``minimum``."""
     return max(minimum, int(round(value / 8.0)) * 8)
-
-
-# -- prompt embeddings -------------------------------------------------------------------------
-@dataclass
-class Embeds:
-    embeds: torch.Tensor
-    pooled: torch.Tensor
-    negative: torch.Tensor
-    negative_pooled: torch.Tensor
-
-    def kwargs(self) -> dict[str, torch.Tensor]:
-        return {"prompt_embeds": self.embeds, "pooled_prompt_embeds": self.pooled,
-                "negative_prompt_embeds": self.negative, "negative_pooled_prompt_embeds": self.negative_pooled}
-
-
-def base_compel(pipe: Any) -> Any:
-    from compel import CompelForSDXL
-
-    _enable_packrat()
-    return CompelForSDXL(pipe)
-
-
-def _enable_packrat() -> None:
-    """compel parses every prompt with pyparsing; ~85 % of its time on a small model is that
-    parser.  Packrat memoisation gives identical embeddings ~17 ms sooner (bench/README.md)."""
-    import pyparsing
-
-    pyparsing.ParserElement.enable_packrat()
-
-
-def refiner_compel(pipe: Any) -> Any:
-    from compel import Compel, ReturnedEmbeddingsType
-
-    return Compel(
-        tokenizer=pipe.tokenizer_2, text_encoder=pipe.text_encoder_2,
-        returned_embeddings_type=ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NON_NORMALIZED,
-        requires_pooled=True, truncate_long_prompts=False,
-    )
-
-
-def encode_base(compel: Any, prompt: str, negative: str, *, zero_empty_negative: bool) -> Embeds:
-    """Both encoders, padded to the same length, no truncation (a 150-token prompt stays 150+)."""
-    with torch.no_grad():
-        out = compel(prompt, negative_prompt=negative)
-    emb = Embeds(out.embeds, out.pooled_embeds, out.negative_embeds, out.negative_pooled_embeds)
-    if zero_empty_negative and not negative.strip():  # what diffusers does for an empty negative
-        emb.negative = torch.zeros_like(emb.negative)
-        emb.negative_pooled = torch.zeros_like(emb.negative_pooled)
-    return emb
-
-
-def encode_refiner(compel: Any, prompt: str, negative: str) -> Embeds:
-    with torch.no_grad():
-        embeds, pooled = compel([prompt, negative])  # padded to the same length by compel
-    return Embeds(embeds[:1], pooled[:1], embeds[1:], pooled[1:])
 
 
 # -- cancel and step counting --------------------------------------------------------------------
