@@ -29,7 +29,8 @@ bare diffusers loop with the same model, settings, prompts and seeds, in one run
 Torch runs one intra-op thread on both sides (``OMP_NUM_THREADS`` / ``torch.set_num_threads``):
 with 2 threads on this shared 2-core machine per-image times swung 4x between runs.
 
-Target: daemon / bare seconds per image <= 1.10.
+Target: daemon / bare seconds per image <= 1.10 on the tiny model (``--target``; the GPU target,
+daemon overhead under 3 %, is ``--target 1.03``).
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def backend_side(cfg_path: Path, sidecars: list[dict[str, Any]], threads: int) -
 
 
 def run(images: int = 50, steps: int = 4, size: int = 64, threads: int = 1, init_images: tuple[str, ...] = ("wheel",),
-        keep: bool = False, model: Path | None = None, device: str = "cpu", dtype: str = "float32") -> dict[str, Any]:
+        keep: bool = False, model: Path | None = None, device: str = "cpu", dtype: str = "float32",
+        target: float = TARGET_RATIO) -> dict[str, Any]:
     with common.scratch("overhead", keep) as tmp:
         t = time.perf_counter()
         base = model if model is not None else build_model(tmp / "model")[0]
@@ -239,13 +241,13 @@ def run(images: int = 50, steps: int = 4, size: int = 64, threads: int = 1, init
             d["ratio_vs_bare"] = {k: round(ps[k] / bare["per_image_s"], 3) for k in ("wall", "drain_minus_load", "job", "backend")}
             d["ratio_vs_bare_compel"] = {k: round(ps[k] / bare_c["per_image_s"], 3)
                                          for k in ("wall", "drain_minus_load", "job", "backend")}
-            d["pass"] = d["ratio_vs_bare"]["wall"] <= TARGET_RATIO
+            d["pass"] = d["ratio_vs_bare"]["wall"] <= target
         return {"params": {"images": images, "steps": steps, "size": f"{size}x{size}", "dtype": dtype,
                            "device": device, "scheduler": "dpmpp_2m_karras", "cfg_scale": 7.0,
                            "torch_threads": threads,
                            "model": str(model) if model else "tests/sdxl_tiny.py (random weights)"},
                 "model_build_s": round(build_s, 1), "daemon": daemons, "bare": bare, "bare_compel": bare_c, "backend_inprocess": backend,
-                "target": f"daemon / bare seconds per image <= {TARGET_RATIO}",
+                "target": f"daemon / bare seconds per image <= {target}",
                 "pass": daemons[0]["pass"]}
 
 
@@ -261,10 +263,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="an existing diffusers SDXL folder instead of the tiny test model (e.g. on a GPU box)")
     ap.add_argument("--device", default="cpu", help="sdxl.device for both sides (cpu, cuda, cuda:N)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--target", type=float, default=TARGET_RATIO,
+                    help=f"pass if daemon / bare <= this (default {TARGET_RATIO}; the GPU target is 1.03)")
     args = ap.parse_args(argv)
     inits = ("wheel", "none") if args.init_image == "both" else (args.init_image,)
     result = run(args.images, args.steps, args.size, args.threads, inits, args.keep,
-                 args.model.resolve() if args.model else None, args.device, args.dtype)
+                 args.model.resolve() if args.model else None, args.device, args.dtype, args.target)
     result["command"] = "bench/overhead.py " + " ".join(argv if argv is not None else sys.argv[1:])
     path = common.save("overhead", result)
     print(json.dumps({k: result[k] for k in ("daemon", "bare", "bare_compel", "backend_inprocess", "pass")}, indent=2))

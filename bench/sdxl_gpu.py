@@ -1,6 +1,6 @@
 """Time the SDXL backend's own generate code on the full-size SDXL architecture, random weights.
 
-Nothing is downloaded and nothing large is saved: the UNet / VAE / text encoders are built with
+Nothing is downloaded and nothing is saved unless ``--save`` asks: the UNet / VAE / text encoders are built with
 the real SDXL base 1.0 (and refiner 1.0) shapes directly on the device (``with
 torch.device("cuda")``), cast to bf16, wrapped with ``SdxlBackend.from_pipeline`` and timed
 through ``SdxlBackend.generate`` -- the same encode / denoise / decode / upscale code the daemon
@@ -17,6 +17,10 @@ For each: time to first image, mean seconds per image over ``--runs``, steps/s, 
 
     python bench/sdxl_gpu.py                      # GPU: 1024x1024, 30 steps
     python bench/sdxl_gpu.py --tiny               # CPU smoke test on the tiny test model
+    python bench/sdxl_gpu.py --save DIR           # also keep the random base for bench/overhead.py --model DIR
+
+On a machine lent by the device tool, ``bench/run_gpu.sh`` runs this and the daemon-overhead
+figure in one call (see bench/README.md, "GPU figures").
 """
 
 from __future__ import annotations
@@ -96,9 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="timed images per case after the first (default 3)")
     p.add_argument("--scheduler", default="dpmpp_2m_karras")
     p.add_argument("--cases", default="base,refiner,upscale,compile",
-                   help="comma list from base,refiner,upscale,compile (default: all)")
+                   help="comma list from base,refiner,upscale,compile (default: all); none: build (and --save) only")
     p.add_argument("--tiny", action="store_true", help="the tiny random test model (a smoke test, any machine)")
     p.add_argument("--out", type=Path, help="also write the markdown table to this file")
+    p.add_argument("--save", type=Path, metavar="DIR",
+                   help="also save the random base pipeline (save_pretrained, in --dtype) as a diffusers folder,\n"
+                        "for bench/overhead.py --model DIR (the same figures through astrowatch drain)")
     args = p.parse_args(argv)
     args.device = args.device or ("cpu" if args.tiny else "cuda")
     args.size = args.size or (64 if args.tiny else 1024)
@@ -246,6 +253,15 @@ def environment(args: argparse.Namespace, base: Any, build_s: float) -> str:
             f"random-weight build {build_s:.1f} s")
 
 
+def save_base(base: Any, folder: Path) -> None:
+    """The random base as a diffusers folder that ``sdxl.model`` (and ``from_pretrained``) accept."""
+    started = time.perf_counter()
+    base.save_pretrained(folder, safe_serialization=True)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**30
+    print(f"saved the random base to {folder} ({size:.2f} GiB) in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
@@ -262,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         base, refiner = build_full_size(args.device, dtype, with_refiner)
     env = environment(args, base, time.perf_counter() - started)
+    if args.save:
+        save_base(base, args.save)
     rows = run_cases(args, base, refiner)
     lines = [f"SDXL backend benchmark: {env}", "",
              "| case | size | steps | first image (s) | s/image | steps/s | peak VRAM (GiB) | note |",
