@@ -9,8 +9,9 @@ per-image cost.  So the parse is replaced, on the compel instances this module b
 
 * the prompts astrowatch writes -- plain text with commas and ``(words)1.2`` weights, nothing
   else -- are split by a regular expression into the same fragments and weights (``fast_parse``);
-  ``tests/test_sdxl_prompt.py`` checks the token ids and weights against compel's own parser, and
-  the embeddings bit for bit;
+  ``tests/test_sdxl_prompt.py`` checks the fragments and weights against compel's own parser
+  (generated prompts and every golden one) and the embeddings bit for bit, so a compel release
+  that parses differently fails the suite;
 * anything else (``word++``, ``.blend()``, ``.and()``, quotes, nesting, a reviewer's hand-edited
   prompt) goes to compel's parser, memoised.
 
