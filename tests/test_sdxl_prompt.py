@@ -22,6 +22,7 @@ from compel import Compel  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from astrowatch.errors import InputError  # noqa: E402
 from astrowatch.backends.sdxl_prompt import (_compel_parse, base_compel, encode_base, encode_refiner,  # noqa: E402
                                              fast_parse, parse_prompt, refiner_compel)
 
@@ -53,7 +54,7 @@ def test_weight_groups_and_fusing() -> None:
 
 @pytest.mark.parametrize("prompt", [
     "", "   ", "a++", "a--, b", "(a)++", "(a:1.2)", "a (b (c)1.2)1.1", '"a b"1.2', "(a, b).blend(1, 1)",
-    "(a).swap(b)", "a.and()", "a,,(b)1.2", "a(b)1.2", "(a)1.2x", "(a)1.", "( )1.2", "(a) 1.2. b", "a\\(b\\)",
+    "(a).swap(b)", "a.and()", "a,,(b)1.2", "a(b)1.2", "(a)1.2x", "(a)1.", "(a) 1.2. b", "a\\(b\\)",
     "café = bar", "lune\u00a0noire",
 ])
 def test_anything_else_falls_back_to_compel(prompt: str) -> None:
@@ -137,3 +138,10 @@ def test_a_repeated_text_goes_through_the_encoders_once(tiny_pipes) -> None:
     assert cached[0] == plain[0]  # the first time, the same work
     assert cached[1] - cached[0] < plain[1] - plain[0]  # a new prompt: the negative is not encoded again
     assert cached[2] == cached[1]  # a prompt seen before: nothing at all
+
+
+@pytest.mark.parametrize("prompt", ["(" * 3000 + "a" + ")1.1" * 3000, "withLora(sun, 0.8)", "( )1.2"])
+def test_a_prompt_compel_cannot_use_is_an_input_error(prompt: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_prompt(prompt)
+    assert err.value.message.startswith("prompt: ") and err.value.hint

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
+
 # text that compel's grammar reads as plain words: letters, digits, '_', ASCII whitespace (what
 # pyparsing skips), commas, apostrophes; no ( ) " . + - = \ nor anything else.  One character
 # per repetition and '(' only opening a group: the match is linear, even on hostile input.
@@ -72,10 +74,22 @@ def _compel_parse(prompt: str) -> Any:
 
 
 def parse_prompt(prompt: str) -> Any:
-    """A ``compel.prompt_parser.Conjunction`` for ``prompt``: fast path, else compel's parser."""
+    """A ``compel.prompt_parser.Conjunction`` for ``prompt``: fast path, else compel's parser.
+
+    compel accepts almost anything, but a reviewer's redo prompt can still defeat it (thousands of
+    nested brackets exhaust the recursion limit; ``withLora(...)`` alone leaves no text): that is
+    the prompt's fault, an ``InputError`` that fails the job at once with the reason."""
     fragments = fast_parse(prompt)
     if fragments is None:
-        return _compel_parse(prompt)
+        try:
+            conjunction = _compel_parse(prompt)
+        except Exception as exc:  # noqa: BLE001 -- RecursionError, pyparsing's errors, compel's own
+            raise InputError(f"prompt: compel cannot parse it ({type(exc).__name__}: {str(exc)[:120]})",
+                             hint="simplify the weighting syntax: (words)1.2, word+, word-") from None
+        if not conjunction.prompts:
+            raise InputError("prompt: no text left for the text encoders once compel's syntax is removed",
+                             hint="write the picture in words; (words)1.2 sets a weight")
+        return conjunction
     from compel.prompt_parser import Conjunction, FlattenedPrompt, Fragment
 
     return Conjunction([FlattenedPrompt([Fragment(text, weight) for text, weight in fragments])], [1.0])
