@@ -30,7 +30,7 @@ GOLDEN = Path(__file__).parent / "golden" / "fusion"
 SDXL_GOLDENS = sorted(GOLDEN.glob("*--sdxl--*.json"))
 # pieces of prompts, in and out of the fast subset: words (accents, apostrophes, digits,
 # unicode letters and digits), commas and whitespace, weight groups, stray parentheses
-PIECES = list("ab é'’_0,, \t\n") + ["(", ")1.2", ")2", ")0.5", ")1", ")1.0", "(x)1.5", " (y z)1.25,", "ǅ",
+PIECES = list("ab é'’_0,, \t\n\r\x0b\x0c\u2028") + ["(", ")1.2", ")2", ")0.5", ")1", ")1.0", "(x)1.5", " (y z)1.25,", "ǅ",
                                     "٣", "²", "’s", "'t", ".", "+", "-", '"', "\\"]
 
 

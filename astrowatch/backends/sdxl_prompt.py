@@ -30,12 +30,13 @@ import torch
 
 from ..errors import InputError
 
-# text that compel's grammar reads as plain words: letters, digits, '_', ASCII whitespace (what
-# pyparsing skips), commas, apostrophes; no ( ) " . + - = \ nor anything else.  One character
-# per repetition and '(' only opening a group: the match is linear, even on hostile input.
+# text that compel's grammar reads as plain words: letters, digits, '_', the whitespace pyparsing
+# skips (space, tab, CR, LF: not VT or FF, which compel refuses), commas, apostrophes; no
+# ( ) " . + - = \ nor anything else.  One character per repetition and '(' only opening a
+# group: the match is linear, even on hostile input.
 # A group counts only after whitespace or at the start (compel reads 'a(b)1.2' as plain text).
-_PLAIN = r"[\w \t\n\r\f\v,'’]"
-_GROUP = rf"(?<![^ \t\n\r\f\v])\(({_PLAIN}+)\)([0-9]+(?:\.[0-9]+)?)(?=[ \t\n\r\f\v,]|$)"
+_PLAIN = r"[\w \t\n\r,'’]"
+_GROUP = rf"(?<![^ \t\n\r])\(({_PLAIN}+)\)([0-9]+(?:\.[0-9]+)?)(?=[ \t\n\r,]|$)"
 _PROMPT_RE = re.compile(rf"(?:{_PLAIN}|{_GROUP})*")
 _PART_RE = re.compile(rf"{_GROUP}|({_PLAIN}+)")
 _COMMA_RE = re.compile(r",(\S)")  # compel puts a space after every comma first
