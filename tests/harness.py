@@ -82,6 +82,14 @@ def theme_bytes(name: str = "astrowatch_minimal.json", user: str = "gaby") -> by
     return json.dumps(data).encode()
 
 
+def drop_theme(data: Path, user: str = "gaby", fixture: str = "astrowatch_minimal.json") -> Path:
+    """What the upstream app does: ``Utilisateurs/<user>/theme_<user>.json``. Returns the user folder."""
+    folder = data / "Utilisateurs" / user
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"theme_{user}.json").write_bytes(theme_bytes(fixture, user=user))
+    return folder
+
+
 class DaemonProcess:
     def __init__(self, config_path: Path, *, watchdog_usec: int | None = None, args: list[str] | None = None) -> None:
         self.config_path = config_path

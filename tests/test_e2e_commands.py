@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import FIXTURES, inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
+from harness import FIXTURES, drop_theme, inbox_images, make_image, run_cli, wait_until, write_config
 from PIL import Image
 
 
@@ -15,9 +15,7 @@ pytestmark = pytest.mark.slow
 def test_drain_processes_inputs_and_decisions_then_exits(tmp_path):
     cfg = write_config(tmp_path)
     run_cli("init", str(tmp_path))
-    user = tmp_path / "data" / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    (user / "theme_gaby.json").write_bytes(theme_bytes("kerykeion_chart_data.json"))
+    user = drop_theme(tmp_path / "data", fixture="kerykeion_chart_data.json")
     make_image(user / "p.jpg")
     run_cli("drain", "--timeout", "60", config=cfg)
     images = inbox_images(tmp_path / "data")
@@ -53,9 +51,7 @@ def test_generate_and_enhance_without_the_daemon(tmp_path):
 def test_status_shows_the_running_daemon_and_its_backends(tmp_path, daemon_factory):
     cfg = write_config(tmp_path, astro={"backend": "fake"})
     d = daemon_factory(cfg).start()
-    user = d.data / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    (user / "theme_gaby.json").write_bytes(theme_bytes())
+    drop_theme(d.data)
     image = wait_until(lambda: inbox_images(d.data), what="astro result")[0]
     sidecar = json.loads(image.with_suffix(".json").read_text())
     assert sidecar["prompt"] and sidecar["fusion"]["style"] == "figuratif"

@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from harness import FIXTURES, inbox_images, run_cli, theme_bytes, wait_until, write_config
+from harness import FIXTURES, drop_theme, inbox_images, run_cli, wait_until, write_config
 from openai_server import FakeOpenAI
 
 pytestmark = pytest.mark.slow
@@ -22,9 +22,7 @@ def test_redo_switches_one_job_to_openai_and_the_key_never_leaks(tmp_path, daemo
         cfg = write_config(tmp_path, openai={"base_url": server.base_url, "api_key_file": "openai.key",
                                              "retry_backoff": 0.05})
         d = daemon_factory(cfg).start()
-        user = d.data / "Utilisateurs" / "gaby"
-        user.mkdir(parents=True)
-        (user / "theme_gaby.json").write_bytes(theme_bytes())
+        drop_theme(d.data)
         wheel = wait_until(lambda: inbox_images(d.data), what="wheel result")[0]
         sidecar = json.loads(wheel.with_suffix(".json").read_text())
         assert sidecar["backend"] == "wheel"

@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 import pytest
-from harness import inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
+from harness import drop_theme, inbox_images, make_image, run_cli, wait_until, write_config
 from PIL import Image
 from webui_server import FakeWebUI
 
@@ -42,10 +42,8 @@ def _config(tmp_path, webui):
 
 def test_daemon_enhances_and_generates_through_the_webui(tmp_path, daemon_factory, webui):
     d = daemon_factory(_config(tmp_path, webui)).start()
-    user = d.data / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
+    user = drop_theme(d.data)
     make_image(user / "photo.png", (300, 200))
-    (user / "theme_gaby.json").write_bytes(theme_bytes())
     images = wait_until(lambda: len(inbox_images(d.data)) == 2 and inbox_images(d.data), what="two results")
     photo = next(i for i in images if i.name.startswith("photo."))
     with Image.open(photo) as img:

@@ -10,7 +10,7 @@ import sqlite3
 import time
 
 import pytest
-from harness import inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
+from harness import drop_theme, inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
 from PIL import Image
 
 from astrowatch.infotext import parse_infotext
@@ -37,9 +37,7 @@ def test_daemon_generates_and_enhances_with_the_tiny_sdxl(tmp_path, daemon_facto
     base, _refiner = tiny_sdxl
     cfg = _cfg(tmp_path, base)
     d = daemon_factory(cfg).start()
-    user = d.data / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    (user / "theme_gaby.json").write_bytes(theme_bytes("kerykeion_v6_subject.json"))
+    user = drop_theme(d.data, fixture="kerykeion_v6_subject.json")
     make_image(user / "photo.png", (40, 24))
     images = wait_until(lambda: len(inbox_images(d.data)) == 2 and inbox_images(d.data), timeout=120)
     astro = next(i for i in images if i.name.startswith("theme_"))
@@ -77,9 +75,7 @@ def test_second_sigterm_interrupts_between_steps_and_the_job_resumes(tmp_path, d
     base, _ = tiny_sdxl
     cfg = _cfg(tmp_path, base, steps=400)
     d = daemon_factory(cfg).start()
-    user = d.data / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    (user / "theme_gaby.json").write_bytes(theme_bytes())
+    drop_theme(d.data)
     wait_until(lambda: _jobs(d.data) and _jobs(d.data)[0][1] == "running", timeout=30)
     d.signal(signal.SIGTERM)
     time.sleep(0.5)  # two signals sent at once would be delivered as one
