@@ -71,6 +71,8 @@ def test_jobs_wait_while_the_webui_is_down_and_resume(tmp_path, daemon_factory, 
     assert status["counts"].get("waiting") == 1 and status["waiting"][0]["reason"]
     webui.up()
     wait_until(lambda: inbox_images(d.data), timeout=30, what="resumed after the WebUI came back")
+    # the image reaches the inbox folder just before the ledger's publishing -> inbox
+    wait_until(lambda: _states(d.data)["Utilisateurs/gaby/late.png"][0] != "publishing", what="published")
     state, attempts = _states(d.data)["Utilisateurs/gaby/late.png"]
     assert state == "inbox" and attempts == 1  # waiting did not burn attempts
     assert d.log().count("backend unavailable; jobs wait for it") == 1  # one line per outage
