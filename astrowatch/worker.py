@@ -27,7 +27,7 @@ from .jsonlog import append_jsonl
 from .layout import Layout
 from .ledger import Job, Ledger
 from .pipeline.publish import publish, result_stem, write_failed, write_outputs
-from .pipeline.steps import JobContext, run_astro, run_enhance
+from .pipeline.steps import JobContext, backend_for, run_astro, run_enhance
 
 log = structlog.get_logger("astrowatch.worker")
 
@@ -156,7 +156,7 @@ class Worker(threading.Thread):
         waiting = self.ledger.by_state("waiting")
         healthy: dict[str, bool] = {}
         for job in waiting:
-            name = str(job.params.get("backend") or self.defaults[job.kind])
+            name = backend_for(job.params, self.defaults[job.kind])
             if name not in healthy:
                 healthy[name] = self._healthy(job.kind, name)
             if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note="backend back"):
@@ -233,7 +233,7 @@ class Worker(threading.Thread):
         raise InputError(f"{job.source_name}: the file is gone or was replaced before it was processed")
 
     def _wait(self, job: Job, exc: BackendUnavailable) -> None:
-        name = str(job.params.get("backend") or self.defaults[job.kind])
+        name = backend_for(job.params, self.defaults[job.kind])
         self.ledger.transition(job.id, "running", "waiting", attempts=max(job.attempts - 1, 0), error=str(exc))
         if name not in self._waiting_logged:  # one line per outage, not one per job or second
             self._waiting_logged.add(name)

@@ -43,6 +43,16 @@ class Outcome:
     extra: dict[str, Any]  # recorded in the sidecar (fusion, facts, cache...)
 
 
+def backend_for(params: dict[str, Any], default_backend: str) -> str:
+    """The backend a job runs on: its own ``backend`` parameter (a redo may switch), else the default."""
+    return str(params.get("backend") or default_backend)
+
+
+def task_params(params: dict[str, Any]) -> dict[str, Any]:
+    """What the backend receives: the job's parameters less those the pipeline consumes itself."""
+    return {k: v for k, v in params.items() if k not in PIPELINE_KEYS and not k.startswith("_")}
+
+
 def theme_snapshot(job: Job, ctx: JobContext) -> Path:
     """The copy of the theme JSON taken at ingest (the upstream app may rewrite the original)."""
     return ctx.layout.archive_dir(job.user, job.id) / job.source_name
@@ -66,15 +76,14 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     """Fuse the prompt and generate: the one code path of the daemon and ``astrowatch generate``."""
     from ..fusion import fuse
 
-    name = str(params.get("backend") or default_backend)
+    name = backend_for(params, default_backend)
     backend = ctx.get_backend("astro", name)
     fusion_backend = name if name in ("sdxl", "sdapi", "openai") else "sdxl"
     seed = params.get("seed")
     fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
                   seed=int(seed) if seed is not None else None)
     init_image = _init_image(chart, ctx, name, work_dir, params)
-    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS and not k.startswith("_")}
-    task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=task_params, seed=fusion.seed,
+    task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=task_params(params), seed=fusion.seed,
                      prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
                      fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel)
     result = backend.generate(task)
@@ -128,17 +137,17 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
 
     cfg = ctx.config
     image, facts = preprocess(source, enhance=cfg.enhance, limits=cfg.limits)
-    name = str(params.get("backend") or default_backend)
+    name = backend_for(params, default_backend)
     backend = ctx.get_backend("enhance", name)
-    task_params = {k: v for k, v in params.items() if k not in PIPELINE_KEYS and not k.startswith("_")}
+    for_backend = task_params(params)
     seed = int(params.get("seed", fallback_seed))
-    key = cache_key(image, name, backend, cfg, task_params)
+    key = cache_key(image, name, backend, cfg, for_backend)
     cached = cache_load(ctx.layout, key)
     if cached is not None:
         result, cache = cached, "hit"
     else:
         task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
-                           params=task_params, seed=seed, facts=facts, cancel=ctx.cancel)
+                           params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel)
         result, cache = backend.enhance(task), "miss"
         cache_store(ctx.layout, key, result)
     effective = {"backend": name, "seed": seed, **result.params}
