@@ -123,6 +123,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_text_or_none(path: Path) -> str | None:
+    """A UTF-8 text file the reviewer may have moved, edited or broken: None if unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def read_json_or_none(path: Path) -> Any:
+    """The same for a JSON file: None if missing, unreadable or not JSON."""
+    text = read_text_or_none(path)
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+
+
 def write_png(path: Path, image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> None:
     atomic_write_bytes(path, png_bytes(image, infotext=infotext, meta=meta))
 

@@ -8,7 +8,6 @@ then marked final.  After a crash, recovery calls :meth:`Reviewer.finish` again.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import NotFound
-from .imageio import IMAGE_EXTENSIONS, read_png_meta
+from .imageio import IMAGE_EXTENSIONS, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
 from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
 
@@ -74,7 +73,7 @@ class Reviewer:
         candidates = [job_id_from_name(path)]
         meta = read_png_meta(path) if path.suffix.lower() == ".png" else None
         candidates.append((meta or {}).get("job_id"))
-        sidecar = _read_json(path.with_suffix(".json"))
+        sidecar = read_json_or_none(path.with_suffix(".json"))
         candidates.append((sidecar or {}).get("job_id"))
         for job_id in candidates:
             if isinstance(job_id, str) and re.fullmatch(r"[0-9a-f]{12}", job_id):
@@ -88,11 +87,11 @@ class Reviewer:
         data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time()}
         stem = path.name.rsplit(".", 1)[0]
         inbox = self.layout.inbox_dir(job.user)
-        caption = _read_text(path.with_name(stem + ".txt")) or _read_text(inbox / f"{stem}.txt")
+        caption = read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
         data["caption"] = caption
         if decision == "redo":
             beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
-            sidecar = _read_json(beside if beside.exists() else inbox / f"{stem}.json")
+            sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
             if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
                 return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
             data["overrides"] = redo_overrides(job, sidecar["params"])
@@ -183,17 +182,3 @@ def redo_overrides(job: Job, edited: dict[str, Any]) -> dict[str, Any]:
         if recorded.get(key) != value:
             overrides[key] = value
     return overrides
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..imageio import read_json_or_none, read_text_or_none
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..layout import Layout
@@ -44,24 +46,15 @@ class InboxItem:
         return self.image.with_name(self.stem + ".json")
 
     def caption(self) -> str:
-        try:
-            return self.caption_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return ""
+        return read_text_or_none(self.caption_path) or ""
 
     def sidecar(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.sidecar_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            return {}
+        data = read_json_or_none(self.sidecar_path)
         return data if isinstance(data, dict) else {}
 
     def bounce_note(self) -> str | None:
         """Why the daemon put a decision back (``<stem>.error.txt``), if it did."""
-        try:
-            return self.image.with_name(self.stem + ".error.txt").read_text(encoding="utf-8").strip() or None
-        except (OSError, UnicodeDecodeError):
-            return None
+        return (read_text_or_none(self.image.with_name(self.stem + ".error.txt")) or "").strip() or None
 
 
 def inbox_items(layout: Layout, ledger: Ledger) -> list[InboxItem]:

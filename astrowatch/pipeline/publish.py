@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..imageio import atomic_write_text, fsync_dir, move_out, write_png
+from ..imageio import atomic_write_text, fsync_dir, move_out, read_json_or_none, write_png
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layout import Layout
@@ -120,7 +120,5 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
 
 
 def _error_job(path: Path) -> str | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("job_id")
-    except (OSError, ValueError, AttributeError):
-        return None
+    data = read_json_or_none(path)
+    return data.get("job_id") if isinstance(data, dict) else None
