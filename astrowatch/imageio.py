@@ -123,6 +123,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Sidecars and error records: indented UTF-8 JSON, one trailing newline, written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
 def read_text_or_none(path: Path) -> str | None:
     """A UTF-8 text file the reviewer may have moved, edited or broken: None if unreadable."""
     try:

@@ -47,6 +47,7 @@ def _move(image: Path, dest_dir: Path) -> Path:
 
 def _apply_sets(sidecar_path: Path, pairs: list[str]) -> dict:
     from ..errors import ConfigError
+    from ..imageio import atomic_write_json
 
     data = json.loads(sidecar_path.read_text(encoding="utf-8"))
     for pair in pairs:
@@ -54,7 +55,7 @@ def _apply_sets(sidecar_path: Path, pairs: list[str]) -> dict:
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set steps=40")
         key, raw = pair.split("=", 1)
         data.setdefault("params", {})[key.strip()] = yaml.safe_load(raw)
-    sidecar_path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_json(sidecar_path, data)  # the daemon may read it as soon as the image moves
     return data["params"]
 
 

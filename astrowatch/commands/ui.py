@@ -130,7 +130,7 @@ def decide(layout: Layout, item: InboxItem, decision: str, *, caption: str | Non
            params: dict[str, Any] | None = None) -> Path:
     """Save the caption, write redo params into the sidecar, then move the image like a reviewer."""
     from ..errors import NotFound
-    from ..imageio import atomic_write_text
+    from ..imageio import atomic_write_json
     from .review import FOLDER, _move
 
     if not item.image.is_file():
@@ -142,7 +142,7 @@ def decide(layout: Layout, item: InboxItem, decision: str, *, caption: str | Non
         if not sidecar:
             raise NotFound(f"{item.sidecar_path.name} is missing or unreadable: a redo needs the sidecar")
         sidecar["params"] = params
-        atomic_write_text(item.sidecar_path, json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(item.sidecar_path, sidecar)
     return _move(item.image, layout.root / FOLDER[decision])
 
 

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..imageio import atomic_write_bytes, atomic_write_text, fsync_dir, move_out
+from ..imageio import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, move_out
+
+from .publish import result_stem
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -103,7 +105,7 @@ def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Pa
     """Move the decided image and the job's sidecars (beside it and in the inbox) into the archive."""
     archive = layout.archive_dir(job.user, job.id)
     archive.mkdir(parents=True, exist_ok=True)
-    stem = f"{job.source_name.rsplit('.', 1)[0]}.{job.id}"
+    stem = result_stem(job)
     moves: list[Path] = list(extra or [])
     if image is not None and image.parent != archive:
         moves.append(image)
@@ -143,5 +145,5 @@ def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, mov
     record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),
               "reason": reason, "attempts": 0,
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_text(folder / f"{name}.error.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(folder / f"{name}.error.json", record)
     return folder / name

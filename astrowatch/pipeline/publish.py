@@ -8,14 +8,13 @@ image whose sidecar is not there yet.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..imageio import atomic_write_text, fsync_dir, move_out, read_json_or_none, write_png
+from ..imageio import atomic_write_json, atomic_write_text, fsync_dir, move_out, read_json_or_none, write_png
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layout import Layout
@@ -52,7 +51,7 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
     meta = {"job_id": job.id, "kind": job.kind, "user": job.user, "source_sha256": job.source_sha256}
     write_png(work / f"{stem}.png", r.image, infotext=r.infotext, meta=meta)
     atomic_write_text(work / f"{stem}.txt", (r.description or "").rstrip("\n") + "\n")
-    atomic_write_text(work / f"{stem}.json", json.dumps(sidecar, indent=2, ensure_ascii=False, default=str) + "\n")
+    atomic_write_json(work / f"{stem}.json", sidecar)
     return sidecar
 
 
@@ -115,7 +114,7 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
               "source_sha256": job.source_sha256, "attempts": job.attempts, "reason": reason,
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "retry": "fix the input and drop it again (for a theme: rewrite it with new content)"}
-    atomic_write_text(error_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(error_path, record)
     return error_path
 
 
