@@ -73,7 +73,9 @@ def test_regenerating_an_unchanged_chart_reproduces_the_image(tmp_path, tiny_sdx
 
 def test_second_sigterm_interrupts_between_steps_and_the_job_resumes(tmp_path, daemon_factory, tiny_sdxl):
     base, _ = tiny_sdxl
-    cfg = _cfg(tmp_path, base, steps=400)
+    # an image of many seconds: it must not finish in the ~1 s between the two signals (400 steps
+    # at 64x64 sometimes did, under load, once prompt encoding got faster)
+    cfg = _cfg(tmp_path, base, steps=500, width=256, height=256)
     d = daemon_factory(cfg).start()
     drop_theme(d.data)
     wait_until(lambda: _jobs(d.data) and _jobs(d.data)[0][1] == "running", timeout=30)
