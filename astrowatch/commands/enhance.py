@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from .generate import one_shot_context, write_result
 def main(args) -> int:  # noqa: ANN001
     from ..config import Config, apply_overrides, load_config
     from ..daemon import resolve_backends
+    from ..ingest import sha256_file
     from ..logsetup import setup_logging
     from ..pipeline.steps import enhance_image
 
@@ -25,7 +25,7 @@ def main(args) -> int:  # noqa: ANN001
         raise NotFound(f"{source}: no such file")
     default = args.backend or resolve_backends(config)["enhance"]
     ctx, pool = one_shot_context(config)
-    seed = int(hashlib.sha256(source.read_bytes()).hexdigest()[:8], 16)
+    seed = int(sha256_file(source)[:8], 16)  # as the daemon seeds a photo: from its content
     t0 = time.monotonic()
     try:
         outcome = enhance_image(source, ctx, job_id="cli", user="cli", params={}, default_backend=default,

@@ -28,8 +28,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _sha(path: Path) -> str | None:
+    from ..ingest import sha256_file
+
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 
