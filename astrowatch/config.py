@@ -171,7 +171,7 @@ class FeedbackConfig(Section):
     @field_validator("candidates")
     @classmethod
     def _tunable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        from .feedback import check_candidates
+        from .tunables import check_candidates
 
         return check_candidates(v)
 
