@@ -53,8 +53,10 @@ def _daemon_commands(sub: argparse._SubParsersAction) -> None:
     _add_config(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("init", help="create the data folders and a commented config.yaml")
-    p.add_argument("dir", nargs="?", default=".", help="where to create config.yaml and data/ (default: .)")
+    p = sub.add_parser("init", help="create the data folders (shared with the group) and a commented config.yaml")
+    p.add_argument("dir", nargs="?", default=".", help="where to create config.yaml and data/ (default: .); "
+                   "unused when --config or $ASTROWATCH_CONFIG names a config")
+    _add_config(p)
 
     p = sub.add_parser("doctor", help="check config, folders, permissions, inotify limits, backends")
     _add_config(p)
