@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import threading
 from pathlib import Path
 
@@ -92,3 +93,30 @@ def share_with_group(path: Path, *, readonly: bool = False) -> None:
         mode |= 0o040 if readonly else GROUP_FILE_BITS
     if mode != stat.S_IMODE(st.st_mode):
         os.chmod(path, mode)
+
+
+# POSIX default ACL (the ``system.posix_acl_default`` xattr, version 2): owner rwx, group rwx,
+# others r-x.  With a default ACL the kernel ignores the creator's umask, so whatever another uid
+# (the upstream app under umask 0022) creates below keeps the group's write bit and the ACL.
+_ACL_XATTR = "system.posix_acl_default"
+_ACL_ENTRIES = ((0x01, 7), (0x04, 7), (0x20, 5))  # ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_OTHER
+
+
+def set_group_default_acl(path: Path) -> bool:
+    """Make everything later created under ``path`` group-writable whatever its creator's umask.
+    False where the filesystem or platform has no POSIX ACLs (then the creators' umask decides)."""
+    value = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in _ACL_ENTRIES)
+    try:
+        os.setxattr(path, _ACL_XATTR, value)
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+def has_group_default_acl(path: Path) -> bool:
+    try:
+        value = os.getxattr(path, _ACL_XATTR)
+    except (AttributeError, OSError):
+        return False
+    entries = {struct.unpack_from("<HH", value, 4 + 8 * i) for i in range((len(value) - 4) // 8)}
+    return (0x04, 7) in entries

@@ -3,7 +3,8 @@ upstream app.
 
 ``init`` calls :func:`share_tree`: every folder group-writable with the setgid bit (new entries
 keep the group), whatever the caller's umask (sudo's is 0022), except ``state/`` which the group
-reads but never writes.  ``doctor`` calls :func:`group_problems`: what the group could not do --
+reads but never writes; and a default ACL on ``Utilisateurs/`` so that the user folders the
+upstream app creates stay group-writable whatever its umask.  ``doctor`` calls :func:`group_problems`: what the group could not do --
 create a user folder in ``Utilisateurs/``, move a result out of the inbox into ``approved/``,
 read an inbox file or the ledger -- each with the command that fixes it.
 """
@@ -15,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-from .files import share_with_group
+from .files import has_group_default_acl, set_group_default_acl, share_with_group
 from .layout import DECISION_FOLDERS, FOLDERS, Layout
 
 READ_ONLY_FOR_GROUP = frozenset({"state"})
@@ -33,6 +34,10 @@ def share_tree(layout: Layout) -> list[str]:
             skipped.append(str(path))
 
     share(layout.root)
+    # The upstream app creates Utilisateurs/<user>/ under its own umask; the daemon must be able
+    # to move photos out of it and deliver theme_<user>.png into it.
+    for path in [layout.users, *(p for p in layout.users.iterdir() if p.is_dir() and not p.is_symlink())]:
+        set_group_default_acl(path)  # best effort: only the owner may, and only where ACLs exist
     for folder in FOLDERS:
         top = layout.root / folder
         share(top, readonly=folder in READ_ONLY_FOR_GROUP)
@@ -82,6 +87,7 @@ def group_problems(layout: Layout) -> tuple[int, list[str]]:
         problems += _folder(parent, gid, 1, f"reach the data folder through {parent}")
     problems += _folder(layout.root, gid, 5, "open the data folder")
     problems += _folder(layout.users, gid, 7, "create a user folder in Utilisateurs/")
+    problems += _user_folders(layout, gid)
     for folder in DECISION_FOLDERS:
         problems += _folder(layout.root / folder, gid, 7, f"move results into {folder}/")
     problems += _folder(layout.root / "inbox", gid, 5, "list the inbox")
@@ -89,6 +95,23 @@ def group_problems(layout: Layout) -> tuple[int, list[str]]:
     problems += _inbox(layout, gid)
     problems += _state(layout, gid)
     return gid, problems
+
+
+def _user_folders(layout: Layout, gid: int) -> list[str]:
+    """The service moves photos out of each user folder and delivers theme_<user>.png into it."""
+    try:
+        folders = sorted(p for p in layout.users.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+    problems = []
+    for folder in folders:
+        found = _folder(folder, gid, 7, f"write into Utilisateurs/{folder.name}/ (the daemon moves photos "
+                        "out and delivers the image there)")
+        if found and not has_group_default_acl(layout.users):
+            found[-1] = found[-1][:-1] + ("; make the upstream app create folders with umask 0002, or run "
+                                          "'astrowatch init' as root to set a default ACL on Utilisateurs/)")
+        problems += found
+    return problems
 
 
 def _inbox(layout: Layout, gid: int) -> list[str]:
