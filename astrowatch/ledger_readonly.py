@@ -5,9 +5,9 @@ Reviewers are in the service's group but do not own ``state/``: they can read th
 write it, and must never create its ``-wal``/``-shm`` files (the daemon could not write files
 they own).  So this opens ``file:...?mode=ro``: while the daemon runs, its WAL files exist and
 SQLite reads through them.  When no daemon runs, the last connection has folded the WAL back into
-the database and removed it; a read-only open then cannot set up WAL mode, so the database is
-read as ``immutable`` (nothing writes it then) -- and reopened normally at the next query, in case
-the daemon started meanwhile.  Every failure is an :class:`AstrowatchError` with a hint.
+the database and removed it; a read-only open would then have to create them (as the reviewer,
+so the daemon could not write them later), so the database is read as ``immutable`` (nothing
+writes it then) -- and reopened at the next query, in case the daemon started meanwhile.  Every failure is an :class:`AstrowatchError` with a hint.
 """
 
 from __future__ import annotations
@@ -49,13 +49,9 @@ class ReadOnlyLedger(Ledger):
 def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
     uri = path.resolve().as_uri()
     wal = path.with_name(path.name + "-wal")
-    try:
-        owner = path.stat().st_uid
-    except OSError as exc:
-        raise AccessDenied(f"cannot read the ledger {path}: {exc.strerror}", hint=GROUP_HINT) from None
-    # Without a WAL, a normal open would create -wal/-shm files owned by us that the daemon could
-    # not write: only the ledger's owner may do that.
-    if wal.exists() or owner == os.geteuid():
+    # Without a WAL (no daemon has the ledger open) a normal open would create -wal/-shm files
+    # owned by us, which the daemon could not write: read the file as it is instead.
+    if wal.exists():
         try:
             return _probe(f"{uri}?mode=ro"), False
         except sqlite3.OperationalError as exc:
