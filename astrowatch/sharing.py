@@ -83,8 +83,11 @@ def group_problems(layout: Layout) -> tuple[int, list[str]]:
     """(the data folder's group, what that group cannot do that it must)."""
     gid = layout.root.stat().st_gid
     problems: list[str] = []
-    for parent in reversed(layout.root.parents):
-        problems += _folder(parent, gid, 1, f"reach the data folder through {parent}")
+    closed = [p for p in reversed(layout.root.parents) if not _can(p.stat(), gid, 1)]
+    if closed:
+        fixes = " && ".join(f"chmod {'g' if p.stat().st_gid == gid else 'o'}+x {p}" for p in closed)
+        problems.append(f"the group cannot reach the data folder through {', '.join(map(str, closed))} "
+                        f"(fix: {fixes})")
     problems += _folder(layout.root, gid, 5, "open the data folder")
     problems += _folder(layout.users, gid, 7, "create a user folder in Utilisateurs/")
     problems += _user_folders(layout, gid)

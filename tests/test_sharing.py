@@ -104,7 +104,8 @@ def test_doctor_says_when_the_group_cannot_reach_the_data_folder(tmp_path):
     cfg = write_config(private)
     run_cli("init", config=cfg)
     line = _group_line(cfg)
-    assert line.startswith("[FAIL]") and f"reach the data folder through {private}" in line, line
+    assert line.startswith("[warn]") and "reach the data folder through" in line and str(private) in line, line
+    assert f"+x {private}" in line  # g+x when the folder has the data folder's group, else o+x
 
 
 def test_doctor_names_what_the_group_cannot_do_and_the_fix(open_tmp):
@@ -115,9 +116,8 @@ def test_doctor_names_what_the_group_cannot_do_and_the_fix(open_tmp):
     approved, state = tmp_path / "data" / "approved", tmp_path / "data" / "state"
     os.chmod(approved, 0o755)
     os.chmod(state, 0o2775)
-    assert run_cli("doctor", config=cfg, check=False).returncode == 1
     line = _group_line(cfg)
-    assert line.startswith("[FAIL]")
+    assert line.startswith("[warn]")
     assert "cannot move results into approved/" in line and f"chmod g+rwxs {approved}" in line
     assert f"chmod g-w {state}" in line
 
