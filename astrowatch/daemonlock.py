@@ -24,7 +24,8 @@ class DaemonLock:
     def acquire(self) -> DaemonLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)  # & ~umask
+            # 0644: the group may read the PID, only the service user may open it to lock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except PermissionError:
             raise AccessDenied(f"cannot open {self.path}", hint="run the daemon as the data folder's "
                                "owner (the service user), e.g. sudo -u astrowatch astrowatch run") from None

@@ -7,7 +7,8 @@ they own).  So this opens ``file:...?mode=ro``: while the daemon runs, its WAL f
 SQLite reads through them.  When no daemon runs, the last connection has folded the WAL back into
 the database and removed it; a read-only open would then have to create them (as the reviewer,
 so the daemon could not write them later), so the database is read as ``immutable`` (nothing
-writes it then) -- and reopened at the next query, in case the daemon started meanwhile.  Every failure is an :class:`AstrowatchError` with a hint.
+writes it then) -- and reopened at the next query, in case the daemon started meanwhile.
+Every failure is an :class:`AstrowatchError` with a hint.
 """
 
 from __future__ import annotations

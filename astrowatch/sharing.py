@@ -4,9 +4,10 @@ upstream app.
 ``init`` calls :func:`share_tree`: every folder group-writable with the setgid bit (new entries
 keep the group), whatever the caller's umask (sudo's is 0022), except ``state/`` which the group
 reads but never writes; and a default ACL on ``Utilisateurs/`` so that the user folders the
-upstream app creates stay group-writable whatever its umask.  ``doctor`` calls :func:`group_problems`: what the group could not do --
-create a user folder in ``Utilisateurs/``, move a result out of the inbox into ``approved/``,
-read an inbox file or the ledger -- each with the command that fixes it.
+upstream app creates stay group-writable whatever its umask.  ``doctor`` calls
+:func:`group_problems`: what the group could not do -- create a user folder in ``Utilisateurs/``,
+move a result out of the inbox into ``approved/``, read an inbox file or the ledger -- each with
+the command that fixes it.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ class Uid:
         proc = subprocess.run([*self.prefix(), *cmd], capture_output=True, text=True, timeout=120, env=full_env,
                               cwd=self.cwd)
         if check and proc.returncode != 0:
-            raise AssertionError(f"uid {self.uid}: {' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(f"uid {self.uid}: {' '.join(cmd)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
         return proc
 
     def python(self, code: str, *args: str, **kw) -> subprocess.CompletedProcess:
@@ -214,6 +215,7 @@ def test_a_service_uid_a_reviewer_and_the_upstream_app_share_the_data_folder(sit
         assert "daemon: running" in status.stdout and "inbox (2)" in status.stdout, status.stdout
         listed = reviewer.cli("review", "list", env=env).stdout
         assert listed.count("inbox/gaby/") == 2, listed
+        assert "data folder" in reviewer.cli("stats", env=env).stdout
         reviewer.python(MOVE_ALL, str(inbox), str(data / "approved"))
 
         delivered = data / "Utilisateurs" / "gaby" / "theme_gaby.png"
