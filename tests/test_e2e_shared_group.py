@@ -203,6 +203,8 @@ def test_a_service_uid_a_reviewer_and_the_upstream_app_share_the_data_folder(sit
             second = site["daemon"].cli(command, "--config", str(site["config"]), check=False)
             assert second.returncode == 75, second.stderr
             assert f"pid {daemon.proc.pid}" in second.stderr and "Traceback" not in second.stderr
+        by_reviewer = reviewer.cli("run", env=env, check=False)  # a reviewer cannot start one at all
+        assert by_reviewer.returncode == 77 and "service user" in by_reviewer.stderr, by_reviewer.stderr
 
         # what the daemon wrote honours its umask: the group reads it
         for p in inbox.iterdir():
