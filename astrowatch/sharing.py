@@ -58,6 +58,14 @@ def group_name(gid: int) -> str:
         return str(gid)
 
 
+def group_members(gid: int) -> list[str]:
+    """The users listed as supplementary members of ``gid`` (reviewers, the upstream app)."""
+    try:
+        return sorted(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return []
+
+
 def _can(st: os.stat_result, gid: int, bits: int) -> bool:
     """Whether members of ``gid`` (not the owner) get ``bits`` (a combination of r=4 w=2 x=1)."""
     mode = stat.S_IMODE(st.st_mode)

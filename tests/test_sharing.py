@@ -4,6 +4,7 @@ read-only ledger never writes."""
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import stat
@@ -169,3 +170,24 @@ def test_no_ledger_yet_is_a_clear_error(tmp_path):
     cfg = write_config(tmp_path)
     out = run_cli("review", "list", config=cfg)
     assert "inbox is empty (no ledger yet" in out.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("groupadd") is None,
+                    reason="needs root and groupadd to make a group with a member")
+def test_doctor_fails_when_people_share_the_group_and_cannot_do_their_part(open_tmp):
+    name = f"aw{os.getpid()}"
+    subprocess.run(["groupadd", "-U", "nobody", name], check=True)
+    try:
+        cfg = write_config(open_tmp)
+        run_cli("init", config=cfg)
+        data = open_tmp / "data"
+        gid = grp.getgrnam(name).gr_gid
+        for path in [data, *data.iterdir()]:
+            os.chown(path, 0, gid)
+        os.chmod(data / "approved", 0o755)
+        out = run_cli("doctor", config=cfg, check=False)
+        line = next(ln for ln in out.stdout.splitlines() if "shared with the group" in ln)
+        assert out.returncode == 1 and line.startswith("[FAIL]") and "members: nobody" in line, line
+        assert "cannot move results into approved/" in line
+    finally:
+        subprocess.run(["groupdel", name], check=False)

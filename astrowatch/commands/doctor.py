@@ -42,11 +42,13 @@ def _folders(config) -> tuple[str, str]:  # noqa: ANN001
 
 def _group(config) -> tuple[str, str]:  # noqa: ANN001
     from ..layout import Layout
-    from ..sharing import group_name, group_problems
+    from ..sharing import group_members, group_name, group_problems
 
     gid, problems = group_problems(Layout(config.data_dir))
-    if problems:  # a warning: a one-user install shares nothing, and works
-        return WARN, f"group {group_name(gid)}: " + "; ".join(problems)
+    if problems:  # a failure when people share the group; a one-user install shares nothing, and works
+        members = group_members(gid)
+        who = f" (members: {', '.join(members)})" if members else ""
+        return (FAIL if members else WARN), f"group {group_name(gid)}{who}: " + "; ".join(problems)
     return OK, (f"group {group_name(gid)} can create user folders, move results into approved/, "
                 "read the inbox and the ledger")
 
