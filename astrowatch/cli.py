@@ -118,6 +118,12 @@ def _one_shot_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
 
+    p = sub.add_parser("api", help="HTTP API for the upstream app, /healthz, /metrics (needs the 'api' extra)")
+    _add_config(p)
+    p.add_argument("--host", help="listen address (default: api.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: api.port, 8600)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+
 
 DAEMON_COMMANDS = ("run", "drain")  # their unexpected errors keep the traceback (the journal needs it)
 

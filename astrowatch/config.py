@@ -181,6 +181,16 @@ class LogConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ApiConfig(Section):
+    """``astrowatch api``: the upstream app's HTTP API (extra ``api``).  The token comes from
+    ``$ASTROWATCH_API_TOKEN``, else the systemd credential ``api_token``, else ``token_file``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=1, le=65535)
+    token_file: Path | None = None  # relative to the config file
+    heartbeat_max_age: float = Field(30.0, gt=0.0)  # /healthz: the daemon's state file must be this fresh
+
+
 class Config(Section):
     data_dir: Path = Path("data")
     watch: WatchConfig = Field(default_factory=WatchConfig)
@@ -195,6 +205,7 @@ class Config(Section):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     # Not a config key: where the file was read from (set by load_config).
     source: Path | None = Field(default=None, exclude=True)

@@ -19,7 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import IllegalTransition, LedgerError, NotFound
 
@@ -125,10 +125,17 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 class Ledger:
     """SQLite job ledger.  Thread-safe: one connection per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """``readonly``: open an existing ledger for reading only (another process, e.g. the API,
+        next to the daemon; WAL lets readers run while the daemon writes)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._local = threading.local()
+        if readonly:
+            if not self.path.is_file():
+                raise NotFound(f"no ledger at {self.path}: the daemon has never run on this data folder")
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._conn()
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -136,6 +143,12 @@ class Ledger:
     # -- connections ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is None and self.readonly:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                   isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.row_factory = sqlite3.Row
@@ -157,6 +170,17 @@ class Ledger:
     def create_job(self, *, kind: str, user: str, source: str, source_sha256: str,
                    params: dict[str, Any] | None = None, parent_id: str | None = None,
                    job_id: str | None = None) -> Job:
+        return self.create_unless_pending(kind=kind, user=user, source=source, source_sha256=source_sha256,
+                                          params=params, parent_id=parent_id, job_id=job_id)[0]
+
+    def create_unless_pending(self, *, kind: str, user: str, source: str, source_sha256: str,
+                              params: dict[str, Any] | None = None, parent_id: str | None = None,
+                              job_id: str | None = None,
+                              same: Callable[[Job], bool] | None = None) -> tuple[Job, bool]:
+        """Create a queued job, unless a job of the same source and content that has not run yet
+        (:data:`PENDING`) satisfies ``same``: then that one is returned.  One ``BEGIN IMMEDIATE``
+        transaction, so concurrent callers in any number of processes make exactly one job.
+        Returns ``(job, created)``."""
         now = time.time()
         job = Job(id=job_id or new_job_id(), kind=kind, user=user, source=source,
                   source_sha256=source_sha256, state="queued", params=dict(params or {}),
@@ -164,6 +188,15 @@ class Ledger:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if same is not None:
+                rows = conn.execute(
+                    "SELECT * FROM jobs WHERE user = ? AND source = ? AND source_sha256 = ? AND kind = ?"
+                    " AND state IN ('queued','running','waiting') ORDER BY created_at DESC",
+                    (user, source, source_sha256, kind)).fetchall()
+                found = next((j for j in map(_row_to_job, rows) if same(j)), None)
+                if found is not None:
+                    conn.execute("COMMIT")
+                    return found, False
             conn.execute(
                 "INSERT INTO jobs(id, kind, user, source, source_sha256, state, attempts, params,"
                 " parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
@@ -176,7 +209,7 @@ class Ledger:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return job
+        return job, True
 
     def transition(self, job_id: str, frm: str, to: str, *, note: str | None = None,
                    **fields: Any) -> bool:
@@ -267,9 +300,46 @@ class Ledger:
             (user, source)).fetchall()
         return [_row_to_job(r) for r in rows]
 
+    def latest_for_source(self, user: str, source: str, state: str | None = None) -> Job | None:
+        """The newest job made from one source path (optionally: in ``state``), or ``None``."""
+        sql, args = "SELECT * FROM jobs WHERE user = ? AND source = ?", [user, source]
+        if state:
+            sql += " AND state = ?"
+            args.append(state)
+        row = self._conn().execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT 1", args).fetchone()
+        return _row_to_job(row) if row else None
+
+    def children(self, job_id: str) -> list[Job]:
+        rows = self._conn().execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY created_at", (job_id,))
+        return [_row_to_job(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {r["state"]: r["n"] for r in rows}
+
+    # -- aggregates for monitoring (astrowatch api's /metrics) --------------------------------
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        rows = self._conn().execute("SELECT state, kind, COUNT(*) AS n FROM jobs GROUP BY state, kind")
+        return {(r["state"], r["kind"]): r["n"] for r in rows}
+
+    def failure_causes(self) -> dict[str | None, int]:
+        """Failed jobs by the note of their ``-> failing`` move (the exception class)."""
+        rows = self._conn().execute(
+            "SELECT h.note AS cause, COUNT(*) AS n FROM history h JOIN jobs j ON j.id = h.job_id"
+            " WHERE h.to_state = 'failing' AND j.state IN ('failing', 'failed') GROUP BY h.note")
+        return {r["cause"]: r["n"] for r in rows}
+
+    def generation_seconds(self) -> list[tuple[str | None, float]]:
+        """``(backend, seconds)`` of every result produced: claim (``running``) to ``publishing``."""
+        rows = self._conn().execute(
+            "SELECT json_extract(j.result, '$.backend') AS backend, p.at - (SELECT MAX(r.at) FROM history r"
+            " WHERE r.job_id = p.job_id AND r.to_state = 'running' AND r.rowid < p.rowid) AS seconds"
+            " FROM history p JOIN jobs j ON j.id = p.job_id WHERE p.to_state = 'publishing'")
+        return [(r["backend"], r["seconds"]) for r in rows if r["seconds"] is not None]
+
+    def last_entered(self, state: str) -> float | None:
+        row = self._conn().execute("SELECT MAX(at) AS at FROM history WHERE to_state = ?", (state,)).fetchone()
+        return row["at"] if row else None
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM history WHERE job_id = ? ORDER BY rowid", (job_id,))

@@ -250,11 +250,12 @@ class Worker(threading.Thread):
             log.warning("attempt failed; will retry", error=str(exc), attempt=job.attempts, retry_in_s=delay)
             return
         reason = str(exc) if not exc.retryable else f"{exc} (after {job.attempts} attempts)"
-        self.fail(job, reason)
+        self.fail(job, reason, cause=type(exc).__name__)
         self._log_generation(job, "failed", duration, error=reason)
 
-    def fail(self, job: Job, reason: str) -> None:
-        if self.ledger.transition(job.id, "running", "failing", error=reason):
+    def fail(self, job: Job, reason: str, cause: str | None = None) -> None:
+        """``cause``: the exception class, kept as the history note (failures by reason class)."""
+        if self.ledger.transition(job.id, "running", "failing", error=reason, note=cause):
             finish_failed(self.ledger, self.layout, self.ledger.get(job.id))
 
     def _record_stats(self, seconds: float) -> None:
