@@ -96,3 +96,60 @@ def test_seen_table(ledger):
     ledger.seen_put("a", size=3, mtime_ns=4, sha256="h2", job_id="j")
     row = ledger.seen_get("a")
     assert (row["size"], row["mtime_ns"], row["job_id"]) == (3, 4, "j")
+
+
+# -- astrowatch api: a read-only reader next to the daemon, one job for parallel identical requests --
+def _request_same_job(path: str, barrier, out) -> None:  # noqa: ANN001 — runs in a child process
+    ledger = Ledger(path)
+    barrier.wait()
+    job, created = ledger.create_unless_pending(
+        kind="astro", user="gaby", source="Utilisateurs/gaby/theme_gaby.json", source_sha256="s1",
+        params={"backend": "fake"}, same=lambda j: j.params == {"backend": "fake"})
+    out.put((job.id, created))
+
+
+def test_create_unless_pending_makes_one_job_across_processes(tmp_path):
+    import multiprocessing
+
+    path = str(tmp_path / "ledger.sqlite3")
+    Ledger(path)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_request_same_job, args=(path, barrier, out)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert Ledger(path).counts() == {"queued": 1}
+
+
+def test_create_unless_pending_makes_a_new_job_once_the_old_one_ran(ledger):
+    same = lambda j: j.params == {"seed": 1}  # noqa: E731
+    kwargs = dict(kind="astro", user="gaby", source="Utilisateurs/gaby/theme_gaby.json", source_sha256="s1",
+                  params={"seed": 1}, same=same)
+    first, created = ledger.create_unless_pending(**kwargs)
+    assert created and ledger.create_unless_pending(**kwargs) == (first, False)
+    other = {**kwargs, "params": {"seed": 2}, "same": lambda j: j.params == {"seed": 2}}
+    assert ledger.create_unless_pending(**other)[1]  # other params: another job
+    ledger.claim_next()
+    ledger.transition(first.id, "running", "publishing")
+    second, created = ledger.create_unless_pending(**kwargs)
+    assert created and second.id != first.id
+
+
+def test_readonly_ledger_reads_while_refusing_writes(tmp_path):
+    import sqlite3
+
+    with pytest.raises(NotFound):
+        Ledger(tmp_path / "missing.sqlite3", readonly=True)
+    writer = Ledger(tmp_path / "l.sqlite3")
+    job = _job(writer)
+    reader = Ledger(tmp_path / "l.sqlite3", readonly=True)
+    assert reader.get(job.id).state == "queued"
+    writer.transition(job.id, "queued", "running")
+    assert reader.get(job.id).state == "running"  # sees the daemon's commits (WAL)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.transition(job.id, "running", "queued")
