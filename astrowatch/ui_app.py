@@ -7,14 +7,15 @@ files exactly as a reviewer would; the daemon acts on them (at its next start if
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from astrowatch.commands.status import _daemon
-from astrowatch.commands.ui import (InboxItem, chart_wheel, decide, inbox_items, original_path, parse_params,
-                                    save_caption, waiting_for)
+from astrowatch.commands.ui import (LOGIN_ENV, InboxItem, chart_wheel, decide, inbox_items, original_path,
+                                    parse_params, save_caption, waiting_for)
 from astrowatch.config import find_config, load_config
 from astrowatch.errors import AstrowatchError
 from astrowatch.layout import Layout
@@ -144,6 +145,23 @@ def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
                                                 for k, v in learned.items() if isinstance(v, dict)))
 
 
+def _login(config: Any) -> None:
+    """Beyond loopback (``astrowatch ui --host``), nothing is shown before the API token is given."""
+    if os.environ.get(LOGIN_ENV) != "1" or st.session_state.get("signed_in"):
+        return
+    from astrowatch.api.auth import load_token, token_matches
+
+    token = load_token(config)
+    st.title("astrowatch review")
+    given = st.text_input("Access token (the API token)", type="password", key="login-token")
+    if st.button("Sign in", key="login"):
+        if token is not None and token_matches(given.strip(), token):
+            st.session_state["signed_in"] = True
+            st.rerun()
+        st.error("wrong token")
+    st.stop()
+
+
 def page() -> None:
     st.set_page_config(page_title="astrowatch review", page_icon=":sparkles:", layout="wide")
     try:
@@ -151,6 +169,7 @@ def page() -> None:
     except AstrowatchError as exc:
         st.error(f"astrowatch: {exc}")
         st.stop()
+    _login(config)
     items = inbox_items(layout, ledger)
     user = _sidebar(config, layout, items)
     st.title("Review")

@@ -153,6 +153,21 @@ def waiting_for(job: Job) -> str:
     return f"{minutes} min ago" if minutes < 120 else f"{minutes // 60} h ago"
 
 
+LOGIN_ENV = "ASTROWATCH_UI_LOGIN"  # set for the page: ask for the API token before showing anything
+
+
+def login_required(config: Config, host: str) -> bool:
+    """Beyond loopback the page asks for the API token (a login form): refuse to start without
+    one (exit 78).  On loopback nothing changes."""
+    from ..api.auth import is_loopback, load_token, require_token_off_loopback
+
+    token = load_token(config)
+    require_token_off_loopback(host, token, "astrowatch ui")
+    required = not is_loopback(host)
+    os.environ[LOGIN_ENV] = "1" if required else "0"
+    return required
+
+
 def main(args) -> int:  # noqa: ANN001
     import importlib.util
 
@@ -169,6 +184,7 @@ def main(args) -> int:  # noqa: ANN001
     except NotFound:
         pass  # the page says so until the daemon has run once
     os.environ[CONFIG_ENV] = str(config.source)
+    login_required(config, args.host)
     argv = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", args.host,
             "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--global.developmentMode", "false",
