@@ -7,6 +7,7 @@ histogram are cumulative because jobs and their history are never deleted.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterator
@@ -32,6 +33,9 @@ class LedgerCollector:
 
     def __init__(self, service: Service) -> None:
         self.service = service
+        self._lock = threading.Lock()
+        self._seen = 0  # last history row added to the histogram (it only grows: add increments)
+        self._hist: dict[str, list[float]] = {}  # backend -> [count per bucket..., +Inf count, sum]
 
     def describe(self) -> list[Any]:
         return []  # no collect() at registration time (the ledger may not exist yet)
@@ -72,7 +76,7 @@ class LedgerCollector:
                 jobs.add_metric([state, kind], counts.get((state, kind), 0))
         yield jobs
         inbox = gauge("astrowatch_inbox_results", "results waiting for review, per user", labels=["user"])
-        for user, n in sorted(Counter(j.user for j in ledger.by_state("inbox")).items()):
+        for user, n in sorted(ledger.counts_by_user("inbox").items()):
             inbox.add_metric([user], n)
         yield inbox
 
@@ -89,14 +93,20 @@ class LedgerCollector:
     def _seconds(self, ledger: Any) -> Any:
         from prometheus_client.core import HistogramMetricFamily
 
-        per_backend: dict[str, list[float]] = {}
-        for backend, seconds in ledger.generation_seconds():
-            per_backend.setdefault(backend or "?", []).append(seconds)
+        with self._lock:
+            rows, self._seen = ledger.generation_seconds(after=self._seen)
+            for backend, seconds in rows:
+                acc = self._hist.setdefault(backend or "?", [0.0] * (len(BUCKETS) + 2))
+                for i, bound in enumerate(BUCKETS):
+                    acc[i] += seconds <= bound
+                acc[-2] += 1
+                acc[-1] += seconds
+            snapshot = {backend: list(acc) for backend, acc in self._hist.items()}
         hist = HistogramMetricFamily("astrowatch_image_seconds", "seconds per result (claim to publish), per backend",
                                      labels=["backend"])
-        for backend, values in sorted(per_backend.items()):
-            buckets = [(_le(b), sum(v <= b for v in values)) for b in BUCKETS] + [("+Inf", len(values))]
-            hist.add_metric([backend], buckets, sum(values))
+        for backend, acc in sorted(snapshot.items()):
+            buckets = [(_le(b), acc[i]) for i, b in enumerate(BUCKETS)] + [("+Inf", acc[-2])]
+            hist.add_metric([backend], buckets, acc[-1])
         return hist
 
 
