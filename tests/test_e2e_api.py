@@ -267,10 +267,17 @@ def test_fifty_parallel_identical_posts_make_one_job(stack) -> None:
 
 
 def _quiet(stack: SimpleNamespace) -> dict[str, Any] | None:
+    """``status --json`` once nothing is in flight and the daemon's state file (its worker stats,
+    rewritten every 2 s) is newer than the ledger's last change."""
+    import sqlite3
+    from contextlib import closing
+
     status = json.loads(run_cli("status", "--json", config=stack.config).stdout)
     busy = {"queued", "running", "publishing", "deciding", "failing"} & set(status["counts"])
     moving = any(p.is_file() for d in ("approved", "rejected", "redo") for p in (stack.data / d).rglob("*"))
-    return None if busy or moving else status
+    with closing(sqlite3.connect(stack.data / "state" / "ledger.sqlite3")) as db:
+        last_change = db.execute("SELECT MAX(at) FROM history").fetchone()[0]
+    return None if busy or moving or status["daemon"]["updated_at"] <= last_change else status
 
 
 def test_metrics_parse_and_match_status_json(stack) -> None:

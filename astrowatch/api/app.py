@@ -11,7 +11,7 @@ import time
 from typing import Any, Literal
 
 import structlog
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -158,7 +158,6 @@ class Guard:
 
 def create_app(config: Config, token: str | None) -> FastAPI:
     service = Service(config)
-    collector = LedgerCollector(service)
 
     def authorized(request: Request) -> None:
         if token is not None and not token_matches(bearer(request.headers.get("authorization")), token):
@@ -170,64 +169,79 @@ def create_app(config: Config, token: str | None) -> FastAPI:
                   responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
     app.add_middleware(Guard)
     _errors(app)
-    api = [Depends(authorized)]
+    app.include_router(_reads(service), dependencies=[Depends(authorized)])
+    app.include_router(_writes(service, config), dependencies=[Depends(authorized)])
+    app.include_router(_operations(service))  # no token: load balancers and Prometheus
+    return app
 
-    @app.get("/api/astro-image/{user}", response_model=AstroImage, dependencies=api)
+
+def _reads(service: Service) -> APIRouter:
+    router = APIRouter(prefix="/api")
+
+    @router.get("/astro-image/{user}", response_model=AstroImage)
     def astro_image(user: str) -> dict[str, Any]:
         return service.astro_image(user)
 
-    @app.get("/api/astro-image/{user}/image.png", dependencies=api, response_class=Response)
+    @router.get("/astro-image/{user}/image.png", response_class=Response)
     def delivered(user: str, request: Request) -> Response:
         return _png(service.delivered_image(user), request)
 
-    @app.post("/api/astro-image/{user}", status_code=202, response_model=Accepted, dependencies=api,
-              response_model_exclude_none=True,
-              responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+    @router.get("/jobs/{job_id}", response_model=JobOut)
+    def job(job_id: str) -> dict[str, Any]:
+        return service.job_view(job_id)
+
+    @router.get("/jobs/{job_id}/image.png", response_class=Response)
+    def pending(job_id: str, request: Request) -> Response:
+        return _png(service.pending_image(job_id), request)
+
+    @router.get("/inbox", response_model=list[InboxOut])
+    def inbox(user: str | None = None) -> list[dict[str, Any]]:
+        return service.inbox(user)
+
+    return router
+
+
+def _writes(service: Service, config: Config) -> APIRouter:
+    router = APIRouter(prefix="/api", responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+    accepted = {"status_code": 202, "response_model": Accepted, "response_model_exclude_none": True}
+
+    @router.post("/astro-image/{user}", **accepted)
     def generate(user: str, request: Request, backend: str | None = Query(None, description=", ".join(GENERATION_BACKENDS)),
                  body: GenerationBody | None = Body(None)) -> dict[str, Any]:
         return service.request_generation(user, _overrides(config, request, backend, body))[0]
 
-    @app.get("/api/jobs/{job_id}", response_model=JobOut, dependencies=api)
-    def job(job_id: str) -> dict[str, Any]:
-        return service.job_view(job_id)
-
-    @app.get("/api/jobs/{job_id}/image.png", dependencies=api, response_class=Response)
-    def pending(job_id: str, request: Request) -> Response:
-        return _png(service.pending_image(job_id), request)
-
-    @app.get("/api/inbox", response_model=list[InboxOut], dependencies=api)
-    def inbox(user: str | None = None) -> list[dict[str, Any]]:
-        return service.inbox(user)
-
-    def _decision(decision: Literal["approve", "reject"]) -> Any:
+    def decision(name: Literal["approve", "reject"]) -> Any:
         def decide(job_id: str, body: DecisionBody | None = Body(None)) -> dict[str, Any]:
-            return service.decide(job_id, decision, caption=body.caption if body else None)
+            return service.decide(job_id, name, caption=body.caption if body else None)
         return decide
 
     for name in ("approve", "reject"):
-        app.post(f"/api/jobs/{{job_id}}/{name}", status_code=202, response_model=Accepted, dependencies=api,
-                 response_model_exclude_none=True,
-                 name=name, responses={409: {"model": ErrorOut}})(_decision(name))
+        router.post(f"/jobs/{{job_id}}/{name}", name=name, **accepted)(decision(name))
 
-    @app.post("/api/jobs/{job_id}/redo", status_code=202, response_model=Accepted, dependencies=api,
-              response_model_exclude_none=True,
-              responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+    @router.post("/jobs/{job_id}/redo", **accepted)
     def redo(job_id: str, body: RedoBody | None = Body(None)) -> dict[str, Any]:
         body = body or RedoBody()
         _check_redo_params(service, job_id, body.params)
         return service.decide(job_id, "redo", caption=body.caption, params=body.params)
 
-    @app.get("/healthz", responses={503: {"description": "unhealthy, with the reasons"}})
+    return router
+
+
+def _operations(service: Service) -> APIRouter:
+    router = APIRouter()
+    collector = LedgerCollector(service)
+
+    @router.get("/healthz", responses={503: {"description": "unhealthy, with the reasons"}})
     def healthz() -> JSONResponse:
         ok, info = service.health()
         return JSONResponse(info, status_code=200 if ok else 503)
 
-    @app.get("/metrics", response_class=Response)
+    @router.get("/metrics", response_class=Response)
     def metrics() -> Response:
         body, content_type = render(collector)
         return Response(body, media_type=content_type)
 
-    return app
+    return router
 
 
 def _overrides(config: Config, request: Request, backend: str | None, body: GenerationBody | None) -> dict[str, Any]:
