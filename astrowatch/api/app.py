@@ -24,6 +24,7 @@ from .service import ApiError, Service
 
 log = structlog.get_logger("astrowatch.api")
 MAX_BODY = 64 * 1024
+QUIET_PATHS = frozenset({"/healthz", "/metrics"})
 GENERATION_BACKENDS = tuple(b for b in ASTRO_BACKENDS if b != "auto")
 REDO_BACKENDS = {"astro": GENERATION_BACKENDS, "enhance": tuple(b for b in ENHANCE_BACKENDS if b != "auto")}
 
@@ -128,8 +129,9 @@ class Guard:
             else:
                 await self.app(scope, replay, send_logged)
         finally:
-            log.info("request", method=scope["method"], path=scope["path"], status=status[0],
-                     ms=round((time.perf_counter() - t0) * 1000, 2))
+            emit = log.debug if scope["path"] in QUIET_PATHS else log.info  # scrapes and probes: debug
+            emit("request", method=scope["method"], path=scope["path"], status=status[0],
+                 ms=round((time.perf_counter() - t0) * 1000, 2))
 
     @staticmethod
     async def _read_body(scope: dict, receive: Any) -> Any:
