@@ -329,13 +329,17 @@ def test_the_token_never_leaks(stack) -> None:
             assert TOKEN.encode() not in data and wrong.encode() not in data, path
 
 
-def test_healthz_is_503_when_the_daemon_is_stopped(stack) -> None:
+def test_healthz_is_503_while_the_daemon_is_stopped_and_decisions_wait_for_it(stack) -> None:
+    job = _in_inbox(stack, "pia")["job_id"]
     assert requests.get(stack.api.base + "/healthz", timeout=10).json()["status"] == "ok"
     assert stack.daemon.stop() == 0
     resp = requests.get(stack.api.base + "/healthz", timeout=10)
     assert resp.status_code == 503 and "not running" in resp.json()["reasons"][0]
     assert "astrowatch_daemon_up 0.0" in requests.get(stack.api.base + "/metrics", timeout=10).text
-    assert stack.api.get("/api/astro-image/lina").json()["state"] == "delivered"  # reads need no daemon
+    assert stack.api.post(f"/api/jobs/{job}/approve").status_code == 202  # the file moves; nobody acts yet
+    pending = stack.api.get("/api/astro-image/pia").json()
+    assert pending["state"] == "inbox" and pending["pending"] is None and pending["image"] is None
     stack.daemon.close()
     stack.daemon = DaemonProcess(stack.config).start()
+    assert wait_state(stack.api, "/api/astro-image/pia", {"delivered"})["image"] == "/api/astro-image/pia/image.png"
     wait_until(lambda: requests.get(stack.api.base + "/healthz", timeout=10).status_code == 200, 20)

@@ -111,7 +111,7 @@ class Service:
         return {
             "user": user, "state": job.state if job else "none",
             "image": f"/api/astro-image/{quote(user, safe='')}/image.png" if self.delivered(user) else None,
-            "pending": f"/api/jobs/{pending.id}/image.png" if pending else None,
+            "pending": f"/api/jobs/{pending.id}/image.png" if pending and self.inbox_image(pending) else None,
             "job_id": job.id if job else None, "prompt": self._prompt(job) if job else None,
             "backend": self.backend_of(job) if job else None,
             "error": job.error if job and job.state in ERROR_STATES else None,
