@@ -125,17 +125,10 @@ def _row_to_job(row: sqlite3.Row) -> Job:
 class Ledger:
     """SQLite job ledger.  Thread-safe: one connection per thread."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        """``readonly``: open an existing ledger for reading only (another process, e.g. the API,
-        next to the daemon; WAL lets readers run while the daemon writes)."""
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.readonly = readonly
-        self._local = threading.local()
-        if readonly:
-            if not self.path.is_file():
-                raise NotFound(f"no ledger at {self.path}: the daemon has never run on this data folder")
-            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         conn = self._conn()
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
@@ -143,12 +136,6 @@ class Ledger:
     # -- connections ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is None and self.readonly:
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
-                                   isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.row_factory = sqlite3.Row

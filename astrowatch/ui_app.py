@@ -145,14 +145,17 @@ def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
                                                 for k, v in learned.items() if isinstance(v, dict)))
 
 
-def _login(config: Any) -> None:
+def _login() -> None:
     """Beyond loopback (``astrowatch ui --host``), nothing is shown before the API token is given."""
     if os.environ.get(LOGIN_ENV) != "1" or st.session_state.get("signed_in"):
         return
     from astrowatch.api.auth import load_token, token_matches
 
-    token = load_token(config)
     st.title("astrowatch review")
+    try:
+        token = load_token(load_config(find_config(None)))
+    except AstrowatchError:
+        token = None  # the page below says what is wrong with the config, once signed in
     given = st.text_input("Access token (the API token)", type="password", key="login-token")
     if st.button("Sign in", key="login"):
         if token is not None and token_matches(given.strip(), token):
@@ -164,12 +167,12 @@ def _login(config: Any) -> None:
 
 def page() -> None:
     st.set_page_config(page_title="astrowatch review", page_icon=":sparkles:", layout="wide")
+    _login()
     try:
         config, layout, ledger = _load()
     except AstrowatchError as exc:
         st.error(f"astrowatch: {exc}")
         st.stop()
-    _login(config)
     items = inbox_items(layout, ledger)
     user = _sidebar(config, layout, items)
     st.title("Review")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,9 @@ from .files import sha256_file
 from .jsonlog import append_jsonl
 from .layout import Layout
 from .ledger import Job, Ledger
+from .pipeline.delivery import copy_snapshot
 from .pipeline.publish import publish, result_stem, write_failed, write_outputs
-from .pipeline.steps import JobContext, backend_for, run_astro, run_enhance
+from .pipeline.steps import SNAPSHOT_FROM, JobContext, backend_for, run_astro, run_enhance
 
 log = structlog.get_logger("astrowatch.worker")
 
@@ -194,6 +196,8 @@ class Worker(threading.Thread):
     def _produce_and_publish(self, job: Job, t0: float) -> None:
         ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel)
         log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
+        if job.kind == "astro" and job.params.get(SNAPSHOT_FROM):  # made by astrowatch api: that job's theme
+            copy_snapshot(self.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job)
         if job.kind == "astro":
             outcome = run_astro(job, ctx, self.defaults["astro"])
         else:

@@ -98,7 +98,10 @@ def test_the_review_page_asks_for_the_token_beyond_loopback(tmp_path, monkeypatc
 
     from astrowatch.commands.ui import LOGIN_ENV, login_required
 
+    from astrowatch.ledger import Ledger
+
     config_path = write_config(tmp_path)
+    Ledger(tmp_path / "data" / "state" / "ledger.sqlite3").close()  # as if the daemon had run once
     monkeypatch.setenv(LOGIN_ENV, "0")  # so that monkeypatch restores (unsets) what login_required sets
     monkeypatch.setenv("ASTROWATCH_CONFIG", str(config_path))
     monkeypatch.setenv(TOKEN_ENV, GOOD)

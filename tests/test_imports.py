@@ -19,8 +19,9 @@ OPTIONAL = {
              "astrowatch.fusion.tokens", "astrowatch.fusion.clipwords"),
     "ui": ("astrowatch.ui_app", "astrowatch.commands.ui"),
     "plot": ("astrowatch.commands.stats", "astrowatch.stats"),
+    "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),
 }
-IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml"}  # import name -> distribution name
+IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "prometheus_client": "prometheus-client"}  # import -> distribution
 
 
 def modules() -> dict[str, Path]:

@@ -62,25 +62,34 @@ class Service:
 
     # -- the ledger ---------------------------------------------------------------------------
     def reader(self) -> Ledger:
-        """The ledger opened read-only; 503 while the daemon has never created it."""
-        from ..ledger import Ledger
+        """The ledger opened read-only (:mod:`astrowatch.ledger_readonly`); 503 while the daemon has
+        never created it or it cannot be read."""
+        from ..ledger_readonly import open_for_reading
 
         with self._open_lock:
             if self._reader is None:
                 try:
-                    self._reader = Ledger(self.layout.ledger_path, readonly=True)
+                    self._reader = open_for_reading(self.layout)
                 except NotFound as exc:
-                    raise ApiError(503, str(exc), "start the daemon (astrowatch run) once on this data folder",
+                    raise ApiError(503, exc.message, "start the daemon (astrowatch run) once on this data folder",
                                    {"Retry-After": "5"}) from None
+                except AstrowatchError as exc:
+                    raise ApiError(503, exc.message, exc.hint or "run 'astrowatch doctor'") from None
             return self._reader
 
     def writer(self) -> Ledger:
+        """The ledger opened for writing (new generations only); 503 when this process may not."""
         from ..ledger import Ledger
 
         self.reader()  # same 503 when there is no ledger yet
         with self._open_lock:
             if self._writer is None:
-                self._writer = Ledger(self.layout.ledger_path)
+                try:
+                    self._writer = Ledger(self.layout.ledger_path)
+                except sqlite3.Error as exc:
+                    raise ApiError(503, f"cannot write the ledger: {exc}",
+                                   "run astrowatch api as the daemon's user (as systemd/astrowatch-api.service does)"
+                                   ) from None
             return self._writer
 
     # -- names from URLs: the daemon's own rules ------------------------------------------------
@@ -196,7 +205,7 @@ class Service:
     # -- asking for work ------------------------------------------------------------------------------
     def request_generation(self, name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """A new astro job from the user's current theme with ``overrides`` (backend, seed, style)."""
-        from ..ingest import sha256_file
+        from ..files import sha256_file
         from ..pipeline.steps import SNAPSHOT_FROM
 
         user = self.user(name)

@@ -64,12 +64,6 @@ def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
 
     cfg = ctx.config
     snapshot = theme_snapshot(job, ctx)
-    if not snapshot.exists() and job.params.get(SNAPSHOT_FROM):  # asked for through the API
-        from dataclasses import replace
-
-        from .delivery import copy_snapshot
-
-        copy_snapshot(ctx.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job)
     if not snapshot.exists():
         raise InputError(f"{job.source_name}: the snapshot taken at ingest is missing ({snapshot})")
     chart = parse_chart_bytes(snapshot.read_bytes(), user=job.user, source=job.source_name,
