@@ -2,7 +2,8 @@
 
 A data folder with ``--jobs`` astro jobs over ``--users`` users (the newest job of each user in
 the inbox or delivered, with its sidecar and, when delivered, ``theme_<user>.png``; the older
-ones decided), then the real ``astrowatch api`` process (uvicorn, one worker) on a loopback port:
+ones decided), the real daemon (idle, as in production: its WAL is what the API reads through),
+then the real ``astrowatch api`` process (uvicorn, one worker) on a loopback port:
 
 1. ``--requests`` sequential GETs for random users on one keep-alive connection: latency
    percentiles as the client sees them, and as the server logs them (its request line's ``ms``);
@@ -72,12 +73,15 @@ def fill(data: Path, jobs: int, users: int) -> list[str]:
     return names
 
 
-def start_api(folder: Path, port: int) -> tuple[subprocess.Popen, Path]:
+def start_api(folder: Path, port: int) -> tuple[subprocess.Popen, Path, Any]:
+    """The daemon (idle: every job is decided or in the inbox), then the API next to it."""
     import os
 
     import requests
 
-    config = harness.write_config(folder, api={"port": port}, log={"level": "info", "format": "json"})
+    config = harness.write_config(folder, api={"port": port}, astro={"backend": "fake"},
+                                  log={"level": "info", "format": "json"})
+    daemon = harness.DaemonProcess(config).start()
     log_path = folder / "api.log"
     env = {**os.environ, "ASTROWATCH_API_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "astrowatch", "api", "-c", str(config)], env=env,
@@ -91,7 +95,7 @@ def start_api(folder: Path, port: int) -> tuple[subprocess.Popen, Path]:
             return False
 
     harness.wait_until(up, 60, interval=0.1, what="astrowatch api")
-    return proc, log_path
+    return proc, log_path, daemon
 
 
 def sequential(base: str, names: list[str], n: int) -> list[float]:
@@ -157,7 +161,7 @@ def main() -> int:
         names = fill(folder / "data", args.jobs, args.users)
         log(f"ledger filled: {args.jobs} jobs, {args.users} users in {time.monotonic() - t0:.1f} s")
         port = harness_port()
-        proc, log_path = start_api(folder, port)
+        proc, log_path, daemon = start_api(folder, port)
         base = f"http://127.0.0.1:{port}"
         try:
             load_before = loadavg()
@@ -173,6 +177,8 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(15)
+            daemon.stop()
+            daemon.close()
     result = summarize(args, seq, server[: args.requests], rps, metrics, load_before, load_after)
     log(json.dumps(result["figures"], indent=2))
     save("api", result)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import ASTRO_BACKENDS, ENHANCE_BACKENDS, Config
+from ..errors import AstrowatchError
 from .auth import bearer, token_matches
 from .metrics import LedgerCollector, render
 from .service import ApiError, Service
@@ -308,6 +309,10 @@ def _errors(app: FastAPI) -> None:
         if first["type"] in ("json_invalid", "model_attributes_type", "dict_type"):
             return error_response(422, "the body is not a JSON object", "send a JSON object, or no body")
         return error_response(422, f"{where}: {first['msg']}", "valid keys: " + _valid_keys(request.url.path))
+
+    @app.exception_handler(AstrowatchError)
+    async def unavailable(_request: Request, exc: AstrowatchError) -> JSONResponse:
+        return error_response(503, exc.message, exc.hint or "run 'astrowatch doctor'", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def crashed(_request: Request, exc: Exception) -> JSONResponse:

@@ -271,7 +271,7 @@ class Service:
         except ApiError as exc:
             ledger_ok = False
             reasons.append(exc.error)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, AstrowatchError) as exc:
             ledger_ok = False
             reasons.append(f"the ledger is not readable: {exc}")
         daemon = _daemon(self.layout)
