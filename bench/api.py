@@ -141,7 +141,8 @@ def server_ms(log_path: Path, path_prefix: str) -> list[float]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if rec.get("event") == "request" and rec.get("path", "").startswith(path_prefix) and rec["path"].count("/") == 3:
+        path = rec.get("path", "")
+        if rec.get("event") == "request" and path.startswith(path_prefix) and path.count("/") == 3:
             values.append(rec["ms"])
     return values
 

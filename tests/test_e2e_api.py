@@ -143,7 +143,8 @@ def test_approve_reject_and_redo_through_the_api(stack) -> None:
 
     assert api.post(f"/api/jobs/{child['job_id']}/approve").status_code == 202
     wait_state(api, f"/api/jobs/{child['job_id']}", {"delivered"})
-    log = [(r["decision"], r["via"], r["overrides"]) for j in (first, second, child["job_id"]) for r in _decisions(stack, j)]
+    log = [(r["decision"], r["via"], r["overrides"])
+           for j in (first, second, child["job_id"]) for r in _decisions(stack, j)]
     assert log == [("reject", "api", None), ("redo", "api", {"seed": 7}), ("approve", "api", None)]
     assert (stack.data / "archive" / "rey" / second / f"theme_rey.{second}.txt").read_text() == "a lion at dusk\n"
 
@@ -168,6 +169,9 @@ def test_401_without_the_right_bearer_token(stack) -> None:
     _error(requests.get(base + f"/api/inbox?token={TOKEN}", timeout=10), 401)
     assert requests.get(base + "/healthz", timeout=10).status_code == 200  # no token needed
     assert requests.get(base + "/metrics", timeout=10).status_code == 200
+    paths = requests.get(base + "/openapi.json", timeout=10).json()["paths"]  # for the upstream developers
+    assert {"/api/astro-image/{user}", "/api/astro-image/{user}/image.png", "/api/jobs/{job_id}", "/api/inbox",
+            "/api/jobs/{job_id}/approve", "/api/jobs/{job_id}/reject", "/api/jobs/{job_id}/redo"} <= set(paths)
 
 
 def test_404_409_413_422_are_json_with_a_hint(stack) -> None:
@@ -263,7 +267,8 @@ def test_fifty_parallel_identical_posts_make_one_job(stack) -> None:
     assert job["backend"] == "sdapi" and job["error"]
     again = stack.api.post("/api/astro-image/zed?backend=sdapi").json()  # still pending: the same job
     assert again["job_id"] == job["job_id"] and again["created"] is False
-    assert Counter(r["user"] for r in json.loads(run_cli("status", "--json", config=stack.config).stdout)["waiting"])["zed"] == 1
+    waiting = json.loads(run_cli("status", "--json", config=stack.config).stdout)["waiting"]
+    assert Counter(r["user"] for r in waiting)["zed"] == 1
 
 
 def _quiet(stack: SimpleNamespace) -> dict[str, Any] | None:
@@ -304,7 +309,8 @@ def test_metrics_parse_and_match_status_json(stack) -> None:
     for labels, value in samples("astrowatch_jobs"):
         jobs[labels["state"]] += int(value)
     assert {s: n for s, n in jobs.items() if n} == status["counts"]
-    assert {lb["user"]: v for lb, v in samples("astrowatch_inbox_results")} == Counter(i["user"] for i in status["inbox"])
+    inbox = {lb["user"]: v for lb, v in samples("astrowatch_inbox_results")}
+    assert inbox == Counter(i["user"] for i in status["inbox"])
     waiting = {lb["backend"]: v for lb, v in samples("astrowatch_waiting_jobs")}
     assert sum(waiting.values()) == len(status["waiting"]) >= 1 and waiting["sdapi"] >= 1
     assert samples("astrowatch_waiting_oldest_seconds")[0][1] > 0

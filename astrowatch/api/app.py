@@ -209,7 +209,8 @@ def _writes(service: Service, config: Config) -> APIRouter:
     accepted = {"status_code": 202, "response_model": Accepted, "response_model_exclude_none": True}
 
     @router.post("/astro-image/{user}", **accepted)
-    def generate(user: str, request: Request, backend: str | None = Query(None, description=", ".join(GENERATION_BACKENDS)),
+    def generate(user: str, request: Request,
+                 backend: str | None = Query(None, description=", ".join(GENERATION_BACKENDS)),
                  body: GenerationBody | None = Body(None)) -> dict[str, Any]:
         return service.request_generation(user, _overrides(config, request, backend, body))[0]
 
@@ -252,7 +253,8 @@ def _overrides(config: Config, request: Request, backend: str | None, body: Gene
 
     unknown = sorted(set(request.query_params) - {"backend"})
     if unknown:
-        raise ApiError(422, f"unknown query parameter {unknown[0]!r}", "valid: backend (query); seed, style (JSON body)")
+        raise ApiError(422, f"unknown query parameter {unknown[0]!r}",
+                       "valid: backend (query); seed, style (JSON body)")
     overrides: dict[str, Any] = {}
     if backend is not None:
         if backend not in GENERATION_BACKENDS:
@@ -271,7 +273,8 @@ def _overrides(config: Config, request: Request, backend: str | None, body: Gene
 def _check_redo_params(service: Service, job_id: str, params: dict[str, Any]) -> None:
     for key in params:
         if not key or key.startswith("_") or len(key) > 100:
-            raise ApiError(422, f"parameter name {key[:100]!r} is not allowed", "names like steps, cfg_scale, seed, backend")
+            raise ApiError(422, f"parameter name {key[:100]!r} is not allowed",
+                           "names like steps, cfg_scale, seed, backend")
     if "backend" in params:
         kind = service.job(job_id).kind
         if params["backend"] not in REDO_BACKENDS[kind]:

@@ -257,7 +257,8 @@ class Service:
             except (AstrowatchError, OSError) as exc:
                 if item.sidecar_path.exists():  # not moved: leave no stale mark for a later move by hand
                     atomic_write_json(item.sidecar_path, sidecar)
-                raise ApiError(409, f"could not move {image.name}: {exc}", "it was probably decided meanwhile") from None
+                raise ApiError(409, f"could not move {image.name}: {exc}",
+                               "it was probably decided meanwhile") from None
         return {"job_id": job.id, "decision": decision, "state": job.state, "status_url": f"/api/jobs/{job.id}"}
 
     # -- health --------------------------------------------------------------------------------------
