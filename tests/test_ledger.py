@@ -99,30 +99,34 @@ def test_seen_table(ledger):
 
 
 # -- astrowatch api: one job for parallel identical requests, from any number of processes ----------
-def _request_same_job(path: str, barrier, out) -> None:  # noqa: ANN001 — runs in a child process
-    ledger = Ledger(path)
-    barrier.wait()
-    job, created = ledger.create_unless_pending(
-        kind="astro", user="gaby", source="Utilisateurs/gaby/theme_gaby.json", source_sha256="s1",
-        params={"backend": "fake"}, same=lambda j: j.params == {"backend": "fake"})
-    out.put((job.id, created))
+REQUEST_SAME_JOB = """
+import os, sys, time
+from astrowatch.ledger import Ledger
+ledger = Ledger(sys.argv[1])
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):  # start together
+    time.sleep(0.001)
+job, created = ledger.create_unless_pending(
+    kind="astro", user="gaby", source="Utilisateurs/gaby/theme_gaby.json", source_sha256="s1",
+    params={"backend": "fake"}, same=lambda j: j.params == {"backend": "fake"})
+print(job.id, int(created))
+"""
 
 
 def test_create_unless_pending_makes_one_job_across_processes(tmp_path):
-    import multiprocessing
+    import subprocess
+    import sys
 
-    path = str(tmp_path / "ledger.sqlite3")
+    path, go = tmp_path / "ledger.sqlite3", tmp_path / "go"
     Ledger(path)
-    ctx = multiprocessing.get_context("spawn")
-    barrier, out = ctx.Barrier(6), ctx.Queue()
-    procs = [ctx.Process(target=_request_same_job, args=(path, barrier, out)) for _ in range(6)]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(30)
+    procs = [subprocess.Popen([sys.executable, "-c", REQUEST_SAME_JOB, str(path), str(go)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(6)]
+    assert [p.stdout.readline() for p in procs] == ["ready\n"] * 6  # all imported, ledger open
+    go.touch()
+    results = [p.communicate(timeout=60)[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6
     assert len({job_id for job_id, _ in results}) == 1
-    assert sum(created for _, created in results) == 1
+    assert sum(int(created) for _, created in results) == 1
     assert Ledger(path).counts() == {"queued": 1}
 
 
