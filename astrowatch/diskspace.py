@@ -26,6 +26,11 @@ def free_mb(path: Path) -> int:
     return int(st.f_bavail * st.f_frsize // 1_000_000)
 
 
+def total_mb(path: Path) -> int:
+    st = os.statvfs(path)
+    return int(st.f_blocks * st.f_frsize // 1_000_000)
+
+
 class DiskGuard:
     def __init__(self, root: Path, min_free_mb: int) -> None:
         self.root = Path(root)
@@ -77,10 +82,17 @@ class DiskGuard:
             if self.full_since is not None:
                 return
             self.full_since = time.time()
-            self._resume_mb = max(self.min_free_mb, 1, 2 * free + 10 if error is not None else 0)
+            self._resume_mb = max(self.min_free_mb, 1, self._more_room(free) if error is not None else 0)
         log.error("disk full: jobs wait and nothing is failed until space is freed under data_dir",
                   free_mb=free, min_free_mb=self.min_free_mb, resume_at_mb=self._resume_mb,
                   data_dir=str(self.root), error=str(error) if error is not None else None)
+
+    def _more_room(self, free: int) -> int:
+        """After a write failed with ``free`` MB left: twice that plus 10 MB, at most half the disk."""
+        try:
+            return min(2 * free + 10, total_mb(self.root) // 2)
+        except OSError:
+            return 0
 
     def status(self) -> dict[str, object]:
         return {"free_mb": self.free_mb(), "min_free_mb": self.min_free_mb, "full": self.full,

@@ -150,7 +150,7 @@ class Worker(threading.Thread):
         if job is None:
             self._sleep(0.5)
         elif self.disk.low():  # limits.min_free_mb: this job would fill the disk; it waits
-            self._until_recorded(lambda: self._disk_wait(job, DiskFull(self.disk.reason())))
+            self._until_recorded(lambda: self._disk_wait(job))
         else:
             self.execute(job)
 
@@ -182,9 +182,10 @@ class Worker(threading.Thread):
             name = backend_for(job.params, self.defaults[job.kind])
             if name not in healthy:
                 healthy[name] = self._healthy(job.kind, name)
-            if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note="backend back"):
+            what = "disk space" if disk_back else "backend"
+            if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note=f"{what} back"):
                 self._waiting_logged.discard(name)
-                log.info("backend is back; job re-queued", job_id=job.id, backend=name)
+                log.info(f"{what} is back; job re-queued", job_id=job.id, backend=name)
 
     def _healthy(self, kind: str, name: str) -> bool:
         try:
@@ -201,6 +202,8 @@ class Worker(threading.Thread):
         try:
             self._produce_and_publish(job, t0)
         except Exception as exc:  # noqa: BLE001 — a bug in a backend must not kill the worker
+            if (full := as_disk_full(exc)) is not None:
+                self.disk.report(full)
             self._until_recorded(lambda: self._on_error(job, exc, t0))
         finally:
             self.current = None
@@ -210,7 +213,7 @@ class Worker(threading.Thread):
         """The job's next state, from the error's class alone."""
         full = as_disk_full(exc)
         if full is not None:  # the machine's fault: checked first, whatever wrapped it
-            self._disk_wait(job, full)
+            self._disk_wait(job)
         elif isinstance(exc, BackendUnavailable):
             self._wait(job, exc)
         elif isinstance(exc, Interrupted):
@@ -299,9 +302,8 @@ class Worker(threading.Thread):
             self._waiting_logged.add(name)
             log.warning("backend unavailable; jobs wait for it", backend=name, reason=str(exc))
 
-    def _disk_wait(self, job: Job, exc: DiskFull) -> None:
+    def _disk_wait(self, job: Job) -> None:
         """The disk is full: the job waits, its attempt not counted, and its partial outputs go."""
-        self.disk.report(exc)
         if self.ledger.get(job.id).state != "running":
             return
         shutil.rmtree(self.layout.work_dir(job.id), ignore_errors=True)
