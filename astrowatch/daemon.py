@@ -77,7 +77,13 @@ class Daemon:
         self.ledger = Ledger(self.layout.ledger_path)
         self.reviewer = Reviewer(self.config, self.layout, self.ledger, wake=self._wake_workers)
         self.ingest = Ingest(self.config, self.layout, self.ledger, self.reviewer, wake=self._wake_workers)
-        recover(self.config, self.layout, self.ledger, self.reviewer)
+        try:
+            recover(self.config, self.layout, self.ledger, self.reviewer)
+        except OSError as exc:  # a full disk: one line and exit code 73 (systemd restarts us), no traceback
+            full = as_disk_full(exc)
+            if full is None:
+                raise
+            raise full from exc
         self.defaults = resolve_backends(self.config)
         self.notifier.extend_timeout(900)  # loading a model can take minutes
         self.workers = [self._new_worker(i, d) for i, d in enumerate(self._devices())]

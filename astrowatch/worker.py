@@ -273,8 +273,8 @@ class Worker(threading.Thread):
             publish(job, self.layout)
             self.ledger.transition(job.id, "publishing", "inbox")
             self._record_stats(run_s)
-        elif state != "inbox":
-            return
+        elif state in ("queued", "waiting", "failing", "failed", "superseded"):
+            return  # not ours to publish (cannot happen while this worker holds the job)
         self._log_generation(job, "ok", run_s, sidecar=sidecar)
         log.info("result in inbox", seconds=round(run_s, 3), backend=record["backend"],
                  image=f"inbox/{job.user}/{sidecar['image']}")
