@@ -26,7 +26,7 @@ import structlog
 from .backends.base import Backend, CancelToken, create_backend
 from .config import Config
 from .diskspace import DiskGuard
-from .errors import AstrowatchError, BackendError, BackendUnavailable, DiskFull, InputError, Interrupted, as_disk_full
+from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted, as_disk_full
 from .ingest import sha256_file
 from .jsonlog import append_jsonl
 from .layout import Layout
@@ -136,8 +136,11 @@ class Worker(threading.Thread):
                 self.beat = time.monotonic()
                 try:
                     self._step()
-                except DiskFull as exc:  # the ledger could not record a claim or a re-queue
-                    self.disk.report(exc)
+                except Exception as exc:  # the ledger could not record a claim or a re-queue
+                    full = as_disk_full(exc)
+                    if full is None:
+                        raise
+                    self.disk.report(full)
                     self._sleep(1.0)
         finally:
             self.pool.close()

@@ -84,7 +84,7 @@ def test_a_disk_filled_mid_run_pauses_jobs_and_loses_nothing(tmp_path, daemon_fa
         ballast.unlink()
         wait_until(lambda: results_by_source(data, "gaby") == {n: 1 for n in guarded}, timeout=30,
                    what="the waiting jobs resumed")
-        assert count(d, "disk full: jobs wait") == 1 and count(d, "disk space is back") == 1
+        assert count(d, "disk full: jobs wait") == 1 and count(d, "disk space is back; waiting jobs resume") == 1
 
         # Episode 2: the disk fills up completely while a job runs (its outputs cannot be written,
         # the ledger cannot record it as waiting), and new inputs arrive that cannot be recorded.
@@ -121,7 +121,7 @@ def test_a_disk_filled_mid_run_pauses_jobs_and_loses_nothing(tmp_path, daemon_fa
         assert failed_files(data) == []
         assert set(states(data).values()) == {"inbox"}
         assert count(d, "disk full: jobs wait") == 2, [e for e in log_events(d) if "disk" in str(e)]
-        assert count(d, "disk space is back") == 2
+        assert count(d, "disk space is back; waiting jobs resume") == 2
         assert count(d, "worker thread died") == 0
         assert "Traceback" not in d.log_path.read_text(errors="replace")
         assert resumed_s < 30
