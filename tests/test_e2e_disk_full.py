@@ -2,7 +2,8 @@
 
 The daemon must stay up (no worker crash loop), fail no input for it, say so once per episode
 (log, systemd STATUS=, ``astrowatch status``) and, once space is freed, put every input's result
-in the inbox exactly once within 30 s — with the periodic rescan off, so nothing waits for it.
+in the inbox exactly once within 30 s, and act on a decision made meanwhile — with the periodic
+rescan off, so nothing waits for it.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def test_a_disk_filled_mid_run_pauses_jobs_and_loses_nothing(tmp_path, daemon_fa
             make_image(user / f"{name}.png", color=(10 * len(name), 90, 30 + len(name)))
         wait_until(lambda: "running" in states(data).values(), what="a job running")
         fill(ballast)
+        approved = next((data / "inbox" / "gaby").glob("guarded0.*.png"))
+        approved.rename(data / "approved" / approved.name)  # a reviewer approves meanwhile (a rename: no space)
         shrink(ballast, 256 * 1024)  # the upstream app squeezes in a theme and photos
         late = [f"late{i}" for i in range(3)]
         for i, name in enumerate(late):
@@ -112,14 +115,16 @@ def test_a_disk_filled_mid_run_pauses_jobs_and_loses_nothing(tmp_path, daemon_fa
         ballast.unlink()
         ballast2.unlink()
         t0 = time.monotonic()
-        expected = {name: 1 for name in guarded + early + late} | {"theme_gaby": 1}
+        expected = {name: 1 for name in guarded[1:] + early + late} | {"theme_gaby": 1}
         wait_until(lambda: results_by_source(data, "gaby") == expected, timeout=30,
                    what=f"every input once in the inbox (now {results_by_source(data, 'gaby')})")
         resumed_s = time.monotonic() - t0
 
         assert d.proc.poll() is None
         assert failed_files(data) == []
-        assert set(states(data).values()) == {"inbox"}
+        wait_until(lambda: (data / "datasets" / "gaby" / "guarded0.png").exists(), what="the approval acted on")
+        assert sorted(states(data).values()) == ["filed"] + ["inbox"] * (len(expected))
+        assert list((data / "approved").iterdir()) == []
         assert count(d, "disk full: jobs wait") == 2, [e for e in log_events(d) if "disk" in str(e)]
         assert count(d, "disk space is back; waiting jobs resume") == 2
         assert count(d, "worker thread died") == 0
