@@ -125,7 +125,8 @@ def test_a_disk_filled_mid_run_pauses_jobs_and_loses_nothing(tmp_path, daemon_fa
         assert d.proc.poll() is None
         assert failed_files(data) == []
         wait_until(lambda: (data / "datasets" / "gaby" / "guarded0.png").exists(), what="the approval acted on")
-        assert sorted(states(data).values()) == ["filed"] + ["inbox"] * (len(expected))
+        wait_until(lambda: sorted(states(data).values()) == ["filed"] + ["inbox"] * len(expected),
+                   what="every job recorded: one filed, the rest in the inbox")
         assert list((data / "approved").iterdir()) == []
         assert count(d, "disk full: jobs wait") == 2, [e for e in log_events(d) if "disk" in str(e)]
         assert count(d, "disk space is back; waiting jobs resume") == 2
