@@ -37,18 +37,25 @@ class DiskGuard:
         self.min_free_mb = min_free_mb
         self.full_since: float | None = None  # time.time() when the current episode started
         self.episodes = 0  # episodes that have ended (workers re-queue waiting jobs when it moves)
-        self._resume_mb = max(min_free_mb, 1)  # free space that ends the current episode
+        self._resume_mb = self.threshold_mb  # free space that ends the current episode
         self._lock = threading.Lock()
 
-    def free_mb(self) -> int:
+    def free_mb(self) -> int | None:
+        """None when it cannot be read (then nothing is held back for it)."""
         try:
             return free_mb(self.root)
         except OSError:
-            return 0
+            return None
 
     def reason(self, free: int | None = None) -> str:
         """The reason waiting jobs carry, and status shows."""
-        return f"disk full: {self.free_mb() if free is None else free} MB free under data_dir"
+        free = self.free_mb() if free is None else free
+        return f"disk full: {'?' if free is None else free} MB free under data_dir"
+
+    @property
+    def threshold_mb(self) -> int:
+        """Below this many MB free no job starts (``limits.min_free_mb``, at least 1)."""
+        return max(self.min_free_mb, 1)
 
     @property
     def full(self) -> bool:
@@ -59,8 +66,8 @@ class DiskGuard:
         space has not come back.  Ends the episode (one log line) when it has."""
         free = self.free_mb()
         with self._lock:
-            need = self._resume_mb if self.full_since is not None else max(self.min_free_mb, 1)
-        if free < need:
+            need = self._resume_mb if self.full_since is not None else self.threshold_mb
+        if free is not None and free < need:
             self.report(free=free)
             return True
         with self._lock:
@@ -82,7 +89,7 @@ class DiskGuard:
             if self.full_since is not None:
                 return
             self.full_since = time.time()
-            self._resume_mb = max(self.min_free_mb, 1, self._more_room(free) if error is not None else 0)
+            self._resume_mb = max(self.threshold_mb, self._more_room(free) if error is not None else 0)
         log.error("disk full: jobs wait and nothing is failed until space is freed under data_dir",
                   free_mb=free, min_free_mb=self.min_free_mb, resume_at_mb=self._resume_mb,
                   data_dir=str(self.root), error=str(error) if error is not None else None)
@@ -90,7 +97,7 @@ class DiskGuard:
     def _more_room(self, free: int) -> int:
         """After a write failed with ``free`` MB left: twice that plus 10 MB, at most half the disk."""
         try:
-            return min(2 * free + 10, total_mb(self.root) // 2)
+            return min(2 * (free or 0) + 10, total_mb(self.root) // 2)
         except OSError:
             return 0
 

@@ -38,15 +38,12 @@ def collect(config) -> dict[str, Any]:  # noqa: ANN001
 
 def _room(config, layout) -> dict[str, Any]:  # noqa: ANN001
     """Free space under data_dir (and whether jobs wait for it), and what retention bounds."""
-    from ..diskspace import free_mb
+    from ..diskspace import DiskGuard
     from ..retention import sizes_mb
 
-    try:
-        free = free_mb(layout.root)
-    except OSError:
-        free = None
-    low = free is not None and free < max(config.limits.min_free_mb, 1)
-    return {"disk": {"free_mb": free, "min_free_mb": config.limits.min_free_mb, "full": low},
+    guard = DiskGuard(layout.root, config.limits.min_free_mb)
+    free = guard.free_mb()
+    return {"disk": {"free_mb": free, "min_free_mb": guard.min_free_mb, "full": free is not None and free < guard.threshold_mb},
             "sizes_mb": sizes_mb(layout)}
 
 
