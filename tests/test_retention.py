@@ -167,7 +167,8 @@ def test_the_daemon_applies_retention_when_idle(tmp_path, daemon_factory):
     image = wait_until(lambda: next(iter(inbox.glob("*.png")), None), what="result in the inbox")
     job_id = image.name.split(".")[1]
     archive = d.data / "archive" / "gaby" / job_id
-    assert (archive / "photo.png").exists()  # the original, kept while the result awaits review
+    # the original, archived just after the result reaches the inbox, kept while it awaits review
+    wait_until(lambda: (archive / "photo.png").exists(), what="the original archived")
     time.sleep(3.5)  # older than archive_days, but not finished: kept
     assert (archive / "photo.png").exists()
     shutil.move(str(image), d.data / "approved" / image.name)
