@@ -77,6 +77,7 @@ class LimitsConfig(Section):
     max_json_depth: int = Field(64, ge=2)
     max_image_bytes: int = Field(100_000_000, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
+    min_free_mb: int = Field(500, ge=0)  # no job starts with less free under data_dir; 0 = no guard
 
 
 class FakeConfig(Section):
@@ -176,6 +177,17 @@ class FeedbackConfig(Section):
         return check_candidates(v)
 
 
+class RetentionConfig(Section):
+    """Bounded growth, applied by the daemon when idle.  Never touches datasets/, delivered
+    images, the inbox, failed/ or anything of a job that is not finished."""
+
+    archive_days: float = Field(0.0, ge=0.0)  # archive/<user>/<job>/ of finished jobs; 0 = keep forever
+    cache_max_mb: float = Field(2048.0, ge=0.0)  # state/cache/, least recently used first; 0 = no limit
+    log_max_mb: float = Field(100.0, ge=0.0)  # rotate logs/*.jsonl above this size; 0 = never
+    log_keep: int = Field(5, ge=1, le=1000)  # rotated files kept per log (.1 newest)
+    check_seconds: float = Field(600.0, gt=0.0)  # how often the daemon applies it (when idle)
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -194,6 +206,7 @@ class Config(Section):
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
     # Not a config key: where the file was read from (set by load_config).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -114,9 +115,14 @@ class Ingest:
             return "duplicate"
         self._supersede(jobs, "newer theme content")
         job_id = self._new_id()
-        atomic_write_bytes(self.layout.archive_dir(user, job_id) / name, head)  # snapshot first
-        job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
-                                     params=learned_params(self.config, "astro", sha))
+        snapshot = self.layout.archive_dir(user, job_id)
+        try:
+            atomic_write_bytes(snapshot / name, head)  # snapshot first
+            job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
+                                         params=learned_params(self.config, "astro", sha))
+        except BaseException:  # not recorded (a full disk): no orphan snapshot; the file is taken again
+            shutil.rmtree(snapshot, ignore_errors=True)
+            raise
         self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
         log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel)
         self.wake()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -183,6 +184,10 @@ def cache_load(layout: Layout, key: str) -> Result | None:
             image = img.copy()
     except (OSError, ValueError):
         return None
+    try:
+        os.utime(meta)  # recently used: retention.cache_max_mb removes the least recently used first
+    except OSError:
+        pass
     return Result(image=image, backend=data["backend"], model=data.get("model"), params=data["params"],
                   seed=data.get("seed"), description=data.get("description", ""),
                   infotext=data.get("infotext"), extra={**data.get("extra", {}), "cache": "hit"})
