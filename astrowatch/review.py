@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import NotFound
-from .imageio import IMAGE_EXTENSIONS, read_json_or_none, read_png_meta, read_text_or_none
+from .formats import IMAGE_EXTENSIONS
+from .imageio import RESULT_SUFFIX, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
 from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
 
@@ -71,7 +72,7 @@ class Reviewer:
 
     def identify(self, path: Path) -> Job | None:
         candidates = [job_id_from_name(path)]
-        meta = read_png_meta(path) if path.suffix.lower() == ".png" else None
+        meta = read_png_meta(path) if path.suffix.lower() in (*RESULT_SUFFIX.values(), ".jpeg") else None
         candidates.append((meta or {}).get("job_id"))
         sidecar = read_json_or_none(path.with_suffix(".json"))
         candidates.append((sidecar or {}).get("job_id"))
