@@ -94,8 +94,7 @@ def _checked_format(path: Path, data: bytes) -> str:
         raise InputError(f"{unusable_reason(path.name, fmt)}; accepted: {accepted_text()}")
     ext_fmt = EXT_FORMAT.get(path.suffix.lower())
     if ext_fmt is not None and ext_fmt != fmt:
-        raise InputError(f"{path.name}: the extension says {label(ext_fmt)} but the content is {label(fmt)}; "
-                         "rename the file")
+        raise InputError(f"{path.name}: the extension says {ext_fmt} but the content is {fmt}; rename the file")
     if fmt == "heif" and not register_heif():
         raise InputError(f"{path.name}: HEIC/HEIF support is not installed here (pip install pillow-heif), "
                          "or export the photo as JPEG")

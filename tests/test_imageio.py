@@ -17,7 +17,8 @@ def test_sniff_by_content_not_extension(tmp_path):
     assert sniff(make_image(tmp_path / "a.webp")[:16]) == "webp"
     assert sniff(make_image(tmp_path / "a.bmp")[:16]) == "bmp"
     assert sniff(make_image(tmp_path / "a.tiff", fmt="TIFF")[:16]) == "tiff"
-    assert sniff(b"GIF89a....") is None
+    assert sniff(b"GIF89a....") == "gif"
+    assert sniff(b"%PDF-1.7....") is None
 
 
 def test_open_image_refuses_bombs_before_decoding(tmp_path):
