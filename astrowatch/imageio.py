@@ -206,7 +206,7 @@ def result_bytes(image, fmt: str, *, infotext: str | None = None, meta: dict[str
     buf = io.BytesIO()
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     if fmt == "webp":
-        rgb.save(buf, format="WEBP", lossless=True, quality=80, method=4, exif=exif.tobytes(),
+        rgb.save(buf, format="WEBP", lossless=True, quality=20, method=1, exif=exif.tobytes(),  # fast effort
                  xmp=_xmp(text) if meta else b"")
     elif fmt == "jpeg":
         rgb.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True, exif=exif.tobytes(),

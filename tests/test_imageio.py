@@ -61,3 +61,23 @@ def test_move_out_is_link_then_unlink_and_safe_to_repeat(tmp_path):
     os.symlink("/etc/hostname", link)
     move_out(link, tmp_path / "moved-link.jpg")
     assert os.path.islink(tmp_path / "moved-link.jpg") and not os.path.lexists(link)
+
+
+@pytest.mark.parametrize("fmt, suffix, pil", [("png", ".png", "PNG"), ("webp", ".webp", "WEBP"),
+                                              ("jpeg", ".jpg", "JPEG")])
+def test_results_in_every_format_carry_our_job_id(tmp_path, fmt, suffix, pil):
+    from PIL import Image
+
+    from astrowatch.imageio import result_bytes
+
+    path = tmp_path / f"renamed{suffix}"
+    image = Image.new("RGB", (32, 24), (10, 200, 30))
+    atomic_write_bytes(path, result_bytes(image, fmt, infotext="a cat\nSteps: 20", meta={"job_id": 'a"<&>b'}))
+    with Image.open(path) as img:
+        assert img.format == pil and img.size == (32, 24)
+        if fmt == "webp":
+            assert list(img.convert("RGB").getdata()) == list(image.getdata())  # lossless
+        if fmt != "png":
+            comment = img.getexif().get_ifd(0x8769)[0x9286]
+            assert comment == b"UNICODE\x00" + "a cat\nSteps: 20".encode("utf-16-be")  # where A1111 puts it
+    assert read_png_meta(path) == {"job_id": 'a"<&>b'}
