@@ -6,7 +6,8 @@ The photo: 4032×3024, photo-like content (smooth low-frequency colour field + f
 does not compress it away and JPEG lands near a phone's 2.5 MB), written as a JPEG q90 (or a HEIC
 q80 with ``--source heic``).  Each run: a fresh data folder, the real daemon (``lanczos``,
 ``stability_seconds: 0.3``), READY=1, the photo is dropped; measured from the drop to the result
-in ``inbox/`` (its sidecar written first, the image last), the daemon's peak RSS (``VmHWM``, which
+in ``inbox/`` (its sidecar written first, the image last), the daemon's CPU time over the same
+span (utime + stime: steadier than wall time on a shared machine), its peak RSS (``VmHWM``, which
 includes start-up: the idle daemon's figure is given too) and the result's size in bytes.
 
 Variants: ``before`` = what the daemon did before issue 17 (×2 unbounded, PNG:
@@ -61,6 +62,7 @@ def one_run(variant: dict[str, Any], photo: bytes, name: str) -> dict[str, Any]:
         try:
             daemon.start()
             idle = common.memory_mb(daemon.pid)
+            cpu0 = common.cpu_seconds(daemon.pid)
             folder = daemon.data / "Utilisateurs" / "gaby"
             folder.mkdir(parents=True)
             t0 = time.monotonic()
@@ -74,11 +76,12 @@ def one_run(variant: dict[str, Any], photo: bytes, name: str) -> dict[str, Any]:
             image = common.harness.wait_until(result, timeout=300, interval=0.02, what="the result")
             seconds = time.monotonic() - t0
             peak = common.memory_mb(daemon.pid)
+            cpu = common.cpu_seconds(daemon.pid) - cpu0
             from PIL import Image
 
             with Image.open(image) as img:
                 size = img.size
-            return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak["VmHWM"], 1),
+            return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak["VmHWM"], 1),
                     "idle_rss_mb": round(idle["VmRSS"], 1), "output_bytes": image.stat().st_size,
                     "output_size": list(size), "output_name": image.suffix}
         finally:
@@ -92,6 +95,7 @@ def main() -> int:
     parser.add_argument("--source", choices=("jpeg", "heic"), default="jpeg")
     args = parser.parse_args()
     photo = photo_bytes(args.source)
+    load0 = common.loadavg()
     name = "phone.heic" if args.source == "heic" else "phone.jpg"
     common.log(f"source {name}: 4032x3024, {len(photo)} bytes")
     rows = []
@@ -100,12 +104,13 @@ def main() -> int:
         best = min(runs, key=lambda r: r["seconds"])
         row = {"variant": label, "config": variant, "runs": runs,
                "median_seconds": round(common.median([r["seconds"] for r in runs]), 2),
+               "median_cpu_seconds": round(common.median([r["cpu_seconds"] for r in runs]), 2),
                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "output_bytes": best["output_bytes"],
                "output_size": best["output_size"]}
         rows.append(row)
-        common.log(f"{label}: {row['median_seconds']} s, peak RSS {row['peak_rss_mb']} MB, "
+        common.log(f"{label}: {row['median_seconds']} s ({row['median_cpu_seconds']} s CPU), peak RSS {row['peak_rss_mb']} MB, "
                    f"{row['output_size'][0]}x{row['output_size'][1]} {row['output_bytes'] / 1e6:.1f} MB")
-    common.save("phone_photo", {"source": name, "source_bytes": len(photo), "runs_each": args.runs, "rows": rows,
+    common.save("phone_photo", {"source": name, "loadavg_at_start": load0, "source_bytes": len(photo), "runs_each": args.runs, "rows": rows,
                                 "command": " ".join(["bench/phone_photo.py", *sys.argv[1:]])})
     return 0
 
