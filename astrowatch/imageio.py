@@ -91,7 +91,8 @@ def _checked_format(path: Path, data: bytes) -> str:
     if fmt is None:
         raise InputError(f"{path.name}: not an image (unknown content; accepted: {accepted_text()})")
     if fmt not in EXT_FORMAT.values():
-        raise InputError(f"{unusable_reason(path.name, fmt)}; accepted: {accepted_text()}")
+        why = unusable_reason(path.name, fmt) or f"{path.name}: the content is {label(fmt)}, which cannot be used"
+        raise InputError(f"{why}; accepted: {accepted_text()}")
     ext_fmt = EXT_FORMAT.get(path.suffix.lower())
     if ext_fmt is not None and ext_fmt != fmt:
         raise InputError(f"{path.name}: the extension says {ext_fmt} but the content is {fmt}; rename the file")

@@ -73,6 +73,8 @@ def test_things_that_look_like_images_get_a_reason(name: str, head: bytes, words
     ("report.pdf", b"%PDF-1.7"),
     ("video.mp4", _ftyp(b"isom", b"mp41")),
     ("Thumbs.db", b"\xd0\xcf\x11\xe0"),
+    ("IMG_0001.AAE", b'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist'),  # iPhone edit sidecar
+    ("IMG_0001.MOV", _ftyp(b"qt  ", b"qt  ")),  # the video half of a Live Photo
 ])
 def test_things_that_are_not_images_are_not_refused(name: str, head: bytes) -> None:
     assert unusable_reason(name, sniff(head)) is None
