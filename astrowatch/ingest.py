@@ -23,32 +23,20 @@ import structlog
 
 from .errors import UnsafePathError
 from .feedback import learned_params
+from .files import sha256_file
 from .formats import HEAD_BYTES, IMAGE_EXTENSIONS, accepted_text, sniff, unusable_reason
 from .imageio import atomic_write_bytes
 from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
+from .ledger import new_job_id
+from .pipeline.publish import refuse_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
     from .ledger import Ledger
-    from .review import Reviewer
+    from .review import Reviewer  # the reviewer is handed in; review never imports ingest
 
 log = structlog.get_logger("astrowatch.ingest")
 NOT_YET_PUBLISHED = ("queued", "running", "waiting", "publishing", "failing")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def safe_display_name(name: str) -> str:
-    """A name that can be written to disk, for files whose own name is not safe."""
-    cleaned = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)
-    cleaned = cleaned.encode("utf-8", "replace").decode("utf-8")[:120].strip(". ") or "unnamed"
-    return cleaned
 
 
 class Ingest:
@@ -196,15 +184,11 @@ class Ingest:
         return row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns
 
     def _new_id(self) -> str:
-        from .ledger import new_job_id
-
         return new_job_id()
 
     # -- refusals without a job ---------------------------------------------------------------
     def refuse(self, user: str, p: Path, reason: str, *, move: bool, extra: dict | None = None) -> str:
         """A ``failed/<user>/`` entry for an input that cannot even become a job."""
-        from .pipeline.delivery import refuse_file
-
         entry = refuse_file(self.layout, user, p, reason, move=move, extra=extra)
         log.warning("input refused", user=user, file=entry.name, reason=reason)
         return "failed"

@@ -19,8 +19,8 @@ from .errors import NotFound
 from .formats import IMAGE_EXTENSIONS
 from .imageio import RESULT_SUFFIX, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
-from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
-from .pipeline.publish import result_stem
+from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
+from .pipeline.publish import refuse_file, result_stem
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
