@@ -70,7 +70,9 @@ def one_run(variant: dict[str, Any], photo: bytes, name: str) -> dict[str, Any]:
             inbox = daemon.data / "inbox" / "gaby"
 
             def result() -> Path | None:
-                found = [p for p in inbox.glob("*") if p.suffix in (".png", ".webp", ".jpg")] if inbox.is_dir() else []
+                if not inbox.is_dir():
+                    return None
+                found = [p for p in inbox.glob("*") if p.suffix in (".png", ".webp", ".jpg")]
                 return found[0] if found else None
 
             image = common.harness.wait_until(result, timeout=300, interval=0.02, what="the result")
@@ -108,9 +110,11 @@ def main() -> int:
                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs), "output_bytes": best["output_bytes"],
                "output_size": best["output_size"]}
         rows.append(row)
-        common.log(f"{label}: {row['median_seconds']} s ({row['median_cpu_seconds']} s CPU), peak RSS {row['peak_rss_mb']} MB, "
-                   f"{row['output_size'][0]}x{row['output_size'][1]} {row['output_bytes'] / 1e6:.1f} MB")
-    common.save("phone_photo", {"source": name, "loadavg_at_start": load0, "source_bytes": len(photo), "runs_each": args.runs, "rows": rows,
+        common.log(f"{label}: {row['median_seconds']} s ({row['median_cpu_seconds']} s CPU), "
+                   f"peak RSS {row['peak_rss_mb']} MB, {row['output_size'][0]}x{row['output_size'][1]} "
+                   f"{row['output_bytes'] / 1e6:.1f} MB")
+    common.save("phone_photo", {"source": name, "loadavg_at_start": load0, "source_bytes": len(photo),
+                                "runs_each": args.runs, "rows": rows,
                                 "command": " ".join(["bench/phone_photo.py", *sys.argv[1:]])})
     return 0
 

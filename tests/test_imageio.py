@@ -85,7 +85,8 @@ def test_results_in_every_format_carry_our_job_id(tmp_path, fmt, suffix, pil):
 
 @pytest.mark.parametrize("name, content, words", [
     ("drawing.png", b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "drawing.png: the content is SVG"),
-    ("shot.jpg", b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(40), "shot.jpg: the content is JPEG XL, which cannot be used"),
+    ("shot.jpg", b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(40),
+     "shot.jpg: the content is JPEG XL, which cannot be used"),
 ])
 def test_an_unusable_format_under_an_accepted_name_says_what_it_is(tmp_path, name, content, words):
     (tmp_path / name).write_bytes(content)

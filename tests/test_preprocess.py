@@ -255,7 +255,8 @@ def test_animated_webp_and_avif_give_their_first_frame(tmp_path: Path) -> None:
 def test_heic_pixel_limits_and_bombs_as_for_jpeg(tmp_path: Path) -> None:
     _heic(tmp_path / "big.heic", Image.new("RGB", (300, 200), RED))
     with pytest.raises(InputError, match="big.heic: 300x200 = 60000 pixels is over limits.max_image_pixels=50000"):
-        preprocess(tmp_path / "big.heic", enhance=EnhanceConfig(min_side=16), limits=LimitsConfig(max_image_pixels=50000))
+        preprocess(tmp_path / "big.heic", enhance=EnhanceConfig(min_side=16),
+                   limits=LimitsConfig(max_image_pixels=50000))
 
 
 def test_a_truncated_heic_is_an_input_error_naming_it(tmp_path: Path) -> None:

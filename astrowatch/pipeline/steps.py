@@ -167,7 +167,8 @@ def cache_key(image: Any, name: str, backend: Backend, cfg: Config, params: dict
     h.update(f"{image.mode}:{image.size}".encode())
     h.update(image.tobytes())
     settings = {"backend": name, "backend_settings": backend.settings_key(),  # pixels: not the file format
-                "enhance": cfg.enhance.model_dump(mode="json", exclude={"format"}), "dataset": cfg.dataset.model_dump(mode="json"),
+                "enhance": cfg.enhance.model_dump(mode="json", exclude={"format"}),
+                "dataset": cfg.dataset.model_dump(mode="json"),
                 "language": cfg.astro.language, "params": params}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()
