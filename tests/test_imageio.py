@@ -93,3 +93,19 @@ def test_an_unusable_format_under_an_accepted_name_says_what_it_is(tmp_path, nam
     with pytest.raises(InputError, match=words) as info:
         open_image(tmp_path / name, max_pixels=10**6)
     assert "accepted: JPEG (.jpg .jpeg .jfif)" in str(info.value)
+
+
+def test_bit_depth_and_hdr_transfer_from_the_heif_avif_boxes():
+    """What open_image reads for an AVIF (Pillow reports neither): the pixi and colr/nclx properties."""
+    from astrowatch.imageio import isobmff_bit_depth, isobmff_transfer
+
+    def box(name: bytes, payload: bytes) -> bytes:
+        return (8 + len(payload)).to_bytes(4, "big") + name + payload
+
+    pixi = box(b"pixi", bytes(4) + bytes([3, 10, 10, 10]))
+    pq = box(b"colr", b"nclx" + (9).to_bytes(2, "big") + (16).to_bytes(2, "big") + (9).to_bytes(2, "big") + b"\x80")
+    srgb = box(b"colr", b"nclx" + (1).to_bytes(2, "big") + (13).to_bytes(2, "big") + (6).to_bytes(2, "big") + b"\x80")
+    head = box(b"ftyp", b"avif" + bytes(4) + b"mif1") + box(b"meta", bytes(4) + box(b"iprp", pixi + pq))
+    assert isobmff_bit_depth(head) == 10 and isobmff_transfer(head) == "PQ"
+    assert isobmff_transfer(box(b"ftyp", b"avif") + srgb) is None
+    assert isobmff_bit_depth(b"no boxes here") is None
