@@ -56,7 +56,8 @@ class EnhanceConfig(Section):
     steps: int = Field(20, ge=1, le=150)
     cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
     sampler_name: str = "Euler a"
-    output_format: Literal["PNG"] = "PNG"
+    format: Literal["png", "webp", "jpeg"] = "png"  # results and dataset files (webp lossless, jpeg q95)
+    max_output_side: int = Field(4096, ge=0)  # the scale factor is lowered to stay within it; 0 = no limit
     caption_model: Literal["clip", "deepdanbooru", "none"] = "clip"
     tile_size: int = Field(512, ge=64, le=2048)
     tile_overlap: int = Field(64, ge=0, le=512)
@@ -64,6 +65,18 @@ class EnhanceConfig(Section):
     max_pixels: int = Field(40_000_000, ge=1)
     background: str = "#ffffff"
     unsharp_percent: int = Field(60, ge=0, le=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_format_alias(cls, data: Any) -> Any:
+        """``output_format: PNG`` (the old key) still works; ``jpg``/``JPEG`` mean ``jpeg``."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "output_format" in data and "format" not in data:
+                data["format"] = data.pop("output_format")
+            if isinstance(data.get("format"), str):
+                data["format"] = {"jpg": "jpeg"}.get(data["format"].lower(), data["format"].lower())
+        return data
 
 
 class RetriesConfig(Section):

@@ -13,7 +13,8 @@ from typing import Any
 import streamlit as st
 
 from astrowatch.commands.status import _daemon
-from astrowatch.commands.ui import (InboxItem, chart_wheel, decide, inbox_items, original_path, parse_params,
+from astrowatch.commands.ui import (InboxItem, chart_wheel, decide, inbox_items, original_path,
+                                    original_preview, parse_params,
                                     save_caption, waiting_for)
 from astrowatch.config import find_config, load_config
 from astrowatch.errors import AstrowatchError
@@ -101,8 +102,9 @@ def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> N
             return
     else:
         path = original_path(layout, ledger, job)
-        if path is not None:
-            st.image(str(path), caption=f"original ({job.source_name})")
+        preview = original_preview(path, config) if path is not None else None
+        if preview is not None:
+            st.image(preview, caption=f"original ({job.source_name})")
             return
     st.caption("original not available")
 

@@ -20,7 +20,7 @@ OPTIONAL = {
     "ui": ("astrowatch.ui_app", "astrowatch.commands.ui"),
     "plot": ("astrowatch.commands.stats", "astrowatch.stats"),
 }
-IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml"}  # import name -> distribution name
+IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "pillow_heif": "pillow-heif"}  # import name -> distribution name
 
 
 def modules() -> dict[str, Path]:
