@@ -56,7 +56,8 @@ class EnhanceConfig(Section):
     steps: int = Field(20, ge=1, le=150)
     cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
     sampler_name: str = "Euler a"
-    output_format: Literal["PNG"] = "PNG"
+    format: Literal["png", "webp", "jpeg"] = "png"  # results and dataset files (webp lossless, jpeg q95)
+    max_output_side: int = Field(4096, ge=0)  # the scale factor is lowered to stay within it; 0 = no limit
     caption_model: Literal["clip", "deepdanbooru", "none"] = "clip"
     tile_size: int = Field(512, ge=64, le=2048)
     tile_overlap: int = Field(64, ge=0, le=512)
@@ -64,6 +65,18 @@ class EnhanceConfig(Section):
     max_pixels: int = Field(40_000_000, ge=1)
     background: str = "#ffffff"
     unsharp_percent: int = Field(60, ge=0, le=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_format_alias(cls, data: Any) -> Any:
+        """``output_format: PNG`` (the old key) still works; ``jpg``/``JPEG`` mean ``jpeg``."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "output_format" in data and "format" not in data:
+                data["format"] = data.pop("output_format")
+            if isinstance(data.get("format"), str):
+                data["format"] = {"jpg": "jpeg"}.get(data["format"].lower(), data["format"].lower())
+        return data
 
 
 class RetriesConfig(Section):
@@ -77,6 +90,7 @@ class LimitsConfig(Section):
     max_json_depth: int = Field(64, ge=2)
     max_image_bytes: int = Field(100_000_000, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
+    min_free_mb: int = Field(500, ge=0)  # no job starts with less free under data_dir; 0 = no guard
 
 
 class FakeConfig(Section):
@@ -176,6 +190,17 @@ class FeedbackConfig(Section):
         return check_candidates(v)
 
 
+class RetentionConfig(Section):
+    """Bounded growth, applied by the daemon when idle.  Never touches datasets/, delivered
+    images, the inbox, failed/ or anything of a job that is not finished."""
+
+    archive_days: float = Field(0.0, ge=0.0)  # archive/<user>/<job>/ of finished jobs; 0 = keep forever
+    cache_max_mb: float = Field(2048.0, ge=0.0)  # state/cache/, least recently used first; 0 = no limit
+    log_max_mb: float = Field(100.0, ge=0.0)  # rotate logs/*.jsonl above this size; 0 = never
+    log_keep: int = Field(5, ge=1, le=1000)  # rotated files kept per log (.1 newest)
+    check_seconds: float = Field(600.0, gt=0.0)  # how often the daemon applies it (when idle)
+
+
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -204,6 +229,7 @@ class Config(Section):
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
 

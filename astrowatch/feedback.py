@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import structlog
 
-from .jsonlog import read_jsonl
+from .jsonlog import read_jsonl_all, rotated_files
 from .tunables import norm as _norm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,24 +48,29 @@ def split_key(key: str) -> tuple[str, str]:
 # -- evidence -----------------------------------------------------------------------------------
 def read_decisions(path: Path) -> list[dict[str, Any]]:
     """``reviews.jsonl`` records, one per job (the last decision wins), in file order.  Torn or
-    foreign lines are skipped.  Cached while the file's size and mtime do not change."""
-    try:
-        st = path.stat()
-    except OSError:
+    foreign lines are skipped.  Cached while the files' sizes and mtimes do not change."""
+    files = rotated_files(path)  # with the rotated ones (retention.log_max_mb)
+    if not files:
         return []
+    try:
+        stats = [p.stat() for p in files]
+        size, mtime = sum(st.st_size for st in stats), max(st.st_mtime_ns for st in stats)
+    except OSError:  # rotated between the listing and the stat: read, do not cache
+        size = mtime = -1
     with _cache_lock:
         hit = _cache.get(path)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+        if hit and hit[0] == size and hit[1] == mtime:
             return hit[2]
     latest: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(path):
+    for record in read_jsonl_all(path):
         job_id = record.get("job_id")
         if isinstance(job_id, str) and record.get("decision") in ("approve", "reject", "redo"):
             latest.pop(job_id, None)  # re-insert: the order is that of the last decision
             latest[job_id] = record
     records = list(latest.values())
-    with _cache_lock:
-        _cache[path] = (st.st_size, st.st_mtime_ns, records)
+    if size >= 0:
+        with _cache_lock:
+            _cache[path] = (size, mtime, records)
     return records
 
 

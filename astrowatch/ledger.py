@@ -17,11 +17,12 @@ import sqlite3
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from .errors import IllegalTransition, LedgerError, NotFound
+from .errors import IllegalTransition, LedgerError, NotFound, as_disk_full
 
 # state -> states it may move to.  Nothing else is allowed, anywhere.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -153,6 +154,43 @@ class Ledger:
             conn.close()
             self._local.conn = None
 
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, all or nothing.  When a statement or the COMMIT
+        fails (a full disk: SQLITE_FULL), SQLite may already have rolled the transaction back
+        itself, and a blind ROLLBACK would then raise "no transaction is active" in place of the
+        real error: roll back only an open transaction, and drop a connection that cannot.  A
+        full disk is raised as :class:`~astrowatch.errors.DiskFull`."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(conn)
+            full = as_disk_full(exc)
+            if full is not None:
+                raise full from exc
+            raise
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()  # in an unknown state: the next call opens a fresh connection
+            self._local.conn = None
+
+    def _write(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """One autocommit write statement, with a full disk raised as ``DiskFull``."""
+        try:
+            return self._conn().execute(sql, tuple(args))
+        except sqlite3.Error as exc:
+            full = as_disk_full(exc)
+            if full is not None:
+                raise full from exc
+            raise
+
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, *, kind: str, user: str, source: str, source_sha256: str,
                    params: dict[str, Any] | None = None, parent_id: str | None = None,
@@ -172,9 +210,7 @@ class Ledger:
         job = Job(id=job_id or new_job_id(), kind=kind, user=user, source=source,
                   source_sha256=source_sha256, state="queued", params=dict(params or {}),
                   parent_id=parent_id, created_at=now, updated_at=now)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx() as conn:
             if same is not None:
                 rows = conn.execute(
                     "SELECT * FROM jobs WHERE user = ? AND source = ? AND source_sha256 = ? AND kind = ?"
@@ -182,8 +218,7 @@ class Ledger:
                     (user, source, source_sha256, kind)).fetchall()
                 found = next((j for j in map(_row_to_job, rows) if same(j)), None)
                 if found is not None:
-                    conn.execute("COMMIT")
-                    return found, False
+                    return found, False  # leaving the block commits the (read-only) transaction
             conn.execute(
                 "INSERT INTO jobs(id, kind, user, source, source_sha256, state, attempts, params,"
                 " parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
@@ -192,10 +227,6 @@ class Ledger:
             )
             conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
                          (job.id, None, "queued", now))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return job, True
 
     def transition(self, job_id: str, frm: str, to: str, *, note: str | None = None,
@@ -212,18 +243,12 @@ class Ledger:
                 raise LedgerError(f"cannot set job field {key!r}")
             sets.append(f"{key} = ?")
             values.append(json.dumps(value) if key in _JSON_FIELDS and value is not None else value)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx() as conn:
             cur = conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?",
                                (*values, job_id, frm))
             if cur.rowcount == 1:
                 conn.execute("INSERT INTO history(job_id, from_state, to_state, at, note) VALUES (?,?,?,?,?)",
                              (job_id, frm, to, now, note))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return cur.rowcount == 1
 
     def update_fields(self, job_id: str, **fields: Any) -> None:
@@ -234,8 +259,8 @@ class Ledger:
         for key, value in fields.items():
             sets.append(f"{key} = ?")
             values.append(json.dumps(value) if key in _JSON_FIELDS and value is not None else value)
-        self._conn().execute(f"UPDATE jobs SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
-                             (*values, time.time(), job_id))
+        self._write(f"UPDATE jobs SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
+                    (*values, time.time(), job_id))
 
     def claim_next(self, *, kinds: Iterable[str] | None = None, now: float | None = None) -> Job | None:
         """Atomically take the oldest runnable queued job: queued -> running, attempts + 1."""
@@ -345,16 +370,29 @@ class Ledger:
         ).fetchone()
         return row is not None
 
+    def finished_before(self, cutoff: float) -> list[tuple[str, str]]:
+        """(id, user) of finished jobs (:data:`TERMINAL`) last changed before ``cutoff`` that no
+        unfinished job descends from (a redo reads its parent's archived original): the jobs
+        whose archive folder retention may remove."""
+        final = ",".join(f"'{s}'" for s in sorted(TERMINAL))
+        rows = self._conn().execute(
+            f"WITH RECURSIVE keep(id) AS (SELECT parent_id FROM jobs WHERE state NOT IN ({final})"
+            " AND parent_id IS NOT NULL UNION SELECT j.parent_id FROM jobs j JOIN keep k ON j.id = k.id"
+            " WHERE j.parent_id IS NOT NULL)"
+            f" SELECT id, user FROM jobs WHERE state IN ({final}) AND updated_at < ?"
+            " AND id NOT IN (SELECT id FROM keep WHERE id IS NOT NULL) ORDER BY updated_at", (cutoff,))
+        return [(r["id"], r["user"]) for r in rows]
+
     # -- seen files (so start-up scans do not re-hash what did not change) -------------------
     def seen_get(self, path: str) -> sqlite3.Row | None:
         return self._conn().execute("SELECT * FROM seen WHERE path = ?", (path,)).fetchone()
 
     def seen_put(self, path: str, *, size: int, mtime_ns: int, sha256: str, job_id: str | None) -> None:
-        self._conn().execute(
+        self._write(
             "INSERT INTO seen(path, size, mtime_ns, sha256, job_id, at) VALUES (?,?,?,?,?,?)"
             " ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
             " sha256=excluded.sha256, job_id=excluded.job_id, at=excluded.at",
             (path, size, mtime_ns, sha256, job_id, time.time()))
 
     def seen_forget(self, path: str) -> None:
-        self._conn().execute("DELETE FROM seen WHERE path = ?", (path,))
+        self._write("DELETE FROM seen WHERE path = ?", (path,))

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import NotFound
-from .imageio import IMAGE_EXTENSIONS, read_json_or_none, read_png_meta, read_text_or_none
+from .formats import IMAGE_EXTENSIONS
+from .imageio import RESULT_SUFFIX, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
 from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
-from .pipeline.publish import refuse_file
+from .pipeline.publish import refuse_file, result_stem
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -73,7 +74,7 @@ class Reviewer:
 
     def identify(self, path: Path) -> Job | None:
         candidates = [job_id_from_name(path)]
-        meta = read_png_meta(path) if path.suffix.lower() == ".png" else None
+        meta = read_png_meta(path) if path.suffix.lower() in (*RESULT_SUFFIX.values(), ".jpeg") else None
         candidates.append((meta or {}).get("job_id"))
         sidecar = read_json_or_none(path.with_suffix(".json"))
         candidates.append((sidecar or {}).get("job_id"))
@@ -89,7 +90,8 @@ class Reviewer:
         data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time()}
         stem = path.name.rsplit(".", 1)[0]
         inbox = self.layout.inbox_dir(job.user)
-        caption = read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
+        caption = (read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
+                   or read_text_or_none(inbox / f"{result_stem(job)}.txt"))  # a renamed result's caption
         data["caption"] = caption
         beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
         sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")

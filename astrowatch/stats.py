@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ConfigError
 from .feedback import read_decisions, same
-from .jsonlog import read_jsonl
+from .jsonlog import read_jsonl_all
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -159,7 +159,7 @@ def generations(path: Path, since: float | None) -> tuple[dict[str, Any], dict[s
     status: Counter[str] = Counter()
     durations: dict[str, list[float]] = defaultdict(list)
     last_ok: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(path):
+    for record in read_jsonl_all(path):  # with the rotated files (retention.log_max_mb)
         if record.get("status") == "ok" and isinstance(record.get("job_id"), str):
             last_ok[record["job_id"]] = record
         if not _after(record, since):

@@ -15,7 +15,7 @@ import streamlit as st
 
 from astrowatch.commands.status import _daemon
 from astrowatch.commands.ui import (LOGIN_ENV, InboxItem, chart_wheel, decide, inbox_items, original_path,
-                                    parse_params, save_caption, waiting_for)
+                                    original_preview, parse_params, save_caption, waiting_for)
 from astrowatch.config import find_config, load_config
 from astrowatch.errors import AstrowatchError
 from astrowatch.layout import Layout
@@ -102,8 +102,9 @@ def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> N
             return
     else:
         path = original_path(layout, ledger, job)
-        if path is not None:
-            st.image(str(path), caption=f"original ({job.source_name})")
+        preview = original_preview(path, config) if path is not None else None
+        if preview is not None:
+            st.image(preview, caption=f"original ({job.source_name})")
             return
     st.caption("original not available")
 

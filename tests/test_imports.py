@@ -21,7 +21,8 @@ OPTIONAL = {
     "plot": ("astrowatch.commands.stats", "astrowatch.stats"),
     "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),
 }
-IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "prometheus_client": "prometheus-client"}  # import -> distribution
+IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "pillow_heif": "pillow-heif",
+               "prometheus_client": "prometheus-client"}  # import name -> distribution name
 
 
 def modules() -> dict[str, Path]:

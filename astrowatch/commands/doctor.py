@@ -66,6 +66,19 @@ def _inotify(config) -> tuple[str, str]:  # noqa: ANN001
                     + ("" if status == OK else "; raise it: sudo sysctl fs.inotify.max_user_watches=524288"))
 
 
+def _image_types() -> tuple[str, str]:
+    """The accepted photo types (from :mod:`astrowatch.formats`) and whether HEIC/AVIF decode here."""
+    from ..formats import accepted_text, avif_support, heif_support
+
+    heif, avif = heif_support(), avif_support()
+    missing = [what for what, ok in (("HEIC/HEIF (pip install pillow-heif)", heif),
+                                     ("AVIF (Pillow built without libavif)", avif)) if not ok]
+    support = f"HEIC/HEIF support: {'pillow-heif ' + heif if heif else 'NOT available'}; " \
+              f"AVIF support: {'Pillow built-in' if avif else 'NOT available'}"
+    detail = f"accepted: {accepted_text()}; {support}"
+    return (WARN, f"{detail}; such files will fail until fixed: {', '.join(missing)}") if missing else (OK, detail)
+
+
 def _backend(config, kind: str) -> tuple[str, str]:  # noqa: ANN001
     from ..backends.base import create_backend, resolve_auto
     from ..errors import BackendUnavailable
@@ -100,6 +113,7 @@ def main(args) -> int:  # noqa: ANN001
         _check(results, "folders", lambda: _folders(config))
         _check(results, "shared with the group", lambda: _group(config))
         _check(results, "inotify", lambda: _inotify(config))
+        _check(results, "photo types", _image_types)
         for kind in ("astro", "enhance"):
             _check(results, f"{kind} backend", lambda k=kind: _backend(config, k))
     for status, name, detail in results:

@@ -20,10 +20,10 @@ def _inbox_item(ledger, layout, item: str):  # noqa: ANN001
     from ..errors import NotFound
     from ..review import job_id_from_name
 
-    if os.sep in item or item.endswith(".png"):
+    if os.sep in item or item.lower().endswith((".png", ".webp", ".jpg", ".jpeg")):
         job_id = job_id_from_name(Path(item))
         if not job_id:
-            raise NotFound(f"{item}: not an astrowatch result name (expected <name>.<job id>.png)")
+            raise NotFound(f"{item}: not an astrowatch result name (expected <name>.<job id>.png/.webp/.jpg)")
         item = job_id
     job = ledger.find(item)
     if job.state != "inbox":

@@ -86,6 +86,26 @@ def original_path(layout: Layout, ledger: Ledger, job: Job) -> Path | None:
     return None
 
 
+BROWSER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".avif"})
+
+
+def original_preview(path: Path, config: Config) -> Any:
+    """What the page shows for an original: the file where browsers render it, else (HEIC, TIFF,
+    BMP) a decoded, oriented 1024 px preview; ``None`` if it cannot be decoded."""
+    if path.suffix.lower() in BROWSER_SUFFIXES:
+        return str(path)
+    from ..errors import InputError
+    from ..pipeline.preprocess import preprocess
+
+    small = config.enhance.model_copy(update={"min_side": 1})
+    try:
+        image, _facts = preprocess(path, enhance=small, limits=config.limits)
+    except InputError:
+        return None
+    image.thumbnail((1024, 1024))
+    return image
+
+
 def chart_wheel(config: Config, layout: Layout, job: Job) -> Any:
     """The chart wheel of an astro job, from its theme snapshot (a PIL image), or ``None``."""
     from ..backends.wheel import render_wheel
