@@ -18,7 +18,7 @@ from .layout import Layout
 from .ledger import Ledger
 from .pipeline.publish import publish
 from .review import Reviewer
-from .worker import finish_failed
+from .worker import finish_failed, log_published_once
 
 log = structlog.get_logger("astrowatch.recovery")
 
@@ -37,6 +37,7 @@ def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) 
             counts["resumed"] += 1
     for job in ledger.by_state("publishing"):
         publish(job, layout)
+        log_published_once(layout, job)
         ledger.transition(job.id, "publishing", "inbox", note="published after restart")
         counts["published"] += 1
     for job in ledger.by_state("deciding"):

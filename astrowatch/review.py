@@ -19,6 +19,7 @@ from .errors import NotFound
 from .imageio import IMAGE_EXTENSIONS, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
 from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
+from .testhooks import hold
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -98,6 +99,7 @@ class Reviewer:
         if not self.ledger.transition(job.id, "inbox", "deciding", decision=decision, decision_data=data,
                                       note=decision):
             return "ignored"  # someone else decided first
+        hold("deciding", job.id)
         self.finish(self.ledger.get(job.id))
         return "decided"
 

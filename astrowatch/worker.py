@@ -23,11 +23,13 @@ from .backends.base import Backend, CancelToken, create_backend
 from .config import Config
 from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
 from .ingest import sha256_file
-from .jsonlog import append_jsonl
+from .imageio import read_json_or_none
+from .jsonlog import append_jsonl, read_jsonl
 from .layout import Layout
 from .ledger import Job, Ledger
 from .pipeline.publish import publish, result_stem, write_failed, write_outputs
 from .pipeline.steps import JobContext, backend_for, run_astro, run_enhance
+from .testhooks import hold
 
 log = structlog.get_logger("astrowatch.worker")
 
@@ -209,10 +211,13 @@ class Worker(threading.Thread):
         if not self.ledger.transition(job.id, "running", "publishing", result=record):
             log.error("job was moved by someone else while running; outputs discarded")
             return
+        hold("publishing", job.id)
         publish(job, self.layout)
+        # the "ok" line is written while the job is still ``publishing``: recovery adds it only if
+        # it is missing, so every inbox job has exactly one, whenever a crash happens
+        self._log_generation(job, "ok", run_s, sidecar=sidecar)
         self.ledger.transition(job.id, "publishing", "inbox")
         self._record_stats(run_s)
-        self._log_generation(job, "ok", run_s, sidecar=sidecar)
         log.info("result in inbox", seconds=round(run_s, 3), backend=r.backend,
                  image=f"inbox/{job.user}/{sidecar['image']}")
 
@@ -255,6 +260,7 @@ class Worker(threading.Thread):
 
     def fail(self, job: Job, reason: str) -> None:
         if self.ledger.transition(job.id, "running", "failing", error=reason):
+            hold("failing", job.id)
             finish_failed(self.ledger, self.layout, self.ledger.get(job.id))
 
     def _record_stats(self, seconds: float) -> None:
@@ -267,17 +273,39 @@ class Worker(threading.Thread):
 
     def _log_generation(self, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
                         error: str | None = None) -> None:
-        sc = sidecar or {}
-        append_jsonl(self.layout.root / "logs" / "generations.jsonl", {
-            "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
-            "source_sha256": job.source_sha256, "attempt": job.attempts,
-            "backend": sc.get("backend") or job.params.get("backend") or self.defaults.get(job.kind),
-            "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
-            "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
-            "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
-            "cache": sc.get("cache"), "worker": self.name, "device": self.pool.device, "status": status,
-            "error": error,
-        })
+        log_generation(self.layout, job, status, duration, sidecar=sidecar, error=error,
+                       default_backend=self.defaults.get(job.kind), worker=self.name, device=self.pool.device)
+
+
+def log_generation(layout: Layout, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
+                   error: str | None = None, default_backend: str | None = None, worker: str | None = None,
+                   device: str | None = None) -> None:
+    """One line of ``logs/generations.jsonl`` (one per generation attempt)."""
+    sc = sidecar or {}
+    append_jsonl(layout.root / "logs" / "generations.jsonl", {
+        "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
+        "source_sha256": job.source_sha256, "attempt": job.attempts,
+        "backend": sc.get("backend") or job.params.get("backend") or default_backend,
+        "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
+        "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
+        "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
+        "cache": sc.get("cache"), "worker": worker, "device": device, "status": status,
+        "error": error,
+    })
+
+
+def log_published_once(layout: Layout, job: Job) -> bool:
+    """Recovery of a ``publishing`` job: its "ok" line, unless the worker wrote it before the crash."""
+    path = layout.root / "logs" / "generations.jsonl"
+    if any(r.get("job_id") == job.id and r.get("status") == "ok" for r in read_jsonl(path)):
+        return False
+    sidecar = read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json") or {}
+    if not sidecar:  # moved on by a reviewer already: what the ledger recorded at publishing
+        sidecar = {k: v for k, v in (job.result or {}).items() if k != "description"}
+    timings = sidecar.get("timings") if isinstance(sidecar.get("timings"), dict) else {}
+    log_generation(layout, job, "ok", float(timings.get("run_s") or 0.0), sidecar=sidecar,
+                   worker="recovery")
+    return True
 
 
 def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:
