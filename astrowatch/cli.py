@@ -72,6 +72,9 @@ def _review_commands(sub: argparse._SubParsersAction) -> None:
         rp = rsub.add_parser(action, help=f"{action} a result (job id or inbox image path)")
         rp.add_argument("item", nargs="+", help="job id (or a unique prefix) or path of the inbox image")
         _add_config(rp, nested=True)
+        if action == "approve":
+            rp.add_argument("--force", action="store_true",
+                            help="deliver a theme result even if a newer chart exists (marks its sidecar)")
     rp = rsub.add_parser("redo", help="run a result again with parameter overrides")
     _add_config(rp, nested=True)
     rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")

@@ -14,6 +14,7 @@ import shutil
 import structlog
 
 from .config import Config
+from .freshness import mark_stale
 from .layout import Layout
 from .ledger import Ledger
 from .pipeline.publish import publish
@@ -39,6 +40,7 @@ def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) 
         publish(job, layout)
         log_published_once(layout, job)
         ledger.transition(job.id, "publishing", "inbox", note="published after restart")
+        mark_stale(ledger, layout, job)
         counts["published"] += 1
     for job in ledger.by_state("deciding"):
         reviewer.finish(job)

@@ -8,6 +8,7 @@ then marked final.  After a crash, recovery calls :meth:`Reviewer.finish` again.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import NotFound
-from .imageio import IMAGE_EXTENSIONS, read_json_or_none, read_png_meta, read_text_or_none
+from .freshness import newer_result, stale_note
+from .imageio import IMAGE_EXTENSIONS, atomic_write_text, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
 from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
 from .testhooks import hold
@@ -90,9 +92,13 @@ class Reviewer:
         inbox = self.layout.inbox_dir(job.user)
         caption = read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
         data["caption"] = caption
+        beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
+        sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
+        if decision == "approve" and (newer := newer_result(self.ledger, job)) is not None:
+            if not (isinstance(sidecar, dict) and sidecar.get("force") is True):
+                return self._bounce(job, path, "not delivered: " + stale_note(job, newer))
+            data["forced_over"] = newer.id
         if decision == "redo":
-            beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
-            sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
             if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
                 return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
             data["overrides"] = redo_overrides(job, sidecar["params"])
@@ -152,16 +158,24 @@ class Reviewer:
         append_jsonl(self.layout.root / "logs" / "reviews.jsonl", {
             "job_id": job.id, "user": job.user, "kind": job.kind, "decision": job.decision,
             "delivered_to": delivered_to, "backend": result.get("backend"), "params": result.get("params"),
-            "overrides": data.get("overrides"), "caption_edited": bool(caption) and caption != original_caption,
+            "overrides": data.get("overrides"), "forced_over": data.get("forced_over"), "caption_edited": bool(caption) and caption != original_caption,
             "review_seconds": round(data["decided_at"] - inbox_at, 3) if inbox_at and data.get("decided_at") else None,
         })
 
     def _bounce(self, job: Job, path: Path, reason: str) -> str:
-        """Put the image back in the inbox with a note saying why the decision was not taken."""
+        """Put back in the inbox everything the reviewer moved (image, sidecar, caption, an old
+        note), with a ``.error.txt`` saying why the decision was not taken.  Nothing stays behind
+        in the decision folder, so a later decision never reads a stale sidecar there."""
         inbox = self.layout.inbox_dir(job.user)
+        inbox.mkdir(parents=True, exist_ok=True)
+        stem = path.name.rsplit(".", 1)[0]
+        for suffix in (".json", ".txt", ".error.txt"):  # the files beside the image first, image last
+            side = path.with_name(stem + suffix)
+            if side.is_file() and not side.is_symlink():
+                os.replace(side, inbox / side.name)  # the one the decision read wins over an inbox copy
         path.replace(inbox / path.name)
-        (inbox / f"{path.name.rsplit('.', 1)[0]}.error.txt").write_text(reason + "\n", encoding="utf-8")
-        log.warning("decision refused; image put back in the inbox", job_id=job.id, reason=reason)
+        atomic_write_text(inbox / f"{stem}.error.txt", reason + "\n")
+        log.warning("decision refused; files put back in the inbox", job_id=job.id, reason=reason)
         return "bounced"
 
     def _orphan_sidecar(self, path: Path) -> str:

@@ -23,6 +23,7 @@ from .backends.base import Backend, CancelToken, create_backend
 from .config import Config
 from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
 from .ingest import sha256_file
+from .freshness import mark_stale
 from .imageio import read_json_or_none
 from .jsonlog import append_jsonl, read_jsonl
 from .layout import Layout
@@ -217,6 +218,7 @@ class Worker(threading.Thread):
         # it is missing, so every inbox job has exactly one, whenever a crash happens
         self._log_generation(job, "ok", run_s, sidecar=sidecar)
         self.ledger.transition(job.id, "publishing", "inbox")
+        mark_stale(self.ledger, self.layout, job)
         self._record_stats(run_s)
         log.info("result in inbox", seconds=round(run_s, 3), backend=r.backend,
                  image=f"inbox/{job.user}/{sidecar['image']}")
