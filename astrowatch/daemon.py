@@ -289,7 +289,7 @@ class Daemon:
                       "observer_restarts": getattr(getattr(self, "watcher", None), "restarts", 0),
                       "pending_files": len(self.tracker)},
             "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
-                         "backends": w.pool.describe()} for w in self.workers],
+                         "backends": w.pool.describe(), "paused": dict(w.paused)} for w in self.workers],
         }
         try:
             atomic_write_text(self.layout.daemon_state_path, json.dumps(state, indent=2, default=str))

@@ -5,6 +5,10 @@ write the outputs to ``state/work/<job>/``, record ``publishing``, move them int
 record ``inbox``.  Errors become state changes from their class alone:
 
 - ``BackendUnavailable``         -> ``waiting`` (attempt not counted); re-queued when healthy
+- ``CredentialsRejected``        -> the backend is *paused*: this job and every later job of that
+                                    backend wait (not run, attempt not counted) until a health
+                                    check (every ``sdapi.health_interval``, at once after SIGHUP)
+                                    passes with the backend restarted (key re-read)
 - ``Interrupted`` (2nd SIGTERM)   -> ``queued`` (attempt not counted); resumed at next start
 - not retryable (bad input...)   -> ``failing`` -> ``failed/`` entry -> ``failed``
 - retryable, attempts left       -> ``queued`` with exponential backoff
@@ -21,7 +25,8 @@ import structlog
 
 from .backends.base import Backend, CancelToken, create_backend
 from .config import Config
-from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
+from .errors import (AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, InputError,
+                     Interrupted)
 from .ingest import sha256_file
 from .freshness import mark_stale
 from .imageio import read_json_or_none
@@ -44,6 +49,13 @@ class BackendPool:
         self._backends: dict[str, Backend] = {}
         self._started: set[str] = set()
         self.load_seconds: dict[str, float] = {}
+
+    def forget(self, name: str) -> None:
+        """Close and drop one backend: the next :meth:`get` starts it again (re-reads its key)."""
+        backend = self._backends.pop(name, None)
+        self._started.discard(name)
+        if backend is not None:
+            backend.close()
 
     def get(self, kind: str, name: str) -> Backend:
         backend = self._backends.get(name)
@@ -103,6 +115,7 @@ class Worker(threading.Thread):
         self._wake = threading.Event()
         self._new_config: tuple[Config, dict[str, str]] | None = None
         self._waiting_logged: set[str] = set()
+        self.paused: dict[str, str] = {}  # backend -> why (credentials or quota refused mid-run)
         self._last_health = 0.0
         self.current: str | None = None
         self.beat = time.monotonic()
@@ -123,6 +136,10 @@ class Worker(threading.Thread):
                 self.pool.get(kind, name)
             except BackendUnavailable as exc:
                 log.warning("backend unavailable at start; jobs will wait for it", backend=name, reason=str(exc))
+            except CredentialsRejected as exc:
+                if threading.current_thread() is not self:
+                    raise  # at start-up: a config error (exit 78)
+                self._pause_backend(name, exc)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -136,7 +153,8 @@ class Worker(threading.Thread):
                     self._wake.wait(0.5)
                     self._wake.clear()
                     continue
-                self.execute(job)
+                if not self._park_if_paused(job):
+                    self.execute(job)
         finally:
             self.pool.close()
             self.ledger.close()
@@ -148,6 +166,7 @@ class Worker(threading.Thread):
         self._new_config = None
         closed = self.pool.reload(config)
         self.config, self.defaults = config, defaults
+        self._last_health = 0.0  # paused or unavailable backends are checked again now
         log.info("config reloaded by worker", reloaded_backends=closed)
         self.preload()
 
@@ -161,7 +180,11 @@ class Worker(threading.Thread):
         for job in waiting:
             name = backend_for(job.params, self.defaults[job.kind])
             if name not in healthy:
+                if name in self.paused:
+                    self.pool.forget(name)  # restarted by the check: a replaced key file is read
                 healthy[name] = self._healthy(job.kind, name)
+                if healthy[name] and self.paused.pop(name, None) is not None:
+                    log.info("backend accepted again; its jobs resume", backend=name)
             if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note="backend back"):
                 self._waiting_logged.discard(name)
                 log.info("backend is back; job re-queued", job_id=job.id, backend=name)
@@ -182,6 +205,9 @@ class Worker(threading.Thread):
             self._produce_and_publish(job, t0)
         except BackendUnavailable as exc:
             self._wait(job, exc)
+        except CredentialsRejected as exc:
+            self._pause_backend(backend_for(job.params, self.defaults[job.kind]), exc)
+            self._park_if_paused(job)
         except Interrupted as exc:
             self.ledger.transition(job.id, "running", "queued", attempts=max(job.attempts - 1, 0), note=str(exc))
             log.warning("job interrupted; it resumes at the next start")
@@ -245,6 +271,21 @@ class Worker(threading.Thread):
         if name not in self._waiting_logged:  # one line per outage, not one per job or second
             self._waiting_logged.add(name)
             log.warning("backend unavailable; jobs wait for it", backend=name, reason=str(exc))
+
+    def _pause_backend(self, name: str, exc: CredentialsRejected) -> None:
+        if name not in self.paused:
+            log.warning("backend paused: credentials or quota refused; its jobs wait (fix it, then "
+                        "SIGHUP or wait for the next health check)", backend=name, reason=str(exc))
+        self.paused[name] = str(exc)
+
+    def _park_if_paused(self, job: Job) -> bool:
+        """A claimed job of a paused backend goes back to ``waiting`` without running."""
+        name = backend_for(job.params, self.defaults[job.kind])
+        if name not in self.paused:
+            return False
+        self.ledger.transition(job.id, "running", "waiting", attempts=max(job.attempts - 1, 0),
+                               error=f"backend {name} paused: {self.paused[name]}", note="backend paused")
+        return True
 
     def _failed_attempt(self, job: Job, exc: AstrowatchError, t0: float) -> None:
         duration = time.monotonic() - t0
