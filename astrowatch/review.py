@@ -137,16 +137,12 @@ class Reviewer:
         return archived if archived.is_file() else None
 
     def _queue_redo(self, job: Job, overrides: dict[str, Any]) -> None:
-        from .pipeline.delivery import copy_snapshot
+        from .pipeline.delivery import queue_child
 
-        children = [j for j in self.ledger.jobs_for_source(job.user, job.source) if j.parent_id == job.id]
-        child = children[0] if children else self.ledger.create_job(
-            kind=job.kind, user=job.user, source=job.source, source_sha256=job.source_sha256,
-            params=overrides, parent_id=job.id)
-        if job.kind == "astro":  # the redo reads the same theme snapshot (copied again after a crash)
-            copy_snapshot(self.layout, job, child)
-        # enhance: the original was archived with the parent; the worker reads it from there
-        if not children:
+        # astro: the theme snapshot is copied for the child before it can be claimed (and again
+        # after a crash); enhance: the original was archived with the parent, the worker reads it there
+        child, created = queue_child(self.ledger, self.layout, job, overrides)
+        if created:
             log.info("redo queued", job_id=child.id, parent=job.id, user=job.user, overrides=overrides)
             self.wake()
 

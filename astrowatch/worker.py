@@ -25,15 +25,13 @@ import structlog
 
 from .backends.base import Backend, CancelToken, create_backend
 from .config import Config
-from .errors import (AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, InputError,
-                     Interrupted)
-from .ingest import sha256_file
+from .errors import AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, Interrupted
 from .freshness import mark_stale
 from .imageio import read_json_or_none
 from .jsonlog import append_jsonl, read_jsonl
 from .layout import Layout
 from .ledger import Job, Ledger
-from .pipeline.publish import publish, result_stem, write_failed, write_outputs
+from .pipeline.publish import locate_source, publish, result_stem, write_failed, write_outputs
 from .pipeline.steps import JobContext, backend_for, run_astro, run_enhance
 from .testhooks import hold
 
@@ -250,20 +248,7 @@ class Worker(threading.Thread):
                  image=f"inbox/{job.user}/{sidecar['image']}")
 
     def locate_source(self, job: Job) -> Path:
-        """The dropped image: still in the user folder, or archived with a parent (redo)."""
-        candidates = [self.layout.abs(job.source)]
-        j: Job | None = job
-        while j is not None:
-            candidates.append(self.layout.archive_dir(j.user, j.id) / j.source_name)
-            j = self.ledger.get(j.parent_id) if j.parent_id else None
-        for path in candidates:
-            if path.is_file() and not path.is_symlink():
-                try:
-                    if sha256_file(path) == job.source_sha256:
-                        return path
-                except OSError:
-                    continue
-        raise InputError(f"{job.source_name}: the file is gone or was replaced before it was processed")
+        return locate_source(self.ledger, self.layout, job)
 
     def _wait(self, job: Job, exc: BackendUnavailable) -> None:
         name = backend_for(job.params, self.defaults[job.kind])

@@ -128,3 +128,61 @@ def test_a_bad_style_is_refused_at_start_by_doctor_and_on_sighup(tmp_path, daemo
     image = wait_until(lambda: inbox_images(d.data), what="a result with the old config")[0]
     assert json.loads(image.with_suffix(".json").read_text())["params"]["style"] == "cosmic"
     assert d.stop() == 0
+
+
+# -- retry ---------------------------------------------------------------------------------------------
+
+def test_retry_runs_a_failed_photo_again_once_while_the_daemon_runs(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"raise_error": "permanent"})
+    d = daemon_factory(cfg).start()
+    user = d.data / "Utilisateurs" / "gaby"
+    make_image(user / "photo.png")
+    failed = d.data / "failed" / "gaby"
+    wait_until(lambda: (failed / "photo.png.error.json").exists(), what="failed entry")
+    parent = by_user(d.data, "enhance")["gaby"]
+    assert parent["state"] == "failed"
+
+    write_config(tmp_path, enhance={"backend": "fake"}, fake={"raise_error": "none"})  # the cause is fixed
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: "config reloaded by worker" in d.log(), what="reloaded")
+    first = run_cli("retry", parent["id"][:8], config=cfg).stdout
+    second = run_cli("retry", parent["id"], config=cfg).stdout  # twice: still one job
+    child = wait_until(lambda: [j for j in jobs(d.data) if j["parent_id"] == parent["id"]], what="child")[0]
+    assert f"retried as job {child['id']}" in first and f"already retried as job {child['id']}" in second
+    result = wait_until(lambda: results(d.data, "gaby"), what="retried result in the inbox")[0]
+    sidecar = json.loads(result.with_suffix(".json").read_text())
+    assert sidecar["parent_job"] == parent["id"] and sidecar["job_id"] == child["id"]
+    assert not failed.exists() or not list(failed.iterdir())  # the failed/ entry was taken back
+    assert (d.data / "archive" / "gaby" / parent["id"] / "photo.png.error.json").exists()
+    assert len([j for j in jobs(d.data) if j["kind"] == "enhance"]) == 2
+    assert "already retried" in run_cli("retry", parent["id"], config=cfg).stdout
+    assert d.stop() == 0
+
+
+def test_retry_failed_while_the_daemon_is_stopped_runs_at_its_next_start(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path, astro={"backend": "fake"}, fake={"raise_error": "permanent"})
+    d = daemon_factory(cfg).start()
+    theme = drop_theme(d.data) / "theme_gaby.json"
+    drop_theme(d.data, "lou")
+    wait_until(lambda: [j["state"] for j in jobs(d.data)] == ["failed", "failed"], what="two failures")
+    assert d.stop() == 0
+    original = theme.read_bytes()
+    write_config(tmp_path, astro={"backend": "fake"}, fake={"raise_error": "none"})
+
+    assert run_cli("retry", "--failed", "--since", "2099-01-01", config=cfg).stdout.strip() == "no failed job to retry"
+    bad = run_cli("retry", "--failed", "ffff", config=cfg, check=False)
+    assert bad.returncode == 78 and "not both" in bad.stderr
+    out = run_cli("retry", "--failed", "--user", "gaby", "--since", "1h", config=cfg).stdout
+    assert out.count("retried as job") == 1 and "Utilisateurs/gaby/theme_gaby.json" in out
+    assert run_cli("retry", "--failed", "--user", "gaby", config=cfg).stdout.strip() == "no failed job to retry"
+    queued = [j for j in jobs(d.data) if j["state"] == "queued"]
+    assert len(queued) == 1 and queued[0]["user"] == "gaby" and queued[0]["parent_id"]
+
+    again = daemon_factory(cfg).start()
+    result = wait_until(lambda: results(d.data, "gaby"), what="result after the start")[0]
+    assert json.loads(result.with_suffix(".json").read_text())["parent_job"] == queued[0]["parent_id"]
+    assert theme.read_bytes() == original  # the upstream app's file was never touched
+    assert not results(d.data, "lou") and by_user(d.data)["lou"]["state"] == "failed"  # not asked for
+    missing = run_cli("retry", "0123456789ab", config=cfg, check=False)
+    assert missing.returncode == 66 and "no job" in missing.stderr
+    assert again.stop() == 0

@@ -18,7 +18,7 @@ from ..imageio import atomic_write_json, atomic_write_text, fsync_dir, move_out,
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layout import Layout
-    from ..ledger import Job
+    from ..ledger import Job, Ledger
     from .steps import Outcome
 
 REVIEW_HELP = ("Move the image into approved/ to accept it, rejected/ to refuse it, or edit 'params' "
@@ -89,6 +89,27 @@ def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = No
     move_out(src, dest)
     fsync_dir(folder)
     return dest
+
+
+def locate_source(ledger: Ledger, layout: Layout, job: Job) -> Path:
+    """The dropped image: still in the user folder, or archived with the job or an ancestor
+    (a redo, a retry)."""
+    from ..errors import InputError
+    from ..ingest import sha256_file
+
+    candidates = [layout.abs(job.source)]
+    j: Job | None = job
+    while j is not None:
+        candidates.append(layout.archive_dir(j.user, j.id) / j.source_name)
+        j = ledger.get(j.parent_id) if j.parent_id else None
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            try:
+                if sha256_file(path) == job.source_sha256:
+                    return path
+            except OSError:
+                continue
+    raise InputError(f"{job.source_name}: the file is gone or was replaced before it was processed")
 
 
 def write_failed(job: Job, layout: Layout, reason: str) -> Path:
