@@ -134,7 +134,8 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
     record = {"job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
               "source_sha256": job.source_sha256, "attempts": job.attempts, "reason": reason,
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "retry": "fix the input and drop it again (for a theme: rewrite it with new content)"}
+              "retry": "bad input: fix it and drop it again; otherwise (backend, key, config fixed): "
+                       f"astrowatch retry {job.id}"}
     atomic_write_json(error_path, record)
     return error_path
 
