@@ -43,7 +43,7 @@ def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) 
         mark_stale(ledger, layout, job)
         counts["published"] += 1
     for job in ledger.by_state("deciding"):
-        reviewer.finish(job)
+        reviewer.finish(job, again=True)
         counts["decided"] += 1
     for job in ledger.by_state("failing"):
         finish_failed(ledger, layout, job)

@@ -19,7 +19,7 @@ import structlog
 from .errors import NotFound
 from .freshness import newer_result, stale_note
 from .imageio import IMAGE_EXTENSIONS, atomic_write_text, read_json_or_none, read_png_meta, read_text_or_none
-from .jsonlog import append_jsonl
+from .jsonlog import append_jsonl, read_jsonl
 from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
 from .testhooks import hold
 
@@ -64,7 +64,7 @@ class Reviewer:
         if job.state == "inbox":
             return self.decide(job, decision, path)
         if job.state == "deciding":
-            self.finish(job)
+            self.finish(job, again=True)
             return "decided"
         if job.state in FINAL.values():
             archive_decided(self.layout, job, path)  # a stray copy after the decision
@@ -109,8 +109,9 @@ class Reviewer:
         self.finish(self.ledger.get(job.id))
         return "decided"
 
-    def finish(self, job: Job) -> None:
-        """Idempotent end of a decision (also run by crash recovery)."""
+    def finish(self, job: Job, *, again: bool = False) -> None:
+        """Idempotent end of a decision (also run by crash recovery: ``again``, which logs the
+        decision only if the interrupted run had not)."""
         data = job.decision_data or {}
         final = FINAL[(job.decision, job.kind)]
         delivered_to = None
@@ -123,7 +124,9 @@ class Reviewer:
         elif job.decision == "redo":
             self._queue_redo(job, data.get("overrides") or {})
         archive_decided(self.layout, job, image)
-        self._log_decision(job, data, delivered_to)
+        if not (again and self._logged(job)):
+            self._log_decision(job, data, delivered_to)
+        hold("deciding.logged", job.id)
         if self.ledger.transition(job.id, "deciding", final, note=delivered_to):
             log.info("review decision done", job_id=job.id, user=job.user, decision=job.decision,
                      delivered_to=delivered_to)
@@ -145,6 +148,9 @@ class Reviewer:
         if created:
             log.info("redo queued", job_id=child.id, parent=job.id, user=job.user, overrides=overrides)
             self.wake()
+
+    def _logged(self, job: Job) -> bool:
+        return any(r.get("job_id") == job.id for r in read_jsonl(self.layout.root / "logs" / "reviews.jsonl"))
 
     def _log_decision(self, job: Job, data: dict[str, Any], delivered_to: str | None) -> None:
         result = job.result or {}

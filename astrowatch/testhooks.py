@@ -2,7 +2,8 @@
 
 ``ASTROWATCH_TEST_HOLD=<state>`` (``publishing``, ``deciding`` or ``failing``) makes the thread
 that has just recorded that state write the job id into ``$ASTROWATCH_TEST_HOLD_FILE`` and
-sleep until the process is killed, so a test can SIGKILL the daemon with a job exactly there
+sleep until the process is killed (``publishing.logged`` / ``deciding.logged``: later, once the
+job's log line is written, still in that state), so a test can SIGKILL the daemon with a job exactly there
 and check what recovery does.  Unset — always, outside tests — it costs one environment lookup.
 """
 

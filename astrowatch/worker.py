@@ -237,10 +237,11 @@ class Worker(threading.Thread):
             log.error("job was moved by someone else while running; outputs discarded")
             return
         hold("publishing", job.id)
-        publish(job, self.layout)
-        # the "ok" line is written while the job is still ``publishing``: recovery adds it only if
-        # it is missing, so every inbox job has exactly one, whenever a crash happens
+        # the "ok" line is written while the job is ``publishing``: recovery adds it only if it is
+        # missing, so every inbox job has exactly one, whenever a crash happens
         self._log_generation(job, "ok", run_s, sidecar=sidecar)
+        hold("publishing.logged", job.id)
+        publish(job, self.layout)
         self.ledger.transition(job.id, "publishing", "inbox")
         mark_stale(self.ledger, self.layout, job)
         self._record_stats(run_s)

@@ -53,9 +53,10 @@ def _ok_lines_per_inbox_job(data):
     return {img.name.split(".")[1]: ok[img.name.split(".")[1]] for img in inbox_images(data)}
 
 
-def test_killed_while_publishing_recovers_with_one_ok_generation_line(tmp_path, daemon_factory, monkeypatch):
+@pytest.mark.parametrize("hold", ["publishing", "publishing.logged"])  # before / after its log line
+def test_killed_while_publishing_recovers_with_one_ok_generation_line(tmp_path, daemon_factory, monkeypatch, hold):
     cfg = write_config(tmp_path)
-    d, ready = _held_daemon(tmp_path, daemon_factory, monkeypatch, "publishing", cfg)
+    d, ready = _held_daemon(tmp_path, daemon_factory, monkeypatch, hold, cfg)
     user = d.data / "Utilisateurs" / "gaby"
     make_image(user / "a.png")
     job_id = _kill_when_held(d, ready, "publishing")
@@ -74,9 +75,10 @@ def test_killed_while_publishing_recovers_with_one_ok_generation_line(tmp_path, 
     assert set(_ok_lines_per_inbox_job(d.data).values()) == {1}  # a later start adds nothing
 
 
-def test_killed_while_deciding_finishes_the_decision_once(tmp_path, daemon_factory, monkeypatch):
+@pytest.mark.parametrize("hold", ["deciding", "deciding.logged"])  # before / after its reviews.jsonl line
+def test_killed_while_deciding_finishes_the_decision_once(tmp_path, daemon_factory, monkeypatch, hold):
     cfg = write_config(tmp_path)
-    d, ready = _held_daemon(tmp_path, daemon_factory, monkeypatch, "deciding", cfg)
+    d, ready = _held_daemon(tmp_path, daemon_factory, monkeypatch, hold, cfg)
     user = d.data / "Utilisateurs" / "gaby"
     make_image(user / "c.png")
     image = wait_until(lambda: inbox_images(d.data), what="result")[0]
