@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .ledger import Job, Ledger
 
 log = structlog.get_logger("astrowatch.freshness")
-RESULT_STATES = ("inbox", "deciding", "delivered")
 
 
 def _root(ledger: Ledger, job: Job) -> Job:
@@ -47,9 +46,14 @@ def newer_result(ledger: Ledger, job: Job) -> Job | None:
         root = _root(ledger, j)
         version[j.source_sha256] = max(version.get(j.source_sha256, 0.0), root.created_at)
     mine = version.get(job.source_sha256, job.created_at)
-    newer = [j for j in jobs if j.state in RESULT_STATES and j.source_sha256 != job.source_sha256
+    newer = [j for j in jobs if _counts(j) and j.source_sha256 != job.source_sha256
              and version[j.source_sha256] > mine]
-    return max(newer, key=lambda j: version[j.source_sha256], default=None)
+    return max(newer, key=lambda j: (version[j.source_sha256], j.created_at), default=None)
+
+
+def _counts(job: Job) -> bool:
+    """A result that is, or is about to be, the user's chart: delivered, waiting, being approved."""
+    return job.state in ("inbox", "delivered") or (job.state == "deciding" and job.decision == "approve")
 
 
 def stale_note(job: Job, newer: Job) -> str:
