@@ -276,7 +276,20 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config") ->
         value = getattr(cfg.sdxl, key)
         if value and (value.startswith(".") or value.startswith("/")):
             setattr(cfg.sdxl, key, str((base_dir / value).resolve()))
+    _check_styles(cfg, origin)
     return cfg
+
+
+def _check_styles(cfg: Config, origin: str) -> None:
+    """astro.style (and learned style candidates) must name a style, built-in or in styles_file."""
+    from .fusion.data import validate_styles  # lazy, and below config: it imports only errors
+
+    chosen = [("astro.style", cfg.astro.style)]
+    chosen += [("feedback.candidates.astro.style", v) for v in cfg.feedback.candidates.get("astro.style", [])]
+    try:
+        validate_styles(cfg.astro.styles_file, chosen)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:

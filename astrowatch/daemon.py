@@ -328,7 +328,7 @@ class Daemon:
                       "observer_restarts": getattr(getattr(self, "watcher", None), "restarts", 0),
                       "pending_files": len(self.tracker)},
             "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
-                         "backends": w.pool.describe()} for w in self.workers],
+                         "backends": w.pool.describe(), "paused": dict(w.paused)} for w in self.workers],
             "disk": self.disk.status(),
         }
         try:

@@ -133,6 +133,9 @@ def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
         note = item.bounce_note()
         if note:
             st.warning(f"last decision was refused: {note}")
+        stale = sidecar.get("stale")
+        if isinstance(stale, dict):
+            st.warning(f"stale result: {stale.get('note') or 'a newer chart of this user exists'}")
         left, middle, right = st.columns([1, 1, 1.2])
         with left:
             _original(config, layout, ledger, item)

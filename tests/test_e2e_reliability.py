@@ -122,10 +122,13 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path
                what="every input in the inbox")
     stems = sorted(i.name.split(".")[0] for i in inbox_images(d.data))
     assert stems == sorted(n.split(".")[0] for n in names)  # each exactly once
-    assert sorted(j["state"] for j in jobs(d.data)) == ["inbox"] * len(names)
+    wait_until(lambda: sorted(j["state"] for j in jobs(d.data)) == ["inbox"] * len(names), what="all published")
     assert not list((d.data / "state" / "work").iterdir())
     for image in inbox_images(d.data):  # every result is whole, with its sidecars
         assert image.with_suffix(".json").exists() and image.with_suffix(".txt").exists()
+    log = (d.data / "logs" / "generations.jsonl").read_text().splitlines()
+    ok = sorted(r["job_id"] for r in map(json.loads, log) if r["status"] == "ok")
+    assert ok == sorted(j["id"] for j in jobs(d.data))  # exactly one "ok" line per inbox job
     assert d.stop() == 0
 
 

@@ -78,6 +78,17 @@ def test_lists_the_inbox_with_originals_and_fields(inbox, monkeypatch) -> None:
     assert [s.value for s in at.subheader] == ["beach.png · enhance"]
 
 
+def test_an_older_theme_result_is_marked_stale_when_a_newer_one_arrives(inbox, monkeypatch) -> None:
+    env, old = inbox["env"], inbox["theme"]["job"]
+    theme = env.layout.root / "Utilisateurs" / "gaby" / "theme_gaby.json"
+    theme.write_bytes(theme_bytes("kerykeion_v5_subject.json"))  # the upstream app rewrote the chart
+    newer = _ingest_and_run(env, theme)["job"]
+    assert json.loads(_image(inbox, "theme").with_suffix(".json").read_text())["stale"]["newer_job"] == newer.id
+    at = _app(inbox, monkeypatch)
+    stale = [w.value for w in at.warning if w.value.startswith("stale result")]
+    assert len(stale) == 1 and f"job {newer.id}" in stale[0] and f"review approve {old.id} --force" in stale[0]
+
+
 def test_editing_the_caption_writes_the_txt(inbox, monkeypatch) -> None:
     at = _app(inbox, monkeypatch)
     job = inbox["photo"]["job"]

@@ -13,7 +13,7 @@ the client polls ``/sdapi/v1/progress`` while the WebUI is busy (bounded: ``read
 and then fails the attempt with a retryable :class:`BackendError` (the worker retries the job
 later), or :class:`BackendUnavailable` if the WebUI is gone.
 
-Errors: 401 -> :class:`ConfigError` naming ``sdapi.auth``; 422 and other 4xx, and 500 ->
+Errors: 401 -> :class:`CredentialsRejected` (a ConfigError) naming ``sdapi.auth``; 422 and other 4xx, and 500 ->
 :class:`PermanentBackendError` with the server's detail; still unreachable after the retries ->
 :class:`BackendUnavailable`.
 """
@@ -32,7 +32,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from urllib3.exceptions import ConnectTimeoutError  # NewConnectionError derives from it
 
 from .. import __version__
-from ..errors import BackendError, BackendUnavailable, ConfigError, Interrupted, PermanentBackendError
+from ..errors import (BackendError, BackendUnavailable, ConfigError, CredentialsRejected, Interrupted,
+                      PermanentBackendError)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import SdapiConfig
@@ -152,7 +153,8 @@ class SdapiClient:
         except requests.RequestException:
             return None
         if resp.status_code == 401:
-            raise ConfigError(f"sdapi.auth: the WebUI at {self.base} refused the credentials (401)", hint=AUTH_HINT)
+            raise CredentialsRejected(f"sdapi.auth: the WebUI at {self.base} refused the credentials (401)",
+                                      hint=AUTH_HINT)
         if resp.status_code != 200:
             return None
         try:
@@ -224,7 +226,7 @@ class SdapiClient:
             except ValueError:
                 raise BackendError(f"{path}: the WebUI answered {status} without JSON") from None
         if status == 401:
-            raise ConfigError(f"sdapi.auth: the WebUI at {self.base} refused the credentials "
+            raise CredentialsRejected(f"sdapi.auth: the WebUI at {self.base} refused the credentials "
                               f"({'none were sent' if not self.cfg.auth else 'wrong user or password'})",
                               hint=AUTH_HINT)
         detail = server_detail(resp)

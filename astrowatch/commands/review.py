@@ -59,6 +59,18 @@ def _apply_sets(sidecar_path: Path, pairs: list[str]) -> dict:
     return data["params"]
 
 
+def _force(sidecar_path: Path) -> None:
+    """``approve --force``: ``"force": true`` in the sidecar, which the daemon reads with the decision."""
+    from ..errors import NotFound
+    from ..imageio import atomic_write_json, read_json_or_none
+
+    data = read_json_or_none(sidecar_path)
+    if not isinstance(data, dict):
+        raise NotFound(f"{sidecar_path.name}: --force needs the result's readable .json sidecar in the inbox")
+    data["force"] = True
+    atomic_write_json(sidecar_path, data)
+
+
 def main(args) -> int:  # noqa: ANN001
     from ..config import load_config
     from ..errors import NotFound
@@ -88,6 +100,8 @@ def main(args) -> int:  # noqa: ANN001
         job, image = _inbox_item(ledger, layout, item)
         if args.action == "redo" and args.set:
             _apply_sets(image.with_suffix(".json"), args.set)
+        if args.action == "approve" and getattr(args, "force", False):
+            _force(image.with_suffix(".json"))
         dest = _move(image, layout.root / FOLDER[args.action])
         print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {args.action} it")
     return 0

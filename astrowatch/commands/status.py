@@ -113,6 +113,8 @@ def render(info: dict[str, Any]) -> str:
     if info.get("waiting"):
         lines.append(f"waiting ({len(info['waiting'])}): " + "; ".join(
             f"{w['job_id']} ({w['reason']})" for w in info["waiting"][:5]))
+    paused = {n: why for w in d.get("workers", []) if d.get("running") for n, why in (w.get("paused") or {}).items()}
+    lines += [f"paused backend {n}: {why} (fix it, then 'systemctl reload astrowatch')" for n, why in paused.items()]
     lines.append("recent failures:")
     lines += [f"  {f['at']}  {f['source']}: {f['reason']}" for f in info["failures"]] or ["  (none)"]
     return "\n".join(lines)
