@@ -22,6 +22,7 @@ import pytest
 from fusion_charts import CHARTS, capricorn_chart, leo_chart, tiny_clip_model_dir
 
 from astrowatch.chart.model import Aspect, Chart, Point
+from astrowatch.chart.parse import parse_chart_file
 from astrowatch.config import Config
 from astrowatch.errors import ConfigError, InputError
 from astrowatch.fusion import ApproxTokenCounter, Fusion, chart_seed, fuse, style_names
@@ -255,16 +256,69 @@ def test_deterministic_byte_for_byte_across_processes() -> None:
     assert out == here
 
 
-def test_seed_from_user_and_chart_content() -> None:
+def test_seed_without_birth_data_from_the_rounded_positions() -> None:
     a, b = leo_chart(), leo_chart()
     assert chart_seed(a) == chart_seed(b) == fuse(a, cfg()).seed
     assert 0 <= chart_seed(a) < 2**32
     assert chart_seed(leo_chart(user="someone")) != chart_seed(a)
-    moved = dict(a.points, moon=dataclasses.replace(a.points["moon"], longitude=a.points["moon"].longitude + 0.5))
-    assert chart_seed(dataclasses.replace(a, points=moved)) != chart_seed(a)
+
+    def moon_moved(by: float) -> int:
+        moon = a.points["moon"]
+        return chart_seed(dataclasses.replace(a, points=dict(a.points, moon=dataclasses.replace(
+            moon, longitude=moon.longitude + by))))
+
+    assert moon_moved(3.0) != chart_seed(a)
+    assert moon_moved(0.004) == chart_seed(a)  # another producer's rounding
     extra = dataclasses.replace(a, aspects=a.aspects + [Aspect("sun", "moon", "trine", 3.0)])
-    assert chart_seed(extra) != chart_seed(a)
-    assert chart_seed(dataclasses.replace(a, source_format="kerykeion")) == chart_seed(a)  # content only
+    assert chart_seed(extra) == chart_seed(a)  # aspects derive from the positions; orbs differ by producer
+    assert chart_seed(dataclasses.replace(a, source_format="kerykeion")) == chart_seed(a)
+
+
+def test_seed_from_birth_data_when_the_file_has_it() -> None:
+    born = {"birth": "1990-08-04T15:30:00+02:00", "lat": 45.764, "lon": 4.8357}
+    a = dataclasses.replace(leo_chart(), extra=dict(born))
+    same = [dict(born, birth="1990-08-04T13:30:00+00:00"),  # the same instant in UTC
+            dict(born, birth="1990-08-04T15:30:20+02:00"),  # seconds do not count
+            dict(born, birth="1990-08-04T15:30", tz="Europe/Paris"),  # naive local time + zone
+            dict(born, lat=45.7641, lon=4.83574)]  # rounded to 0.01 degree
+    for extra in same:
+        assert chart_seed(dataclasses.replace(a, extra=extra)) == chart_seed(a), extra
+    moved = dict(a.points, moon=dataclasses.replace(a.points["moon"], longitude=a.points["moon"].longitude + 3))
+    assert chart_seed(dataclasses.replace(a, points=moved)) == chart_seed(a)  # the birth data decides
+    for extra in (dict(born, birth="1990-08-04T15:31:00+02:00"), dict(born, lat=48.85, lon=2.35)):
+        assert chart_seed(dataclasses.replace(a, extra=extra)) != chart_seed(a), extra
+    assert chart_seed(dataclasses.replace(a, user="someone")) != chart_seed(a)
+
+
+THEMES = Path(__file__).parent / "fixtures" / "themes"
+# Every fixture is Gaby's chart (born 1990-08-04 15:30 CEST in Lyon), exported by a different producer.
+SAME_PERSON = sorted(THEMES.glob("*.json"))
+
+
+def test_fixtures_cover_every_supported_format() -> None:
+    from astrowatch.chart.parse import SOURCE_FORMATS
+
+    formats = {parse_chart_file(f, user="gaby").source_format for f in SAME_PERSON}
+    assert formats == set(SOURCE_FORMATS) and len(SAME_PERSON) >= 9
+
+
+@pytest.mark.parametrize("backend", ["sdxl", "sdapi", "openai"])
+def test_same_chart_in_every_format_gives_one_seed_and_one_prompt(backend: str) -> None:
+    for style in style_names():
+        fusions = {f.name: fuse(parse_chart_file(f, user="gaby"), cfg(), style=style, backend=backend)
+                   for f in SAME_PERSON}
+        assert len({f.seed for f in fusions.values()}) == 1, {k: f.seed for k, f in fusions.items()}
+        assert len({f.prompt for f in fusions.values()}) == 1, {k: f.prompt for k, f in fusions.items()}
+        assert len({f.negative_prompt for f in fusions.values()}) == 1
+
+
+def test_same_chart_without_birth_data_seeds_from_the_positions() -> None:
+    charts = [parse_chart_file(f, user="gaby") for f in SAME_PERSON]
+    with_birth = {chart_seed(c) for c in charts}
+    for c in charts:
+        c.extra = {}
+    without = {chart_seed(c) for c in charts}
+    assert len(without) == 1 and without != with_birth
 
 
 def test_explicit_seed_wins_and_is_checked() -> None:

@@ -27,6 +27,7 @@ from .fields import FORMAT_DOC, Ctx, describe, house_of
 from .formats_immanuel import looks_like_immanuel, parse_immanuel
 from .formats_kerykeion import looks_like_subject, parse_astrologer, parse_chart_data, parse_subject
 from .formats_own import looks_like_own, parse_own
+from .identity import complete_aspects
 from .model import Aspect, Chart
 
 SOURCE_FORMATS = ("kerykeion", "kerykeion-chart", "astrologer-api", "immanuel", "astrowatch")
@@ -137,7 +138,7 @@ def _finish(chart: Chart, ctx: Ctx) -> Chart:
             house = house_of(point.longitude, chart.houses)
             if house is not None:
                 chart.points[name] = replace(point, house=house)
-    chart.aspects = _tidy_aspects(chart.aspects, chart)
+    chart.aspects = _tidy_aspects(complete_aspects(chart), chart)
     if chart.dominant_element is None or chart.dominant_modality is None:
         element, modality = compute_dominants(chart.points)
         chart.dominant_element = chart.dominant_element or element

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..chart.identity import chart_identity
 from ..errors import ConfigError, InputError
 from .compact import Compacted, compact
 from .data import load_style, style_names
@@ -54,26 +55,14 @@ class Fusion:
         }
 
 
-def _fingerprint(chart: Chart) -> dict[str, Any]:
-    def num(x: float) -> float:
-        return round(float(x), 6)
-
-    return {
-        "user": chart.user,
-        "points": {k: [p.sign, num(p.longitude), p.house, bool(p.retrograde)]
-                   for k, p in sorted(chart.points.items())},
-        "houses": sorted([h.number, h.sign, num(h.longitude)] for h in chart.houses),
-        "aspects": sorted([a.p1, a.p2, a.kind, num(a.orb)] for a in chart.aspects),
-    }
-
-
 def chart_seed(chart: Chart) -> int:
-    """Deterministic seed in ``0 <= seed < 2**32`` from the user and the chart's content.
+    """Deterministic seed in ``0 <= seed < 2**32`` from the user and the chart itself.
 
-    The input format, the file's path and its formatting do not count: the same birth data
-    converted to another format gives the same seed.
+    The birth data (UTC minute, place) when the file has it, else the rounded positions the
+    prompt reads (:mod:`astrowatch.chart.identity`): the export format, the file's bytes and
+    its path do not count, so the same chart in another format gives the same seed.
     """
-    blob = json.dumps(_fingerprint(chart), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(chart_identity(chart), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:4], "big")
 
 
