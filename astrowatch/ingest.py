@@ -21,14 +21,16 @@ from typing import TYPE_CHECKING, Callable
 
 import structlog
 
-from .errors import UnsafePathError
-from .feedback import learned_params
+from .errors import AstrowatchError, UnsafePathError
+from .feedback import LEARNED_KEY, learned_params
 from .imageio import IMAGE_EXTENSIONS, atomic_write_bytes
 from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
+from .ledger import FAILED_FOR_INPUT
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .chart.model import Chart
     from .config import Config
-    from .ledger import Ledger
+    from .ledger import Job, Ledger
     from .review import Reviewer
 
 log = structlog.get_logger("astrowatch.ingest")
@@ -41,6 +43,11 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _comparable(params: dict) -> dict:
+    """A job's params without the learned-defaults explanation (counts that change by themselves)."""
+    return {k: v for k, v in params.items() if k != LEARNED_KEY}
 
 
 def safe_display_name(name: str) -> str:
@@ -121,18 +128,65 @@ class Ingest:
             head = fh.read(limit + 1)
         sha = sha256_file(p) if len(head) > limit else hashlib.sha256(head).hexdigest()
         jobs = self.ledger.jobs_for_source(user, rel)
-        if jobs and jobs[0].source_sha256 == sha:
-            self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=jobs[0].id)
+        last = jobs[0] if jobs else None
+        retry = last is not None and self._failed_not_for_input(last)
+        seen = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+        if last is not None and last.source_sha256 == sha and not retry:
+            self.ledger.seen_put(rel, **seen, job_id=last.id)
             return "duplicate"
+        chart = self._chart_or_none(head, user, name)
+        params = learned_params(self.config, "astro", sha)
+        if last is not None and not retry and chart is not None and self._same_render(last, chart, params):
+            self.ledger.seen_put(rel, **seen, job_id=last.id)
+            log.info("theme rewritten with the same prompt, seed and parameters: no new job",
+                     job_id=last.id, user=user, source=rel)
+            return "same render"
         self._supersede(jobs, "newer theme content")
         job_id = self._new_id()
         atomic_write_bytes(self.layout.archive_dir(user, job_id) / name, head)  # snapshot first
         job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
-                                     params=learned_params(self.config, "astro", sha))
-        self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
-        log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel)
+                                     params=params, parent_id=last.id if retry and last else None)
+        self.ledger.seen_put(rel, **seen, job_id=job.id)
+        log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel,
+                 **({"retry_of": last.id} if retry and last else {}))
         self.wake()
         return "job"
+
+    def _failed_not_for_input(self, job: Job) -> bool:
+        """The newest job failed, and not because of the file (backend, config...): try again."""
+        return job.state == "failed" and self.ledger.failure_cause(job.id) != FAILED_FOR_INPUT
+
+    def _chart_or_none(self, data: bytes, user: str, name: str) -> Chart | None:
+        """The parsed chart, or None when it does not parse (the job's run says why)."""
+        from .chart.parse import parse_chart_bytes
+
+        limits = self.config.limits
+        try:
+            return parse_chart_bytes(data, user=user, source=name, max_bytes=limits.max_json_bytes,
+                                     max_depth=limits.max_json_depth)
+        except AstrowatchError:
+            return None
+
+    def _same_render(self, last: Job, chart: Chart, params: dict) -> bool:
+        """True if ``last``'s snapshot fuses to the same prompt, seed and parameters as ``chart``."""
+        from .fusion import render_key
+
+        old = self._chart_or_none(self._snapshot_bytes(last), last.user, last.source_name)
+        if old is None:
+            return False
+        try:
+            return render_key(old, self.config, _comparable(last.params)) == render_key(
+                chart, self.config, _comparable(params))
+        except AstrowatchError:  # e.g. a style the config no longer knows: let the job say so
+            return False
+
+    def _snapshot_bytes(self, job: Job) -> bytes:
+        path = self.layout.archive_dir(job.user, job.id) / job.source_name
+        try:
+            with open(path, "rb") as fh:
+                return fh.read(self.config.limits.max_json_bytes + 1)
+        except OSError:
+            return b""
 
     # -- enhance -------------------------------------------------------------------------------
     def _enhance(self, p: Path, user: str, name: str, st: os.stat_result) -> str:

@@ -25,7 +25,7 @@ from .errors import AstrowatchError, BackendError, BackendUnavailable, InputErro
 from .ingest import sha256_file
 from .jsonlog import append_jsonl
 from .layout import Layout
-from .ledger import Job, Ledger
+from .ledger import FAILED_FOR_INPUT, Job, Ledger
 from .pipeline.publish import publish, result_stem, write_failed, write_outputs
 from .pipeline.steps import JobContext, backend_for, run_astro, run_enhance
 
@@ -250,11 +250,12 @@ class Worker(threading.Thread):
             log.warning("attempt failed; will retry", error=str(exc), attempt=job.attempts, retry_in_s=delay)
             return
         reason = str(exc) if not exc.retryable else f"{exc} (after {job.attempts} attempts)"
-        self.fail(job, reason)
+        self.fail(job, reason, cause=FAILED_FOR_INPUT if isinstance(exc, InputError) else type(exc).__name__)
         self._log_generation(job, "failed", duration, error=reason)
 
-    def fail(self, job: Job, reason: str) -> None:
-        if self.ledger.transition(job.id, "running", "failing", error=reason):
+    def fail(self, job: Job, reason: str, *, cause: str) -> None:
+        """``cause`` (the history note) tells ingest whether the same file may be tried again."""
+        if self.ledger.transition(job.id, "running", "failing", error=reason, note=cause):
             finish_failed(self.ledger, self.layout, self.ledger.get(job.id))
 
     def _record_stats(self, seconds: float) -> None:

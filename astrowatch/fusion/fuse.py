@@ -147,3 +147,15 @@ def fuse(chart: Chart, config: Config, *, style: str | None = None, backend: str
         chart=_summary(reading, positive.kept),
         backend=backend,
     )
+
+
+def render_key(chart: Chart, config: Config, params: dict[str, Any]) -> str:
+    """sha256 of what an astro job draws from: the fused prompt, negative prompt, seed, style and
+    parameters.  The prompt is fused uncompacted (the OpenAI budget, approximate tokens), so the key
+    is cheap (no tokenizer is loaded) and equal keys mean equal prompts for every backend."""
+    seed = params.get("seed")
+    fusion = fuse(chart, config, style=params.get("style"), backend="openai",
+                  seed=int(seed) if seed is not None else None)
+    blob = json.dumps({"prompt": fusion.prompt, "negative": fusion.negative_prompt, "seed": fusion.seed,
+                       "style": fusion.style, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
