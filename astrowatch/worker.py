@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from .backends.base import Backend, CancelToken, create_backend
+from .backends.base import Backend, CancelToken, Progress, create_backend
 from .config import Config
 from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
 from .ingest import sha256_file
@@ -102,6 +102,7 @@ class Worker(threading.Thread):
         self._waiting_logged: set[str] = set()
         self._last_health = 0.0
         self.current: str | None = None
+        self.progress = Progress()  # the running job's steps, for status (read by the daemon)
         self.beat = time.monotonic()
         self.stats = {"jobs": 0, "seconds": 0.0, "last_seconds": None, "first_seconds": None}
 
@@ -174,6 +175,7 @@ class Worker(threading.Thread):
     def execute(self, job: Job) -> None:
         structlog.contextvars.bind_contextvars(job_id=job.id, user=job.user, worker=self.name)
         self.current = job.id
+        self.progress.start(job.id)
         t0 = time.monotonic()
         try:
             self._produce_and_publish(job, t0)
@@ -189,10 +191,11 @@ class Worker(threading.Thread):
             self._failed_attempt(job, BackendError(f"{type(exc).__name__}: {exc}"), t0)
         finally:
             self.current = None
+            self.progress.clear()
             structlog.contextvars.unbind_contextvars("job_id", "user", "worker")
 
     def _produce_and_publish(self, job: Job, t0: float) -> None:
-        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel)
+        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel, self.progress)
         log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
         if job.kind == "astro":
             outcome = run_astro(job, ctx, self.defaults["astro"])

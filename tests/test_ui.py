@@ -78,6 +78,20 @@ def test_lists_the_inbox_with_originals_and_fields(inbox, monkeypatch) -> None:
     assert [s.value for s in at.subheader] == ["beach.png · enhance"]
 
 
+def test_the_sidebar_shows_the_running_job_progress(inbox, monkeypatch) -> None:
+    layout = inbox["env"].layout
+    state = {"pid": os.getpid(), "stopped": False, "workers": [
+        {"name": "worker-0", "current_job": "abc123", "stats": {},
+         "progress": {"job_id": "abc123", "step": 12, "total": 30, "elapsed_s": 4.0, "eta_s": 6.0}}]}
+    layout.daemon_state_path.parent.mkdir(parents=True, exist_ok=True)
+    layout.daemon_state_path.write_text(json.dumps(state))
+    at = _app(inbox, monkeypatch)
+    assert not at.exception
+    bars = [e for e in at.sidebar.get("progress")]
+    assert len(bars) == 1 and bars[0].value == 40
+    assert "running abc123: step 12/30, 4 s elapsed, ETA 6 s" in bars[0].proto.text
+
+
 def test_editing_the_caption_writes_the_txt(inbox, monkeypatch) -> None:
     at = _app(inbox, monkeypatch)
     job = inbox["photo"]["job"]
