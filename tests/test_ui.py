@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from extras import require
 import yaml
 from harness import make_image, theme_bytes
 from test_feedback import Env, _ingest_and_run
 
 from astrowatch.cli import main
 
-CHROMIUM = Path("/usr/bin/chromium")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM = next((Path(found) for name in BROWSERS if (found := shutil.which(name))), None)
 APP = Path(__file__).resolve().parents[1] / "astrowatch" / "ui_app.py"
 
 
@@ -62,7 +65,7 @@ def _app(inbox: dict[str, Any], monkeypatch) -> Any:
 
 @pytest.fixture(autouse=True)
 def _needs_streamlit() -> None:
-    pytest.importorskip("streamlit", reason="the 'ui' extra (Streamlit) is not installed")
+    require("streamlit", "ui")
 
 
 def test_lists_the_inbox_with_originals_and_fields(inbox, monkeypatch) -> None:
@@ -263,8 +266,8 @@ READY = ("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4
          "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed "
-                    "(apt-get install chromium; the Makefile's test target tries)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (looked for " + ", ".join(BROWSERS) + "; "
+                    "apt-get install chromium: the Makefile's test target tries as root)")
 def test_page_in_headless_chromium(inbox, tmp_path: Path) -> None:
     from PIL import Image
 
