@@ -139,3 +139,27 @@ def test_review_cli_moves_files_like_a_reviewer(tmp_path, daemon_factory):
     wait_until(lambda: (data / "datasets" / "gaby" / "c.png").exists(), what="filed via CLI")
     bad = run_cli("review", "reject", "ffffffffffff", config=cfg, check=False)
     assert bad.returncode != 0 and "no job" in bad.stderr
+
+
+def test_review_redo_set_uses_the_generate_spelling_and_refuses_unknown_keys(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path)
+    d = daemon_factory(cfg).start()
+    data, user = d.data, d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "c.jpg", (40, 30))
+    image = wait_until(lambda: inbox_images(data), what="result")[0]
+    job_id = image.name.split(".")[1]
+    for bad in ("bogus=1", "scale_factor=3", "astro.style=cosmique", "sdxl.bogus=2"):
+        proc = run_cli("review", "redo", job_id, "--set", bad, config=cfg, check=False)
+        assert proc.returncode == 78, proc.stderr
+        assert "unknown key; valid keys: enhance.backend, enhance.scale_factor" in proc.stderr, proc.stderr
+        assert "enhance.seed" in proc.stderr and "astro.style" not in proc.stderr.split("valid keys:")[1]
+    assert image.exists()  # nothing moved
+    run_cli("review", "redo", job_id, "--set", "enhance.scale_factor=3", config=cfg)
+    redo = wait_until(lambda: [i for i in inbox_images(data) if i != image], what="the redo's result")[0]
+    assert json.loads(redo.with_suffix(".json").read_text())["params"]["scale_factor"] == 3
+    from PIL import Image
+
+    with Image.open(redo) as new, Image.open(data / "archive" / "gaby" / job_id / image.name) as old:
+        assert new.width == old.width * 3 // 2  # x3 instead of the default x2
+    assert d.stop() == 0
