@@ -19,7 +19,7 @@ from astrowatch.chart.dominant import compute_dominants
 from astrowatch.chart.fields import canonical_point
 from astrowatch.chart.model import Aspect, Chart, Point
 from astrowatch.chart.parse import json_depth, parse_chart_bytes, parse_chart_file
-from astrowatch.errors import InputError
+from astrowatch.errors import InputError, NotFound
 
 THEMES = Path(__file__).parent / "fixtures" / "themes"
 
@@ -225,8 +225,10 @@ def test_size_limit(tmp_path: Path) -> None:
     path.write_bytes(data)
     with pytest.raises(InputError, match="more than 1000 bytes"):
         parse_chart_file(path, max_bytes=1000)
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(NotFound, match="missing.json: no such file"):  # exit 66, not 65
         parse_chart_file(tmp_path / "missing.json")
+    with pytest.raises(InputError, match="cannot read"):
+        parse_chart_file(tmp_path)  # a folder: unreadable, bad input
 
 
 def test_deep_nesting_is_refused_without_recursion() -> None:

@@ -21,7 +21,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, NotFound
 from .dominant import compute_dominants
 from .fields import FORMAT_DOC, Ctx, describe, house_of
 from .formats_immanuel import looks_like_immanuel, parse_immanuel
@@ -183,6 +183,8 @@ def parse_chart_file(path: Path, *, user: str | None = None, max_bytes: int = DE
     try:
         with path.open("rb") as fh:
             data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise NotFound(f"{source}: no such file") from None  # exit 66 (EX_NOINPUT), not bad data
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:
