@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 import structlog
 
+from .chart.identity import identity_sha256
 from .errors import AstrowatchError, UnsafePathError
 from .feedback import LEARNED_KEY, learned_params
 from .imageio import IMAGE_EXTENSIONS, atomic_write_bytes
@@ -135,7 +136,8 @@ class Ingest:
             self.ledger.seen_put(rel, **seen, job_id=last.id)
             return "duplicate"
         chart = self._chart_or_none(head, user, name)
-        params = learned_params(self.config, "astro", sha)
+        # learned defaults explore by the chart's identity, so a re-export draws the same choice
+        params = learned_params(self.config, "astro", identity_sha256(chart) if chart is not None else sha)
         if last is not None and not retry and chart is not None and self._same_render(last, chart, params):
             self.ledger.seen_put(rel, **seen, job_id=last.id)
             log.info("theme rewritten with the same prompt, seed and parameters: no new job",
@@ -144,11 +146,12 @@ class Ingest:
         self._supersede(jobs, "newer theme content")
         job_id = self._new_id()
         atomic_write_bytes(self.layout.archive_dir(user, job_id) / name, head)  # snapshot first
+        retry_of = last.id if retry and last is not None and last.source_sha256 == sha else None
         job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
-                                     params=params, parent_id=last.id if retry and last else None)
+                                     params=params, parent_id=retry_of)
         self.ledger.seen_put(rel, **seen, job_id=job.id)
         log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel,
-                 **({"retry_of": last.id} if retry and last else {}))
+                 **({"retry_of": retry_of} if retry_of else {}))
         self.wake()
         return "job"
 

@@ -84,6 +84,15 @@ def chart_identity(chart: Chart) -> dict[str, Any]:
     return {"user": chart.user, **position_identity(chart)}
 
 
+def identity_sha256(chart: Chart) -> str:
+    """A stable hex digest of :func:`chart_identity` (seeds learned-default exploration too)."""
+    import hashlib
+    import json
+
+    blob = json.dumps(chart_identity(chart), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def complete_aspects(chart: Chart) -> list[Aspect]:
     """The file's aspects plus the major aspects it does not list, computed from the positions."""
     listed = {(frozenset((a.p1, a.p2)), a.kind) for a in chart.aspects}

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..chart.identity import chart_identity
+from ..chart.identity import identity_sha256
 from ..errors import ConfigError, InputError
 from .compact import Compacted, compact
 from .data import load_style, style_names
@@ -62,8 +62,7 @@ def chart_seed(chart: Chart) -> int:
     prompt reads (:mod:`astrowatch.chart.identity`): the export format, the file's bytes and
     its path do not count, so the same chart in another format gives the same seed.
     """
-    blob = json.dumps(chart_identity(chart), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:4], "big")
+    return int(identity_sha256(chart)[:8], 16)
 
 
 def _pick_style(chart: Chart, config: Config, style: str | None) -> Style:
