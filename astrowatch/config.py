@@ -171,7 +171,7 @@ class FeedbackConfig(Section):
     @field_validator("candidates")
     @classmethod
     def _tunable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        from .feedback import check_candidates
+        from .tunables import check_candidates
 
         return check_candidates(v)
 
@@ -259,8 +259,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{p}: config file not found", hint="run 'astrowatch init' or pass --config"
-        ) from None
+            f"{p}: config file not found",
+            hint=f"pass --config or set {CONFIG_ENV} (system-wide: /etc/profile.d/astrowatch.sh), "
+                 "or run 'astrowatch init'") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: cannot read config: permission denied",
+                          hint="the config is readable by the service's group: check 'id' lists it "
+                               "(log in again after 'usermod -aG')") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
     try:

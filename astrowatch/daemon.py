@@ -21,6 +21,7 @@ import structlog
 
 from .backends.base import CancelToken, progress_text, resolve_auto
 from .config import Config, load_config
+from .daemonlock import DaemonLock
 from .errors import AstrowatchError, ConfigError
 from .imageio import atomic_write_text
 from .ingest import Ingest
@@ -114,6 +115,10 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> int:
+        with DaemonLock(self.layout.root / "state"):  # one daemon per data folder, for its whole life
+            return self._run()
+
+    def _run(self) -> int:
         self._install_signals()
         self.setup()
         for worker in self.workers:

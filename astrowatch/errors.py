@@ -80,3 +80,15 @@ class NotFound(AstrowatchError):
     """A job, file or review item named on the command line does not exist."""
 
     exit_code = 66  # EX_NOINPUT
+
+
+class AlreadyRunning(AstrowatchError):
+    """Another daemon holds this data folder's lock (``state/daemon.lock``)."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again once the other one has stopped
+
+
+class AccessDenied(AstrowatchError):
+    """This user may not read or write something the command needs (group membership, modes)."""
+
+    exit_code = 77  # EX_NOPERM

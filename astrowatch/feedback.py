@@ -19,9 +19,7 @@ never passed to backends) and copied into the sidecar as ``learned``.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import structlog
 
 from .jsonlog import read_jsonl
+from .tunables import norm as _norm
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -37,28 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger("astrowatch.feedback")
 KINDS = ("astro", "enhance")
 LEARNED_KEY = "_learned"
-KEY_RE = re.compile(r"^(astro|enhance)\.([A-Za-z][A-Za-z0-9_]*)$")
-NOT_TUNABLE = frozenset({"seed"})
 _cache: dict[Path, tuple[int, int, list[dict[str, Any]]]] = {}
 _cache_lock = threading.Lock()
-
-
-# -- config validation (called by FeedbackConfig) -----------------------------------------------
-def check_candidates(candidates: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Refuse keys that do not name ``<kind>.<param>`` and candidate lists that cannot be learned."""
-    for key, values in candidates.items():
-        m = KEY_RE.match(key)
-        if not m or m.group(2) in NOT_TUNABLE:
-            raise ValueError(f"{key!r} is not a tunable parameter (expected astro.<param> or enhance.<param>, "
-                             "e.g. enhance.denoising_strength; seed cannot be learned)")
-        if not values:
-            raise ValueError(f"{key}: give at least one candidate value")
-        for value in values:
-            if not isinstance(value, (str, int, float, bool)):
-                raise ValueError(f"{key}: candidate {value!r} is not a plain value (text, number or bool)")
-        if len({_norm(v) for v in values}) != len(values):
-            raise ValueError(f"{key}: candidate values repeat")
-    return candidates
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -105,17 +84,6 @@ class Tally:
         rate = self.approved / self.decisions if self.decisions else None
         return {"decisions": self.decisions, "approved": self.approved, "redo_votes": self.votes,
                 "approval_rate": None if rate is None else round(rate, 3), "score": round(self.score, 3)}
-
-
-def _norm(value: Any) -> Any:
-    """Comparable form: numbers by value (0 == 0.0 == "0"), text as is."""
-    if isinstance(value, bool):
-        return ("bool", value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return ("text", str(value))
-    return ("num", round(number, 9)) if math.isfinite(number) else ("text", str(value))
 
 
 def same(a: Any, b: Any) -> bool:

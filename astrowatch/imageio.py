@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import file_mode
 
 # Magic bytes -> format name.  Extension alone is never trusted.
 _MAGIC = (
@@ -101,11 +102,15 @@ def png_bytes(image, *, infotext: str | None = None, meta: dict[str, Any] | None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
+
+    The file gets ``0666 & ~umask`` like any ``open()`` (``mkstemp`` alone would leave ``0600``,
+    which the service's group -- reviewers, the upstream app -- could not read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -24,38 +24,25 @@ import structlog
 from .chart.identity import identity_sha256
 from .errors import AstrowatchError, UnsafePathError
 from .feedback import LEARNED_KEY, learned_params
+from .files import sha256_file
 from .imageio import IMAGE_EXTENSIONS, atomic_write_bytes
 from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
-from .ledger import FAILED_FOR_INPUT
+from .ledger import FAILED_FOR_INPUT, new_job_id
+from .pipeline.publish import refuse_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .chart.model import Chart
     from .config import Config
     from .ledger import Job, Ledger
-    from .review import Reviewer
+    from .review import Reviewer  # the reviewer is handed in; review never imports ingest
 
 log = structlog.get_logger("astrowatch.ingest")
 NOT_YET_PUBLISHED = ("queued", "running", "waiting", "publishing", "failing")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _comparable(params: dict) -> dict:
     """A job's params without the learned-defaults explanation (counts that change by themselves)."""
     return {k: v for k, v in params.items() if k != LEARNED_KEY}
-
-
-def safe_display_name(name: str) -> str:
-    """A name that can be written to disk, for files whose own name is not safe."""
-    cleaned = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)
-    cleaned = cleaned.encode("utf-8", "replace").decode("utf-8")[:120].strip(". ") or "unnamed"
-    return cleaned
 
 
 class Ingest:
@@ -239,15 +226,11 @@ class Ingest:
         return row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns
 
     def _new_id(self) -> str:
-        from .ledger import new_job_id
-
         return new_job_id()
 
     # -- refusals without a job ---------------------------------------------------------------
     def refuse(self, user: str, p: Path, reason: str, *, move: bool) -> str:
         """A ``failed/<user>/`` entry for an input that cannot even become a job."""
-        from .pipeline.delivery import refuse_file
-
         entry = refuse_file(self.layout, user, p, reason, move=move)
         log.warning("input refused", user=user, file=entry.name, reason=reason)
         return "failed"

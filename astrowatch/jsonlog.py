@@ -21,7 +21,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     line = (json.dumps(record, ensure_ascii=False, default=str, sort_keys=False) + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o664)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # & ~umask, like open()
         try:
             _ensure_line_start(fd, path)
             os.write(fd, line)

@@ -18,7 +18,8 @@ import structlog
 from .errors import NotFound
 from .imageio import IMAGE_EXTENSIONS, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
-from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
+from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
+from .pipeline.publish import refuse_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config

@@ -132,12 +132,12 @@ def normalise_reason(reason: str | None, source_name: str = "") -> str:
 def failures(config: Config, since: float | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Failed jobs grouped by normalised reason, and the inbox backlog, from the ledger."""
     from .layout import Layout
-    from .ledger import Ledger
+    from .ledger_readonly import open_for_reading
 
     layout = Layout(config.data_dir)
     if not layout.ledger_path.exists():
         return [], {"waiting": 0, "oldest_s": None}
-    ledger = Ledger(layout.ledger_path)
+    ledger = open_for_reading(layout)
     try:
         groups: dict[str, list[Any]] = defaultdict(list)
         for job in ledger.by_state("failed"):

@@ -20,6 +20,7 @@ from astrowatch.config import find_config, load_config
 from astrowatch.errors import AstrowatchError
 from astrowatch.layout import Layout
 from astrowatch.ledger import Ledger
+from astrowatch.ledger_readonly import open_for_reading
 
 VERB = {"approve": "approved", "reject": "rejected", "redo": "sent back for a redo"}
 
@@ -28,8 +29,7 @@ VERB = {"approve": "approved", "reject": "rejected", "redo": "sent back for a re
 def _context(path: str, mtime: float) -> tuple[Any, Layout, Ledger]:
     config = load_config(path)
     layout = Layout(config.data_dir)
-    layout.ensure()
-    return config, layout, Ledger(layout.ledger_path)
+    return config, layout, open_for_reading(layout)  # reviewers read the ledger, never write it
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -22,7 +22,7 @@ import structlog
 from .backends.base import Backend, CancelToken, Progress, create_backend
 from .config import Config
 from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
-from .ingest import sha256_file
+from .files import sha256_file
 from .jsonlog import append_jsonl
 from .layout import Layout
 from .ledger import FAILED_FOR_INPUT, Job, Ledger

@@ -77,13 +77,19 @@ def _apply_sets(sidecar_path: Path, overrides: dict) -> dict:
 
 def main(args) -> int:  # noqa: ANN001
     from ..config import load_config
+    from ..errors import NotFound
     from ..layout import Layout
-    from ..ledger import Ledger
+    from ..ledger_readonly import open_for_reading
 
     config = load_config(args.config)
     layout = Layout(config.data_dir)
-    layout.ensure()
-    ledger = Ledger(layout.ledger_path)
+    try:
+        ledger = open_for_reading(layout)  # decisions are file moves: the daemon writes the ledger
+    except NotFound:
+        if args.action != "list":
+            raise
+        print("[]" if args.json else f"inbox is empty (no ledger yet under {layout.root})")
+        return 0
     if args.action == "list":
         jobs = ledger.by_state("inbox")
         rows = [{"job_id": j.id, "user": j.user, "kind": j.kind,

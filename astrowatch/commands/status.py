@@ -1,6 +1,7 @@
 """``astrowatch status``: counts by state, the inbox, recent failures, the backends in use.
 
-Works whether or not the daemon runs: it reads the ledger and the daemon's state file.
+Works whether or not the daemon runs, for anyone in the service's group: it reads the ledger
+(read-only) and the daemon's state file.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 
 def collect(config) -> dict[str, Any]:  # noqa: ANN001
     from ..layout import Layout
-    from ..ledger import STATES, Ledger
+    from ..ledger import STATES
+    from ..ledger_readonly import open_for_reading
 
     layout = Layout(config.data_dir)
     if not layout.ledger_path.exists():
         return {"data_dir": str(layout.root), "daemon": _daemon(layout), "counts": {}, "inbox": [],
                 "failures": [], "note": "no ledger yet: the daemon has never run on this data folder"}
-    ledger = Ledger(layout.ledger_path)
+    ledger = open_for_reading(layout)  # a reviewer may read the ledger, never write it
     counts = ledger.counts()
     inbox = [{"job_id": j.id, "user": j.user, "kind": j.kind,
               "image": f"inbox/{j.user}/{(j.result or {}).get('image')}",

@@ -158,10 +158,16 @@ def main(args) -> int:  # noqa: ANN001
 
     from ..config import CONFIG_ENV, load_config
     from ..errors import NotFound
+    from ..layout import Layout
+    from ..ledger_readonly import open_for_reading
 
     if importlib.util.find_spec("streamlit") is None:
         raise NotFound("the review page needs Streamlit: install the 'ui' extra (pip install 'astrowatch[ui]')")
     config = load_config(args.config)  # a bad config fails here, with one line, not in the browser
+    try:  # so does a reviewer who cannot read the ledger
+        open_for_reading(Layout(config.data_dir)).close()
+    except NotFound:
+        pass  # the page says so until the daemon has run once
     os.environ[CONFIG_ENV] = str(config.source)
     argv = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", args.host,
             "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",

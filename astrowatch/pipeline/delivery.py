@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..imageio import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, move_out
-
+from ..files import sha256_file
+from ..imageio import atomic_write_bytes, atomic_write_text, fsync_dir, move_out
 from .publish import result_stem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _sha(path: Path) -> str | None:
-    from ..ingest import sha256_file
-
     try:
         return sha256_file(path)
     except OSError:
@@ -129,23 +127,3 @@ def copy_snapshot(layout: Layout, parent: Job, child: Job) -> None:
     if src.is_file() and not dest.exists():
         atomic_write_bytes(dest, src.read_bytes())
 
-
-def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool) -> Path:
-    """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
-    from ..ingest import safe_display_name
-    from ..layout import display
-
-    folder = layout.failed_dir(folder_name)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = safe_display_name(src.name)
-    if os.path.lexists(folder / name):
-        name = f"{int(time.time() * 1000)}-{name}"
-    if move:
-        move_out(src, folder / name)  # a symlink moves as a link: never followed
-    elif src.is_file() and not src.is_symlink():
-        shutil.copyfile(src, folder / name)
-    record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),
-              "reason": reason, "attempts": 0,
-              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_json(folder / f"{name}.error.json", record)
-    return folder / name

@@ -1,4 +1,5 @@
-"""Files that make a job's state visible: outputs in the inbox, inputs in archive/ or failed/.
+"""Files that make a job's state visible: outputs in the inbox, inputs in archive/ or failed/
+(and :func:`refuse_file`, the failed/ entry for an input that never became a job).
 
 Every function here is idempotent — it can be interrupted at any point (SIGKILL) and run
 again by recovery with the same end result, and no duplicate file.  Order matters: in the
@@ -14,7 +15,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..files import safe_display_name, sha256_file
 from ..imageio import atomic_write_json, atomic_write_text, fsync_dir, move_out, read_json_or_none, write_png
+from ..layout import display
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layout import Layout
@@ -74,8 +77,6 @@ def publish(job: Job, layout: Layout) -> None:
 
 def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = None) -> Path | None:
     """Move the job's dropped file into ``folder`` if it is still the content the job saw."""
-    from ..ingest import sha256_file
-
     src = layout.abs(job.source)
     if src.is_symlink() or not src.is_file():
         return None
@@ -121,3 +122,21 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
 def _error_job(path: Path) -> str | None:
     data = read_json_or_none(path)
     return data.get("job_id") if isinstance(data, dict) else None
+
+
+def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool) -> Path:
+    """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
+    folder = layout.failed_dir(folder_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = safe_display_name(src.name)
+    if os.path.lexists(folder / name):
+        name = f"{int(time.time() * 1000)}-{name}"
+    if move:
+        move_out(src, folder / name)  # a symlink moves as a link: never followed
+    elif src.is_file() and not src.is_symlink():
+        shutil.copyfile(src, folder / name)
+    record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),
+              "reason": reason, "attempts": 0,
+              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(folder / f"{name}.error.json", record)
+    return folder / name
