@@ -105,13 +105,14 @@ class Progress:
         state = self._state
         if state is None:
             return None
-        elapsed = time.time() - state["started"]
+        now = time.time()
         step, total, eta = state["step"], state["total"], state["eta"]
-        if eta is None and total and step:
-            done_at = state.get("at", time.time()) - state["started"]
-            eta = max(done_at / step * (total - step) - (time.time() - state.get("at", time.time())), 0.0)
-        return {"job_id": state["job_id"], "step": step, "total": total, "elapsed_s": round(elapsed, 1),
-                "eta_s": None if eta is None else round(float(eta), 1)}
+        if eta is None and total and step:  # the pace so far
+            eta = (state["at"] - state["started"]) / step * (total - step)
+        if eta is not None and "at" in state:  # counted from the last report
+            eta = max(float(eta) - (now - state["at"]), 0.0)
+        return {"job_id": state["job_id"], "step": step, "total": total,
+                "elapsed_s": round(now - state["started"], 1), "eta_s": None if eta is None else round(eta, 1)}
 
 
 def progress_text(p: dict[str, Any] | None) -> str:
