@@ -116,7 +116,9 @@ def test_reject_redo_and_redelivery(tmp_path, daemon_factory):
     _move_with_sidecars(first, data / "approved")
     wait_until((user / "theme_gaby.png").exists)
     old_png = (user / "theme_gaby.png").read_bytes()
-    (user / "theme_gaby.json").write_bytes(theme_bytes("kerykeion_v4_subject.json"))
+    corrected = json.loads(theme_bytes("astrowatch_minimal.json"))  # another chart (the same one in
+    corrected["birth"], corrected["moon"] = "1990-08-05T15:30:00+02:00", "Aquarius"  # another format: no job)
+    (user / "theme_gaby.json").write_text(json.dumps(corrected))
     second = wait_until(lambda: [i for i in inbox_images(data) if i.name.startswith("theme_")], what="astro 2")[0]
     _move_with_sidecars(second, data / "approved")
     wait_until(lambda: (user / "theme_gaby.png").read_bytes() != old_png, what="second delivery")
