@@ -154,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import AstrowatchError
 
     try:
-        return int(module.main(args) or 0)
+        code = int(module.main(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+        return code
+    except BrokenPipeError:  # `astrowatch review list --json | head`: the reader left, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a tool killed by the signal would
     except AstrowatchError as exc:
         print(f"astrowatch {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

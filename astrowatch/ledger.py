@@ -40,6 +40,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "redone": frozenset(),
     "superseded": frozenset(),
 }
+FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
 STATES = tuple(TRANSITIONS)
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 PENDING = frozenset({"queued", "running", "waiting"})  # work not yet produced
@@ -389,6 +390,12 @@ class Ledger:
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM history WHERE job_id = ? ORDER BY rowid", (job_id,))
         return [dict(r) for r in rows]
+
+    def failure_cause(self, job_id: str) -> str | None:
+        """The note recorded when the job went to ``failing`` (:data:`FAILED_FOR_INPUT`, an error class...)."""
+        row = self._conn().execute("SELECT note FROM history WHERE job_id = ? AND to_state = 'failing'"
+                                   " ORDER BY rowid DESC LIMIT 1", (job_id,)).fetchone()
+        return row["note"] if row else None
 
     def has_pending(self) -> bool:
         row = self._conn().execute(

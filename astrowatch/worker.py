@@ -28,15 +28,16 @@ from typing import Any
 
 import structlog
 
-from .backends.base import Backend, CancelToken, create_backend
+from .backends.base import Backend, CancelToken, Progress, create_backend
 from .config import Config
 from .diskspace import DiskGuard
-from .errors import AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, Interrupted, as_disk_full
+from .errors import (AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, InputError, Interrupted,
+                     as_disk_full)
 from .freshness import mark_stale
 from .imageio import read_json_or_none
 from .jsonlog import append_jsonl, read_jsonl_all
 from .layout import Layout
-from .ledger import Job, Ledger
+from .ledger import FAILED_FOR_INPUT, Job, Ledger
 from .pipeline.delivery import copy_snapshot
 from .pipeline.publish import locate_source, publish, result_stem, write_failed, write_outputs
 from .pipeline.steps import SNAPSHOT_FROM, JobContext, backend_for, run_astro, run_enhance
@@ -126,6 +127,7 @@ class Worker(threading.Thread):
         self.disk = disk or DiskGuard(layout.root, config.limits.min_free_mb)
         self._disk_episodes = self.disk.episodes
         self.current: str | None = None
+        self.progress = Progress()  # the running job's steps, for status (read by the daemon)
         self.beat = time.monotonic()
         self.stats = {"jobs": 0, "seconds": 0.0, "last_seconds": None, "first_seconds": None}
 
@@ -226,6 +228,7 @@ class Worker(threading.Thread):
     def execute(self, job: Job) -> None:
         structlog.contextvars.bind_contextvars(job_id=job.id, user=job.user, worker=self.name)
         self.current = job.id
+        self.progress.start(job.id)
         t0 = time.monotonic()
         try:
             self._produce_and_publish(job, t0)
@@ -235,6 +238,7 @@ class Worker(threading.Thread):
             self._until_recorded(lambda: self._on_error(job, exc, t0))
         finally:
             self.current = None
+            self.progress.clear()
             structlog.contextvars.unbind_contextvars("job_id", "user", "worker")
 
     def _on_error(self, job: Job, exc: Exception, t0: float) -> None:
@@ -276,7 +280,7 @@ class Worker(threading.Thread):
             self._sleep(0.2)  # a write failed above the threshold: do not spin
 
     def _produce_and_publish(self, job: Job, t0: float) -> None:
-        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel)
+        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel, self.progress)
         log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
         if job.kind == "astro" and job.params.get(SNAPSHOT_FROM):  # made by astrowatch api: that job's theme
             copy_snapshot(self.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job.id)
@@ -363,11 +367,12 @@ class Worker(threading.Thread):
             log.warning("attempt failed; will retry", error=str(exc), attempt=job.attempts, retry_in_s=delay)
             return
         reason = str(exc) if not exc.retryable else f"{exc} (after {job.attempts} attempts)"
-        self.fail(job, reason, cause=type(exc).__name__)
+        self.fail(job, reason, cause=FAILED_FOR_INPUT if isinstance(exc, InputError) else type(exc).__name__)
         self._log_generation(job, "failed", duration, error=reason)
 
-    def fail(self, job: Job, reason: str, cause: str | None = None) -> None:
-        """``cause``: the exception class, kept as the history note (failures by reason class)."""
+    def fail(self, job: Job, reason: str, *, cause: str | None = None) -> None:
+        """``cause`` (the history note: :data:`FAILED_FOR_INPUT` or the exception class) tells ingest
+        whether the same file may be tried again, and the metrics the failure's reason class."""
         if self.ledger.transition(job.id, "running", "failing", error=reason, note=cause) \
                 or self.ledger.get(job.id).state == "failing":  # again, after a full disk
             hold("failing", job.id)

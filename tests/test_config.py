@@ -67,6 +67,12 @@ def test_set_overrides(tmp_path):
     assert new.sdxl.steps == 12 and new.enhance.scale_factor == 1.5 and new.data_dir == cfg.data_dir
     with pytest.raises(ConfigError, match="unknown key"):
         apply_overrides(cfg, ["sdxl.stepz=1"])
+    for bad in ("sdxl.stepz=1", "style=cosmique", "nosection.key=1"):  # the valid keys are listed
+        with pytest.raises(ConfigError, match=r"unknown key; valid keys: data_dir, watch\.stability_seconds.*"
+                                              r"astro\.style.*sdxl\.steps"):
+            apply_overrides(cfg, [bad])
+    with pytest.raises(ConfigError, match="expected SECTION.KEY=VALUE"):
+        apply_overrides(cfg, ["astro.style"])
 
 
 def test_defaults_follow_the_seed_recommendations():

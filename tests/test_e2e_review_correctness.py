@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from harness import inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
+from harness import corrected_theme_bytes, inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def _two_theme_results(d):
     user.mkdir(parents=True)
     (user / "theme_gaby.json").write_bytes(theme_bytes("astrowatch_minimal.json"))
     old = wait_until(lambda: _theme_results(d.data), what="first theme result")[0]
-    (user / "theme_gaby.json").write_bytes(theme_bytes("kerykeion_v5_subject.json"))
+    (user / "theme_gaby.json").write_bytes(corrected_theme_bytes())
     new = wait_until(lambda: [i for i in _theme_results(d.data) if i != old], what="second theme result")[0]
     return user, old, new
 

@@ -74,6 +74,10 @@ def _pid_alive(pid: Any) -> bool:
 def _worker_line(w: dict[str, Any]) -> str:
     st = w.get("stats", {})
     busy = f"busy with {w['current_job']}" if w.get("current_job") else "idle"
+    if w.get("current_job") and w.get("progress"):
+        from ..backends.base import progress_text
+
+        busy += f" ({progress_text(w['progress'])})"
     text = f"{w['name']}: {busy}, {st.get('jobs', 0)} images"
     jobs = st.get("jobs", 0)
     if jobs > 1 and st.get("first_seconds") is not None:  # steady state: without the first image
