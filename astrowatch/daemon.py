@@ -22,6 +22,7 @@ import structlog
 from .backends.base import CancelToken, resolve_auto
 from .config import Config, load_config
 from .errors import AstrowatchError, ConfigError
+from .executor import dispatchers
 from .imageio import atomic_write_text
 from .ingest import Ingest
 from .layout import Layout, display
@@ -85,6 +86,8 @@ class Daemon:
         self.rescan()
 
     def _devices(self) -> list[str | None]:
+        if (remote := dispatchers(self.config)) is not None:
+            return [None] * remote  # executor: celery: one dispatcher thread per job in flight
         if "sdxl" in self.defaults.values() and self.config.sdxl.devices:
             return list(self.config.sdxl.devices)
         return [None]

@@ -19,9 +19,10 @@ from typing import Any
 
 import structlog
 
-from .backends.base import Backend, CancelToken, create_backend
+from .backends.base import Backend, CancelToken
 from .config import Config
 from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
+from .executor import new_backend
 from .ingest import sha256_file
 from .jsonlog import append_jsonl
 from .layout import Layout
@@ -45,7 +46,7 @@ class BackendPool:
     def get(self, kind: str, name: str) -> Backend:
         backend = self._backends.get(name)
         if backend is None:
-            backend = create_backend(name, kind, self.config, device=self.device)
+            backend = new_backend(name, kind, self.config, device=self.device)
             self._backends[name] = backend
         if kind not in backend.kinds:
             from .errors import ConfigError
@@ -275,9 +276,17 @@ class Worker(threading.Thread):
             "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
             "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
             "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
-            "cache": sc.get("cache"), "worker": self.name, "device": self.pool.device, "status": status,
+            "cache": sc.get("cache"), **_ran_on(sc, self.name, self.pool.device), "status": status,
             "error": error,
         })
+
+
+def _ran_on(sidecar: dict[str, Any], thread: str, device: str | None) -> dict[str, Any]:
+    """Which worker ran the attempt: the remote one (executor: celery) or this thread."""
+    remote = (sidecar.get("backend_extra") or {}).get("remote")
+    if remote:
+        return {"worker": remote.get("worker"), "device": remote.get("device"), "dispatcher": thread}
+    return {"worker": thread, "device": device}
 
 
 def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:

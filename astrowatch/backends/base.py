@@ -181,6 +181,10 @@ def create_backend(name: str, kind: str, config: Config, *, device: str | None =
 
 def resolve_auto(kind: str, config: Config) -> tuple[str, str]:
     """Pick the best available backend for ``kind``; returns (name, why)."""
+    if getattr(config, "executor", "local") == "celery":
+        from ..executor import resolve_remote_auto
+
+        return resolve_remote_auto(kind, config)
     if kind == "astro":
         if config.sdxl.model:
             if importlib.util.find_spec("diffusers") is not None:
