@@ -23,10 +23,11 @@ run: $(STAMP)
 	$(BIN)/astrowatch init .
 	$(BIN)/astrowatch run --config config.yaml
 
-# Best effort (root + apt-get only): headless Chromium for the review page's screenshot test,
-# which is skipped without it.
+# Best effort (root + apt-get only): headless Chromium for the review page's screenshot test and
+# redis-server for the executor: celery tests, which are skipped without them.
 test: $(STAMP)
 	-@command -v chromium >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null) || true
+	-@command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null) || true
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -p no:cacheprovider
 
 bench: $(STAMP)

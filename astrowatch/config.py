@@ -265,6 +265,8 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config") ->
         cfg.astro.styles_file = (base_dir / cfg.astro.styles_file).resolve()
     if cfg.openai.api_key_file is not None:
         cfg.openai.api_key_file = (base_dir / cfg.openai.api_key_file).resolve()
+    if cfg.celery.password_file is not None:
+        cfg.celery.password_file = (base_dir / cfg.celery.password_file).resolve()
     if cfg.sdxl.config_dir is not None:
         cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
     for key in ("model", "refiner", "vae"):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 CREDENTIAL_NAME = "redis_password"
 
 
-def password(cfg: CeleryConfig, base: Path | None) -> str | None:
+def password(cfg: CeleryConfig) -> str | None:
     path = cfg.password_file
     if path is None:
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -33,8 +33,6 @@ def password(cfg: CeleryConfig, base: Path | None) -> str | None:
             path = Path(creds) / CREDENTIAL_NAME
     if path is None:
         return None
-    if not path.is_absolute() and base is not None:
-        path = base / path
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
@@ -63,8 +61,7 @@ def redact(url: str) -> str:
 def urls(config: Config) -> tuple[str, str]:
     """(broker, result backend) with the credentials in them.  Never log these."""
     cfg = config.celery
-    base = config.source.parent if config.source else None
-    secret = password(cfg, base)
+    secret = password(cfg)
     broker = with_auth(cfg.broker_url, cfg.username, secret)
     return broker, with_auth(cfg.result_backend or cfg.broker_url, cfg.username, secret)
 
