@@ -126,3 +126,18 @@ def test_celery_settings_are_json_only_acks_late_prefetch_one(tmp_path):
     assert s["broker_transport_options"]["visibility_timeout"] == 120 == s["visibility_timeout"]
     assert s["result_backend_transport_options"]["visibility_timeout"] == 120
     assert not s["result_backend_always_retry"] and settings(cfg(tmp_path), worker=True)["result_backend_always_retry"]
+
+
+def test_a_remote_image_is_written_as_received_with_our_text_chunks(tmp_path):
+    from PIL import Image
+
+    from astrowatch.imageio import read_png_meta, write_png
+
+    r = Result(image=image((40, 30)), backend="fake")
+    back = proto.decode_result(proto.result_ok(r, worker="w", device=None, seconds=0.1), "fake")
+    infotext = "une femme à la crinière dorée, Steps: 30"
+    write_png(tmp_path / "out.png", back.image, infotext=infotext, meta={"job_id": "j9", "user": "gaby"})
+    with Image.open(tmp_path / "out.png") as img:
+        img.load()
+        assert img.text["parameters"] == infotext and img.tobytes() == r.image.tobytes()
+    assert read_png_meta(tmp_path / "out.png") == {"job_id": "j9", "user": "gaby"}

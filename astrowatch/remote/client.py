@@ -104,7 +104,7 @@ class RemoteBackend(Backend):
         return self._run(proto.astro_payload(task, self.name, init=init), task.job_id, task.cancel)
 
     def enhance(self, task: EnhanceTask) -> Result:
-        data = proto.png_bytes(task.image)
+        data = proto.png_bytes(task.image, compress_level=1)  # coordinator CPU: speed over size
         blob = self._blob_bytes(data, task.source_name, task.job_id, "input.png")
         return self._run(proto.enhance_payload(task, self.name, image=blob), task.job_id, task.cancel)
 

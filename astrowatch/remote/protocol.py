@@ -38,7 +38,7 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def png_bytes(image: Any, compress_level: int = 1) -> bytes:
+def png_bytes(image: Any, compress_level: int = 4) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=compress_level)
     return buf.getvalue()
@@ -128,9 +128,8 @@ def decode_result(data: Any, backend: str) -> Result:
     raw = base64.b64decode(data["png_b64"])
     if hashlib.sha256(raw).hexdigest() != data.get("sha256"):
         raise BackendError(f"the image from worker {worker} does not match its sha256 (corrupted in transit)")
-    with Image.open(io.BytesIO(raw)) as img:
-        img.load()
-        image = img.copy()
+    image = Image.open(io.BytesIO(raw))  # lazy: pixels are decoded only if something needs them
+    image.encoded_png = raw  # written to the inbox as is, with our text chunks (imageio.png_bytes)
     extra = dict(data.get("extra") or {})
     extra["remote"] = {"worker": worker, "device": data.get("device"), "astrowatch": data.get("astrowatch"),
                        "seconds": data.get("seconds"), "sha256": data["sha256"]}

@@ -1,0 +1,138 @@
+"""The per-job figures behind docs/scale-out.md (what breaks first at 100 GPUs / 1M jobs).
+
+    .venv/bin/python bench/celery_costs.py
+
+* Redis bytes per in-flight input: a real redis-server, a task with an inline input of 1, 4 and
+  16 MB sent through the same Celery app the coordinator uses; ``MEMORY USAGE`` of the queue
+  list divided by the input size (JSON base64, then kombu's own base64 of the body);
+* result bytes: a 1024x1024 image as the worker returns it (PNG level 1, base64 in JSON);
+* coordinator CPU per real-size result: check its sha256 and write the inbox PNG
+  (``imageio.write_png``) — the work the fake backend's 64 px images hide — as shipped and if the
+  pixels were decoded and encoded again;
+* SQLite: jobs/s through the ledger's lifecycle (create, claim, publishing, inbox) on this disk.
+
+Writes ``bench/out/celery_costs.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+from celery_support import RedisServer  # noqa: E402
+
+
+def photo_like(side: int):
+    """Smooth gradients plus noise: compresses roughly like a generated image, not like a flat fill."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:side, 0:side] / side
+    base = np.stack([np.sin(6 * x + 2 * y), np.cos(5 * y - 3 * x), np.sin(9 * x * y)], axis=-1)
+    arr = ((base + 1) * 110 + rng.normal(0, 6, (side, side, 3))).clip(0, 255).astype("uint8")
+    return Image.fromarray(arr, "RGB")
+
+
+def redis_bytes() -> list[dict]:
+    from astrowatch.config import config_from_mapping
+    from astrowatch.remote.app import make_app
+    from astrowatch.remote.protocol import TASK_NAME
+
+    redis = RedisServer().start()
+    rows = []
+    try:
+        cfg = config_from_mapping({"executor": "celery", "celery": {"broker_url": redis.url}}, base_dir=Path("."))
+        app = make_app(cfg)
+        client = redis.client()
+        for mb in (1, 4, 16):
+            data = os.urandom(mb * 1024 * 1024)
+            payload = {"schema": 1, "image": {"b64": base64.b64encode(data).decode(), "name": "x.png"}}
+            app.send_task(TASK_NAME, args=[payload], task_id=f"cost{mb}", queue="astrowatch")
+            used = client.memory_usage("astrowatch", samples=0)
+            rows.append({"input_mb": mb, "redis_bytes": used, "ratio": round(used / len(data), 2)})
+            client.delete("astrowatch")
+    finally:
+        redis.close()
+    return rows
+
+
+def result_costs() -> dict:
+    """A 1024x1024 result: what the worker sends, and the coordinator's CPU to check and write it —
+    as shipped (sha256, bytes kept, text chunks inserted) and, for comparison, decoding the pixels
+    and encoding the inbox PNG again (what the first version did)."""
+    from PIL import Image
+
+    from astrowatch.backends.base import Result
+    from astrowatch.imageio import write_png
+    from astrowatch.remote.protocol import decode_result, result_ok
+
+    img = photo_like(1024)
+    t0 = time.perf_counter()
+    data = json.dumps(result_ok(Result(image=img, backend="fake", infotext="x"), worker="w", device=None, seconds=1))
+    encode_worker = time.perf_counter() - t0
+
+    def shipped(tmp: str) -> None:
+        r = decode_result(json.loads(data), "fake")
+        write_png(Path(tmp) / "out.png", r.image, infotext="x", meta={"job_id": "j"})
+
+    def reencode(tmp: str) -> None:
+        raw = base64.b64decode(json.loads(data)["png_b64"])
+        hashlib.sha256(raw).hexdigest()
+        with Image.open(io.BytesIO(raw)) as im:
+            im.load()
+            copy = im.copy()
+        write_png(Path(tmp) / "out.png", copy, infotext="x", meta={"job_id": "j"})
+
+    def median_ms(fn) -> float:
+        runs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for _ in range(5):
+                t0 = time.perf_counter()
+                fn(tmp)
+                runs.append(time.perf_counter() - t0)
+        return round(1000 * sorted(runs)[2], 1)
+
+    return {"side": 1024, "result_json_mb": round(len(data) / 2**20, 2),
+            "worker_encode_ms": round(1000 * encode_worker, 1),
+            "coordinator_check_and_write_ms": median_ms(shipped),
+            "coordinator_if_decoded_and_reencoded_ms": median_ms(reencode)}
+
+
+def ledger_rate(n: int = 2000) -> dict:
+    from astrowatch.ledger import Ledger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger(Path(tmp) / "ledger.sqlite3")
+        t0 = time.perf_counter()
+        for i in range(n):
+            ledger.create_job(kind="astro", user=f"u{i}", source=f"Utilisateurs/u{i}/theme_u{i}.json",
+                              source_sha256="0" * 64)
+            job = ledger.claim_next()
+            ledger.transition(job.id, "running", "publishing", result={"image": "x.png"})
+            ledger.transition(job.id, "publishing", "inbox")
+        dt = time.perf_counter() - t0
+        ledger.close()
+    return {"jobs": n, "seconds": round(dt, 3), "jobs_per_s": round(n / dt), "transactions_per_job": 4}
+
+
+def main() -> int:
+    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg": os.getloadavg(), "redis": redis_bytes(),
+           "result": result_costs(), "ledger": ledger_rate()}
+    print(json.dumps(out, indent=2))
+    (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench" / "out" / "celery_costs.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
