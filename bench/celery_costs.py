@@ -9,7 +9,9 @@
 * coordinator CPU per real-size result: check its sha256 and write the inbox PNG
   (``imageio.write_png``) — the work the fake backend's 64 px images hide — as shipped and if the
   pixels were decoded and encoded again;
-* SQLite: jobs/s through the ledger's lifecycle (create, claim, publishing, inbox) on this disk.
+* the coordinator's CPU per result poll (``get_task_meta`` of a task still running);
+* SQLite: jobs/s through the ledger's lifecycle (create, claim, publishing, inbox) on this disk,
+  and the queries the coordinator runs every tick with a million jobs in the ledger.
 
 Writes ``bench/out/celery_costs.json``.
 """
@@ -61,6 +63,11 @@ def redis_bytes() -> list[dict]:
             used = client.memory_usage("astrowatch", samples=0)
             rows.append({"input_mb": mb, "redis_bytes": used, "ratio": round(used / len(data), 2)})
             client.delete("astrowatch")
+        backend = app.backend
+        t0 = time.process_time()
+        for _ in range(1000):
+            backend.get_task_meta("never-sent")
+        rows.append({"poll_cpu_ms": round((time.process_time() - t0), 3)})  # 1000 polls -> ms each
     finally:
         redis.close()
     return rows
@@ -125,9 +132,42 @@ def ledger_rate(n: int = 2000) -> dict:
     return {"jobs": n, "seconds": round(dt, 3), "jobs_per_s": round(n / dt), "transactions_per_job": 4}
 
 
+def big_ledger(n: int = 1_000_000) -> dict:
+    """The ledger's per-tick queries with a million jobs (bulk-inserted, 100 queued)."""
+    import sqlite3
+
+    from astrowatch.ledger import Ledger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.sqlite3"
+        ledger = Ledger(path)
+        conn = sqlite3.connect(path)
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO jobs(id, kind, user, source, source_sha256, state, params, created_at, updated_at)"
+            " VALUES (?,?,?,?,?,?,'{}',?,?)",
+            ((f"j{i:011d}", "astro", f"u{i}", f"Utilisateurs/u{i}/theme_u{i}.json", "0" * 64,
+              "queued" if i >= n - 100 else "delivered", now + i, now + i) for i in range(n)))
+        conn.commit()
+        conn.close()
+
+        def ms(fn) -> float:
+            t0 = time.perf_counter()
+            for _ in range(5):
+                fn()
+            return round(200 * (time.perf_counter() - t0), 1)
+
+        out = {"jobs": n, "db_mb": round(path.stat().st_size / 2**20), "counts_ms": ms(ledger.counts),
+               "claim_next_ms": ms(ledger.claim_next), "has_pending_ms": ms(ledger.has_pending),
+               "by_state_waiting_ms": ms(lambda: ledger.by_state("waiting"))}
+        ledger.close()
+    return out
+
+
 def main() -> int:
     out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg": os.getloadavg(), "redis": redis_bytes(),
-           "result": result_costs(), "ledger": ledger_rate()}
+           "result": result_costs(), "ledger": ledger_rate(),
+           "ledger_1m": big_ledger()}
     print(json.dumps(out, indent=2))
     (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
     (ROOT / "bench" / "out" / "celery_costs.json").write_text(json.dumps(out, indent=2))

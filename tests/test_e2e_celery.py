@@ -221,3 +221,17 @@ def test_password_protected_redis_and_the_password_is_never_logged(tmp_path, red
         texts = [coord.log(), w.log(), status, *(p.read_text() for p in (coord.data / "logs").glob("*.jsonl")),
                  (coord.data / "state" / "daemon.json").read_text()]
     assert not any(secret in t for t in texts)
+
+
+def test_sigterm_on_a_worker_finishes_its_image_then_exits(tmp_path, redis_server, workers):
+    redis = redis_server()
+    w = workers("a", redis, delay=2.0).start()
+    with DaemonProcess(coordinator(tmp_path, redis)) as coord:
+        drop_users(coord.data, 1)
+        wait_until(lambda: started_jobs(w), 30, what="the task started")
+        w.proc.send_signal(signal.SIGTERM)
+        assert wait_gone(w.proc, 30) == 0
+        assert '"task done"' in w.log()
+        wait_until(lambda: len(inbox_pngs(coord.data)) == 1, 20, what="the finished image in the inbox")
+        wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 10, what="job in inbox")
+    assert_each_exactly_once(coord.data, 1)
