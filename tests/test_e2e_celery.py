@@ -235,3 +235,27 @@ def test_sigterm_on_a_worker_finishes_its_image_then_exits(tmp_path, redis_serve
         wait_until(lambda: len(inbox_pngs(coord.data)) == 1, 20, what="the finished image in the inbox")
         wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 10, what="job in inbox")
     assert_each_exactly_once(coord.data, 1)
+
+
+def test_photos_travel_as_their_own_bytes_and_too_big_is_refused_with_the_fix(tmp_path, redis_server, workers):
+    import os
+
+    from PIL import Image
+
+    from harness import make_image
+
+    redis = redis_server()
+    section = celery_section(redis, inline_max_mb=0.05)
+    workers("a", redis, celery=section).start()
+    with DaemonProcess(coordinator(tmp_path, redis, inline_max_mb=0.05)) as coord:
+        user = coord.data / "Utilisateurs" / "gaby"
+        make_image(user / "small.jpg", size=(64, 48))
+        user.mkdir(parents=True, exist_ok=True)
+        Image.frombytes("RGB", (200, 200), os.urandom(200 * 200 * 3)).save(user / "big.png")  # ~120 KB
+        wait_until(lambda: (coord.data / "failed" / "gaby" / "big.png.error.json").exists(), 30, what="big refused")
+        wait_until(lambda: inbox_pngs(coord.data), 30, what="the small photo enhanced")
+        error = json.loads((coord.data / "failed" / "gaby" / "big.png.error.json").read_text())
+    assert "celery.inline_max_mb" in error["reason"] and "shared_data_dir" in error["reason"]
+    [png] = inbox_pngs(coord.data)
+    with Image.open(png) as out:
+        assert out.size == (128, 96)  # the worker preprocessed the JPEG, fake enhance x2

@@ -101,6 +101,7 @@ class EnhanceTask:
     seed: int
     facts: dict[str, Any] = field(default_factory=dict)  # technical facts (size, grayscale, exif)
     cancel: CancelToken = field(default_factory=CancelToken)
+    source: Path | None = None  # the file ``image`` was preprocessed from (a remote worker gets its bytes)
 
 
 @dataclass

@@ -69,10 +69,13 @@ def astro_payload(task: AstroTask, backend: str, *, init: dict[str, Any] | None)
             "chart": chart_to_dict(task.chart), "init_image": init}
 
 
-def enhance_payload(task: EnhanceTask, backend: str, *, image: dict[str, Any]) -> dict[str, Any]:
+def enhance_payload(task: EnhanceTask, backend: str, *, image: dict[str, Any],
+                    preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``image`` is the dropped file itself with ``preprocess`` (the coordinator's ``enhance`` and
+    ``limits`` sections: the worker preprocesses it the same way), or the preprocessed pixels as PNG."""
     return {"schema": SCHEMA, "astrowatch": __version__, "kind": "enhance", "backend": backend,
             "job_id": task.job_id, "user": task.user, "params": task.params, "seed": task.seed,
-            "source_name": task.source_name, "facts": task.facts, "image": image}
+            "source_name": task.source_name, "facts": task.facts, "image": image, "preprocess": preprocess}
 
 
 def inline_size(payload: dict[str, Any]) -> int:

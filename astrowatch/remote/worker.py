@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -125,12 +126,31 @@ class WorkerRuntime:
             finally:
                 if init is not None:
                     init.unlink(missing_ok=True)
-        with Image.open(io.BytesIO(proto.blob_bytes(payload["image"], data_dir))) as img:
-            img.load()
-            image = img.convert("RGB")
+        image = self._enhance_input(payload, data_dir)
         return backend.enhance(EnhanceTask(
             job_id=payload["job_id"], user=payload["user"], image=image, source_name=payload["source_name"],
             params=payload["params"], seed=payload["seed"], facts=payload.get("facts") or {}, cancel=self.cancel))
+
+    def _enhance_input(self, payload: dict[str, Any], data_dir: Path | None) -> Any:
+        from PIL import Image
+
+        data = proto.blob_bytes(payload["image"], data_dir)
+        if not payload.get("preprocess"):
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return img.convert("RGB")
+        from ..config import EnhanceConfig, LimitsConfig
+        from ..pipeline.preprocess import preprocess
+
+        prep = payload["preprocess"]
+        path = self.tmp / f"{payload['job_id']}-{Path(payload['image']['name']).name}"
+        path.write_bytes(data)
+        try:
+            image, _facts = preprocess(path, enhance=EnhanceConfig(**prep["enhance"]),
+                                       limits=LimitsConfig(**prep["limits"]))
+        finally:
+            path.unlink(missing_ok=True)
+        return image
 
     # -- a task that kills its worker must not loop forever ------------------------------------------
     def _redis_client(self) -> Any:
@@ -182,8 +202,11 @@ def serve(config: Config, *, device: str | None, name: str | None) -> int:
     worker = app.Worker(hostname=runtime.name, pool_cls="threads", concurrency=1, queues=[config.celery.queue],
                         without_gossip=True, without_mingle=True, without_heartbeat=True,
                         loglevel=config.log.level.upper(), quiet=True)
-    worker.start()
-    runtime.pool.close()
+    try:
+        worker.start()
+    finally:
+        runtime.pool.close()
+        shutil.rmtree(runtime.tmp, ignore_errors=True)
     return worker.exitcode or 0
 
 
