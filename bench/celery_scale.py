@@ -9,6 +9,8 @@ the real coordinator (``astrowatch run``, ``executor: celery``, ``max_in_flight`
 
 * throughput = jobs / (last ``publishing -> inbox`` − first job created), from the ledger; the
   scaling efficiency is throughput / (N × 1 job/s), so 1.0 = every worker busy all the time;
+* ``--workers 0`` is the baseline: ``executor: local``, the same fake backend in the daemon's own
+  worker thread, so the daemon's per-job cost without Celery can be subtracted;
 * coordinator cost per job = the coordinator process's CPU time (utime + stime from /proc) from
   the drop to the last result (after one warm-up job, so one-time imports are not counted), minus its idle CPU over the same length (measured for 3 s before
   the drop), divided by the jobs: ingest, fusion, dispatch, result polling, sha256 check, publishing.
@@ -72,10 +74,14 @@ def run_once(n_workers: int, jobs: int, delay: float) -> dict:
             w.start(wait=False)
         for w in workers:
             wait_until(lambda w=w: "ready to take jobs" in w.log() or w.proc.poll() is not None, 60)
-        cfg = write_config(tmp / "coord", astro={"backend": "fake"}, enhance={"backend": "fake"},
-                           executor="celery",
-                           celery=celery_section(redis, max_in_flight=2 * n_workers, visibility_timeout=60,
-                                                 poll_interval=0.2))
+        if n_workers:
+            cfg = write_config(tmp / "coord", astro={"backend": "fake"}, enhance={"backend": "fake"},
+                               executor="celery",
+                               celery=celery_section(redis, max_in_flight=2 * n_workers, visibility_timeout=60,
+                                                     poll_interval=0.2))
+        else:  # baseline: executor local, the fake backend in the daemon's own worker thread
+            cfg = write_config(tmp / "coord", astro={"backend": "fake"}, enhance={"backend": "fake"},
+                               fake={"delay_seconds": delay})
         with DaemonProcess(cfg) as coord:
             pid = coord.proc.pid
             db = coord.data / "state" / "ledger.sqlite3"
@@ -95,7 +101,7 @@ def run_once(n_workers: int, jobs: int, delay: float) -> dict:
         throughput = jobs / span
         return {"workers": n_workers, "jobs": jobs, "delay_s": delay, "span_s": round(span, 3),
                 "throughput_jobs_per_s": round(throughput, 3),
-                "efficiency": round(throughput / (n_workers / delay), 3),
+                "efficiency": round(throughput / (max(n_workers, 1) / delay), 3),
                 "coordinator_cpu_s": round(cpu, 3), "coordinator_ms_per_job": round(1000 * cpu / jobs, 2),
                 "coordinator_idle_cpu_pct": round(100 * idle_per_s, 2), "load_avg": os.getloadavg()}
     finally:
@@ -106,13 +112,13 @@ def run_once(n_workers: int, jobs: int, delay: float) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--workers", default="0,1,2,4", help="0 = baseline: executor local, one in-process worker")
     ap.add_argument("--jobs-per-worker", type=int, default=8)
     ap.add_argument("--delay", type=float, default=1.0)
     args = ap.parse_args()
     runs = []
     for n in (int(x) for x in args.workers.split(",")):
-        r = run_once(n, n * args.jobs_per_worker, args.delay)
+        r = run_once(n, max(n, 1) * args.jobs_per_worker, args.delay)
         print(json.dumps(r), flush=True)
         runs.append(r)
     out = ROOT / "bench" / "out"
