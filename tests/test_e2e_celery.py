@@ -259,3 +259,16 @@ def test_photos_travel_as_their_own_bytes_and_too_big_is_refused_with_the_fix(tm
     [png] = inbox_pngs(coord.data)
     with Image.open(png) as out:
         assert out.size == (128, 96)  # the worker preprocessed the JPEG, fake enhance x2
+
+
+def test_a_copy_redelivered_after_visibility_timeout_is_published_once_and_skipped_once_done(
+        tmp_path, redis_server, workers):
+    redis = redis_server()
+    section = celery_section(redis, visibility_timeout=2)  # shorter than the job: the classic trap
+    w = workers("a", redis, delay=4.0, celery=section).start()
+    with DaemonProcess(coordinator(tmp_path, redis, visibility_timeout=2)) as coord:
+        drop_users(coord.data, 1)
+        wait_until(lambda: "already done; skipped" in w.log(), 40, what="the redelivered copy skipped")
+        wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 10, what="job in inbox")
+        assert_each_exactly_once(coord.data, 1)
+    assert set(started_jobs(w).values()) == {1}  # the copy was not run again

@@ -152,6 +152,7 @@ class RemoteBackend(Backend):
             log.info("re-attached to the task in flight (not sent again)", job_id=job_id)
             return
         self.app.backend.forget(job_id)  # a stale result of an earlier attempt must not be read
+        self.redis.delete(proto.DONE_KEY.format(job_id))
         self.app.send_task(proto.TASK_NAME, args=[payload], task_id=job_id, queue=self.config.celery.queue)
         self.redis.set(marker, str(time.time()), ex=7 * 86400)
         log.info("dispatched", job_id=job_id, queue=self.config.celery.queue, backend=self.name)
@@ -173,7 +174,9 @@ class RemoteBackend(Backend):
             cancel.sleep(interval)
 
     def _forget(self, job_id: str) -> None:
+        """The result is in hand: a redelivered copy still queued is skipped by the worker that gets it."""
         try:
+            self.redis.set(proto.DONE_KEY.format(job_id), "1", ex=86400)
             self.redis.delete(proto.SENT_KEY.format(job_id))
             self.app.backend.forget(job_id)
         except broker_errors() as exc:  # the result expires anyway (result_expires)

@@ -77,6 +77,9 @@ class WorkerRuntime:
             log.warning("task refused", job_id=task_id, reason=reason)
             return proto.result_error(PermanentBackendError(reason), worker=self.name, device=self.device,
                                       status="rejected")
+        if self._redis_client().exists(proto.DONE_KEY.format(task_id)):
+            log.info("redelivered copy of a job already done; skipped", job_id=task_id)
+            return {"status": "duplicate", "worker": self.name}
         structlog.contextvars.bind_contextvars(job_id=task_id, user=payload.get("user"))
         log.info("task started", kind=payload.get("kind"), backend=payload.get("backend"))
         t0 = time.monotonic()
