@@ -26,7 +26,8 @@ def test_tiny_sdxl_on_a_remote_worker(tmp_path, tiny_sdxl):  # noqa: F811
     worker = WorkerProcess(tmp_path, "gpu0", redis, celery=slow_ok, astro={"backend": "sdxl", "init_image": "none"},
                            enhance={"backend": "sdxl", "min_side": 16}, sdxl=sdxl)
     cfg = write_config(tmp_path / "coord", astro={"backend": "sdxl", "init_image": "none"},
-                       enhance={"backend": "sdxl", "min_side": 16}, sdxl=sdxl, executor="celery",
+                       enhance={"backend": "sdxl", "min_side": 16}, executor="celery",
+                       sdxl={k: v for k, v in sdxl.items() if k != "model"},  # no model on the coordinator
                        celery=slow_ok)
     try:
         worker.start()

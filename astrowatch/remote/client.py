@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Result, backend_class
-from ..errors import BackendError, BackendUnavailable, InputError
+from ..backends.base import REGISTRY, AstroTask, Backend, CancelToken, EnhanceTask, Result
+from ..errors import BackendError, BackendUnavailable, ConfigError, InputError
 from ..layout import Layout
 from . import protocol as proto
 
@@ -58,8 +58,9 @@ class RemoteBackend(Backend):
 
     def __init__(self, name: str, kind: str, config: Config) -> None:
         super().__init__(config)
-        self.name = name  # type: ignore[misc]
-        self.kinds = backend_class(name).kinds  # type: ignore[misc]
+        if name not in REGISTRY:
+            raise ConfigError(f"unknown backend {name!r}; known: {', '.join(sorted(REGISTRY))}")
+        self.name = name  # type: ignore[misc]  # its module is not imported here (sdxl would pull torch)
         self._local = threading.local()
 
     # -- plumbing ---------------------------------------------------------------------------------
