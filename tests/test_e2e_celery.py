@@ -190,7 +190,7 @@ def test_worker_whose_backend_cannot_load_exits_and_takes_no_job(tmp_path, redis
     assert redis.client().llen("astrowatch") == 1  # the task is still queued, untouched
 
 
-def test_worker_refuses_a_payload_schema_it_does_not_speak(tmp_path, redis_server, workers):
+def test_worker_refuses_a_payload_schema_it_does_not_speak_and_foreign_task_names(tmp_path, redis_server, workers):
     redis = redis_server()
     w = workers("a", redis).start()
     from astrowatch.config import load_config
@@ -204,6 +204,8 @@ def test_worker_refuses_a_payload_schema_it_does_not_speak(tmp_path, redis_serve
     assert answer["status"] == "rejected"
     assert all(s in answer["message"] for s in (w.name, "schema 99", "9.0.0", "schema 1"))
     assert not started_jobs(w)  # refused before any work
+    app.send_task("celery.backend_cleanup", task_id="foreign00001", queue="astrowatch")  # a Celery built-in
+    wait_until(lambda: "unregistered task" in w.log().lower(), 20, what="a foreign task name refused")
 
 
 def test_password_protected_redis_and_the_password_is_never_logged(tmp_path, redis_server, workers):
