@@ -29,7 +29,7 @@ SUPPORTED_SCHEMAS = frozenset({1})
 TASK_NAME = "astrowatch.model_work"
 SENT_KEY = "astrowatch:sent:{}"  # set by the coordinator once the message is in the broker
 DELIVERIES_KEY = "astrowatch:deliveries:{}"  # counted by workers (a task that kills its worker)
-DONE_KEY = "astrowatch:done:{}"  # set by the coordinator once it has the result: later copies are skipped
+DONE_KEY = "astrowatch:done:{}"  # a result is stored (worker) / read (coordinator): later copies are skipped
 _ERRORS: dict[str, type[AstrowatchError]] = {c.__name__: c for c in (
     InputError, BackendError, PermanentBackendError, BackendUnavailable, ConfigError, Interrupted)}
 MB = 1024 * 1024

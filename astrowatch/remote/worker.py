@@ -72,14 +72,18 @@ class WorkerRuntime:
 
     # -- one task -----------------------------------------------------------------------------------
     def handle(self, payload: Any, task_id: str) -> dict[str, Any]:
+        """Run one task; every outcome is returned as data (JSON), never raised (but for a copy of a
+        job already done, dropped with Celery's ``Ignore``)."""
         reason = proto.check_schema(payload, self.name)
         if reason:
             log.warning("task refused", job_id=task_id, reason=reason)
             return proto.result_error(PermanentBackendError(reason), worker=self.name, device=self.device,
                                       status="rejected")
         if self._redis_client().exists(proto.DONE_KEY.format(task_id)):
+            from celery.exceptions import Ignore
+
             log.info("redelivered copy of a job already done; skipped", job_id=task_id)
-            return {"status": "duplicate", "worker": self.name}
+            raise Ignore()  # acked, and no result stored over anything
         structlog.contextvars.bind_contextvars(job_id=task_id, user=payload.get("user"))
         log.info("task started", kind=payload.get("kind"), backend=payload.get("backend"))
         t0 = time.monotonic()
@@ -173,6 +177,12 @@ class WorkerRuntime:
             return f"the task was delivered {n} times without finishing (it kills its worker?); giving up"
         return None
 
+    def mark_done(self, task_id: str) -> None:
+        try:
+            self._redis_client().set(proto.DONE_KEY.format(task_id), "1", ex=86400)
+        except Exception:  # noqa: BLE001 — only an optimisation: a copy would run again, published once
+            log.warning("could not mark the job done in the broker", job_id=task_id)
+
     def _clear_deliveries(self, task_id: str) -> None:
         try:
             self._redis_client().delete(proto.DELIVERIES_KEY.format(task_id))
@@ -214,7 +224,7 @@ def serve(config: Config, *, device: str | None, name: str | None) -> int:
 
 
 def _register(app: Any, runtime: WorkerRuntime) -> None:
-    from celery.signals import worker_ready
+    from celery.signals import task_success, worker_ready
     from celery.worker.control import inspect_command
 
     @app.task(name=proto.TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -225,6 +235,12 @@ def _register(app: Any, runtime: WorkerRuntime) -> None:
     def astrowatch_info(state: Any) -> dict[str, Any]:
         return runtime.info()
 
+    @task_success.connect(sender=model_work, weak=False)
+    def _done(sender: Any = None, result: Any = None, **_: Any) -> None:
+        # After Celery stored the result, before the ack: a copy redelivered from here on is skipped.
+        if isinstance(result, dict) and result.get("status") == "ok":
+            runtime.mark_done(sender.request.id)
+
     @worker_ready.connect(weak=False)
     def _ready(**_: Any) -> None:
         log.info("ready to take jobs", name=runtime.name, backends=runtime.defaults)
@@ -232,4 +248,4 @@ def _register(app: Any, runtime: WorkerRuntime) -> None:
     app.finalize(auto=True)
     for task_name in [n for n in app.tasks if n != proto.TASK_NAME]:
         del app.tasks[task_name]  # a worker runs astrowatch's own task and nothing else
-    del model_work, astrowatch_info, _ready
+    del model_work, astrowatch_info, _ready, _done
