@@ -274,3 +274,25 @@ def test_a_copy_redelivered_after_visibility_timeout_is_published_once_and_skipp
         wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 10, what="job in inbox")
         assert_each_exactly_once(coord.data, 1)
     assert set(started_jobs(w).values()) == {1}  # the copy was not run again
+
+
+def test_second_sigterm_on_the_coordinator_stops_waiting_and_the_job_reattaches(tmp_path, redis_server, workers):
+    redis = redis_server()
+    w = workers("a", redis, delay=3.0).start()
+    cfg = coordinator(tmp_path, redis)
+    first = DaemonProcess(cfg).start()
+    try:
+        drop_users(first.data, 1)
+        wait_until(lambda: started_jobs(w), 30, what="the task running on the worker")
+        first.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        first.signal(signal.SIGTERM)  # interrupt: stop waiting for the result
+        assert first.proc.wait(10) == 0
+        assert [s for _, s, _ in states(first.data)] == ["queued"]  # resumes at the next start
+    finally:
+        first.close()
+    with DaemonProcess(cfg) as second:
+        wait_until(lambda: {s for _, s, _ in states(second.data)} == {"inbox"}, 30, what="job in inbox")
+        assert "re-attached to the task in flight" in second.log()
+    assert_each_exactly_once(first.data, 1)
+    assert set(started_jobs(w).values()) == {1}  # nothing revoked, nothing run twice
