@@ -36,7 +36,7 @@ def collect(config) -> dict[str, Any]:  # noqa: ANN001
 
 
 def _remote(config) -> dict[str, Any]:  # noqa: ANN001
-    """executor: celery: the GPU hosts' workers, from Celery's own inspect."""
+    """executor: celery: the GPU hosts' workers, from Celery's remote control (a broadcast, 1 s)."""
     if getattr(config, "executor", "local") != "celery":
         return {}
     from ..remote.client import remote_workers
@@ -50,6 +50,8 @@ def _remote_lines(info: dict[str, Any]) -> list[str]:
         return []
     if isinstance(workers, str):
         return [f"remote workers: {workers}"]
+    if not workers:
+        return ["remote workers: none answered (start `astrowatch worker` on the GPU hosts)"]
     lines = [f"remote workers ({len(workers)}):"]
     for w in workers:
         st = w.get("stats", {})
@@ -60,7 +62,7 @@ def _remote_lines(info: dict[str, Any]) -> list[str]:
         lines.append(f"  {w.get('name')} [{w.get('device') or 'default device'}]: {busy}, {backends}"
                      f"{f' ({models})' if models else ''}, {st.get('jobs', 0)} images{rate}, "
                      f"astrowatch {w.get('astrowatch')} schema {w.get('schema')}")
-    return lines or ["remote workers: none answered"]
+    return lines
 
 
 def _daemon(layout) -> dict[str, Any]:  # noqa: ANN001
