@@ -32,10 +32,10 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, *, aof: bool = False, password: str | None = None) -> None:
+    def __init__(self, *, aof: bool = False, password: str | None = None, user: str | None = None) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="aw-redis-"))
-        self.aof, self.password = aof, password
+        self.aof, self.password, self.user = aof, password, user
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -46,7 +46,9 @@ class RedisServer:
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.dir),
                "--maxmemory-policy", "noeviction", "--appendonly", "yes" if self.aof else "no",
                "--appendfsync", "always", "--logfile", str(self.dir / "redis.log")]
-        if self.password:
+        if self.password and self.user:  # an ACL user; the default user is switched off
+            cmd += ["--user", "default", "off", "--user", self.user, "on", f">{self.password}", "~*", "&*", "+@all"]
+        elif self.password:
             cmd += ["--requirepass", self.password]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.ping, 10, what="redis PING")
@@ -55,7 +57,8 @@ class RedisServer:
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=1)
+        return redis.Redis(host="127.0.0.1", port=self.port, username=self.user, password=self.password,
+                           socket_connect_timeout=1)
 
     def ping(self) -> bool:
         try:

@@ -208,13 +208,14 @@ def test_worker_refuses_a_payload_schema_it_does_not_speak_and_foreign_task_name
     wait_until(lambda: "unregistered task" in w.log().lower(), 20, what="a foreign task name refused")
 
 
-def test_password_protected_redis_and_the_password_is_never_logged(tmp_path, redis_server, workers):
+@pytest.mark.parametrize("user", [None, "astrowatch"], ids=["requirepass", "acl-user"])
+def test_password_protected_redis_and_the_password_is_never_logged(tmp_path, redis_server, workers, user):
     secret = "s3cr3t-Pa55word-xyz"
-    redis = redis_server(password=secret)
+    redis = redis_server(password=secret, user=user)
     (tmp_path / "redis_password").write_text(secret + "\n")
-    section = celery_section(redis, password_file=str(tmp_path / "redis_password"))
-    w = workers("a", redis, celery=section).start()
-    cfg = coordinator(tmp_path, redis, password_file=str(tmp_path / "redis_password"))
+    auth = {"password_file": str(tmp_path / "redis_password"), "username": user}
+    w = workers("a", redis, celery=celery_section(redis, **auth)).start()
+    cfg = coordinator(tmp_path, redis, **auth)
     with DaemonProcess(cfg) as coord:
         drop_users(coord.data, 2)
         wait_until(lambda: len(inbox_pngs(coord.data)) == 2, 60, what="2 results through a password-protected Redis")
