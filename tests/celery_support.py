@@ -21,8 +21,16 @@ from harness import wait_until, write_config
 
 REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
                                                 else None)
-needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed (Debian package "
-                                 "redis-server; `make test` installs it when run as root)")
+try:
+    import celery  # noqa: F401
+    import redis as _redis_py  # noqa: F401
+    _CELERY = True
+except ImportError:
+    _CELERY = False
+needs_redis = pytest.mark.skipif(
+    REDIS_SERVER is None or not _CELERY,
+    reason="redis-server is not installed (Debian package redis-server; `make test` installs it when run as "
+           "root)" if REDIS_SERVER is None else "the celery extra is not installed (pip install 'astrowatch[celery]')")
 
 
 def free_port() -> int:
