@@ -297,3 +297,19 @@ def test_second_sigterm_on_the_coordinator_stops_waiting_and_the_job_reattaches(
         assert "re-attached to the task in flight" in second.log()
     assert_each_exactly_once(first.data, 1)
     assert set(started_jobs(w).values()) == {1}  # nothing revoked, nothing run twice
+
+
+def test_shared_data_dir_sends_paths_and_the_worker_reads_the_mounted_folder(tmp_path, redis_server, workers):
+    from harness import make_image
+
+    redis = redis_server()
+    coord_cfg = coordinator(tmp_path, redis, shared_data_dir=True, inline_max_mb=0.001)  # inline would refuse
+    data = coord_cfg.parent / "data"
+    w = workers("a", redis, celery=celery_section(redis, shared_data_dir=True), data_dir=str(data)).start()
+    with DaemonProcess(coord_cfg) as coord:
+        make_image(coord.data / "Utilisateurs" / "gaby" / "photo.jpg", size=(64, 48))
+        drop_theme(coord.data, user="gaby")
+        wait_until(lambda: len(inbox_pngs(coord.data)) == 2, 30, what="both results via the shared folder")
+        wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 10, what="both in inbox")
+    assert not any((data / "state" / "remote").iterdir())  # inputs removed once the results were read
+    assert len(started_jobs(w)) == 2

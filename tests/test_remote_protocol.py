@@ -99,7 +99,7 @@ def test_shared_data_dir_sends_a_path_inside_the_data_folder(tmp_path):
 
     config = cfg(tmp_path, shared_data_dir=True)
     blob = RemoteBackend("fake", "enhance", config)._blob_bytes(b"abc", "photo.jpg", "j3", "input.png")
-    assert "b64" not in blob and blob["path"] == "state/work/j3/input.png"
+    assert "b64" not in blob and blob["path"] == "state/remote/j3/input.png"  # not wiped by recovery
     assert proto.blob_bytes(blob, config.data_dir) == b"abc"
     with pytest.raises(InputError, match="outside"):
         proto.blob_bytes({**blob, "path": "../../etc/passwd"}, config.data_dir)

@@ -13,6 +13,7 @@ flight instead of sending it again.  The result is read by polling the result ba
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -123,9 +124,9 @@ class RemoteBackend(Backend):
 
     def _blob_bytes(self, data: bytes, name: str, job_id: str, file_name: str) -> dict[str, Any]:
         cfg = self.config.celery
-        if cfg.shared_data_dir:
+        if cfg.shared_data_dir:  # not in state/work: recovery wipes that, and a task may still be queued
             layout = Layout(self.config.data_dir)
-            path = layout.work_dir(job_id) / file_name
+            path = self._shared_dir(job_id) / file_name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             return proto._blob(data, name, layout.rel(path))
@@ -136,6 +137,9 @@ class RemoteBackend(Backend):
                 hint="raise celery.inline_max_mb, or mount the data folder on every worker and set "
                      "celery.shared_data_dir: true")
         return proto._blob(data, name, None)
+
+    def _shared_dir(self, job_id: str) -> Path:
+        return Path(self.config.data_dir) / "state" / "remote" / job_id
 
     def _run(self, payload: dict[str, Any], job_id: str, cancel: CancelToken) -> Result:
         errors = broker_errors()
@@ -180,6 +184,8 @@ class RemoteBackend(Backend):
             self.redis.set(proto.DONE_KEY.format(job_id), "1", ex=86400)
             self.redis.delete(proto.SENT_KEY.format(job_id))
             self.app.backend.forget(job_id)
+            if self.config.celery.shared_data_dir:
+                shutil.rmtree(self._shared_dir(job_id), ignore_errors=True)
         except broker_errors() as exc:  # the result expires anyway (result_expires)
             log.warning("could not clear a finished task from the broker", job_id=job_id, error=type(exc).__name__)
 
