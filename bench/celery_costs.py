@@ -84,16 +84,24 @@ def result_costs() -> dict:
     from astrowatch.remote.protocol import decode_result, result_ok
 
     img = photo_like(1024)
+    store: dict[str, bytes] = {}
     t0 = time.perf_counter()
-    data = json.dumps(result_ok(Result(image=img, backend="fake", infotext="x"), worker="w", device=None, seconds=1))
+    data = json.dumps(result_ok(Result(image=img, backend="fake", infotext="x"), worker="w", device=None, seconds=1,
+                                job_id="j", put_png=lambda k, v: store.__setitem__(k, v) is None))
     encode_worker = time.perf_counter() - t0
+    inline = json.dumps(result_ok(Result(image=img, backend="fake", infotext="x"), worker="w", device=None,
+                                  seconds=1))
 
-    def shipped(tmp: str) -> None:
-        r = decode_result(json.loads(data), "fake")
+    def shipped(tmp: str) -> None:  # the image as raw bytes in its own key (a dict stands for Redis)
+        r = decode_result(json.loads(data), "fake", get_png=store.get)
+        write_png(Path(tmp) / "out.png", r.image, infotext="x", meta={"job_id": "j"})
+
+    def inline_b64(tmp: str) -> None:  # the fallback when Redis was away: base64 in the JSON
+        r = decode_result(json.loads(inline), "fake")
         write_png(Path(tmp) / "out.png", r.image, infotext="x", meta={"job_id": "j"})
 
     def reencode(tmp: str) -> None:
-        raw = base64.b64decode(json.loads(data)["png_b64"])
+        raw = base64.b64decode(json.loads(inline)["png_b64"])
         hashlib.sha256(raw).hexdigest()
         with Image.open(io.BytesIO(raw)) as im:
             im.load()
@@ -109,9 +117,18 @@ def result_costs() -> dict:
                 runs.append(time.perf_counter() - t0)
         return round(1000 * sorted(runs)[2], 1)
 
-    return {"side": 1024, "result_json_mb": round(len(data) / 2**20, 2),
+    def cpu_ms(fn) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.process_time()
+            for _ in range(5):
+                fn(tmp)
+            return round(200 * (time.process_time() - t0), 1)
+
+    return {"side": 1024, "png_mb": round(len(next(iter(store.values()))) / 2**20, 2),
+            "result_json_kb": round(len(data) / 1024, 1), "inline_result_json_mb": round(len(inline) / 2**20, 2),
             "worker_encode_ms": round(1000 * encode_worker, 1),
-            "coordinator_check_and_write_ms": median_ms(shipped),
+            "coordinator_check_and_write_ms": median_ms(shipped), "coordinator_check_and_write_cpu_ms": cpu_ms(shipped),
+            "coordinator_inline_b64_cpu_ms": cpu_ms(inline_b64),
             "coordinator_if_decoded_and_reencoded_ms": median_ms(reencode)}
 
 

@@ -141,3 +141,17 @@ def test_a_remote_image_is_written_as_received_with_our_text_chunks(tmp_path):
         img.load()
         assert img.text["parameters"] == infotext and img.tobytes() == r.image.tobytes()
     assert read_png_meta(tmp_path / "out.png") == {"job_id": "j9", "user": "gaby"}
+
+
+def test_the_image_can_travel_as_raw_bytes_in_its_own_key_and_a_lost_one_is_an_error():
+    store: dict[str, bytes] = {}
+    r = Result(image=image(), backend="fake")
+    data = proto.result_ok(r, worker="w", device=None, seconds=1, job_id="j7",
+                           put_png=lambda k, v: store.__setitem__(k, v) is None)
+    assert "png_b64" not in data and data["png_key"] == f"astrowatch:png:j7:{data['sha256']}" in store
+    assert proto.decode_result(data, "fake", get_png=store.get).image.tobytes() == r.image.tobytes()
+    store.clear()
+    with pytest.raises(BackendError, match="no longer in the broker"):
+        proto.decode_result(data, "fake", get_png=store.get)
+    inline = proto.result_ok(r, worker="w", device=None, seconds=1, job_id="j7", put_png=lambda k, v: False)
+    assert "png_b64" in inline  # Redis away: the image goes inline, Celery's result store waits for Redis

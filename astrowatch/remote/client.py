@@ -148,8 +148,12 @@ class RemoteBackend(Backend):
             data = self._wait(job_id, cancel)
         except errors as exc:
             raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {exc}") from None
-        self._forget(job_id)
-        return proto.decode_result(data, self.name)
+        try:
+            return proto.decode_result(data, self.name, get_png=self.redis.get)
+        except errors as exc:
+            raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._forget(job_id, data)
 
     def _dispatch(self, payload: dict[str, Any], job_id: str) -> None:
         marker = proto.SENT_KEY.format(job_id)
@@ -178,11 +182,13 @@ class RemoteBackend(Backend):
             _maybe_restore(self.config)
             cancel.sleep(interval)
 
-    def _forget(self, job_id: str) -> None:
+    def _forget(self, job_id: str, data: Any = None) -> None:
         """The result is in hand: a redelivered copy still queued is skipped by the worker that gets it."""
         try:
             self.redis.set(proto.DONE_KEY.format(job_id), "1", ex=86400)
             self.redis.delete(proto.SENT_KEY.format(job_id))
+            if isinstance(data, dict) and data.get("png_key"):
+                self.redis.delete(data["png_key"])
             self.app.backend.forget(job_id)
             if self.config.celery.shared_data_dir:
                 shutil.rmtree(self._shared_dir(job_id), ignore_errors=True)

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import __version__
 from ..errors import (AstrowatchError, BackendError, BackendUnavailable, ConfigError, InputError, Interrupted,
@@ -29,6 +29,7 @@ SUPPORTED_SCHEMAS = frozenset({1})
 TASK_NAME = "astrowatch.model_work"
 SENT_KEY = "astrowatch:sent:{}"  # set by the coordinator once the message is in the broker
 DELIVERIES_KEY = "astrowatch:deliveries:{}"  # counted by workers (a task that kills its worker)
+PNG_KEY = "astrowatch:png:{}:{}"  # a result image, raw bytes, by job id and sha256
 DONE_KEY = "astrowatch:done:{}"  # a result is stored (worker) / read (coordinator): later copies are skipped
 _ERRORS: dict[str, type[AstrowatchError]] = {c.__name__: c for c in (
     InputError, BackendError, PermanentBackendError, BackendUnavailable, ConfigError, Interrupted)}
@@ -96,10 +97,16 @@ def check_schema(payload: Any, worker: str) -> str | None:
     return None
 
 
-def result_ok(result: Result, *, worker: str, device: str | None, seconds: float) -> dict[str, Any]:
+def result_ok(result: Result, *, worker: str, device: str | None, seconds: float, job_id: str = "",
+              put_png: Callable[[str, bytes], bool] | None = None) -> dict[str, Any]:
+    """The worker's answer.  The PNG goes as raw bytes into its own Redis key when ``put_png``
+    manages it (no base64: -25 % memory, and the coordinator's 9 ms/MPx decode), else inline."""
     data = png_bytes(result.image)
+    sha = hashlib.sha256(data).hexdigest()
+    key = PNG_KEY.format(job_id, sha)
+    image = {"png_key": key} if put_png is not None and put_png(key, data) else {"png_b64": b64(data)}
     return {"status": "ok", "schema": SCHEMA, "astrowatch": __version__, "worker": worker, "device": device,
-            "seconds": round(seconds, 3), "png_b64": b64(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "seconds": round(seconds, 3), **image, "sha256": sha,
             "backend": result.backend, "model": result.model, "params": result.params, "seed": result.seed,
             "prompt": result.prompt, "negative_prompt": result.negative_prompt, "description": result.description,
             "infotext": result.infotext, "extra": result.extra}
@@ -115,7 +122,7 @@ def result_error(exc: BaseException, *, worker: str, device: str | None, status:
             "error_class": name, "message": message}
 
 
-def decode_result(data: Any, backend: str) -> Result:
+def decode_result(data: Any, backend: str, get_png: Callable[[str], bytes | None] | None = None) -> Result:
     """The coordinator's side: a worker's answer -> :class:`Result`, or the error it carried."""
     from PIL import Image
 
@@ -129,7 +136,12 @@ def decode_result(data: Any, backend: str) -> Result:
     if data["status"] != "ok":
         cls = _ERRORS.get(data.get("error_class", ""), BackendError)
         raise cls(f"{data.get('message')} (on worker {worker})")
-    raw = base64.b64decode(data["png_b64"])
+    if "png_key" in data:
+        raw = get_png(data["png_key"]) if get_png is not None else None
+        if raw is None:
+            raise BackendError(f"the image from worker {worker} is no longer in the broker ({data['png_key']})")
+    else:
+        raw = base64.b64decode(data["png_b64"])
     if hashlib.sha256(raw).hexdigest() != data.get("sha256"):
         raise BackendError(f"the image from worker {worker} does not match its sha256 (corrupted in transit)")
     image = Image.open(io.BytesIO(raw))  # lazy: pixels are decoded only if something needs them

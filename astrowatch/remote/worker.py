@@ -100,7 +100,8 @@ class WorkerRuntime:
             self.stats["last_seconds"] = round(seconds, 3)
             log.info("task done", seconds=round(seconds, 3), backend=result.backend)
             self._clear_deliveries(task_id)
-            return proto.result_ok(result, worker=self.name, device=self.device, seconds=seconds)
+            return proto.result_ok(result, worker=self.name, device=self.device, seconds=seconds, job_id=task_id,
+                                   put_png=self._put_png)
         except Exception as exc:  # noqa: BLE001 — every error goes back to the coordinator as data
             if not isinstance(exc, AstrowatchError):
                 log.exception("unexpected error in task")
@@ -176,6 +177,14 @@ class WorkerRuntime:
         if n > limit:
             return f"the task was delivered {n} times without finishing (it kills its worker?); giving up"
         return None
+
+    def _put_png(self, key: str, data: bytes) -> bool:
+        """The result image as raw bytes in its own key; False (inline instead) if Redis is away."""
+        try:
+            return bool(self._redis_client().set(key, data, ex=86400))
+        except Exception:  # noqa: BLE001 — Celery's own result store then waits for Redis
+            log.warning("broker unreachable for the image; sending it inline", key=key)
+            return False
 
     def mark_done(self, task_id: str) -> None:
         try:
