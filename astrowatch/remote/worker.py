@@ -79,7 +79,7 @@ class WorkerRuntime:
             log.warning("task refused", job_id=task_id, reason=reason)
             return proto.result_error(PermanentBackendError(reason), worker=self.name, device=self.device,
                                       status="rejected")
-        if self._redis_client().exists(proto.DONE_KEY.format(task_id)):
+        if self._already_done(task_id):
             from celery.exceptions import Ignore
 
             log.info("redelivered copy of a job already done; skipped", job_id=task_id)
@@ -115,8 +115,6 @@ class WorkerRuntime:
             structlog.contextvars.unbind_contextvars("job_id", "user")
 
     def run(self, payload: dict[str, Any]) -> Result:
-        from PIL import Image
-
         data_dir = self.config.data_dir if self.config.celery.shared_data_dir else None
         backend = self.pool.get(payload["kind"], payload["backend"])
         if payload["kind"] == "astro":
@@ -177,6 +175,12 @@ class WorkerRuntime:
         if n > limit:
             return f"the task was delivered {n} times without finishing (it kills its worker?); giving up"
         return None
+
+    def _already_done(self, task_id: str) -> bool:
+        try:
+            return bool(self._redis_client().exists(proto.DONE_KEY.format(task_id)))
+        except Exception:  # noqa: BLE001 — cannot tell: run it (published once anyway)
+            return False
 
     def _put_png(self, key: str, data: bytes) -> bool:
         """The result image as raw bytes in its own key; False (inline instead) if Redis is away."""
