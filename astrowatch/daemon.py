@@ -240,6 +240,9 @@ class Daemon:
         if new.data_dir != self.config.data_dir:
             log.error("reload: data_dir changed; restart the service to use it", new=str(new.data_dir))
             new.data_dir = self.config.data_dir
+        if new.executor != self.config.executor or new.celery.max_in_flight != self.config.celery.max_in_flight:
+            log.error("reload: executor / celery.max_in_flight changed; restart the service to use them")
+            new.executor, new.celery.max_in_flight = self.config.executor, self.config.celery.max_in_flight
         old_watch = self.config.watch
         self.config = new
         self.ingest.config = self.reviewer.config = new
