@@ -313,3 +313,16 @@ def test_shared_data_dir_sends_paths_and_the_worker_reads_the_mounted_folder(tmp
         wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 10, what="both in inbox")
     assert not any((data / "state" / "remote").iterdir())  # inputs removed once the results were read
     assert len(started_jobs(w)) == 2
+
+
+def test_redis_restarted_without_persistence_loses_nothing(tmp_path, redis_server, workers):
+    redis = redis_server()  # no AOF: a restart empties the queue, the results and the markers
+    w = workers("a", redis, delay=1.5).start()
+    with DaemonProcess(coordinator(tmp_path, redis, max_in_flight=3)) as coord:
+        drop_users(coord.data, 3)
+        wait_until(lambda: started_jobs(w), 30, what="a task running")
+        redis.proc.kill()
+        redis.proc.wait(10)
+        redis.start()  # at once, empty
+        wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 60, what="all 3 in inbox")
+        assert_each_exactly_once(coord.data, 3)

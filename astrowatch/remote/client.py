@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = structlog.get_logger("astrowatch.remote")
 _APPS: dict[Any, Any] = {}
+LOST_CHECK_SECONDS = 5.0  # how often a job in flight checks that the broker still has its task
 _APPS_LOCK = threading.Lock()
 
 
@@ -145,7 +146,7 @@ class RemoteBackend(Backend):
         errors = broker_errors()
         try:
             self._dispatch(payload, job_id)
-            data = self._wait(job_id, cancel)
+            data = self._wait(job_id, cancel, payload)
         except errors as exc:
             raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {exc}") from None
         try:
@@ -166,9 +167,10 @@ class RemoteBackend(Backend):
         self.redis.set(marker, str(time.time()), ex=7 * 86400)
         log.info("dispatched", job_id=job_id, queue=self.config.celery.queue, backend=self.name)
 
-    def _wait(self, job_id: str, cancel: CancelToken) -> Any:
+    def _wait(self, job_id: str, cancel: CancelToken, payload: dict[str, Any]) -> Any:
         backend = self.app.backend
         interval = self.config.celery.poll_interval
+        checked = time.monotonic()
         while True:
             meta = backend.get_task_meta(job_id)
             state = meta.get("status")
@@ -179,6 +181,12 @@ class RemoteBackend(Backend):
                 raise BackendError(f"the remote task failed: {meta.get('result')}")
             if cancel.interrupted:  # the marker stays: the next start re-attaches to the task
                 cancel.check()
+            if time.monotonic() - checked > LOST_CHECK_SECONDS:
+                checked = time.monotonic()
+                if state == "PENDING" and not self.redis.exists(proto.SENT_KEY.format(job_id)):
+                    log.warning("the broker lost the task (Redis restarted without AOF?); sending it again",
+                                job_id=job_id)
+                    self._dispatch(payload, job_id)
             _maybe_restore(self.config)
             cancel.sleep(interval)
 
