@@ -61,6 +61,12 @@ def _daemon_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check config, folders, permissions, inotify limits, backends")
     _add_config(p)
 
+    p = sub.add_parser("worker", help="a GPU host's Celery worker for executor: celery (one per device)")
+    _add_config(p)
+    p.add_argument("--device", help="device for the backends, e.g. cuda:0 (default: the config's)")
+    p.add_argument("--name", help="worker name (default: <device>@<hostname>)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+
 
 
 def _review_commands(sub: argparse._SubParsersAction) -> None:

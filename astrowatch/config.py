@@ -216,6 +216,36 @@ class ApiConfig(Section):
     heartbeat_max_age: float = Field(30.0, gt=0.0)  # /healthz: the daemon's state file must be this fresh
 
 
+class CeleryConfig(Section):
+    """``executor: celery``: model work runs on ``astrowatch worker`` processes (GPU hosts) via Redis."""
+
+    broker_url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss:// (TLS); no password in it
+    username: str | None = None  # Redis ACL user
+    password_file: Path | None = None  # else $CREDENTIALS_DIRECTORY/redis_password, else none
+    result_backend: str | None = None  # default: the broker
+    queue: str = "astrowatch"
+    visibility_timeout: float = Field(3600.0, gt=0)  # must exceed the slowest job
+    inline_max_mb: float = Field(50.0, gt=0)  # bigger inputs need shared_data_dir
+    shared_data_dir: bool = False  # workers mount the same data folder: inputs travel as paths
+    max_in_flight: int = Field(16, ge=1, le=1024)  # jobs dispatched at once (>= number of GPUs)
+    poll_interval: float = Field(0.2, gt=0, le=10)  # result polling by the coordinator
+
+    @field_validator("broker_url", "result_backend")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ValueError(f"{parts.scheme or v!r}: only redis:// and rediss:// URLs are supported")
+        if parts.password:
+            raise ValueError("put the password in celery.password_file (or a systemd credential), "
+                             "not in the URL, so it is never logged")
+        return v
+
+
 class Config(Section):
     data_dir: Path = Path("data")
     watch: WatchConfig = Field(default_factory=WatchConfig)
@@ -232,6 +262,8 @@ class Config(Section):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    executor: Literal["local", "celery"] = "local"
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
 
     # Not a config key: where the file was read from (set by load_config).
     source: Path | None = Field(default=None, exclude=True)
@@ -270,6 +302,8 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config") ->
         cfg.astro.styles_file = (base_dir / cfg.astro.styles_file).resolve()
     if cfg.openai.api_key_file is not None:
         cfg.openai.api_key_file = (base_dir / cfg.openai.api_key_file).resolve()
+    if cfg.celery.password_file is not None:
+        cfg.celery.password_file = (base_dir / cfg.celery.password_file).resolve()
     if cfg.sdxl.config_dir is not None:
         cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
     for key in ("model", "refiner", "vae"):

@@ -24,6 +24,7 @@ from .config import Config, load_config
 from .daemonlock import DaemonLock
 from .diskspace import DiskGuard
 from .errors import AstrowatchError, ConfigError, as_disk_full
+from .executor import dispatchers
 from .imageio import atomic_write_text
 from .ingest import Ingest
 from .layout import Layout, display
@@ -99,6 +100,8 @@ class Daemon:
         self.rescan()
 
     def _devices(self) -> list[str | None]:
+        if (remote := dispatchers(self.config)) is not None:
+            return [None] * remote  # executor: celery: one dispatcher thread per job in flight
         if "sdxl" in self.defaults.values() and self.config.sdxl.devices:
             return list(self.config.sdxl.devices)
         return [None]
@@ -277,6 +280,9 @@ class Daemon:
         if new.data_dir != self.config.data_dir:
             log.error("reload: data_dir changed; restart the service to use it", new=str(new.data_dir))
             new.data_dir = self.config.data_dir
+        if new.executor != self.config.executor or new.celery.max_in_flight != self.config.celery.max_in_flight:
+            log.error("reload: executor / celery.max_in_flight changed; restart the service to use them")
+            new.executor, new.celery.max_in_flight = self.config.executor, self.config.celery.max_in_flight
         old_watch = self.config.watch
         self.config = new
         self.ingest.config = self.reviewer.config = new

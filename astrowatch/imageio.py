@@ -129,8 +129,17 @@ def isobmff_transfer(data: bytes) -> str | None:
 
 
 def png_bytes(image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
-    """Encode ``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk."""
+    """Encode ``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk.  An image that
+    arrived already encoded (``encoded_png``: a remote worker's result) keeps its bytes: the text
+    chunks are inserted, nothing is decoded or compressed again."""
     from PIL import PngImagePlugin
+
+    encoded = getattr(image, "encoded_png", None)
+    if encoded is not None:
+        texts = {"parameters": infotext} if infotext else {}
+        if meta:
+            texts[PNG_META_KEY] = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+        return png_with_text(encoded, texts)
 
     info = PngImagePlugin.PngInfo()
     if infotext:
@@ -140,6 +149,24 @@ def png_bytes(image, *, infotext: str | None = None, meta: dict[str, Any] | None
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info, compress_level=4)
     return buf.getvalue()
+
+
+def png_with_text(png: bytes, texts: dict[str, str]) -> bytes:
+    """``png`` with text chunks inserted after IHDR (tEXt when Latin-1, else UTF-8 iTXt, as Pillow)."""
+    import struct
+    import zlib
+
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    chunks = []
+    for key, value in texts.items():
+        try:
+            kind, data = b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")
+        except UnicodeEncodeError:
+            kind, data = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")
+        chunks.append(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+    end_ihdr = 8 + 12 + struct.unpack(">I", png[8:12])[0]
+    return png[:end_ihdr] + b"".join(chunks) + png[end_ihdr:]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

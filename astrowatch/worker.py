@@ -28,11 +28,12 @@ from typing import Any
 
 import structlog
 
-from .backends.base import Backend, CancelToken, Progress, create_backend
+from .backends.base import Backend, CancelToken, Progress
 from .config import Config
 from .diskspace import DiskGuard
 from .errors import (AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, InputError, Interrupted,
                      as_disk_full)
+from .executor import new_backend
 from .freshness import mark_stale
 from .imageio import read_json_or_none
 from .jsonlog import append_jsonl, read_jsonl_all
@@ -66,7 +67,7 @@ class BackendPool:
     def get(self, kind: str, name: str) -> Backend:
         backend = self._backends.get(name)
         if backend is None:
-            backend = create_backend(name, kind, self.config, device=self.device)
+            backend = new_backend(name, kind, self.config, device=self.device)
             self._backends[name] = backend
         if kind not in backend.kinds:
             from .errors import ConfigError
@@ -404,7 +405,7 @@ def log_generation(layout: Layout, job: Job, status: str, duration: float, *, si
         "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
         "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
         "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
-        "cache": sc.get("cache"), "worker": worker, "device": device, "status": status,
+        "cache": sc.get("cache"), **_ran_on(sc, worker, device), "status": status,
         "error": error,
     })
 
@@ -421,6 +422,14 @@ def log_published_once(layout: Layout, job: Job) -> bool:
     log_generation(layout, job, "ok", float(timings.get("run_s") or 0.0), sidecar=sidecar,
                    worker="recovery")
     return True
+
+
+def _ran_on(sidecar: dict[str, Any], thread: str, device: str | None) -> dict[str, Any]:
+    """Which worker ran the attempt: the remote one (executor: celery) or this thread."""
+    remote = (sidecar.get("backend_extra") or {}).get("remote")
+    if remote:
+        return {"worker": remote.get("worker"), "device": remote.get("device"), "dispatcher": thread}
+    return {"worker": thread, "device": device}
 
 
 def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:

@@ -20,6 +20,7 @@ OPTIONAL = {
     "ui": ("astrowatch.ui_app", "astrowatch.commands.ui"),
     "plot": ("astrowatch.commands.stats", "astrowatch.stats"),
     "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),
+    "celery": ("astrowatch.remote.app", "astrowatch.remote.client", "astrowatch.remote.worker"),
 }
 IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "pillow_heif": "pillow-heif",
                "prometheus_client": "prometheus-client"}  # import name -> distribution name

@@ -150,6 +150,7 @@ class EnhanceTask:
     facts: dict[str, Any] = field(default_factory=dict)  # technical facts (size, grayscale, exif)
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress = field(default_factory=Progress)
+    source: Path | None = None  # the file ``image`` was preprocessed from (a remote worker gets its bytes)
 
 
 @dataclass
@@ -228,8 +229,19 @@ def create_backend(name: str, kind: str, config: Config, *, device: str | None =
     return cls(config)
 
 
+def _resolve_remote_auto(kind: str, config: Config) -> tuple[str, str]:
+    """``auto`` when the model runs on workers (``executor: celery``): the coordinator cannot probe
+    their GPUs."""
+    if config.sdxl.model:
+        return "sdxl", "executor: celery and sdxl.model is set: the workers run SDXL"
+    name = "wheel" if kind == "astro" else "lanczos"
+    return name, f"executor: celery and no sdxl.model: the workers run {name}"
+
+
 def resolve_auto(kind: str, config: Config) -> tuple[str, str]:
     """Pick the best available backend for ``kind``; returns (name, why)."""
+    if getattr(config, "executor", "local") == "celery":
+        return _resolve_remote_auto(kind, config)
     if kind == "astro":
         if config.sdxl.model:
             if importlib.util.find_spec("diffusers") is not None:

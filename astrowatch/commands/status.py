@@ -31,7 +31,7 @@ def collect(config) -> dict[str, Any]:  # noqa: ANN001
                  "at": time.strftime("%Y-%m-%d %H:%M", time.localtime(j.updated_at))}
                 for j in ledger.by_state("failed", limit=10)]
     waiting = [{"job_id": j.id, "user": j.user, "reason": j.error} for j in ledger.by_state("waiting")]
-    return {"data_dir": str(layout.root), "daemon": _daemon(layout),
+    return {"data_dir": str(layout.root), "daemon": _daemon(layout), **_remote(config),
             "counts": {s: counts.get(s, 0) for s in STATES if counts.get(s)},
             "inbox": inbox, "waiting": waiting, "failures": failures,
             "configured_backends": {"astro": config.astro.backend, "enhance": config.enhance.backend},
@@ -47,6 +47,36 @@ def _room(config, layout) -> dict[str, Any]:  # noqa: ANN001
     free = guard.free_mb()
     return {"disk": {"free_mb": free, "min_free_mb": guard.min_free_mb, "full": free is not None and free < guard.threshold_mb},
             "sizes_mb": sizes_mb(layout)}
+
+
+def _remote(config) -> dict[str, Any]:  # noqa: ANN001
+    """executor: celery: the GPU hosts' workers, from Celery's remote control (a broadcast, 1 s)."""
+    if getattr(config, "executor", "local") != "celery":
+        return {}
+    from ..remote.client import remote_workers
+
+    return {"executor": "celery", "remote_workers": remote_workers(config)}
+
+
+def _remote_lines(info: dict[str, Any]) -> list[str]:
+    workers = info.get("remote_workers")
+    if workers is None:
+        return []
+    if isinstance(workers, str):
+        return [f"remote workers: {workers}"]
+    if not workers:
+        return ["remote workers: none answered (start `astrowatch worker` on the GPU hosts)"]
+    lines = [f"remote workers ({len(workers)}):"]
+    for w in workers:
+        st = w.get("stats", {})
+        backends = ", ".join(f"{k}={v}" for k, v in (w.get("backends") or {}).items())
+        models = ", ".join(f"{m}" for m in (w.get("models") or {}).values() if m)
+        busy = f"busy with {w['current_job']}" if w.get("current_job") else "idle"
+        rate = f", {st['s_per_image']:.2f} s/image" if st.get("s_per_image") else ""
+        lines.append(f"  {w.get('name')} [{w.get('device') or 'default device'}]: {busy}, {backends}"
+                     f"{f' ({models})' if models else ''}, {st.get('jobs', 0)} images{rate}, "
+                     f"astrowatch {w.get('astrowatch')} schema {w.get('schema')}")
+    return lines
 
 
 def _daemon(layout) -> dict[str, Any]:  # noqa: ANN001
@@ -101,6 +131,7 @@ def render(info: dict[str, Any]) -> str:
     else:
         lines.append("daemon: not running; configured backends: "
                      + ", ".join(f"{k}={v}" for k, v in info.get("configured_backends", {}).items()))
+    lines += _remote_lines(info)
     if info.get("note"):
         lines.append(info["note"])
     lines.append("jobs: " + (", ".join(f"{s} {n}" for s, n in info["counts"].items()) or "none"))

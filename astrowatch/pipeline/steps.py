@@ -157,7 +157,7 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
     else:
         task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
                            params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel,
-                           progress=ctx.progress)
+                           progress=ctx.progress, source=source)
         result, cache = backend.enhance(task), "miss"
         cache_store(ctx.layout, key, result)
     effective = {"backend": name, "seed": seed, **result.params}

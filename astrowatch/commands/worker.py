@@ -1,0 +1,13 @@
+"""``astrowatch worker [--device cuda:N] [--name NAME]``: a GPU host's Celery worker (executor: celery)."""
+
+from __future__ import annotations
+
+
+def main(args) -> int:  # noqa: ANN001
+    from ..config import load_config
+    from ..logsetup import setup_logging
+    from ..remote.worker import serve
+
+    config = load_config(args.config)
+    setup_logging(config.log.level, getattr(args, "log_format", None) or config.log.format)
+    return serve(config, device=args.device, name=args.name)
