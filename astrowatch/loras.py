@@ -61,7 +61,8 @@ class LoraPlan:
 
     @property
     def triggers(self) -> list[str]:
-        return [u.trigger for u in self.uses if u.trigger]
+        """Trigger words of the adapters in effect (a weight-0 adapter is off: no trigger either)."""
+        return [u.trigger for u in self.uses if u.trigger and u.weight != 0]
 
     def tags(self) -> str:
         return " ".join(u.tag() for u in self.uses)
