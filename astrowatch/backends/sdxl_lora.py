@@ -70,6 +70,7 @@ class AdapterSet:
         self.base, self.refiner = base, refiner
         self.resident: OrderedDict[str, _Resident] = OrderedDict()
         self.active: list[str] = []
+        self._state: tuple[tuple, tuple] | None = None  # (names, weights) set on the base; ((), ()) = disabled
         self.loads = 0
 
     # -- loading -----------------------------------------------------------------------------
@@ -97,6 +98,7 @@ class AdapterSet:
             self._forget(name)
             raise self._error(use, exc) from None
         self.resident[name] = _Resident(use, bool(use.refiner and self.refiner is not None))
+        self._state = None  # a new adapter is active after loading: set the next state in full
         self.loads += 1
         log.info("sdxl_lora_loaded", lora=use.name, adapter=name, path=str(use.path), resident=len(self.resident))
 
@@ -151,12 +153,14 @@ class AdapterSet:
         if entry.on_refiner:
             self.refiner.unet.delete_adapters([name])
         self.active = [n for n in self.active if n != name]
+        self._state = None
         self._unload_if_empty()
         log.info("sdxl_lora_unloaded", lora=entry.use.name, adapter=name, resident=len(self.resident))
 
     def _unload_if_empty(self) -> None:
         if self.resident:
             return
+        self._state = None
         with contextlib.suppress(Exception):
             self.base.unload_lora_weights()
         if self.refiner is not None and getattr(self.refiner.unet, "peft_config", None):
@@ -172,12 +176,15 @@ class AdapterSet:
     def activate(self, plan: LoraPlan | None) -> None:
         """Make the next base image use exactly the plan's adapters and weights (none: the base)."""
         names = self.ensure(plan) if plan is not None and plan.uses else []
-        if self.resident:
-            if names:
+        state = (tuple(names), tuple(u.weight for u in plan.uses) if names else ())  # type: ignore[union-attr]
+        if self.resident and state != self._state:
+            if names and self._state in (None, ((), ())):
                 self.base.enable_lora()
-                self.base.set_adapters(names, adapter_weights=[u.weight for u in plan.uses])  # type: ignore[union-attr]
+            if names:
+                self.base.set_adapters(names, adapter_weights=list(state[1]))
             else:
                 self.base.disable_lora()
+            self._state = state
         self.active = names
         self._refiner_unet(plan)
 
@@ -207,6 +214,7 @@ class AdapterSet:
 
         chosen = self._refiner_choice(plan)
         encoder = self.base.text_encoder_2
+        self._state = None  # the shared encoder no longer matches the base's state
         if chosen:
             enable_lora_for_text_encoder(encoder)
             set_adapters_for_text_encoder([n for n, _ in chosen], encoder, [w for _, w in chosen])
