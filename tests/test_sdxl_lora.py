@@ -96,7 +96,19 @@ def test_each_user_gets_their_own_adapter_without_reloading(backend):
     assert len({gaby.tobytes(), lou.tobytes(), nobody.tobytes()}) == 3
     assert np.array_equal(gaby, gaby_again)
     assert backend._adapters.loads - loads <= 2  # gaby's and lou's adapters, loaded once each
-    assert "Lora hashes" not in r_nobody.infotext or "gaby" not in r_nobody.infotext
+    assert "gaby" in r_gaby.infotext and "gaby" not in parse_infotext(r_nobody.infotext)["Lora hashes"]
+
+
+def test_per_user_adapters_beyond_the_limit_are_evicted_and_reload_the_same(backend, monkeypatch):
+    import astrowatch.backends.sdxl_lora as sdxl_lora
+
+    gaby, _ = run(backend, "gaby")
+    monkeypatch.setattr(sdxl_lora, "MAX_RESIDENT", 1)
+    run(backend, "lou")
+    assert sorted(n.split("_")[0] for n in backend._adapters.resident) == ["lou", "style"]
+    loads = backend._adapters.loads
+    again, _ = run(backend, "gaby")
+    assert backend._adapters.loads == loads + 1 and np.array_equal(again, gaby)
 
 
 def test_infotext_carries_tags_and_a1111_lora_hashes(backend, data):

@@ -31,7 +31,7 @@ from PIL import Image
 
 from ..errors import BackendError, InputError
 from ..infotext import format_infotext
-from ..loras import USER, LoraPlan, plan_files
+from ..loras import LoraPlan, plan_files
 from .base import AstroTask, Backend, EnhanceTask, Result
 from .sdxl_lora import AdapterSet
 from .sdxl_load import (Pipes, check_device_name, enable_offload, img2img_from, load_pipes, make_scheduler,
@@ -89,7 +89,7 @@ class SdxlBackend(Backend):
         started = time.perf_counter()
         pipes = load_pipes(self.config.sdxl, self.device)
         self._install(pipes, time.perf_counter() - started)
-        self._load_global_loras()
+        self._lora().load_configured(self.config.sdxl.loras, self.config.data_dir)  # ConfigError: exit 78
         log.info("sdxl_loaded", model=pipes.model_name, refiner=pipes.refiner_name, device=pipes.device,
                  dtype=_dtype_name(pipes.dtype), seconds=round(self.load_seconds or 0.0, 2))
 
@@ -104,12 +104,6 @@ class SdxlBackend(Backend):
         self._refiner_compel = refiner_compel(pipes.refiner) if pipes.refiner is not None else None
         self._adapters = AdapterSet(pipes.base, pipes.refiner)
         self.load_seconds = seconds
-
-    def _load_global_loras(self) -> None:
-        """Configured LoRAs without ``{user}`` load before READY: a bad one is a ConfigError (exit 78)."""
-        entries = [e for e in self.config.sdxl.loras if USER not in e.path]
-        if entries and self._adapters is not None:
-            self._adapters.ensure(plan_files(entries, "", self.config.data_dir))
 
     def plan_loras(self, user: str, override: Any = None) -> LoraPlan:
         """The adapters a job of ``user`` uses (``sdxl.loras``, or the job's ``loras``); see loras.py."""
@@ -169,7 +163,7 @@ class SdxlBackend(Backend):
         generator = torch.Generator("cpu").manual_seed(task.seed)
         monitor = StepMonitor(task.cancel)
         with timings.measure("lora_seconds"):
-            self._adapters_for(task.params.get("loras"))
+            self._lora().activate(task.params.get("loras"))
         with timings.measure("encode_seconds"):
             embeds = self.encode(task.prompt, task.negative_prompt)
         self._set_schedulers(pipes, run.scheduler)
@@ -198,8 +192,7 @@ class SdxlBackend(Backend):
         if pipes.refiner is None:
             return out.images
         task.cancel.check()
-        if self._adapters is not None:
-            self._adapters.for_refiner(task.params.get("loras"))
+        self._lora().for_refiner(task.params.get("loras"))
         with timings.measure("encode_seconds"):
             refiner_embeds = encode_refiner(self._refiner_compel, task.prompt, task.negative_prompt)
         common.pop("denoising_end")
@@ -275,7 +268,7 @@ class SdxlBackend(Backend):
         strength = _number(task.params.get("strength"), sdxl.enhance_strength, "strength", 0.0, 1.0)
         steps = int(_number(task.params.get("steps"), cfg.steps, "steps", 1, 150))
         started, timings, monitor = time.perf_counter(), Timings(), StepMonitor(task.cancel)
-        self._adapters_for(None)  # LoRAs are for astro images: photos bound for a dataset stay unstyled
+        self._lora().activate(None)  # LoRAs are for astro images: photos bound for a dataset stay unstyled
         source = task.image.convert("RGB")
         target = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
         image = source.resize((round8(target[0]), round8(target[1])), LANCZOS)
@@ -323,9 +316,10 @@ class SdxlBackend(Backend):
             raise BackendError("the sdxl backend is not started (start() loads the model)")
         return self._pipes
 
-    def _adapters_for(self, plan: LoraPlan | None) -> None:
-        if self._adapters is not None:
-            self._adapters.activate(plan)
+    def _lora(self) -> AdapterSet:
+        if self._adapters is None:
+            raise BackendError("the sdxl backend is not started (start() loads the model)")
+        return self._adapters
 
     def _set_schedulers(self, pipes: Pipes, name: str) -> None:
         """Fresh schedulers of the asked kind on every pipeline (they hold per-run state)."""

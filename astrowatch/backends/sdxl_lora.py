@@ -24,12 +24,13 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ..errors import ConfigError, InputError
-from ..loras import LoraPlan, LoraUse
+from ..loras import USER, LoraPlan, LoraUse, plan_files
 
 log = structlog.get_logger("astrowatch.backends.sdxl")
 
@@ -74,6 +75,12 @@ class AdapterSet:
         self.loads = 0
 
     # -- loading -----------------------------------------------------------------------------
+    def load_configured(self, entries: list[Any], data_dir: Path) -> None:
+        """The configured LoRAs without ``{user}``, loaded before READY (a bad one: ConfigError)."""
+        fixed = [e for e in entries if USER not in e.path]
+        if fixed:
+            self.ensure(plan_files(fixed, "", data_dir))
+
     def ensure(self, plan: LoraPlan) -> list[str]:
         """Load what the plan needs and is not resident; return the adapter names, in plan order."""
         names = []
@@ -96,6 +103,8 @@ class AdapterSet:
                     self.refiner.unet.load_lora_adapter(str(use.path), prefix="unet", adapter_name=name)
         except Exception as exc:  # noqa: BLE001 — any loader failure is this file's problem
             self._forget(name)
+            if type(exc).__name__ == "OutOfMemoryError":
+                raise  # the backend's OOM handling, not a bad file
             raise self._error(use, exc) from None
         self.resident[name] = _Resident(use, bool(use.refiner and self.refiner is not None))
         self._state = None  # a new adapter is active after loading: set the next state in full
