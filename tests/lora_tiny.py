@@ -15,6 +15,7 @@ from typing import Any
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+SELF_ATTENTION = ["attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0"]
 
 
 def _randomise_b(model: Any, seed: int, scale: float) -> None:
@@ -37,13 +38,17 @@ def _inject(model: Any, targets: list[str], seed: int, scale: float) -> dict[str
     return get_peft_model_state_dict(model)
 
 
-def make_sdxl_lora(path: Path, seed: int, *, scale: float = 0.5, text_encoders: bool = True) -> Path:
-    """A LoRA for the tiny SDXL base written to ``path`` (a ``.safetensors`` file name)."""
+def make_sdxl_lora(path: Path, seed: int, *, scale: float = 0.5, text_encoders: bool = True,
+                   unet_targets: list[str] | None = None) -> Path:
+    """A LoRA for the tiny SDXL base written to ``path`` (a ``.safetensors`` file name).
+
+    ``unet_targets=SELF_ATTENTION`` makes one that also fits the tiny refiner's UNet (its
+    cross-attention is narrower, its self-attention the same)."""
     from diffusers import StableDiffusionXLPipeline
     from sdxl_tiny import build_tiny_pipelines
 
     base, _refiner = build_tiny_pipelines()
-    layers = {"unet_lora_layers": _inject(base.unet, UNET_TARGETS, seed, scale)}
+    layers = {"unet_lora_layers": _inject(base.unet, unet_targets or UNET_TARGETS, seed, scale)}
     if text_encoders:
         layers["text_encoder_lora_layers"] = _inject(base.text_encoder, TEXT_TARGETS, seed + 1, scale)
         layers["text_encoder_2_lora_layers"] = _inject(base.text_encoder_2, TEXT_TARGETS, seed + 2, scale)

@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from lora_tiny import make_sd15_lora, make_sdxl_lora  # noqa: E402
+from lora_tiny import SELF_ATTENTION, make_sd15_lora, make_sdxl_lora  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from astrowatch.backends.base import AstroTask  # noqa: E402
@@ -163,6 +163,22 @@ def test_the_refiner_is_left_alone_unless_asked(tiny_sdxl, data):
         b.close()
     with pytest.raises(ConfigError, match="does not fit this SDXL model .* or its refiner"):
         backend_for(tiny_sdxl[0], data, [{**STYLE, "refiner": True}], refiner=str(tiny_sdxl[1]))
+
+
+def test_refiner_true_puts_the_adapter_on_the_refiner_too(tiny_sdxl, data):
+    make_sdxl_lora(data / "loras" / "glow.safetensors", seed=5, unet_targets=SELF_ATTENTION)
+    glow = {"path": "loras/glow.safetensors", "weight": 1.0}
+    images = {}
+    for on_refiner in (True, False):
+        b = backend_for(tiny_sdxl[0], data, [{**glow, "refiner": on_refiner}], refiner=str(tiny_sdxl[1]))
+        try:
+            assert bool(getattr(b._pipes.refiner.unet, "peft_config", None)) is on_refiner
+            images[on_refiner] = run(b, "nobody")[0]
+            images["plain"] = run(b, "nobody", [])[0]
+            assert np.array_equal(run(b, "nobody", [{"name": "glow", "weight": 0}])[0], images["plain"])
+        finally:
+            b.close()
+    assert len({images[True].tobytes(), images[False].tobytes(), images["plain"].tobytes()}) == 3
 
 
 def test_a_lora_for_another_base_is_a_clear_error_and_leaves_no_trace(backend, data):
