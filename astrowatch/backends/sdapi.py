@@ -226,7 +226,11 @@ class SdapiBackend(Backend):
 
     def _lora_names(self) -> set[str]:
         """Names and aliases the WebUI accepts in ``<lora:...>`` (``GET /sdapi/v1/loras``)."""
-        listed = self.client.get(LORAS, retries=0)
+        try:
+            listed = self.client.get(LORAS, retries=0)
+        except PermanentBackendError as exc:
+            raise ConfigError(f"sdapi.loras: the WebUI at {self.client.base} does not list LoRAs ({exc})",
+                              hint="enable its built-in Lora extension, or empty sdapi.loras") from None
         return {str(n[k]) for n in listed or [] if isinstance(n, dict) for k in ("name", "alias") if n.get(k)}
 
     def _check_loras(self) -> None:
