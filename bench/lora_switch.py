@@ -17,6 +17,9 @@ adapters, measured inside as ``timings.lora_seconds``, then the image).
   model as before this feature), and with one adapter active (unfused peft layers cost a little
   per step).
 
+Also the process RSS before and after the switching series, and the adapters still resident
+(two: one per user with a file), as a leak check.
+
 Target: switch / image < 5 %.  First job of each series excluded.  Writes bench/out/lora_switch.json.
 """
 
@@ -101,7 +104,10 @@ def main() -> int:
         first_load = first["activate"]
         job(backend, "lou", 0)
         log_first = time.perf_counter() - started
+        rss_before = common.memory_mb(os.getpid())["VmRSS"]
         switch_runs = series(backend, list(USERS), args.images)
+        rss_after = common.memory_mb(os.getpid())["VmRSS"]
+        resident = len(backend._adapters.resident)
         same_runs = series(backend, ["gaby"], args.images)
         backend.close()
     med = common.median
@@ -115,13 +121,16 @@ def main() -> int:
         "seconds": {"image_base": image, "image_with_lora": with_lora, "switch": switch, "same_user": same,
                     "first_load": first_load, "first_two_jobs": log_first},
         "switch_over_image": switch / image,
+        "leak_check": {"rss_mb_before_switch_series": rss_before, "rss_mb_after": rss_after,
+                       "adapters_resident_after": resident},
         "target": TARGET, "verdict": common.verdict(switch / image < TARGET),
         "runs": {"base": base_runs, "switch": switch_runs, "same": same_runs},
     }
     path = common.save("lora_switch", result)
     print(f"image (base) {image * 1000:.1f} ms, with one LoRA {with_lora * 1000:.1f} ms; switch {switch * 1000:.2f} ms"
           f" ({100 * switch / image:.2f} % of an image, target < {100 * TARGET:.0f} %: {result['verdict']}); "
-          f"same user {same * 1000:.2f} ms; first load {first_load * 1000:.0f} ms  -> {path}")
+          f"same user {same * 1000:.2f} ms; first load {first_load * 1000:.0f} ms; RSS {rss_before:.0f} -> "
+          f"{rss_after:.0f} MB over {args.images} switching jobs, {resident} adapters resident  -> {path}")
     return 0
 
 
