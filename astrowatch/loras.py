@@ -225,6 +225,9 @@ def _apply_override(configured: list[_Candidate], override: Any, user: str, data
             if not text.lower().endswith(".safetensors"):
                 raise InputError(f"job parameters: loras: {text!r} is not a .safetensors file")
             path = _resolve(text, user, data_dir, confine=True)
+            if not path.is_file():
+                raise InputError(f"job parameters: loras: {_shown(path, data_dir)} does not exist",
+                                 hint="paths are relative to the data folder")
             name = str(item.get("name") or path.stem)
             out.append(_Candidate(name, weight, path, False, "", True))
         elif label in by_name:
@@ -278,8 +281,11 @@ def plan_names(entries: list[Any], user: str, available: set[str], override: Any
         chosen = []
         for item in _override_items(override):
             name = str(item.get("name") or Path(str(item["path"])).stem)
-            base = by_name.get(name, (name, 1.0, "", True))
-            chosen.append((name, _weight(item.get("weight", base[1]), name), base[2], True))
+            if name not in by_name and name not in available:
+                listed = ", ".join(sorted(available)[:20]) or "none"
+                raise InputError(f"job parameters: loras: the WebUI has no LoRA named {name!r} (it lists: {listed})")
+            base = by_name.get(name, (name, 1.0, "", False))
+            chosen.append((name, _weight(item.get("weight", base[1]), name), base[2], base[3]))
         configured = chosen
     for name, weight, trigger, per_user in configured:
         if name not in available:

@@ -98,6 +98,7 @@ def test_a_redo_may_reweight_remove_and_add(data):
     ([{"name": "nope"}], "no LoRA named 'nope'"),
     ([{"path": "../../etc/x.safetensors"}], "leads outside the data folder"),
     ([{"path": "datasets/gaby/x.ckpt"}], "not a .safetensors file"),
+    ([{"path": "datasets/gaby/nothere.safetensors"}], "datasets/gaby/nothere.safetensors does not exist"),
     ([{"name": "gaby", "scale": 1}], "unknown key"),
     ({"gaby": 1}, "expected a list"),
 ])
@@ -154,6 +155,10 @@ def test_webui_names_missing_global_is_a_config_error_user_one_is_skipped():
     assert plan_names(cfg.sdapi.loras, "gaby", {"ink", "gaby"}).tags() == "<lora:ink:0.5> <lora:gaby:1>"
     with pytest.raises(ConfigError, match="the WebUI has no LoRA named 'ink'"):
         plan_names(cfg.sdapi.loras, "gaby", {"gaby"})
+    redo = plan_names(cfg.sdapi.loras, "lou", {"ink"}, [{"name": "ink", "weight": 0.2}, {"name": "lou"}])
+    assert redo.tags() == "<lora:ink:0.2>" and redo.skipped[0]["name"] == "lou"  # configured per user: skipped
+    with pytest.raises(InputError, match="the WebUI has no LoRA named 'inc' .it lists: ink"):
+        plan_names(cfg.sdapi.loras, "lou", {"ink"}, [{"name": "inc"}])
 
 
 def test_trigger_words_come_first_and_the_prompt_still_fits_the_budget():
