@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -52,8 +53,10 @@ def _daemon_commands(sub: argparse._SubParsersAction) -> None:
     _add_config(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("init", help="create the data folders and a commented config.yaml")
-    p.add_argument("dir", nargs="?", default=".", help="where to create config.yaml and data/ (default: .)")
+    p = sub.add_parser("init", help="create the data folders (shared with the group) and a commented config.yaml")
+    p.add_argument("dir", nargs="?", default=".", help="where to create config.yaml and data/ (default: .); "
+                   "unused when --config or $ASTROWATCH_CONFIG names a config")
+    _add_config(p)
 
     p = sub.add_parser("doctor", help="check config, folders, permissions, inotify limits, backends")
     _add_config(p)
@@ -115,9 +118,21 @@ def _one_shot_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
 
+    p = sub.add_parser("api", help="HTTP API for the upstream app, /healthz, /metrics (needs the 'api' extra)")
+    _add_config(p)
+    p.add_argument("--host", help="listen address (default: api.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: api.port, 8600)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+
+
+DAEMON_COMMANDS = ("run", "drain")  # their unexpected errors keep the traceback (the journal needs it)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .files import process_umask
+
+    process_umask()  # read once, before any thread: every file we create honours it
     module = importlib.import_module(f"astrowatch.commands.{args.command}")
     from .errors import AstrowatchError
 
@@ -128,6 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except PermissionError as exc:  # one line with the fix, never a traceback
+        print(f"astrowatch {args.command}: error: {exc.strerror}: {exc.filename or ''} (are you in the "
+              "service's group? check with 'id'; 'astrowatch doctor' says which modes to fix)", file=sys.stderr)
+        return 77  # EX_NOPERM
+    except Exception as exc:  # noqa: BLE001
+        if args.command in DAEMON_COMMANDS or os.environ.get("ASTROWATCH_DEBUG"):
+            raise
+        print(f"astrowatch {args.command}: error: {type(exc).__name__}: {exc} "
+              "(ASTROWATCH_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70  # EX_SOFTWARE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,7 +58,8 @@ class EnhanceConfig(Section):
     steps: int = Field(20, ge=1, le=150)
     cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
     sampler_name: str = "Euler a"
-    output_format: Literal["PNG"] = "PNG"
+    format: Literal["png", "webp", "jpeg"] = "png"  # results and dataset files (webp lossless, jpeg q95)
+    max_output_side: int = Field(4096, ge=0)  # the scale factor is lowered to stay within it; 0 = no limit
     caption_model: Literal["clip", "deepdanbooru", "none"] = "clip"
     tile_size: int = Field(512, ge=64, le=2048)
     tile_overlap: int = Field(64, ge=0, le=512)
@@ -66,6 +67,18 @@ class EnhanceConfig(Section):
     max_pixels: int = Field(40_000_000, ge=1)
     background: str = "#ffffff"
     unsharp_percent: int = Field(60, ge=0, le=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_format_alias(cls, data: Any) -> Any:
+        """``output_format: PNG`` (the old key) still works; ``jpg``/``JPEG`` mean ``jpeg``."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "output_format" in data and "format" not in data:
+                data["format"] = data.pop("output_format")
+            if isinstance(data.get("format"), str):
+                data["format"] = {"jpg": "jpeg"}.get(data["format"].lower(), data["format"].lower())
+        return data
 
 
 class RetriesConfig(Section):
@@ -79,6 +92,7 @@ class LimitsConfig(Section):
     max_json_depth: int = Field(64, ge=2)
     max_image_bytes: int = Field(100_000_000, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
+    min_free_mb: int = Field(500, ge=0)  # no job starts with less free under data_dir; 0 = no guard
 
 
 class FakeConfig(Section):
@@ -217,14 +231,35 @@ class FeedbackConfig(Section):
     @field_validator("candidates")
     @classmethod
     def _tunable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        from .feedback import check_candidates
+        from .tunables import check_candidates
 
         return check_candidates(v)
+
+
+class RetentionConfig(Section):
+    """Bounded growth, applied by the daemon when idle.  Never touches datasets/, delivered
+    images, the inbox, failed/ or anything of a job that is not finished."""
+
+    archive_days: float = Field(0.0, ge=0.0)  # archive/<user>/<job>/ of finished jobs; 0 = keep forever
+    cache_max_mb: float = Field(2048.0, ge=0.0)  # state/cache/, least recently used first; 0 = no limit
+    log_max_mb: float = Field(100.0, ge=0.0)  # rotate logs/*.jsonl above this size; 0 = never
+    log_keep: int = Field(5, ge=1, le=1000)  # rotated files kept per log (.1 newest)
+    check_seconds: float = Field(600.0, gt=0.0)  # how often the daemon applies it (when idle)
 
 
 class LogConfig(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+class ApiConfig(Section):
+    """``astrowatch api``: the upstream app's HTTP API (extra ``api``).  The token comes from
+    ``$ASTROWATCH_API_TOKEN``, else the systemd credential ``api_token``, else ``token_file``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=1, le=65535)
+    token_file: Path | None = None  # relative to the config file
+    heartbeat_max_age: float = Field(30.0, gt=0.0)  # /healthz: the daemon's state file must be this fresh
 
 
 class Config(Section):
@@ -240,7 +275,9 @@ class Config(Section):
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     # Not a config key: where the file was read from (set by load_config).
     source: Path | None = Field(default=None, exclude=True)
@@ -305,8 +342,13 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{p}: config file not found", hint="run 'astrowatch init' or pass --config"
-        ) from None
+            f"{p}: config file not found",
+            hint=f"pass --config or set {CONFIG_ENV} (system-wide: /etc/profile.d/astrowatch.sh), "
+                 "or run 'astrowatch init'") from None
+    except PermissionError:
+        raise ConfigError(f"{p}: cannot read config: permission denied",
+                          hint="the config is readable by the service's group: check 'id' lists it "
+                               "(log in again after 'usermod -aG')") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror}") from None
     try:

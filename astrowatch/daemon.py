@@ -21,19 +21,23 @@ import structlog
 
 from .backends.base import CancelToken, resolve_auto
 from .config import Config, load_config
-from .errors import AstrowatchError, ConfigError
+from .daemonlock import DaemonLock
+from .diskspace import DiskGuard
+from .errors import AstrowatchError, ConfigError, as_disk_full
 from .imageio import atomic_write_text
 from .ingest import Ingest
 from .layout import Layout, display
 from .ledger import Ledger
 from .notify import Notifier
 from .recovery import recover
+from .retention import apply as apply_retention
 from .review import Reviewer
 from .watcher import StabilityTracker, Watcher, scan
 from .worker import Worker
 
 log = structlog.get_logger("astrowatch.daemon")
 IDLE_TICK = 0.5  # longest sleep of the main loop: bounds signal handling and supervision delays
+DISK_RETRY_S = 2.0  # a file that could not be recorded (disk full) is taken again after this
 
 
 def resolve_backends(config: Config) -> dict[str, str]:
@@ -63,7 +67,9 @@ class Daemon:
         self._wakeup = threading.Event()
         self._dirs_to_scan: set[str] = set()
         self._dirs_lock = threading.Lock()
-        self._last = {"rescan": time.monotonic(), "watchdog": 0.0, "status": 0.0}
+        self._last = {"rescan": time.monotonic(), "watchdog": 0.0, "status": 0.0, "retention": -float("inf")}
+        self.disk = DiskGuard(self.layout.root, config.limits.min_free_mb)
+        self._disk_episodes = 0
         self.started_at = time.time()
 
     # -- start-up ---------------------------------------------------------------------------------
@@ -72,7 +78,13 @@ class Daemon:
         self.ledger = Ledger(self.layout.ledger_path)
         self.reviewer = Reviewer(self.config, self.layout, self.ledger, wake=self._wake_workers)
         self.ingest = Ingest(self.config, self.layout, self.ledger, self.reviewer, wake=self._wake_workers)
-        recover(self.config, self.layout, self.ledger, self.reviewer)
+        try:
+            recover(self.config, self.layout, self.ledger, self.reviewer)
+        except OSError as exc:  # a full disk: one line and exit code 73 (systemd restarts us), no traceback
+            full = as_disk_full(exc)
+            if full is None:
+                raise
+            raise full from exc
         self.defaults = resolve_backends(self.config)
         self.notifier.extend_timeout(900)  # loading a model can take minutes
         self.workers = [self._new_worker(i, d) for i, d in enumerate(self._devices())]
@@ -90,7 +102,8 @@ class Daemon:
         return [None]
 
     def _new_worker(self, index: int, device: str | None) -> Worker:
-        return Worker(self.config, self.layout, self.defaults, self.cancel, device=device, index=index)
+        return Worker(self.config, self.layout, self.defaults, self.cancel, device=device, index=index,
+                      disk=self.disk)
 
     def _wake_workers(self) -> None:
         for worker in self.workers:
@@ -112,6 +125,10 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> int:
+        with DaemonLock(self.layout.root / "state"):  # one daemon per data folder, for its whole life
+            return self._run()
+
+    def _run(self) -> int:
         self._install_signals()
         self.setup()
         for worker in self.workers:
@@ -173,10 +190,16 @@ class Daemon:
         """Bad input must never crash the daemon: log the error with the path and go on."""
         try:
             return fn(*args)
-        except AstrowatchError as exc:
-            log.error(f"could not {what}", path=display(args[0]) if args else None, error=str(exc))
-        except Exception:  # noqa: BLE001
-            log.exception(f"unexpected error: {what}", path=display(args[0]) if args else None)
+        except Exception as exc:  # noqa: BLE001
+            full = as_disk_full(exc)
+            if full is not None:  # not the input's fault: one log line per episode, retried soon
+                self.disk.report(full)
+                if what == "take file":
+                    self.tracker.touch(args[0], delay=DISK_RETRY_S)
+            elif isinstance(exc, AstrowatchError):
+                log.error(f"could not {what}", path=display(args[0]) if args else None, error=str(exc))
+            else:
+                log.exception(f"unexpected error: {what}", path=display(args[0]) if args else None)
         return None
 
     def _supervise(self) -> None:
@@ -192,6 +215,17 @@ class Daemon:
                 log.error("worker thread died; starting a new one", worker=worker.name)
                 self.workers[i] = self._new_worker(i, worker.pool.device)
                 self.workers[i].start()
+        if self.disk.full:
+            self.disk.low()  # ends the episode once space is back
+        elif self.disk.episodes != self._disk_episodes:  # space is back: finish what it stopped
+            self._disk_episodes = self.disk.episodes
+            for job in self.ledger.by_state("deciding"):
+                self._guarded("finish a decision", self.reviewer.finish, job)
+        elif now - self._last["retention"] >= self.config.retention.check_seconds and self._idle():
+            self._last["retention"] = now
+            done = apply_retention(self.config.retention, self.layout, self.ledger)
+            if done["more"]:  # a large backlog: the next batch soon, between other work
+                self._last["retention"] = now - self.config.retention.check_seconds + 5.0
         wd = self.notifier.watchdog_seconds
         if wd and now - self._last["watchdog"] >= wd / 2 and self.healthy():
             self._last["watchdog"] = now
@@ -203,6 +237,9 @@ class Daemon:
 
     def healthy(self) -> bool:
         return self.watcher.alive() and all(w.is_alive() for w in self.workers)
+
+    def _idle(self) -> bool:
+        return len(self.tracker) == 0 and all(w.current is None for w in self.workers)
 
     def _drained(self) -> bool:
         return len(self.tracker) == 0 and not self._dirs_to_scan and not self.ledger.has_pending() \
@@ -241,6 +278,7 @@ class Daemon:
         self.config = new
         self.ingest.config = self.reviewer.config = new
         self.tracker.quiet = new.watch.stability_seconds
+        self.disk.min_free_mb = new.limits.min_free_mb
         if (new.watch.polling, new.watch.polling_interval) != (old_watch.polling, old_watch.polling_interval):
             self.watcher.stop()
             self.watcher.polling, self.watcher.polling_interval = new.watch.polling, new.watch.polling_interval
@@ -277,9 +315,10 @@ class Daemon:
     def status_line(self) -> str:
         counts = self.ledger.counts() if hasattr(self, "ledger") else {}
         busy = [w.current for w in self.workers if w.current]
+        disk = f" {self.disk.reason()} (jobs wait)" if self.disk.full else ""
         return (f"queued={counts.get('queued', 0)} waiting={counts.get('waiting', 0)} "
                 f"inbox={counts.get('inbox', 0)} failed={counts.get('failed', 0)} "
-                f"{'busy' if busy else 'idle'}")
+                f"{'busy' if busy else 'idle'}{disk}")
 
     def write_state(self, stopped: bool = False) -> None:
         state = {
@@ -290,8 +329,12 @@ class Daemon:
                       "pending_files": len(self.tracker)},
             "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
                          "backends": w.pool.describe()} for w in self.workers],
+            "disk": self.disk.status(),
         }
         try:
             atomic_write_text(self.layout.daemon_state_path, json.dumps(state, indent=2, default=str))
         except OSError as exc:
-            log.warning("cannot write daemon state", error=str(exc))
+            if as_disk_full(exc) is not None:
+                self.disk.report(exc)  # logged once per episode, not every 2 s
+            else:
+                log.warning("cannot write daemon state", error=str(exc))

@@ -8,6 +8,8 @@ alone, never from the message.
 
 from __future__ import annotations
 
+import errno
+
 
 class AstrowatchError(Exception):
     """Base class. ``exit_code`` for the CLI, ``retryable`` for the worker."""
@@ -80,3 +82,41 @@ class NotFound(AstrowatchError):
     """A job, file or review item named on the command line does not exist."""
 
     exit_code = 66  # EX_NOINPUT
+
+
+class AlreadyRunning(AstrowatchError):
+    """Another daemon holds this data folder's lock (``state/daemon.lock``)."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again once the other one has stopped
+
+
+class AccessDenied(AstrowatchError):
+    """This user may not read or write something the command needs (group membership, modes)."""
+
+    exit_code = 77  # EX_NOPERM
+class DiskFull(AstrowatchError):
+    """The data disk is full (ENOSPC, EDQUOT, SQLITE_FULL) or under ``limits.min_free_mb``: the
+    machine's fault, never the input's.  Jobs wait (attempts not burnt) and resume when space is
+    back; nothing is failed for it."""
+
+    exit_code = 73  # EX_CANTCREAT
+    retryable = True
+
+
+SQLITE_FULL = 13
+
+
+def as_disk_full(exc: BaseException) -> DiskFull | None:
+    """``exc`` as a :class:`DiskFull` if it says the disk is full (or was caused by that), else None."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the exception, then what caused it (a failed ROLLBACK hides a full disk)
+        if seen is None:
+            return None
+        if isinstance(seen, DiskFull):
+            return seen
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFull(f"no space left on device: {seen.filename or seen.strerror}")
+        if getattr(seen, "sqlite_errorcode", None) == SQLITE_FULL:
+            return DiskFull("the ledger cannot write: database or disk is full")
+        seen = seen.__cause__ or seen.__context__
+    return None

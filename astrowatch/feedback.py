@@ -19,9 +19,7 @@ never passed to backends) and copied into the sidecar as ``learned``.
 from __future__ import annotations
 
 import hashlib
-import math
 import random
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import structlog
 
-from .jsonlog import read_jsonl
+from .jsonlog import read_jsonl_all, rotated_files
+from .tunables import norm as _norm
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -37,28 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger("astrowatch.feedback")
 KINDS = ("astro", "enhance")
 LEARNED_KEY = "_learned"
-KEY_RE = re.compile(r"^(astro|enhance)\.([A-Za-z][A-Za-z0-9_]*)$")
-NOT_TUNABLE = frozenset({"seed"})
 _cache: dict[Path, tuple[int, int, list[dict[str, Any]]]] = {}
 _cache_lock = threading.Lock()
-
-
-# -- config validation (called by FeedbackConfig) -----------------------------------------------
-def check_candidates(candidates: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Refuse keys that do not name ``<kind>.<param>`` and candidate lists that cannot be learned."""
-    for key, values in candidates.items():
-        m = KEY_RE.match(key)
-        if not m or m.group(2) in NOT_TUNABLE:
-            raise ValueError(f"{key!r} is not a tunable parameter (expected astro.<param> or enhance.<param>, "
-                             "e.g. enhance.denoising_strength; seed cannot be learned)")
-        if not values:
-            raise ValueError(f"{key}: give at least one candidate value")
-        for value in values:
-            if not isinstance(value, (str, int, float, bool)):
-                raise ValueError(f"{key}: candidate {value!r} is not a plain value (text, number or bool)")
-        if len({_norm(v) for v in values}) != len(values):
-            raise ValueError(f"{key}: candidate values repeat")
-    return candidates
 
 
 def split_key(key: str) -> tuple[str, str]:
@@ -69,24 +48,29 @@ def split_key(key: str) -> tuple[str, str]:
 # -- evidence -----------------------------------------------------------------------------------
 def read_decisions(path: Path) -> list[dict[str, Any]]:
     """``reviews.jsonl`` records, one per job (the last decision wins), in file order.  Torn or
-    foreign lines are skipped.  Cached while the file's size and mtime do not change."""
-    try:
-        st = path.stat()
-    except OSError:
+    foreign lines are skipped.  Cached while the files' sizes and mtimes do not change."""
+    files = rotated_files(path)  # with the rotated ones (retention.log_max_mb)
+    if not files:
         return []
+    try:
+        stats = [p.stat() for p in files]
+        size, mtime = sum(st.st_size for st in stats), max(st.st_mtime_ns for st in stats)
+    except OSError:  # rotated between the listing and the stat: read, do not cache
+        size = mtime = -1
     with _cache_lock:
         hit = _cache.get(path)
-        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+        if hit and hit[0] == size and hit[1] == mtime:
             return hit[2]
     latest: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(path):
+    for record in read_jsonl_all(path):
         job_id = record.get("job_id")
         if isinstance(job_id, str) and record.get("decision") in ("approve", "reject", "redo"):
             latest.pop(job_id, None)  # re-insert: the order is that of the last decision
             latest[job_id] = record
     records = list(latest.values())
-    with _cache_lock:
-        _cache[path] = (st.st_size, st.st_mtime_ns, records)
+    if size >= 0:
+        with _cache_lock:
+            _cache[path] = (size, mtime, records)
     return records
 
 
@@ -105,17 +89,6 @@ class Tally:
         rate = self.approved / self.decisions if self.decisions else None
         return {"decisions": self.decisions, "approved": self.approved, "redo_votes": self.votes,
                 "approval_rate": None if rate is None else round(rate, 3), "score": round(self.score, 3)}
-
-
-def _norm(value: Any) -> Any:
-    """Comparable form: numbers by value (0 == 0.0 == "0"), text as is."""
-    if isinstance(value, bool):
-        return ("bool", value)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return ("text", str(value))
-    return ("num", round(number, 9)) if math.isfinite(number) else ("text", str(value))
 
 
 def same(a: Any, b: Any) -> bool:

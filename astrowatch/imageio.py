@@ -16,44 +16,43 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .files import file_mode
+from .formats import EXT_FORMAT, HEAD_BYTES, accepted_text, label, sniff, unusable_reason
 
-# Magic bytes -> format name.  Extension alone is never trusted.
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"BM", "bmp"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-)
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-EXT_FORMAT = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png", ".webp": "webp", ".bmp": "bmp",
-              ".tif": "tiff", ".tiff": "tiff"}
 PNG_META_KEY = "astrowatch"  # our own tEXt chunk: JSON with the job id
-
-
-def sniff(head: bytes) -> str | None:
-    """Return the image format from the first bytes of a file, or None."""
-    for magic, fmt in _MAGIC:
-        if head.startswith(magic):
-            return fmt
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return None
+RESULT_SUFFIX = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}  # enhance.format -> file suffix
+HDR_TRANSFER = {16: "PQ", 18: "HLG"}  # ITU-T H.273 transfer_characteristics
+JPEG_QUALITY = 95
+_heif_registered = False
 
 
 def sniff_file(path: Path) -> str | None:
     with open(path, "rb") as fh:
-        return sniff(fh.read(16))
+        return sniff(fh.read(HEAD_BYTES))
+
+
+def register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF, once, at the first HEIF decode (pillow-heif takes ~30 ms to import)."""
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            return False
+        register_heif_opener()
+        _heif_registered = True
+    return True
 
 
 def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None):
-    """Decode an image fully, refusing what is not safe to process.
+    """Decode an image fully (first frame; HEIF: the primary image), refusing what is not safe.
 
     Raises :class:`InputError` (never retried) naming the file and the reason: empty file,
-    unknown format, extension that lies about the content, truncated data, or more pixels
-    than ``max_pixels`` (decompression bombs are checked from the header, before decoding).
+    unknown or unusable format, extension that lies about the content, truncated data, or more
+    pixels than ``max_pixels`` (decompression bombs are checked from the header, before decoding).
+    ``img.info["bit_depth"]`` is set for HEIF/AVIF sources (10/12 = HDR or wide gamut).
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     size = path.stat().st_size
     if size == 0:
@@ -61,12 +60,7 @@ def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None):
     if max_bytes is not None and size > max_bytes:
         raise InputError(f"{path.name}: {size} bytes is over limits.max_image_bytes={max_bytes}")
     data = path.read_bytes()
-    fmt = sniff(data[:16])
-    if fmt is None:
-        raise InputError(f"{path.name}: not an image (unknown content; accepted: jpg, png, webp, bmp, tiff)")
-    ext_fmt = EXT_FORMAT.get(path.suffix.lower())
-    if ext_fmt is not None and ext_fmt != fmt:
-        raise InputError(f"{path.name}: the extension says {ext_fmt} but the content is {fmt}; rename the file")
+    fmt = _checked_format(path, data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -81,9 +75,57 @@ def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{path.name}: refused as a decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path.name}: cannot decode image ({exc})") from None
+    except (OSError, SyntaxError, ValueError, RuntimeError, EOFError) as exc:
+        damaged = " (truncated or damaged; copy or export it again)" if fmt in ("heif", "avif") else ""
+        detail = "the decoder does not recognise it" if isinstance(exc, UnidentifiedImageError) else exc
+        raise InputError(f"{path.name}: cannot decode the {label(fmt)} image{damaged}: {detail}") from None
+    if fmt in ("heif", "avif"):
+        nclx = img.info.get("nclx_profile") or {}
+        img.info.setdefault("bit_depth", isobmff_bit_depth(data))
+        img.info["transfer"] = HDR_TRANSFER.get(nclx.get("transfer_characteristics")) or isobmff_transfer(data)
     return img
+
+
+def _checked_format(path: Path, data: bytes) -> str:
+    """The sniffed format, if it is an accepted one that agrees with the extension (else InputError)."""
+    fmt = sniff(data[:HEAD_BYTES])
+    if fmt is None:
+        raise InputError(f"{path.name}: not an image (unknown content; accepted: {accepted_text()})")
+    if fmt not in EXT_FORMAT.values():
+        why = unusable_reason(path.name, fmt) or f"{path.name}: the content is {label(fmt)}, which cannot be used"
+        raise InputError(f"{why}; accepted: {accepted_text()}")
+    ext_fmt = EXT_FORMAT.get(path.suffix.lower())
+    if ext_fmt is not None and ext_fmt != fmt:
+        raise InputError(f"{path.name}: the extension says {ext_fmt} but the content is {fmt}; rename the file")
+    if fmt == "heif" and not register_heif():
+        raise InputError(f"{path.name}: HEIC/HEIF support is not installed here (pip install pillow-heif), "
+                         "or export the photo as JPEG")
+    return fmt
+
+
+def _box(data: bytes, name: bytes, limit: int = 1 << 16) -> bytes | None:
+    """The payload of the first ISO-BMFF box called ``name`` in the file's head (meta is near the start)."""
+    at = data.find(name, 0, limit)
+    if at < 4:
+        return None
+    size = int.from_bytes(data[at - 4:at], "big")
+    return data[at + 4:at - 4 + size] if 8 <= size <= 4096 else None
+
+
+def isobmff_bit_depth(data: bytes) -> int | None:
+    """Bits per channel from the ``pixi`` property of a HEIF/AVIF file (8, 10, 12), or None."""
+    pixi = _box(data, b"pixi")
+    if not pixi or len(pixi) < 6 or pixi[4] == 0:
+        return None
+    return max(pixi[5:5 + pixi[4]])
+
+
+def isobmff_transfer(data: bytes) -> str | None:
+    """'PQ' or 'HLG' when the ``colr``/``nclx`` box says the content is HDR, else None."""
+    colr = _box(data, b"colr")
+    if not colr or colr[:4] != b"nclx" or len(colr) < 8:
+        return None
+    return HDR_TRANSFER.get(int.from_bytes(colr[6:8], "big"))
 
 
 def png_bytes(image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
@@ -101,11 +143,15 @@ def png_bytes(image, *, infotext: str | None = None, meta: dict[str, Any] | None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old file or the whole new one."""
+    """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
+
+    The file gets ``0666 & ~umask`` like any ``open()`` (``mkstemp`` alone would leave ``0600``,
+    which the service's group -- reviewers, the upstream app -- could not read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
@@ -149,13 +195,65 @@ def write_png(path: Path, image, *, infotext: str | None = None, meta: dict[str,
     atomic_write_bytes(path, png_bytes(image, infotext=infotext, meta=meta))
 
 
+def result_bytes(image, fmt: str, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
+    """A result encoded as ``enhance.format``: png, webp (lossless) or jpeg (quality 95).
+
+    WebP and JPEG carry the A1111 infotext in EXIF UserComment (where the WebUI writes it) and
+    our JSON as an XMP property (WebP) or the JPEG comment, so a renamed result is still ours.
+    """
+    if fmt == "png":
+        return png_bytes(image, infotext=infotext, meta=meta)
+    from PIL import Image
+
+    exif = Image.Exif()
+    if infotext:
+        exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + infotext.encode("utf-16-be")  # UserComment
+    text = json.dumps(meta or {}, sort_keys=True, ensure_ascii=False)
+    buf = io.BytesIO()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if fmt == "webp":
+        rgb.save(buf, format="WEBP", lossless=True, quality=20, method=1, exif=exif.tobytes(),  # fast effort
+                 xmp=_xmp(text) if meta else b"")
+    elif fmt == "jpeg":
+        rgb.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True, exif=exif.tobytes(),
+                 comment=f"{PNG_META_KEY}:{text}".encode() if meta else b"")
+    else:
+        raise ValueError(f"unknown result format {fmt!r}")
+    return buf.getvalue()
+
+
+def _xmp(text: str) -> bytes:
+    from xml.sax.saxutils import escape
+
+    quoted = escape(text, {'"': "&quot;"})
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description xmlns:astrowatch="https://astrowatch.invalid/ns/1.0/" astrowatch:meta="{quoted}"/>'
+            "</rdf:RDF></x:xmpmeta>").encode()
+
+
+def _meta_text(img) -> str | None:  # noqa: ANN001
+    if hasattr(img, "text"):  # PNG
+        return img.text.get(PNG_META_KEY)
+    comment = img.info.get("comment") or b""
+    if isinstance(comment, bytes) and comment.startswith(PNG_META_KEY.encode() + b":"):
+        return comment[len(PNG_META_KEY) + 1:].decode("utf-8", "replace")
+    xmp = img.info.get("xmp") or b""
+    if isinstance(xmp, bytes) and b"astrowatch:meta=" in xmp:
+        import re
+        from xml.sax.saxutils import unescape
+
+        m = re.search(rb'astrowatch:meta="([^"]*)"', xmp)
+        return unescape(m.group(1).decode("utf-8", "replace"), {"&quot;": '"'}) if m else None
+    return None
+
+
 def read_png_meta(path: Path) -> dict[str, Any] | None:
-    """Our JSON chunk from a PNG (job id...), or None if absent or not a PNG."""
+    """Our JSON (job id...) from a result image (PNG chunk, JPEG comment, WebP XMP), or None."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            raw = img.text.get(PNG_META_KEY) if hasattr(img, "text") else None
+            raw = _meta_text(img)
     except (OSError, SyntaxError, ValueError):
         return None
     if not raw:

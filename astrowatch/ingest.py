@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -23,31 +24,20 @@ import structlog
 
 from .errors import UnsafePathError
 from .feedback import learned_params
-from .imageio import IMAGE_EXTENSIONS, atomic_write_bytes
+from .files import sha256_file
+from .formats import HEAD_BYTES, IMAGE_EXTENSIONS, accepted_text, sniff, unusable_reason
+from .imageio import atomic_write_bytes
 from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
+from .ledger import new_job_id
+from .pipeline.publish import refuse_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
     from .ledger import Ledger
-    from .review import Reviewer
+    from .review import Reviewer  # the reviewer is handed in; review never imports ingest
 
 log = structlog.get_logger("astrowatch.ingest")
 NOT_YET_PUBLISHED = ("queued", "running", "waiting", "publishing", "failing")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def safe_display_name(name: str) -> str:
-    """A name that can be written to disk, for files whose own name is not safe."""
-    cleaned = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in name)
-    cleaned = cleaned.encode("utf-8", "replace").decode("utf-8")[:120].strip(". ") or "unnamed"
-    return cleaned
 
 
 class Ingest:
@@ -107,8 +97,21 @@ class Ingest:
             return "ignored"
         if p.suffix.lower() in IMAGE_EXTENSIONS:
             return self._enhance(p, user, name, st)
+        return self._not_accepted(p, user, name)
+
+    def _not_accepted(self, p: Path, user: str, name: str) -> str:
+        """An image we cannot use (by name or content) gets a failed/ entry; anything else is ignored."""
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(HEAD_BYTES)
+        except OSError:
+            return "gone"
+        reason = unusable_reason(name, sniff(head))
+        if reason:
+            return self.refuse(user, p, f"{reason}. Accepted: {accepted_text()}", move=True,
+                               extra={"accepted": accepted_text()})
         self._warn_once(str(p), "ignored: not an accepted input",
-                        "accepted: theme_<user>.json and .jpg .jpeg .png .webp .bmp .tif .tiff")
+                        f"accepted: theme_<user>.json and photos: {accepted_text()}")
         return "ignored"
 
     # -- astro ---------------------------------------------------------------------------------
@@ -126,9 +129,14 @@ class Ingest:
             return "duplicate"
         self._supersede(jobs, "newer theme content")
         job_id = self._new_id()
-        atomic_write_bytes(self.layout.archive_dir(user, job_id) / name, head)  # snapshot first
-        job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
-                                     params=learned_params(self.config, "astro", sha))
+        snapshot = self.layout.archive_dir(user, job_id)
+        try:
+            atomic_write_bytes(snapshot / name, head)  # snapshot first
+            job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
+                                         params=learned_params(self.config, "astro", sha))
+        except BaseException:  # not recorded (a full disk): no orphan snapshot; the file is taken again
+            shutil.rmtree(snapshot, ignore_errors=True)
+            raise
         self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
         log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel)
         self.wake()
@@ -182,16 +190,12 @@ class Ingest:
         return row is not None and row["size"] == st.st_size and row["mtime_ns"] == st.st_mtime_ns
 
     def _new_id(self) -> str:
-        from .ledger import new_job_id
-
         return new_job_id()
 
     # -- refusals without a job ---------------------------------------------------------------
-    def refuse(self, user: str, p: Path, reason: str, *, move: bool) -> str:
+    def refuse(self, user: str, p: Path, reason: str, *, move: bool, extra: dict | None = None) -> str:
         """A ``failed/<user>/`` entry for an input that cannot even become a job."""
-        from .pipeline.delivery import refuse_file
-
-        entry = refuse_file(self.layout, user, p, reason, move=move)
+        entry = refuse_file(self.layout, user, p, reason, move=move, extra=extra)
         log.warning("input refused", user=user, file=entry.name, reason=reason)
         return "failed"
 

@@ -8,6 +8,7 @@ shown safely; :meth:`Layout.rel` refuses any path outside the data root.
 from __future__ import annotations
 
 import os
+import stat
 import unicodedata
 from pathlib import Path
 
@@ -75,6 +76,18 @@ class Layout:
         for folder in FOLDERS:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         (self.root / "state" / "work").mkdir(exist_ok=True)
+        self.close_state()
+
+    def close_state(self) -> None:
+        """The group reads ``state/`` but never writes it: a reviewer's read-only look at the
+        ledger must not be able to create its ``-wal``/``-shm`` (the daemon could not write them)."""
+        state = self.root / "state"
+        try:
+            st = state.stat()
+            if st.st_uid == os.geteuid() and st.st_mode & 0o022:
+                os.chmod(state, stat.S_IMODE(st.st_mode) & ~0o022)
+        except OSError:
+            pass  # not ours: 'astrowatch doctor' reports it
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the data root, refusing anything outside it (no symlink following)."""

@@ -17,11 +17,12 @@ import sqlite3
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from .errors import IllegalTransition, LedgerError, NotFound
+from .errors import IllegalTransition, LedgerError, NotFound, as_disk_full
 
 # state -> states it may move to.  Nothing else is allowed, anywhere.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -153,17 +154,71 @@ class Ledger:
             conn.close()
             self._local.conn = None
 
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, all or nothing.  When a statement or the COMMIT
+        fails (a full disk: SQLITE_FULL), SQLite may already have rolled the transaction back
+        itself, and a blind ROLLBACK would then raise "no transaction is active" in place of the
+        real error: roll back only an open transaction, and drop a connection that cannot.  A
+        full disk is raised as :class:`~astrowatch.errors.DiskFull`."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(conn)
+            full = as_disk_full(exc)
+            if full is not None:
+                raise full from exc
+            raise
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()  # in an unknown state: the next call opens a fresh connection
+            self._local.conn = None
+
+    def _write(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """One autocommit write statement, with a full disk raised as ``DiskFull``."""
+        try:
+            return self._conn().execute(sql, tuple(args))
+        except sqlite3.Error as exc:
+            full = as_disk_full(exc)
+            if full is not None:
+                raise full from exc
+            raise
+
     # -- jobs -------------------------------------------------------------------------------
     def create_job(self, *, kind: str, user: str, source: str, source_sha256: str,
                    params: dict[str, Any] | None = None, parent_id: str | None = None,
                    job_id: str | None = None) -> Job:
+        return self.create_unless_pending(kind=kind, user=user, source=source, source_sha256=source_sha256,
+                                          params=params, parent_id=parent_id, job_id=job_id)[0]
+
+    def create_unless_pending(self, *, kind: str, user: str, source: str, source_sha256: str,
+                              params: dict[str, Any] | None = None, parent_id: str | None = None,
+                              job_id: str | None = None,
+                              same: Callable[[Job], bool] | None = None) -> tuple[Job, bool]:
+        """Create a queued job, unless a job of the same source and content that has not run yet
+        (:data:`PENDING`) satisfies ``same``: then that one is returned.  One ``BEGIN IMMEDIATE``
+        transaction, so concurrent callers in any number of processes make exactly one job.
+        Returns ``(job, created)``."""
         now = time.time()
         job = Job(id=job_id or new_job_id(), kind=kind, user=user, source=source,
                   source_sha256=source_sha256, state="queued", params=dict(params or {}),
                   parent_id=parent_id, created_at=now, updated_at=now)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx() as conn:
+            if same is not None:
+                rows = conn.execute(
+                    "SELECT * FROM jobs WHERE user = ? AND source = ? AND source_sha256 = ? AND kind = ?"
+                    " AND state IN ('queued','running','waiting') ORDER BY created_at DESC",
+                    (user, source, source_sha256, kind)).fetchall()
+                found = next((j for j in map(_row_to_job, rows) if same(j)), None)
+                if found is not None:
+                    return found, False  # leaving the block commits the (read-only) transaction
             conn.execute(
                 "INSERT INTO jobs(id, kind, user, source, source_sha256, state, attempts, params,"
                 " parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
@@ -172,11 +227,7 @@ class Ledger:
             )
             conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
                          (job.id, None, "queued", now))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return job
+        return job, True
 
     def transition(self, job_id: str, frm: str, to: str, *, note: str | None = None,
                    **fields: Any) -> bool:
@@ -192,18 +243,12 @@ class Ledger:
                 raise LedgerError(f"cannot set job field {key!r}")
             sets.append(f"{key} = ?")
             values.append(json.dumps(value) if key in _JSON_FIELDS and value is not None else value)
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx() as conn:
             cur = conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?",
                                (*values, job_id, frm))
             if cur.rowcount == 1:
                 conn.execute("INSERT INTO history(job_id, from_state, to_state, at, note) VALUES (?,?,?,?,?)",
                              (job_id, frm, to, now, note))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return cur.rowcount == 1
 
     def update_fields(self, job_id: str, **fields: Any) -> None:
@@ -214,8 +259,8 @@ class Ledger:
         for key, value in fields.items():
             sets.append(f"{key} = ?")
             values.append(json.dumps(value) if key in _JSON_FIELDS and value is not None else value)
-        self._conn().execute(f"UPDATE jobs SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
-                             (*values, time.time(), job_id))
+        self._write(f"UPDATE jobs SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
+                    (*values, time.time(), job_id))
 
     def claim_next(self, *, kinds: Iterable[str] | None = None, now: float | None = None) -> Job | None:
         """Atomically take the oldest runnable queued job: queued -> running, attempts + 1."""
@@ -267,9 +312,53 @@ class Ledger:
             (user, source)).fetchall()
         return [_row_to_job(r) for r in rows]
 
+    def latest_for_source(self, user: str, source: str, state: str | None = None) -> Job | None:
+        """The newest job made from one source path (optionally: in ``state``), or ``None``."""
+        sql, args = "SELECT * FROM jobs WHERE user = ? AND source = ?", [user, source]
+        if state:
+            sql += " AND state = ?"
+            args.append(state)
+        row = self._conn().execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT 1", args).fetchone()
+        return _row_to_job(row) if row else None
+
+    def children(self, job_id: str) -> list[Job]:
+        rows = self._conn().execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY created_at", (job_id,))
+        return [_row_to_job(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {r["state"]: r["n"] for r in rows}
+
+    # -- aggregates for monitoring (astrowatch api's /metrics) --------------------------------
+    def counts_by_kind(self) -> dict[tuple[str, str], int]:
+        rows = self._conn().execute("SELECT state, kind, COUNT(*) AS n FROM jobs GROUP BY state, kind")
+        return {(r["state"], r["kind"]): r["n"] for r in rows}
+
+    def failure_causes(self) -> dict[str | None, int]:
+        """Failed jobs by the note of their ``-> failing`` move (the exception class)."""
+        rows = self._conn().execute(
+            "SELECT h.note AS cause, COUNT(*) AS n FROM history h JOIN jobs j ON j.id = h.job_id"
+            " WHERE h.to_state = 'failing' AND j.state IN ('failing', 'failed') GROUP BY h.note")
+        return {r["cause"]: r["n"] for r in rows}
+
+    def generation_seconds(self, after: int = 0) -> tuple[list[tuple[str | None, float]], int]:
+        """``(backend, seconds)`` of every result produced since history row ``after`` (claim, i.e.
+        ``running``, to ``publishing``), and the last history row seen: callers add up increments."""
+        rows = self._conn().execute(
+            "SELECT p.rowid AS seq, json_extract(j.result, '$.backend') AS backend, p.at - (SELECT MAX(r.at)"
+            " FROM history r WHERE r.job_id = p.job_id AND r.to_state = 'running' AND r.rowid < p.rowid) AS seconds"
+            " FROM history p JOIN jobs j ON j.id = p.job_id WHERE p.rowid > ? AND p.to_state = 'publishing'"
+            " ORDER BY p.rowid", (after,)).fetchall()
+        last = rows[-1]["seq"] if rows else after  # writers are serialised: rowids grow in commit order
+        return [(r["backend"], r["seconds"]) for r in rows if r["seconds"] is not None], last
+
+    def counts_by_user(self, state: str) -> dict[str, int]:
+        rows = self._conn().execute("SELECT user, COUNT(*) AS n FROM jobs WHERE state = ? GROUP BY user", (state,))
+        return {r["user"]: r["n"] for r in rows}
+
+    def last_entered(self, state: str) -> float | None:
+        row = self._conn().execute("SELECT MAX(at) AS at FROM history WHERE to_state = ?", (state,)).fetchone()
+        return row["at"] if row else None
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM history WHERE job_id = ? ORDER BY rowid", (job_id,))
@@ -281,16 +370,29 @@ class Ledger:
         ).fetchone()
         return row is not None
 
+    def finished_before(self, cutoff: float) -> list[tuple[str, str]]:
+        """(id, user) of finished jobs (:data:`TERMINAL`) last changed before ``cutoff`` that no
+        unfinished job descends from (a redo reads its parent's archived original): the jobs
+        whose archive folder retention may remove."""
+        final = ",".join(f"'{s}'" for s in sorted(TERMINAL))
+        rows = self._conn().execute(
+            f"WITH RECURSIVE keep(id) AS (SELECT parent_id FROM jobs WHERE state NOT IN ({final})"
+            " AND parent_id IS NOT NULL UNION SELECT j.parent_id FROM jobs j JOIN keep k ON j.id = k.id"
+            " WHERE j.parent_id IS NOT NULL)"
+            f" SELECT id, user FROM jobs WHERE state IN ({final}) AND updated_at < ?"
+            " AND id NOT IN (SELECT id FROM keep WHERE id IS NOT NULL) ORDER BY updated_at", (cutoff,))
+        return [(r["id"], r["user"]) for r in rows]
+
     # -- seen files (so start-up scans do not re-hash what did not change) -------------------
     def seen_get(self, path: str) -> sqlite3.Row | None:
         return self._conn().execute("SELECT * FROM seen WHERE path = ?", (path,)).fetchone()
 
     def seen_put(self, path: str, *, size: int, mtime_ns: int, sha256: str, job_id: str | None) -> None:
-        self._conn().execute(
+        self._write(
             "INSERT INTO seen(path, size, mtime_ns, sha256, job_id, at) VALUES (?,?,?,?,?,?)"
             " ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
             " sha256=excluded.sha256, job_id=excluded.job_id, at=excluded.at",
             (path, size, mtime_ns, sha256, job_id, time.time()))
 
     def seen_forget(self, path: str) -> None:
-        self._conn().execute("DELETE FROM seen WHERE path = ?", (path,))
+        self._write("DELETE FROM seen WHERE path = ?", (path,))

@@ -29,7 +29,7 @@ def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) 
         shutil.rmtree(layout.work_dir(job.id), ignore_errors=True)
         if job.attempts >= config.retries.max_attempts:
             reason = f"interrupted {job.attempts} times (the daemon stopped or crashed during the job)"
-            if ledger.transition(job.id, "running", "failing", error=reason):
+            if ledger.transition(job.id, "running", "failing", error=reason, note="Interrupted"):
                 finish_failed(ledger, layout, ledger.get(job.id))
                 counts["failed"] += 1
         elif ledger.transition(job.id, "running", "queued", note="resumed after restart"):

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .errors import NotFound
-from .imageio import IMAGE_EXTENSIONS, read_json_or_none, read_png_meta, read_text_or_none
+from .formats import IMAGE_EXTENSIONS
+from .imageio import RESULT_SUFFIX, read_json_or_none, read_png_meta, read_text_or_none
 from .jsonlog import append_jsonl
-from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset, refuse_file
+from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
+from .pipeline.publish import refuse_file, result_stem
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -26,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .ledger import Job, Ledger
 
 log = structlog.get_logger("astrowatch.review")
+VIA_KEY = "decided_via"  # sidecar key set by the HTTP API before it moves a result
 JOB_STEM = re.compile(r"\.([0-9a-f]{12})$")
 FINAL = {("approve", "astro"): "delivered", ("approve", "enhance"): "filed",
          ("reject", "astro"): "rejected", ("reject", "enhance"): "rejected",
@@ -71,7 +74,7 @@ class Reviewer:
 
     def identify(self, path: Path) -> Job | None:
         candidates = [job_id_from_name(path)]
-        meta = read_png_meta(path) if path.suffix.lower() == ".png" else None
+        meta = read_png_meta(path) if path.suffix.lower() in (*RESULT_SUFFIX.values(), ".jpeg") else None
         candidates.append((meta or {}).get("job_id"))
         sidecar = read_json_or_none(path.with_suffix(".json"))
         candidates.append((sidecar or {}).get("job_id"))
@@ -87,11 +90,13 @@ class Reviewer:
         data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time()}
         stem = path.name.rsplit(".", 1)[0]
         inbox = self.layout.inbox_dir(job.user)
-        caption = read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
+        caption = (read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
+                   or read_text_or_none(inbox / f"{result_stem(job)}.txt"))  # a renamed result's caption
         data["caption"] = caption
+        beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
+        sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
+        data["via"] = decided_via(sidecar)
         if decision == "redo":
-            beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
-            sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
             if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
                 return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
             data["overrides"] = redo_overrides(job, sidecar["params"])
@@ -150,7 +155,8 @@ class Reviewer:
         append_jsonl(self.layout.root / "logs" / "reviews.jsonl", {
             "job_id": job.id, "user": job.user, "kind": job.kind, "decision": job.decision,
             "delivered_to": delivered_to, "backend": result.get("backend"), "params": result.get("params"),
-            "overrides": data.get("overrides"), "caption_edited": bool(caption) and caption != original_caption,
+            "overrides": data.get("overrides"), "via": data.get("via") or "files",
+            "caption_edited": bool(caption) and caption != original_caption,
             "review_seconds": round(data["decided_at"] - inbox_at, 3) if inbox_at and data.get("decided_at") else None,
         })
 
@@ -172,6 +178,13 @@ class Reviewer:
             archive_decided(self.layout, job, None, extra=[path])
             return "archived"
         return "ignored"
+
+
+def decided_via(sidecar: Any) -> str:
+    """Who moved the file: ``"api"`` when ``astrowatch api`` marked the sidecar (:data:`VIA_KEY`),
+    else ``"files"`` (a person, ``astrowatch review`` or the review page)."""
+    via = sidecar.get(VIA_KEY) if isinstance(sidecar, dict) else None
+    return via if via in ("api",) else "files"
 
 
 def redo_overrides(job: Job, edited: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from .errors import ConfigError
 from .feedback import read_decisions, same
-from .jsonlog import read_jsonl
+from .jsonlog import read_jsonl_all
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -132,12 +132,12 @@ def normalise_reason(reason: str | None, source_name: str = "") -> str:
 def failures(config: Config, since: float | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Failed jobs grouped by normalised reason, and the inbox backlog, from the ledger."""
     from .layout import Layout
-    from .ledger import Ledger
+    from .ledger_readonly import open_for_reading
 
     layout = Layout(config.data_dir)
     if not layout.ledger_path.exists():
         return [], {"waiting": 0, "oldest_s": None}
-    ledger = Ledger(layout.ledger_path)
+    ledger = open_for_reading(layout)
     try:
         groups: dict[str, list[Any]] = defaultdict(list)
         for job in ledger.by_state("failed"):
@@ -159,7 +159,7 @@ def generations(path: Path, since: float | None) -> tuple[dict[str, Any], dict[s
     status: Counter[str] = Counter()
     durations: dict[str, list[float]] = defaultdict(list)
     last_ok: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl(path):
+    for record in read_jsonl_all(path):  # with the rotated files (retention.log_max_mb)
         if record.get("status") == "ok" and isinstance(record.get("job_id"), str):
             last_ok[record["job_id"]] = record
         if not _after(record, since):

@@ -7,18 +7,20 @@ files exactly as a reviewer would; the daemon acts on them (at its next start if
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from astrowatch.commands.status import _daemon
-from astrowatch.commands.ui import (InboxItem, chart_wheel, decide, inbox_items, original_path, parse_params,
-                                    save_caption, waiting_for)
+from astrowatch.commands.ui import (LOGIN_ENV, InboxItem, chart_wheel, decide, inbox_items, original_path,
+                                    original_preview, parse_params, save_caption, waiting_for)
 from astrowatch.config import find_config, load_config
 from astrowatch.errors import AstrowatchError
 from astrowatch.layout import Layout
 from astrowatch.ledger import Ledger
+from astrowatch.ledger_readonly import open_for_reading
 
 VERB = {"approve": "approved", "reject": "rejected", "redo": "sent back for a redo"}
 
@@ -27,8 +29,7 @@ VERB = {"approve": "approved", "reject": "rejected", "redo": "sent back for a re
 def _context(path: str, mtime: float) -> tuple[Any, Layout, Ledger]:
     config = load_config(path)
     layout = Layout(config.data_dir)
-    layout.ensure()
-    return config, layout, Ledger(layout.ledger_path)
+    return config, layout, open_for_reading(layout)  # reviewers read the ledger, never write it
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -101,8 +102,9 @@ def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> N
             return
     else:
         path = original_path(layout, ledger, job)
-        if path is not None:
-            st.image(str(path), caption=f"original ({job.source_name})")
+        preview = original_preview(path, config) if path is not None else None
+        if preview is not None:
+            st.image(preview, caption=f"original ({job.source_name})")
             return
     st.caption("original not available")
 
@@ -144,8 +146,29 @@ def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
                                                 for k, v in learned.items() if isinstance(v, dict)))
 
 
+def _login() -> None:
+    """Beyond loopback (``astrowatch ui --host``), nothing is shown before the API token is given."""
+    if os.environ.get(LOGIN_ENV) != "1" or st.session_state.get("signed_in"):
+        return
+    from astrowatch.api.auth import load_token, token_matches
+
+    st.title("astrowatch review")
+    try:
+        token = load_token(load_config(find_config(None)))
+    except AstrowatchError:
+        token = None  # the page below says what is wrong with the config, once signed in
+    given = st.text_input("Access token (the API token)", type="password", key="login-token")
+    if st.button("Sign in", key="login"):
+        if token is not None and token_matches(given.strip(), token):
+            st.session_state["signed_in"] = True
+            st.rerun()
+        st.error("wrong token")
+    st.stop()
+
+
 def page() -> None:
     st.set_page_config(page_title="astrowatch review", page_icon=":sparkles:", layout="wide")
+    _login()
     try:
         config, layout, ledger = _load()
     except AstrowatchError as exc:

@@ -47,12 +47,13 @@ class StabilityTracker:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[float, StatKey | None, float]] = {}  # path -> (deadline, key, first seen)
 
-    def touch(self, path: str) -> None:
+    def touch(self, path: str, delay: float = 0.0) -> None:
+        """(Re)start ``path``'s quiet period; ``delay``: at least that long (a retry)."""
         now = self.clock()
         key = stat_key(path)
         with self._lock:
             first = self._pending.get(path, (0.0, None, now))[2]
-            self._pending[path] = (now + self.quiet, key, first)
+            self._pending[path] = (now + max(self.quiet, delay), key, first)
 
     def due(self) -> list[tuple[str, float]]:
         """Paths that stayed unchanged for the quiet period, with the time they became stable."""

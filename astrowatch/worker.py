@@ -5,6 +5,9 @@ write the outputs to ``state/work/<job>/``, record ``publishing``, move them int
 record ``inbox``.  Errors become state changes from their class alone:
 
 - ``BackendUnavailable``         -> ``waiting`` (attempt not counted); re-queued when healthy
+- ``DiskFull`` (ENOSPC, SQLITE_FULL, under ``limits.min_free_mb``) -> ``waiting`` (attempt not
+  counted); re-queued within a second of space coming back.  A write that fails while a result
+  is being published or a failure recorded is retried once there is space again.
 - ``Interrupted`` (2nd SIGTERM)   -> ``queued`` (attempt not counted); resumed at next start
 - not retryable (bad input...)   -> ``failing`` -> ``failed/`` entry -> ``failed``
 - retryable, attempts left       -> ``queued`` with exponential backoff
@@ -12,8 +15,10 @@ record ``inbox``.  Errors become state changes from their class alone:
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +26,15 @@ import structlog
 
 from .backends.base import Backend, CancelToken, create_backend
 from .config import Config
-from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted
-from .ingest import sha256_file
+from .diskspace import DiskGuard
+from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted, as_disk_full
+from .files import sha256_file
 from .jsonlog import append_jsonl
 from .layout import Layout
 from .ledger import Job, Ledger
+from .pipeline.delivery import copy_snapshot
 from .pipeline.publish import publish, result_stem, write_failed, write_outputs
-from .pipeline.steps import JobContext, backend_for, run_astro, run_enhance
+from .pipeline.steps import SNAPSHOT_FROM, JobContext, backend_for, run_astro, run_enhance
 
 log = structlog.get_logger("astrowatch.worker")
 
@@ -89,7 +96,8 @@ class BackendPool:
 
 class Worker(threading.Thread):
     def __init__(self, config: Config, layout: Layout, defaults: dict[str, str], cancel: CancelToken,
-                 *, device: str | None = None, index: int = 0, drain: bool = False) -> None:
+                 *, device: str | None = None, index: int = 0, drain: bool = False,
+                 disk: DiskGuard | None = None) -> None:
         super().__init__(name=f"astrowatch-worker-{index}", daemon=True)
         self.config = config
         self.layout = layout
@@ -101,6 +109,8 @@ class Worker(threading.Thread):
         self._new_config: tuple[Config, dict[str, str]] | None = None
         self._waiting_logged: set[str] = set()
         self._last_health = 0.0
+        self.disk = disk or DiskGuard(layout.root, config.limits.min_free_mb)
+        self._disk_episodes = self.disk.episodes
         self.current: str | None = None
         self.beat = time.monotonic()
         self.stats = {"jobs": 0, "seconds": 0.0, "last_seconds": None, "first_seconds": None}
@@ -126,17 +136,32 @@ class Worker(threading.Thread):
         try:
             while not self.cancel.stopping:
                 self.beat = time.monotonic()
-                self._apply_reload()
-                self._requeue_waiting()
-                job = self.ledger.claim_next()
-                if job is None:
-                    self._wake.wait(0.5)
-                    self._wake.clear()
-                    continue
-                self.execute(job)
+                try:
+                    self._step()
+                except Exception as exc:  # the ledger could not record a claim or a re-queue
+                    full = as_disk_full(exc)
+                    if full is None:
+                        raise
+                    self.disk.report(full)
+                    self._sleep(1.0)
         finally:
             self.pool.close()
             self.ledger.close()
+
+    def _step(self) -> None:
+        self._apply_reload()
+        self._requeue_waiting()
+        job = self.ledger.claim_next()
+        if job is None:
+            self._sleep(0.5)
+        elif self.disk.low():  # limits.min_free_mb: this job would fill the disk; it waits
+            self._until_recorded(lambda: self._disk_wait(job))
+        else:
+            self.execute(job)
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
 
     def _apply_reload(self) -> None:
         if self._new_config is None:
@@ -150,18 +175,22 @@ class Worker(threading.Thread):
 
     def _requeue_waiting(self) -> None:
         now = time.monotonic()
-        if now - self._last_health < self.config.sdapi.health_interval:
+        if self.disk.full and self.disk.low():
+            return  # nothing may start until space is back (low() ends the episode when it is)
+        disk_back = self.disk.episodes != self._disk_episodes
+        if not disk_back and now - self._last_health < self.config.sdapi.health_interval:
             return
-        self._last_health = now
+        self._last_health, self._disk_episodes = now, self.disk.episodes
         waiting = self.ledger.by_state("waiting")
         healthy: dict[str, bool] = {}
         for job in waiting:
             name = backend_for(job.params, self.defaults[job.kind])
             if name not in healthy:
                 healthy[name] = self._healthy(job.kind, name)
-            if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note="backend back"):
+            what = "disk space" if disk_back else "backend"
+            if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note=f"{what} back"):
                 self._waiting_logged.discard(name)
-                log.info("backend is back; job re-queued", job_id=job.id, backend=name)
+                log.info(f"{what} is back; job re-queued", job_id=job.id, backend=name)
 
     def _healthy(self, kind: str, name: str) -> bool:
         try:
@@ -177,23 +206,54 @@ class Worker(threading.Thread):
         t0 = time.monotonic()
         try:
             self._produce_and_publish(job, t0)
-        except BackendUnavailable as exc:
-            self._wait(job, exc)
-        except Interrupted as exc:
-            self.ledger.transition(job.id, "running", "queued", attempts=max(job.attempts - 1, 0), note=str(exc))
-            log.warning("job interrupted; it resumes at the next start")
-        except AstrowatchError as exc:
-            self._failed_attempt(job, exc, t0)
         except Exception as exc:  # noqa: BLE001 — a bug in a backend must not kill the worker
-            log.exception("unexpected error in job")
-            self._failed_attempt(job, BackendError(f"{type(exc).__name__}: {exc}"), t0)
+            if (full := as_disk_full(exc)) is not None:
+                self.disk.report(full)
+            self._until_recorded(lambda: self._on_error(job, exc, t0))
         finally:
             self.current = None
             structlog.contextvars.unbind_contextvars("job_id", "user", "worker")
 
+    def _on_error(self, job: Job, exc: Exception, t0: float) -> None:
+        """The job's next state, from the error's class alone."""
+        full = as_disk_full(exc)
+        if full is not None:  # the machine's fault: checked first, whatever wrapped it
+            self._disk_wait(job)
+        elif isinstance(exc, BackendUnavailable):
+            self._wait(job, exc)
+        elif isinstance(exc, Interrupted):
+            self.ledger.transition(job.id, "running", "queued", attempts=max(job.attempts - 1, 0), note=str(exc))
+            log.warning("job interrupted; it resumes at the next start")
+        elif isinstance(exc, AstrowatchError):
+            self._failed_attempt(job, exc, t0)
+        else:
+            log.exception("unexpected error in job")  # called inside execute's except block
+            self._failed_attempt(job, BackendError(f"{type(exc).__name__}: {exc}"), t0)
+
+    def _until_recorded(self, step) -> bool:  # noqa: ANN001
+        """Run an idempotent ``step`` that writes to the ledger, logs or folders; while the disk
+        is full, wait for space and run it again.  False if the daemon stops first (recovery
+        finishes the job at the next start)."""
+        while True:
+            try:
+                step()
+                return True
+            except Exception as exc:
+                full = as_disk_full(exc)
+                if full is None:
+                    raise
+                self.disk.report(full)
+            while not self.cancel.stopping and self.disk.low():
+                self._sleep(1.0)
+            if self.cancel.stopping:
+                return False
+            self._sleep(0.2)  # a write failed above the threshold: do not spin
+
     def _produce_and_publish(self, job: Job, t0: float) -> None:
         ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel)
         log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
+        if job.kind == "astro" and job.params.get(SNAPSHOT_FROM):  # made by astrowatch api: that job's theme
+            copy_snapshot(self.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job)
         if job.kind == "astro":
             outcome = run_astro(job, ctx, self.defaults["astro"])
         else:
@@ -206,14 +266,24 @@ class Worker(threading.Thread):
         record = {"stem": result_stem(job), "image": sidecar["image"], "backend": r.backend, "model": r.model,
                   "params": outcome.params, "seed": sidecar["seed"], "description": r.description,
                   "cache": outcome.extra.get("cache")}
-        if not self.ledger.transition(job.id, "running", "publishing", result=record):
-            log.error("job was moved by someone else while running; outputs discarded")
-            return
-        publish(job, self.layout)
-        self.ledger.transition(job.id, "publishing", "inbox")
-        self._record_stats(run_s)
+        self._until_recorded(lambda: self._publish(job, record, sidecar, run_s))
+
+    def _publish(self, job: Job, record: dict[str, Any], sidecar: dict[str, Any], run_s: float) -> None:
+        """Outputs into the inbox, ledger, logs.  Idempotent: run again after a full disk."""
+        state = self.ledger.get(job.id).state
+        if state == "running":
+            if not self.ledger.transition(job.id, "running", "publishing", result=record):
+                log.error("job was moved by someone else while running; outputs discarded")
+                return
+            state = "publishing"
+        if state == "publishing":
+            publish(job, self.layout)
+            self.ledger.transition(job.id, "publishing", "inbox")
+            self._record_stats(run_s)
+        elif state in ("queued", "waiting", "failing", "failed", "superseded"):
+            return  # not ours to publish (cannot happen while this worker holds the job)
         self._log_generation(job, "ok", run_s, sidecar=sidecar)
-        log.info("result in inbox", seconds=round(run_s, 3), backend=r.backend,
+        log.info("result in inbox", seconds=round(run_s, 3), backend=record["backend"],
                  image=f"inbox/{job.user}/{sidecar['image']}")
 
     def locate_source(self, job: Job) -> Path:
@@ -239,6 +309,14 @@ class Worker(threading.Thread):
             self._waiting_logged.add(name)
             log.warning("backend unavailable; jobs wait for it", backend=name, reason=str(exc))
 
+    def _disk_wait(self, job: Job) -> None:
+        """The disk is full: the job waits, its attempt not counted, and its partial outputs go."""
+        if self.ledger.get(job.id).state != "running":
+            return
+        shutil.rmtree(self.layout.work_dir(job.id), ignore_errors=True)
+        self.ledger.transition(job.id, "running", "waiting", attempts=max(job.attempts - 1, 0),
+                               error=self.disk.reason())
+
     def _failed_attempt(self, job: Job, exc: AstrowatchError, t0: float) -> None:
         duration = time.monotonic() - t0
         retries = self.config.retries
@@ -250,11 +328,13 @@ class Worker(threading.Thread):
             log.warning("attempt failed; will retry", error=str(exc), attempt=job.attempts, retry_in_s=delay)
             return
         reason = str(exc) if not exc.retryable else f"{exc} (after {job.attempts} attempts)"
-        self.fail(job, reason)
+        self.fail(job, reason, cause=type(exc).__name__)
         self._log_generation(job, "failed", duration, error=reason)
 
-    def fail(self, job: Job, reason: str) -> None:
-        if self.ledger.transition(job.id, "running", "failing", error=reason):
+    def fail(self, job: Job, reason: str, cause: str | None = None) -> None:
+        """``cause``: the exception class, kept as the history note (failures by reason class)."""
+        if self.ledger.transition(job.id, "running", "failing", error=reason, note=cause) \
+                or self.ledger.get(job.id).state == "failing":  # again, after a full disk
             finish_failed(self.ledger, self.layout, self.ledger.get(job.id))
 
     def _record_stats(self, seconds: float) -> None:

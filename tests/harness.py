@@ -91,7 +91,9 @@ def drop_theme(data: Path, user: str = "gaby", fixture: str = "astrowatch_minima
 
 
 class DaemonProcess:
-    def __init__(self, config_path: Path, *, watchdog_usec: int | None = None, args: list[str] | None = None) -> None:
+    def __init__(self, config_path: Path, *, watchdog_usec: int | None = None, args: list[str] | None = None,
+                 prefix: list[str] | None = None) -> None:
+        self.prefix = prefix or []  # e.g. setpriv ... to run the daemon as another uid
         self.config_path = config_path
         self.data = config_path.parent / "data"
         self.watchdog_usec = watchdog_usec
@@ -111,7 +113,8 @@ class DaemonProcess:
         if self.watchdog_usec:
             env["WATCHDOG_USEC"] = str(self.watchdog_usec)
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "astrowatch", *self.args, "--config", str(self.config_path)],
+        self.proc = subprocess.Popen([*self.prefix, sys.executable, "-m", "astrowatch", *self.args,
+                                      "--config", str(self.config_path)],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=self.config_path.parent)
         if wait_ready:
             self.wait_message("READY=1", timeout=60)

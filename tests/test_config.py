@@ -71,3 +71,14 @@ def test_set_overrides(tmp_path):
 def test_defaults_follow_the_seed_recommendations():
     e = Config().enhance
     assert (e.scale_factor, e.upscaler, e.steps, e.cfg_scale, e.sampler_name) == (2, "R-ESRGAN 4x+", 20, 7.0, "Euler a")
+
+
+def test_enhance_format_and_the_old_output_format_key(tmp_path):
+    assert Config().enhance.format == "png" and Config().enhance.max_output_side == 4096
+    old = load_config(_write(tmp_path, {"enhance": {"output_format": "PNG"}}))
+    assert old.enhance.format == "png"
+    assert load_config(_write(tmp_path, {"enhance": {"format": "JPG"}})).enhance.format == "jpeg"
+    with pytest.raises(ConfigError, match="enhance.format"):
+        load_config(_write(tmp_path, {"enhance": {"format": "gif"}}))
+    with pytest.raises(ConfigError, match="max_output_side"):
+        load_config(_write(tmp_path, {"enhance": {"max_output_side": -1}}))

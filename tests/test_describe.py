@@ -58,3 +58,33 @@ def test_description_without_facts_detects_grayscale() -> None:
     img = Image.linear_gradient("L").convert("RGB").resize((32, 32))
     first = technical_description(img, {}).splitlines()[0]
     assert first.startswith("photo, grayscale, 32x32, dominant ")
+
+
+def _facts(**extra: object) -> dict:
+    return {"grayscale": False, "source_size": [40, 30], "mode": "P", "format": "GIF", **extra}
+
+
+@pytest.mark.parametrize(("facts", "en", "fr"), [
+    (_facts(frames=3, frame_used="first"), "Source animated, 3 frames: the first frame was enhanced",
+     "Source animée, 3 images"),
+    (_facts(format="HEIF", frames=2, frame_used="primary"), "Source holds 2 images: the primary image was enhanced",
+     "l'image principale"),
+    (_facts(format="HEIF", bit_depth=10, hdr={"transfer": "PQ", "to_8bit": "clamped"}),
+     "10-bit PQ source clamped to 8-bit sRGB (scaled, no tone mapping)", "Source PQ 10 bits ramenée en sRGB 8 bits"),
+    (_facts(icc={"profile": "Display P3", "converted": True}), "Colour profile Display P3 converted to sRGB",
+     "Profil couleur Display P3 converti en sRGB"),
+    (_facts(scale={"requested": 2.0, "used": 4096 / 4032, "max_output_side": 4096, "reason": "lowered"}),
+     "Scale ×1.016 instead of ×2: the long side stays within 4096 px (enhance.max_output_side)", "au lieu de ×2"),
+    (_facts(scale={"requested": 2.0, "used": 1.0, "max_output_side": 4096, "reason": "not enlarged"}),
+     "Not enlarged: the long side is already at least 4096 px", "Pas d'agrandissement"),
+])
+def test_the_description_says_what_happened_to_the_source(facts: dict, en: str, fr: str) -> None:
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    assert en in technical_description(image, facts, "en")
+    assert fr in technical_description(image, facts, "fr")
+
+
+def test_an_ordinary_photo_gets_none_of_those_lines() -> None:
+    text = technical_description(Image.new("RGB", (40, 30)), _facts(scale={"requested": 2.0, "used": 2.0,
+                                                                            "reason": "as requested"}), "en")
+    assert not any(word in text for word in ("animated", "images:", "clamped", "profile", "Scale", "enlarged"))

@@ -86,7 +86,8 @@ def test_sigkill_mid_job_resumes_once(tmp_path, daemon_factory):
     image = wait_until(lambda: inbox_images(d.data), what="resumed result")[0]
     sidecar = json.loads(image.with_suffix(".json").read_text())
     assert sidecar["attempt"] == 2  # the killed attempt counted
-    assert [j["state"] for j in jobs(d.data)] == ["inbox"]
+    # the image lands in the inbox a moment before the ledger records it (publish, then the transition)
+    wait_until(lambda: [j["state"] for j in jobs(d.data)] == ["inbox"], what="the job recorded in the inbox")
     assert not (user / "photo.jpg").exists()
     assert d2.stop() == 0
 

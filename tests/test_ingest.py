@@ -99,3 +99,27 @@ def test_a_redo_interrupted_after_queuing_its_child_still_gets_the_theme_snapsho
     assert (layout.archive_dir("gaby", child.id) / "theme_gaby.json").read_bytes() == theme.read_bytes()
     assert ledger.get(job.id).state == "redone"
     assert [j.id for j in ledger.jobs_for_source("gaby", job.source) if j.parent_id == job.id] == [child.id]
+
+
+def test_image_like_files_that_cannot_be_used_get_a_failed_entry(ingest):
+    import json
+
+    folder = _user(ingest)
+    (folder / "IMG_1.CR2").write_bytes(b"II*\x00" + bytes(60))
+    (folder / "logo.svg").write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'/>")
+    make_image(folder / "photo.dat", fmt="JPEG")
+    for name in ("IMG_1.CR2", "logo.svg", "photo.dat"):
+        assert ingest.handle(str(folder / name)) == "failed"
+        record = json.loads((ingest.layout.root / "failed" / "gaby" / f"{name}.error.json").read_text())
+        assert record["reason"].startswith(f"{name}: ") and "HEIC/HEIF" in record["accepted"]
+        assert not (folder / name).exists()
+    (folder / "notes.txt").write_text("BM: a note that starts like a bitmap")
+    assert ingest.handle(str(folder / "notes.txt")) == "ignored" and (folder / "notes.txt").exists()
+    assert ingest.ledger.counts() == {}
+
+
+def test_heic_avif_and_gif_become_enhance_jobs(ingest):
+    folder = _user(ingest)
+    for name in ("a.heic", "b.HEIF", "c.avif", "d.gif"):
+        (folder / name).write_bytes(name.encode() * 10)  # content is checked when the job runs
+        assert ingest.handle(str(folder / name)) == "job"

@@ -76,3 +76,23 @@ def test_a_stray_copy_after_the_decision_is_archived(site):
     os.replace(image, layout.root / "approved" / image.name)
     assert reviewer.handle(layout.root / "approved" / image.name) == "decided"
     assert reviewer.handle(copy) == "archived" and not copy.exists()
+
+
+def test_a_dataset_never_holds_two_images_for_one_caption(site):
+    """photo.png filed as png, the same name approved later as webp: kohya would pair both with
+    photo.txt, so the second one is filed under photo-<job>.webp."""
+    cfg, layout, ledger, reviewer, *_ = site
+    first = _result(site, "photo.jpg")
+    os.replace(first, layout.root / "approved" / first.name)
+    reviewer.handle(layout.root / "approved" / first.name)
+    cfg.enhance.format = "webp"
+    make_image(layout.users / "gaby" / "photo.jpg", color=(1, 2, 3))
+    _cfg, _layout, _ledger, _reviewer, ingest, worker = site
+    ingest.handle(str(layout.users / "gaby" / "photo.jpg"))
+    worker.execute(ledger.claim_next())
+    second = next((layout.root / "inbox" / "gaby").glob("photo.*.webp"))
+    os.replace(second, layout.root / "approved" / second.name)
+    reviewer.handle(layout.root / "approved" / second.name)
+    job_id = second.name.split(".")[1]
+    names = sorted(p.name for p in (layout.root / "datasets" / "gaby").iterdir())
+    assert names == ["dataset.toml", f"photo-{job_id}.txt", f"photo-{job_id}.webp", "photo.png", "photo.txt"]

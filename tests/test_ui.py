@@ -285,3 +285,22 @@ def _near(rgb: Any, tolerance: int = 40) -> Any:
     def count(target: tuple[int, int, int]) -> int:
         return sum(n for n, c in rgb.getcolors(1 << 22) if all(abs(a - b) <= tolerance for a, b in zip(c, target)))
     return count
+
+
+def test_an_original_browsers_cannot_show_is_previewed_decoded_and_oriented(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from PIL import Image
+
+    from astrowatch.commands.ui import original_preview
+    from astrowatch.config import Config
+
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (2000, 1500), (200, 30, 30)).save(tmp_path / "a.heic", format="HEIF", exif=exif.tobytes())
+    preview = original_preview(tmp_path / "a.heic", Config())
+    assert isinstance(preview, Image.Image) and preview.size == (768, 1024)  # portrait, thumbnailed
+    make_image(tmp_path / "b.jpg")
+    assert original_preview(tmp_path / "b.jpg", Config()) == str(tmp_path / "b.jpg")  # the browser shows it
+    (tmp_path / "c.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    assert original_preview(tmp_path / "c.heic", Config()) is None

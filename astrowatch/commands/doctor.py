@@ -40,6 +40,19 @@ def _folders(config) -> tuple[str, str]:  # noqa: ANN001
     return (OK if free > 2 else WARN), f"all folders writable under {config.data_dir}; {free:.1f} GiB free"
 
 
+def _group(config) -> tuple[str, str]:  # noqa: ANN001
+    from ..layout import Layout
+    from ..sharing import group_members, group_name, group_problems
+
+    gid, problems = group_problems(Layout(config.data_dir))
+    if problems:  # a failure when people share the group; a one-user install shares nothing, and works
+        members = group_members(gid)
+        who = f" (members: {', '.join(members)})" if members else ""
+        return (FAIL if members else WARN), f"group {group_name(gid)}{who}: " + "; ".join(problems)
+    return OK, (f"group {group_name(gid)} can create user folders, move results into approved/, "
+                "read the inbox and the ledger")
+
+
 def _inotify(config) -> tuple[str, str]:  # noqa: ANN001
     if config.watch.polling:
         return OK, f"polling every {config.watch.polling_interval} s (inotify not used)"
@@ -51,6 +64,19 @@ def _inotify(config) -> tuple[str, str]:  # noqa: ANN001
     status = OK if dirs * 4 < limit else WARN
     return status, (f"{dirs} folders to watch, limit {limit}"
                     + ("" if status == OK else "; raise it: sudo sysctl fs.inotify.max_user_watches=524288"))
+
+
+def _image_types() -> tuple[str, str]:
+    """The accepted photo types (from :mod:`astrowatch.formats`) and whether HEIC/AVIF decode here."""
+    from ..formats import accepted_text, avif_support, heif_support
+
+    heif, avif = heif_support(), avif_support()
+    missing = [what for what, ok in (("HEIC/HEIF (pip install pillow-heif)", heif),
+                                     ("AVIF (Pillow built without libavif)", avif)) if not ok]
+    support = f"HEIC/HEIF support: {'pillow-heif ' + heif if heif else 'NOT available'}; " \
+              f"AVIF support: {'Pillow built-in' if avif else 'NOT available'}"
+    detail = f"accepted: {accepted_text()}; {support}"
+    return (WARN, f"{detail}; such files will fail until fixed: {', '.join(missing)}") if missing else (OK, detail)
 
 
 def _backend(config, kind: str) -> tuple[str, str]:  # noqa: ANN001
@@ -85,7 +111,9 @@ def main(args) -> int:  # noqa: ANN001
         results.append((FAIL, "config", str(exc)))
     if config is not None:
         _check(results, "folders", lambda: _folders(config))
+        _check(results, "shared with the group", lambda: _group(config))
         _check(results, "inotify", lambda: _inotify(config))
+        _check(results, "photo types", _image_types)
         for kind in ("astro", "enhance"):
             _check(results, f"{kind} backend", lambda k=kind: _backend(config, k))
     for status, name, detail in results:

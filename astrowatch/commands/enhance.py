@@ -11,7 +11,7 @@ from .generate import one_shot_context, write_result
 def main(args) -> int:  # noqa: ANN001
     from ..config import Config, apply_overrides, load_config
     from ..daemon import resolve_backends
-    from ..ingest import sha256_file
+    from ..files import sha256_file
     from ..logsetup import setup_logging
     from ..pipeline.steps import enhance_image
 

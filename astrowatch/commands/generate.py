@@ -20,10 +20,11 @@ def one_shot_context(config, cancel=None):  # noqa: ANN001
 
 
 def write_result(outcome, output: Path, job_id: str, kind: str) -> None:  # noqa: ANN001
-    from ..imageio import write_png
+    from ..imageio import atomic_write_bytes, result_bytes
 
     r = outcome.result
-    write_png(output, r.image, infotext=r.infotext, meta={"job_id": job_id, "kind": kind})
+    fmt = {".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(output.suffix.lower(), "png")  # by -o's name
+    atomic_write_bytes(output, result_bytes(r.image, fmt, infotext=r.infotext, meta={"job_id": job_id, "kind": kind}))
 
 
 def main(args) -> int:  # noqa: ANN001

@@ -1,26 +1,79 @@
-"""``astrowatch init [DIR]``: the data folders and a commented config.yaml (never overwritten)."""
+"""``astrowatch init [DIR] [--config FILE]``: the data folders, shared with the service's group,
+and a commented config.yaml (never overwritten).
+
+With ``--config`` or ``$ASTROWATCH_CONFIG`` naming a config (the service's
+``/etc/astrowatch/config.yaml``), that config is used as is -- or written from the template if it
+does not exist yet -- and no second ``config.yaml`` appears in DIR.  Whatever the caller's umask,
+every folder of the data tree is made group-writable with the setgid bit, ``state/`` group
+read-only.
+"""
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
+
+
+def _write_template(path: Path) -> None:
+    from ..errors import ConfigError
+
+    template = resources.files("astrowatch").joinpath("config.example.yaml").read_text(encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(template)
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot write the config here",
+                          hint="create it as root (install -m 0640 -o root -g astrowatch config.yaml "
+                               f"{path}), then run init again") from None
+
+
+def _config_path(args) -> tuple[Path, bool]:  # noqa: ANN001
+    """(the config to use, whether it was named by --config / $ASTROWATCH_CONFIG)."""
+    from ..config import CONFIG_ENV
+
+    named = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
+    if named:
+        return Path(named), True
+    root = Path(args.dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return root / "config.yaml", False
+
+
+def _next_step(config_path: Path, named: bool, args) -> str:  # noqa: ANN001
+    from ..config import CONFIG_ENV
+
+    if not named:
+        return f"astrowatch run --config {config_path}"
+    if getattr(args, "config", None):
+        env = os.environ.get(CONFIG_ENV)
+        if env and Path(env).resolve() == config_path.resolve():
+            return "astrowatch run   (or: systemctl enable --now astrowatch)"
+        return f"astrowatch run --config {config_path}   (or: systemctl enable --now astrowatch)"
+    return f"astrowatch run   (the config comes from ${CONFIG_ENV}; or: systemctl enable --now astrowatch)"
 
 
 def main(args) -> int:  # noqa: ANN001
     from ..config import load_config
     from ..layout import Layout
+    from ..sharing import group_name, share_tree
 
-    root = Path(args.dir)
-    root.mkdir(parents=True, exist_ok=True)
-    config_path = root / "config.yaml"
+    config_path, named = _config_path(args)
     if config_path.exists():
-        print(f"kept existing {config_path}")
+        print(f"{'using' if named else 'kept existing'} {config_path}")
     else:
-        template = resources.files("astrowatch").joinpath("config.example.yaml").read_text(encoding="utf-8")
-        config_path.write_text(template, encoding="utf-8")
+        _write_template(config_path)
         print(f"wrote {config_path}")
+    if named and args.dir != ".":
+        print(f"note: {args.dir} is not used: the data folder is data_dir from {config_path}")
     config = load_config(config_path)
-    Layout(config.data_dir).ensure()
-    print(f"data folders ready under {config.data_dir}")
-    print(f"next: astrowatch run --config {config_path}")
+    layout = Layout(config.data_dir)
+    layout.ensure()
+    skipped = share_tree(layout)
+    group = group_name(layout.root.stat().st_gid)
+    print(f"data folders ready under {config.data_dir} (group {group}: folders rwx + setgid, state/ read-only)")
+    for path in skipped[:5]:
+        print(f"warning: could not share {path} with the group (not its owner): run init as its owner")
+    print(f"next: {_next_step(config_path, named, args)}")
     return 0

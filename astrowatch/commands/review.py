@@ -20,10 +20,10 @@ def _inbox_item(ledger, layout, item: str):  # noqa: ANN001
     from ..errors import NotFound
     from ..review import job_id_from_name
 
-    if os.sep in item or item.endswith(".png"):
+    if os.sep in item or item.lower().endswith((".png", ".webp", ".jpg", ".jpeg")):
         job_id = job_id_from_name(Path(item))
         if not job_id:
-            raise NotFound(f"{item}: not an astrowatch result name (expected <name>.<job id>.png)")
+            raise NotFound(f"{item}: not an astrowatch result name (expected <name>.<job id>.png/.webp/.jpg)")
         item = job_id
     job = ledger.find(item)
     if job.state != "inbox":
@@ -61,13 +61,19 @@ def _apply_sets(sidecar_path: Path, pairs: list[str]) -> dict:
 
 def main(args) -> int:  # noqa: ANN001
     from ..config import load_config
+    from ..errors import NotFound
     from ..layout import Layout
-    from ..ledger import Ledger
+    from ..ledger_readonly import open_for_reading
 
     config = load_config(args.config)
     layout = Layout(config.data_dir)
-    layout.ensure()
-    ledger = Ledger(layout.ledger_path)
+    try:
+        ledger = open_for_reading(layout)  # decisions are file moves: the daemon writes the ledger
+    except NotFound:
+        if args.action != "list":
+            raise
+        print("[]" if args.json else f"inbox is empty (no ledger yet under {layout.root})")
+        return 0
     if args.action == "list":
         jobs = ledger.by_state("inbox")
         rows = [{"job_id": j.id, "user": j.user, "kind": j.kind,

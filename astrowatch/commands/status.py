@@ -1,6 +1,7 @@
 """``astrowatch status``: counts by state, the inbox, recent failures, the backends in use.
 
-Works whether or not the daemon runs: it reads the ledger and the daemon's state file.
+Works whether or not the daemon runs, for anyone in the service's group: it reads the ledger
+(read-only) and the daemon's state file.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any
 
 def collect(config) -> dict[str, Any]:  # noqa: ANN001
     from ..layout import Layout
-    from ..ledger import STATES, Ledger
+    from ..ledger import STATES
+    from ..ledger_readonly import open_for_reading
 
     layout = Layout(config.data_dir)
     if not layout.ledger_path.exists():
         return {"data_dir": str(layout.root), "daemon": _daemon(layout), "counts": {}, "inbox": [],
                 "failures": [], "note": "no ledger yet: the daemon has never run on this data folder"}
-    ledger = Ledger(layout.ledger_path)
+    ledger = open_for_reading(layout)  # a reviewer may read the ledger, never write it
     counts = ledger.counts()
     inbox = [{"job_id": j.id, "user": j.user, "kind": j.kind,
               "image": f"inbox/{j.user}/{(j.result or {}).get('image')}",
@@ -32,7 +34,19 @@ def collect(config) -> dict[str, Any]:  # noqa: ANN001
     return {"data_dir": str(layout.root), "daemon": _daemon(layout),
             "counts": {s: counts.get(s, 0) for s in STATES if counts.get(s)},
             "inbox": inbox, "waiting": waiting, "failures": failures,
-            "configured_backends": {"astro": config.astro.backend, "enhance": config.enhance.backend}}
+            "configured_backends": {"astro": config.astro.backend, "enhance": config.enhance.backend},
+            **_room(config, layout)}
+
+
+def _room(config, layout) -> dict[str, Any]:  # noqa: ANN001
+    """Free space under data_dir (and whether jobs wait for it), and what retention bounds."""
+    from ..diskspace import DiskGuard
+    from ..retention import sizes_mb
+
+    guard = DiskGuard(layout.root, config.limits.min_free_mb)
+    free = guard.free_mb()
+    return {"disk": {"free_mb": free, "min_free_mb": guard.min_free_mb, "full": free is not None and free < guard.threshold_mb},
+            "sizes_mb": sizes_mb(layout)}
 
 
 def _daemon(layout) -> dict[str, Any]:  # noqa: ANN001
@@ -88,8 +102,16 @@ def render(info: dict[str, Any]) -> str:
     lines.append("jobs: " + (", ".join(f"{s} {n}" for s, n in info["counts"].items()) or "none"))
     lines.append(f"inbox ({len(info['inbox'])}):")
     lines += [f"  {i['image']}  [{i['kind']}, {i['backend']}, job {i['job_id']}]" for i in info["inbox"]] or ["  (empty)"]
+    disk, sizes = info.get("disk") or {}, info.get("sizes_mb") or {}
+    if disk.get("full"):
+        lines.append(f"DISK FULL: {disk['free_mb']} MB free under data_dir (limits.min_free_mb="
+                     f"{disk['min_free_mb']}): no job starts, nothing is failed; free space to resume")
+    elif disk:
+        lines.append(f"disk: {disk.get('free_mb')} MB free under data_dir")
+    if sizes:
+        lines.append("sizes: " + ", ".join(f"{k} {v} MB" for k, v in sizes.items()))
     if info.get("waiting"):
-        lines.append(f"waiting for a backend ({len(info['waiting'])}): " + "; ".join(
+        lines.append(f"waiting ({len(info['waiting'])}): " + "; ".join(
             f"{w['job_id']} ({w['reason']})" for w in info["waiting"][:5]))
     lines.append("recent failures:")
     lines += [f"  {f['at']}  {f['source']}: {f['reason']}" for f in info["failures"]] or ["  (none)"]

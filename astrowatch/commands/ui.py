@@ -86,6 +86,26 @@ def original_path(layout: Layout, ledger: Ledger, job: Job) -> Path | None:
     return None
 
 
+BROWSER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".avif"})
+
+
+def original_preview(path: Path, config: Config) -> Any:
+    """What the page shows for an original: the file where browsers render it, else (HEIC, TIFF,
+    BMP) a decoded, oriented 1024 px preview; ``None`` if it cannot be decoded."""
+    if path.suffix.lower() in BROWSER_SUFFIXES:
+        return str(path)
+    from ..errors import InputError
+    from ..pipeline.preprocess import preprocess
+
+    small = config.enhance.model_copy(update={"min_side": 1})
+    try:
+        image, _facts = preprocess(path, enhance=small, limits=config.limits)
+    except InputError:
+        return None
+    image.thumbnail((1024, 1024))
+    return image
+
+
 def chart_wheel(config: Config, layout: Layout, job: Job) -> Any:
     """The chart wheel of an astro job, from its theme snapshot (a PIL image), or ``None``."""
     from ..backends.wheel import render_wheel
@@ -153,16 +173,38 @@ def waiting_for(job: Job) -> str:
     return f"{minutes} min ago" if minutes < 120 else f"{minutes // 60} h ago"
 
 
+LOGIN_ENV = "ASTROWATCH_UI_LOGIN"  # set for the page: ask for the API token before showing anything
+
+
+def login_required(config: Config, host: str) -> bool:
+    """Beyond loopback the page asks for the API token (a login form): refuse to start without
+    one (exit 78).  On loopback nothing changes."""
+    from ..api.auth import is_loopback, load_token, require_token_off_loopback
+
+    token = load_token(config)
+    require_token_off_loopback(host, token, "astrowatch ui")
+    required = not is_loopback(host)
+    os.environ[LOGIN_ENV] = "1" if required else "0"
+    return required
+
+
 def main(args) -> int:  # noqa: ANN001
     import importlib.util
 
     from ..config import CONFIG_ENV, load_config
     from ..errors import NotFound
+    from ..layout import Layout
+    from ..ledger_readonly import open_for_reading
 
     if importlib.util.find_spec("streamlit") is None:
         raise NotFound("the review page needs Streamlit: install the 'ui' extra (pip install 'astrowatch[ui]')")
     config = load_config(args.config)  # a bad config fails here, with one line, not in the browser
+    try:  # so does a reviewer who cannot read the ledger
+        open_for_reading(Layout(config.data_dir)).close()
+    except NotFound:
+        pass  # the page says so until the daemon has run once
     os.environ[CONFIG_ENV] = str(config.source)
+    login_required(config, args.host)
     argv = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", args.host,
             "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
             "--server.fileWatcherType", "none", "--global.developmentMode", "false",

@@ -2,7 +2,7 @@
 
 - astro approve:   ``Utilisateurs/<user>/theme_<user>.png`` (atomic replace; the previous one
                    is kept in the job's archive folder as ``previous_theme_<user>.png``)
-- enhance approve: ``datasets/<user>/<stem>.png`` + ``<stem>.txt`` caption (Fluxgym / kohya:
+- enhance approve: ``datasets/<user>/<stem>.<png|webp|jpg>`` + ``<stem>.txt`` caption (Fluxgym / kohya:
                    one line, trigger word first) and a ``dataset.toml`` for kohya sd-scripts
 - always:          image, caption and sidecar moved into ``archive/<user>/<job>/``
 """
@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..imageio import atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, move_out
-
+from ..files import sha256_file
+from ..imageio import RESULT_SUFFIX, atomic_write_bytes, atomic_write_text, fsync_dir, move_out
 from .publish import result_stem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _sha(path: Path) -> str | None:
-    from ..ingest import sha256_file
-
     try:
         return sha256_file(path)
     except OSError:
@@ -64,8 +62,12 @@ def file_into_dataset(layout: Layout, config: Config, job: Job, image: Path, cap
     data = image.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     stem = job.source_name.rsplit(".", 1)[0]
+    suffix = ".jpg" if image.suffix.lower() == ".jpeg" else image.suffix.lower()
     for name in (stem, f"{stem}-{job.id}"):
-        dest = folder / f"{name}.png"
+        dest = folder / f"{name}{suffix}"
+        others = [folder / f"{name}{s}" for s in RESULT_SUFFIX.values() if s != suffix]
+        if any(o.exists() for o in others):
+            continue  # photo.png filed earlier: a photo.webp beside it would share photo.txt
         if not dest.exists() or _sha(dest) == digest:
             break
     write_dataset_toml(layout, config, job.user)
@@ -113,7 +115,7 @@ def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Pa
         moves.append(image)
         moves += [image.with_name(f"{image.name.rsplit('.', 1)[0]}{s}") for s in (".json", ".txt")]
     inbox = layout.inbox_dir(job.user)
-    moves += [inbox / f"{stem}{s}" for s in (".png", ".json", ".txt", ".error.txt")]
+    moves += [inbox / f"{stem}{s}" for s in (*RESULT_SUFFIX.values(), ".json", ".txt", ".error.txt")]
     for src in moves:
         if src.is_file() and not src.is_symlink() and src.parent != archive:
             dest = archive / src.name
@@ -129,23 +131,3 @@ def copy_snapshot(layout: Layout, parent: Job, child: Job) -> None:
     if src.is_file() and not dest.exists():
         atomic_write_bytes(dest, src.read_bytes())
 
-
-def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool) -> Path:
-    """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
-    from ..ingest import safe_display_name
-    from ..layout import display
-
-    folder = layout.failed_dir(folder_name)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = safe_display_name(src.name)
-    if os.path.lexists(folder / name):
-        name = f"{int(time.time() * 1000)}-{name}"
-    if move:
-        move_out(src, folder / name)  # a symlink moves as a link: never followed
-    elif src.is_file() and not src.is_symlink():
-        shutil.copyfile(src, folder / name)
-    record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),
-              "reason": reason, "attempts": 0,
-              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_json(folder / f"{name}.error.json", record)
-    return folder / name

@@ -53,13 +53,25 @@ LABELS = {
            "colour": "Colour", "gray": "grayscale", "color": "colour", "dominant": "Dominant colours",
            "camera": "Camera", "date": "Taken", "orientation": "EXIF orientation {o} applied",
            "enlarged": "Enlarged from {w}x{h} before processing (below the minimum side)",
-           "alpha": "Transparency flattened onto the background", "sep": ": ", "pct": "{p}%"},
+           "alpha": "Transparency flattened onto the background", "sep": ": ", "pct": "{p}%",
+           "animated": "Source animated, {n} frames: the first frame was enhanced",
+           "multi": "Source holds {n} images: the primary image was enhanced",
+           "hdr": "{b}-bit {t} source clamped to 8-bit sRGB (scaled, no tone mapping)",
+           "icc": "Colour profile {p} converted to sRGB",
+           "scaled": "Scale ×{u} instead of ×{r}: the long side stays within {m} px (enhance.max_output_side)",
+           "kept": "Not enlarged: the long side is already at least {m} px (enhance.max_output_side)"},
     "fr": {"size": "Taille", "upscaled": "agrandie ×{f} depuis {w}x{h}", "source": "Source",
            "colour": "Couleur", "gray": "niveaux de gris", "color": "couleur",
            "dominant": "Couleurs dominantes", "camera": "Appareil", "date": "Prise de vue",
            "orientation": "Orientation EXIF {o} appliquée",
            "enlarged": "Agrandie depuis {w}x{h} avant traitement (sous le côté minimum)",
-           "alpha": "Transparence aplatie sur le fond", "sep": " : ", "pct": "{p} %"},
+           "alpha": "Transparence aplatie sur le fond", "sep": " : ", "pct": "{p} %",
+           "animated": "Source animée, {n} images : la première a été traitée",
+           "multi": "La source contient {n} images : l'image principale a été traitée",
+           "hdr": "Source {t} {b} bits ramenée en sRGB 8 bits (mise à l'échelle, sans tone mapping)",
+           "icc": "Profil couleur {p} converti en sRGB",
+           "scaled": "Facteur ×{u} au lieu de ×{r} : le grand côté reste sous {m} px (enhance.max_output_side)",
+           "kept": "Pas d'agrandissement : le grand côté atteint déjà {m} px (enhance.max_output_side)"},
 }
 
 
@@ -186,4 +198,22 @@ def _exif_lines(facts: dict[str, Any], words: dict[str, str]) -> list[str]:
         lines.append(words["enlarged"].format(w=facts["enlarged_from"][0], h=facts["enlarged_from"][1]))
     if facts.get("alpha_flattened"):
         lines.append(words["alpha"])
+    return lines + _source_kind_lines(facts, words)
+
+
+def _source_kind_lines(facts: dict[str, Any], words: dict[str, str]) -> list[str]:
+    """Animation, multi-image HEIF, HDR, ICC conversion and a scale factor other than requested."""
+    lines = []
+    if facts.get("frames"):
+        key = "multi" if facts.get("frame_used") == "primary" else "animated"
+        lines.append(words[key].format(n=facts["frames"]))
+    if facts.get("hdr"):
+        lines.append(words["hdr"].format(b=facts.get("bit_depth"), t=facts["hdr"].get("transfer", "SDR")))
+    if (facts.get("icc") or {}).get("converted"):
+        lines.append(words["icc"].format(p=facts["icc"]["profile"]))
+    scale = facts.get("scale") or {}
+    if scale.get("max_output_side"):
+        key = "kept" if scale["used"] == 1.0 else "scaled"
+        lines.append(words[key].format(u=f"{scale['used']:.4g}", r=f"{scale['requested']:g}",
+                                       m=scale["max_output_side"]))
     return lines

@@ -1,12 +1,16 @@
 """Preprocessing of a dropped photo before any enhancement backend sees it.
 
-Decode under limits (:func:`astrowatch.imageio.open_image`), apply the EXIF orientation,
-convert to RGB (alpha flattened onto ``enhance.background``), enlarge small images so the
-shortest side reaches ``enhance.min_side``, detect grayscale, and report the facts.
+Decode under limits (:func:`astrowatch.imageio.open_image`: first frame of an animation, the
+primary image of a multi-image HEIF), apply the EXIF orientation, convert an embedded ICC profile
+to sRGB, convert to 8-bit RGB (alpha flattened onto ``enhance.background``; 10/12-bit HEIF/AVIF
+arrive already reduced to 8 bits by the decoder: clamped, not tone-mapped), enlarge small images
+so the shortest side reaches ``enhance.min_side``, detect grayscale, and report the facts.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +39,13 @@ def preprocess(
     max_pixels = min(limits.max_image_pixels, enhance.max_pixels)
     img = open_image(path, max_pixels=max_pixels, max_bytes=limits.max_image_bytes)
     source_size, mode, fmt = list(img.size), img.mode, (img.format or "").upper() or None
+    img_frames, bit_depth, transfer = getattr(img, "n_frames", 1), img.info.get("bit_depth"), img.info.get("transfer")
     exif = exif_facts(img)
     try:
         img = ImageOps.exif_transpose(img)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError) as exc:
         raise InputError(f"{path.name}: cannot apply the EXIF orientation ({exc})") from None
+    img, icc = to_srgb(img, path.name)
     alpha = has_alpha(img)
     rgb = to_rgb(img, background(enhance.background))
     grayscale = mode in GRAY_MODES or is_grayscale(rgb)
@@ -50,8 +56,52 @@ def preprocess(
     facts = {
         "source_size": source_size, "size": list(rgb.size), "mode": mode, "format": fmt,
         "grayscale": grayscale, "enlarged_from": enlarged_from, "exif": exif, "alpha_flattened": alpha,
+        **source_kind(img_frames, fmt, bit_depth, transfer), "icc": icc,
     }
     return rgb, facts
+
+
+def source_kind(frames: int, fmt: str | None, bit_depth: int | None, transfer: str | None) -> dict[str, Any]:
+    """Animation / multi-image / HDR facts (empty for an ordinary 8-bit still)."""
+    facts: dict[str, Any] = {}
+    if frames > 1:
+        facts["frames"] = frames
+        facts["frame_used"] = "primary" if fmt == "HEIF" else "first"
+    if bit_depth and bit_depth > 8:
+        facts["bit_depth"] = bit_depth
+        facts["hdr"] = {"transfer": transfer or "SDR", "to_8bit": "clamped",
+                        "how": "the decoder scales the samples to 8 bits; no tone mapping"}
+    return facts
+
+
+def to_srgb(img: Image.Image, name: str) -> tuple[Image.Image, dict[str, Any] | None]:
+    """Convert an embedded ICC profile (Display P3, Adobe RGB, CMYK...) to sRGB; facts or None."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
+        return img, None
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        desc = (ImageCms.getProfileDescription(source) or "").strip() or "unnamed"
+    except (OSError, ImageCms.PyCMSError, ValueError, TypeError):
+        return img, {"profile": None, "converted": False, "note": "unreadable ICC profile: assumed sRGB"}
+    if "srgb" in desc.lower().replace(" ", ""):
+        return img, {"profile": desc, "converted": False}
+    mode = "RGBA" if img.mode == "RGBA" else "RGB"
+    try:
+        out = ImageCms.profileToProfile(img, source, _srgb_profile(), outputMode=mode,
+                                        renderingIntent=ImageCms.Intent.PERCEPTUAL)
+    except (OSError, ImageCms.PyCMSError, ValueError) as exc:
+        raise InputError(f"{name}: cannot apply its ICC colour profile {desc!r} ({exc})") from None
+    return out, {"profile": desc, "converted": True}
+
+
+@functools.cache
+def _srgb_profile() -> Any:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def background(spec: str) -> tuple[int, int, int]:
@@ -154,3 +204,25 @@ def _date(raw: str | None) -> str | None:
     if parts == ["0000", "00", "00"]:
         return None
     return f"{parts[0]}-{parts[1]}-{parts[2]} {clock}"
+
+
+def bounded_scale(size: tuple[int, int], requested: Any, max_side: int) -> tuple[Any, dict[str, Any]]:
+    """The scale factor to use so the result's long side stays within ``max_side`` (0: no limit).
+
+    Returns (factor, facts).  A photo whose long side is already ``max_side`` or more gets 1.0:
+    not enlarged, still cleaned, oriented, colour-managed and re-encoded.  A factor that is not
+    a number is passed through untouched: the backend refuses it with its own message.
+    """
+    try:
+        wanted = float(requested)
+    except (TypeError, ValueError):
+        return requested, {}
+    long_side = max(size)
+    if max_side <= 0 or wanted <= 1.0 or round(long_side * wanted) <= max_side:
+        return requested, {"requested": wanted, "used": wanted, "reason": "as requested"}
+    used = max(1.0, max_side / long_side)
+    if used == 1.0:
+        reason = f"not enlarged: the long side ({long_side} px) is already at or above max_output_side={max_side}"
+    else:
+        reason = f"lowered from ×{wanted:g} so the long side stays within max_output_side={max_side}"
+    return used, {"requested": wanted, "used": used, "reason": reason, "max_output_side": max_side}

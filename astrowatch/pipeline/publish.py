@@ -1,4 +1,5 @@
-"""Files that make a job's state visible: outputs in the inbox, inputs in archive/ or failed/.
+"""Files that make a job's state visible: outputs in the inbox, inputs in archive/ or failed/
+(and :func:`refuse_file`, the failed/ entry for an input that never became a job).
 
 Every function here is idempotent — it can be interrupted at any point (SIGKILL) and run
 again by recovery with the same end result, and no duplicate file.  Order matters: in the
@@ -14,7 +15,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..imageio import atomic_write_json, atomic_write_text, fsync_dir, move_out, read_json_or_none, write_png
+from ..files import safe_display_name, sha256_file
+from ..imageio import (RESULT_SUFFIX, atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, move_out,
+                       read_json_or_none, result_bytes)
+from ..layout import display
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layout import Layout
@@ -37,10 +41,11 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
     work.mkdir(parents=True, exist_ok=True)
     stem = result_stem(job)
     r = outcome.result
+    image_name = stem + RESULT_SUFFIX[outcome.image_format]
     sidecar = {
         "job_id": job.id, "kind": job.kind, "user": job.user, "parent_job": job.parent_id,
         "source": {"path": job.source, "name": job.source_name, "sha256": job.source_sha256},
-        "image": f"{stem}.png", "backend": r.backend, "model": r.model, "params": outcome.params,
+        "image": image_name, "backend": r.backend, "model": r.model, "params": outcome.params,
         "seed": outcome.params.get("seed", r.seed), "prompt": r.prompt, "negative_prompt": r.negative_prompt,
         "attempt": job.attempts, "timings": timings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **{k: v for k, v in outcome.extra.items() if v is not None},
@@ -49,7 +54,8 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
     if r.extra:
         sidecar["backend_extra"] = r.extra
     meta = {"job_id": job.id, "kind": job.kind, "user": job.user, "source_sha256": job.source_sha256}
-    write_png(work / f"{stem}.png", r.image, infotext=r.infotext, meta=meta)
+    atomic_write_bytes(work / image_name,
+                       result_bytes(r.image, outcome.image_format, infotext=r.infotext, meta=meta))
     atomic_write_text(work / f"{stem}.txt", (r.description or "").rstrip("\n") + "\n")
     atomic_write_json(work / f"{stem}.json", sidecar)
     return sidecar
@@ -62,7 +68,7 @@ def publish(job: Job, layout: Layout) -> None:
     inbox = layout.inbox_dir(job.user)
     inbox.mkdir(parents=True, exist_ok=True)
     stem = result_stem(job)
-    for suffix in (".json", ".txt", ".png"):  # image last
+    for suffix in (".json", ".txt", *RESULT_SUFFIX.values()):  # image last
         src = work / f"{stem}{suffix}"
         if src.exists():
             os.replace(src, inbox / src.name)
@@ -74,8 +80,6 @@ def publish(job: Job, layout: Layout) -> None:
 
 def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = None) -> Path | None:
     """Move the job's dropped file into ``folder`` if it is still the content the job saw."""
-    from ..ingest import sha256_file
-
     src = layout.abs(job.source)
     if src.is_symlink() or not src.is_file():
         return None
@@ -114,6 +118,10 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
               "source_sha256": job.source_sha256, "attempts": job.attempts, "reason": reason,
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "retry": "fix the input and drop it again (for a theme: rewrite it with new content)"}
+    if job.kind == "enhance":
+        from ..formats import accepted_text
+
+        record["accepted"] = accepted_text()
     atomic_write_json(error_path, record)
     return error_path
 
@@ -121,3 +129,22 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
 def _error_job(path: Path) -> str | None:
     data = read_json_or_none(path)
     return data.get("job_id") if isinstance(data, dict) else None
+
+
+def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool,
+                extra: dict | None = None) -> Path:
+    """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
+    folder = layout.failed_dir(folder_name)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = safe_display_name(src.name)
+    if os.path.lexists(folder / name):
+        name = f"{int(time.time() * 1000)}-{name}"
+    if move:
+        move_out(src, folder / name)  # a symlink moves as a link: never followed
+    elif src.is_file() and not src.is_symlink():
+        shutil.copyfile(src, folder / name)
+    record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),
+              "reason": reason, "attempts": 0, **(extra or {}),
+              "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(folder / f"{name}.error.json", record)
+    return folder / name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..ledger import Job
 
 PIPELINE_KEYS = frozenset({"backend", "seed", "style"})  # overrides the pipeline itself consumes
+SNAPSHOT_FROM = "_snapshot_from"  # param of a job made by astrowatch api: the job whose theme snapshot it uses
 INIT_IMAGE_BACKENDS = frozenset({"sdxl"})  # backends that use an init/style image (others ignore it)
 
 
@@ -42,6 +44,7 @@ class Outcome:
     result: Result
     params: dict[str, Any]  # effective parameters, as the reviewer sees and edits them
     extra: dict[str, Any]  # recorded in the sidecar (fusion, facts, cache...)
+    image_format: str = "png"  # the result file: png, webp or jpeg (enhance.format; astro is always png)
 
 
 def backend_for(params: dict[str, Any], default_backend: str) -> str:
@@ -151,13 +154,17 @@ def run_enhance(job: Job, ctx: JobContext, source: Path, default_backend: str) -
 def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, params: dict[str, Any],
                   default_backend: str, fallback_seed: int) -> Outcome:
     """Preprocess, look up the cache, enhance: the daemon's and ``astrowatch enhance``'s path."""
-    from .preprocess import preprocess
+    from .preprocess import bounded_scale, preprocess
 
     cfg = ctx.config
     image, facts = preprocess(source, enhance=cfg.enhance, limits=cfg.limits)
     name = backend_for(params, default_backend)
     backend = ctx.get_backend("enhance", name)
     for_backend = task_params(params)
+    requested = for_backend.get("scale_factor", cfg.enhance.scale_factor)
+    factor, facts["scale"] = bounded_scale(image.size, requested, cfg.enhance.max_output_side)
+    if factor != requested:
+        for_backend["scale_factor"] = factor  # every backend reads its factor from the task's params
     seed = int(params.get("seed", fallback_seed))
     key = cache_key(image, name, backend, cfg, for_backend)
     cached = cache_load(ctx.layout, key)
@@ -170,7 +177,8 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
         cache_store(ctx.layout, key, result)
     effective = {"backend": name, "seed": seed, **result.params}
     return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key,
-                                       "learned": sidecar_learned(params, effective)})
+                                       "learned": sidecar_learned(params, effective)},
+                   image_format=cfg.enhance.format)
 
 
 # -- enhance result cache: content hash of the preprocessed input + every parameter ------------
@@ -178,8 +186,9 @@ def cache_key(image: Any, name: str, backend: Backend, cfg: Config, params: dict
     h = hashlib.sha256()
     h.update(f"{image.mode}:{image.size}".encode())
     h.update(image.tobytes())
-    settings = {"backend": name, "backend_settings": backend.settings_key(),
-                "enhance": cfg.enhance.model_dump(mode="json"), "dataset": cfg.dataset.model_dump(mode="json"),
+    settings = {"backend": name, "backend_settings": backend.settings_key(),  # pixels: not the file format
+                "enhance": cfg.enhance.model_dump(mode="json", exclude={"format"}),
+                "dataset": cfg.dataset.model_dump(mode="json"),
                 "language": cfg.astro.language, "params": params}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -201,6 +210,10 @@ def cache_load(layout: Layout, key: str) -> Result | None:
             image = img.copy()
     except (OSError, ValueError):
         return None
+    try:
+        os.utime(meta)  # recently used: retention.cache_max_mb removes the least recently used first
+    except OSError:
+        pass
     return Result(image=image, backend=data["backend"], model=data.get("model"), params=data["params"],
                   seed=data.get("seed"), description=data.get("description", ""),
                   infotext=data.get("infotext"), extra={**data.get("extra", {}), "cache": "hit"})

@@ -1,0 +1,331 @@
+"""The FastAPI application: routes, the token check, body limits and JSON errors.
+
+Every error is ``{"error": "...", "hint": "..."}``.  The logic lives in :mod:`.service`; this
+module maps it onto HTTP.  Imported only by ``astrowatch api`` (FastAPI is the ``api`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Literal
+
+import structlog
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..config import ASTRO_BACKENDS, ENHANCE_BACKENDS, Config
+from ..errors import AstrowatchError
+from .auth import bearer, token_matches
+from .metrics import LedgerCollector, render
+from .service import ApiError, Service
+
+log = structlog.get_logger("astrowatch.api")
+MAX_BODY = 64 * 1024
+QUIET_PATHS = frozenset({"/healthz", "/metrics"})
+GENERATION_BACKENDS = tuple(b for b in ASTRO_BACKENDS if b != "auto")
+REDO_BACKENDS = {"astro": GENERATION_BACKENDS, "enhance": tuple(b for b in ENHANCE_BACKENDS if b != "auto")}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerationBody(Strict):
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixed seed (default: derived from the chart)")
+    style: str | None = Field(None, max_length=100, description="style preset (default: astro.style)")
+
+
+class DecisionBody(Strict):
+    caption: str | None = Field(None, max_length=20_000, description="replaces the description (.txt) first")
+
+
+class RedoBody(DecisionBody):
+    params: dict[str, Any] = Field(default_factory=dict, description="parameter overrides, e.g. {\"steps\": 40}")
+
+
+class AstroImage(BaseModel):
+    user: str
+    state: str = Field(description="none, or the latest astro job's state: queued, running, waiting, inbox, ...")
+    image: str | None = Field(description="URL of the delivered picture, once one was approved")
+    pending: str | None = Field(description="URL of the result awaiting review")
+    job_id: str | None
+    prompt: str | None
+    backend: str | None
+    error: str | None
+    updated_at: str | None
+
+
+class Accepted(BaseModel):
+    job_id: str
+    state: str
+    status_url: str
+    created: bool | None = None
+    decision: str | None = None
+
+
+class JobOut(BaseModel):
+    job_id: str
+    kind: str
+    user: str
+    state: str
+    attempts: int
+    backend: str | None
+    params: dict[str, Any]
+    prompt: str | None
+    error: str | None
+    image: str | None
+    decision: str | None
+    parent_id: str | None
+    redo_job_id: str | None
+    created_at: str | None
+    updated_at: str | None
+    status_url: str
+
+
+class InboxOut(BaseModel):
+    job_id: str
+    user: str
+    kind: str
+    backend: str | None
+    image: str
+    waiting_s: int
+    status_url: str
+
+
+class ErrorOut(BaseModel):
+    error: str
+    hint: str
+
+
+def error_response(status: int, error: str, hint: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "hint": hint}, status_code=status, headers=headers)
+
+
+class Guard:
+    """ASGI middleware: refuse bodies over :data:`MAX_BODY` (413) and log one line per request
+    (method, path, status, milliseconds; never headers, so never the token)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [0]
+
+        async def send_logged(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            replay = await self._read_body(scope, receive)
+            if replay is None:
+                await error_response(413, f"request body over {MAX_BODY // 1024} KB",
+                                     "send a smaller JSON body")(scope, receive, send_logged)
+            else:
+                await self.app(scope, replay, send_logged)
+        finally:
+            emit = log.debug if scope["path"] in QUIET_PATHS else log.info  # scrapes and probes: debug
+            emit("request", method=scope["method"], path=scope["path"], status=status[0],
+                 ms=round((time.perf_counter() - t0) * 1000, 2))
+
+    @staticmethod
+    async def _read_body(scope: dict, receive: Any) -> Any:
+        """A ``receive`` replaying the whole body, or ``None`` when it is too large."""
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return None
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive  # disconnected: let the app see it
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_BODY:
+                return None
+            if not message.get("more_body"):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay() -> dict:
+            return pending.pop() if pending else await receive()
+
+        return replay
+
+
+def create_app(config: Config, token: str | None) -> FastAPI:
+    service = Service(config)
+
+    def authorized(request: Request) -> None:
+        if token is not None and not token_matches(bearer(request.headers.get("authorization")), token):
+            raise ApiError(401, "missing or wrong API token", "send 'Authorization: Bearer <token>'",
+                           {"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(title="astrowatch", version="1", docs_url="/docs", redoc_url=None,
+                  description="Where a user's astro picture stands, new generations, review, health and metrics.",
+                  responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+    app.add_middleware(Guard)
+    _errors(app)
+    app.include_router(_reads(service), dependencies=[Depends(authorized)])
+    app.include_router(_writes(service, config), dependencies=[Depends(authorized)])
+    app.include_router(_operations(service))  # no token: load balancers and Prometheus
+    return app
+
+
+def _reads(service: Service) -> APIRouter:
+    router = APIRouter(prefix="/api")
+
+    @router.get("/astro-image/{user}", response_model=AstroImage)
+    def astro_image(user: str) -> dict[str, Any]:
+        return service.astro_image(user)
+
+    @router.get("/astro-image/{user}/image.png", response_class=Response)
+    def delivered(user: str, request: Request) -> Response:
+        return _png(service.delivered_image(user), request)
+
+    @router.get("/jobs/{job_id}", response_model=JobOut)
+    def job(job_id: str) -> dict[str, Any]:
+        return service.job_view(job_id)
+
+    @router.get("/jobs/{job_id}/image.png", response_class=Response)
+    def pending(job_id: str, request: Request) -> Response:
+        return _png(service.pending_image(job_id), request)
+
+    @router.get("/inbox", response_model=list[InboxOut])
+    def inbox(user: str | None = None) -> list[dict[str, Any]]:
+        return service.inbox(user)
+
+    return router
+
+
+def _writes(service: Service, config: Config) -> APIRouter:
+    router = APIRouter(prefix="/api", responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+    accepted = {"status_code": 202, "response_model": Accepted, "response_model_exclude_none": True}
+
+    @router.post("/astro-image/{user}", **accepted)
+    def generate(user: str, request: Request,
+                 backend: str | None = Query(None, description=", ".join(GENERATION_BACKENDS)),
+                 body: GenerationBody | None = Body(None)) -> dict[str, Any]:
+        return service.request_generation(user, _overrides(config, request, backend, body))[0]
+
+    def decision(name: Literal["approve", "reject"]) -> Any:
+        def decide(job_id: str, body: DecisionBody | None = Body(None)) -> dict[str, Any]:
+            return service.decide(job_id, name, caption=body.caption if body else None)
+        return decide
+
+    for name in ("approve", "reject"):
+        router.post(f"/jobs/{{job_id}}/{name}", name=name, **accepted)(decision(name))
+
+    @router.post("/jobs/{job_id}/redo", **accepted)
+    def redo(job_id: str, body: RedoBody | None = Body(None)) -> dict[str, Any]:
+        body = body or RedoBody()
+        _check_redo_params(service, job_id, body.params)
+        return service.decide(job_id, "redo", caption=body.caption, params=body.params)
+
+    return router
+
+
+def _operations(service: Service) -> APIRouter:
+    router = APIRouter()
+    collector = LedgerCollector(service)
+
+    @router.get("/healthz", responses={503: {"description": "unhealthy, with the reasons"}})
+    def healthz() -> JSONResponse:
+        ok, info = service.health()
+        return JSONResponse(info, status_code=200 if ok else 503)
+
+    @router.get("/metrics", response_class=Response)
+    def metrics() -> Response:
+        body, content_type = render(collector)
+        return Response(body, media_type=content_type)
+
+    return router
+
+
+def _overrides(config: Config, request: Request, backend: str | None, body: GenerationBody | None) -> dict[str, Any]:
+    from ..fusion.data import merged_raw_styles
+
+    unknown = sorted(set(request.query_params) - {"backend"})
+    if unknown:
+        raise ApiError(422, f"unknown query parameter {unknown[0]!r}",
+                       "valid: backend (query); seed, style (JSON body)")
+    overrides: dict[str, Any] = {}
+    if backend is not None:
+        if backend not in GENERATION_BACKENDS:
+            raise ApiError(422, f"unknown backend {backend!r}", "valid backends: " + ", ".join(GENERATION_BACKENDS))
+        overrides["backend"] = backend
+    if body is not None and body.seed is not None:
+        overrides["seed"] = body.seed
+    if body is not None and body.style is not None:
+        styles = sorted(merged_raw_styles(config.astro.styles_file))
+        if body.style not in styles:
+            raise ApiError(422, f"unknown style {body.style!r}", "valid styles: " + ", ".join(styles))
+        overrides["style"] = body.style
+    return overrides
+
+
+def _check_redo_params(service: Service, job_id: str, params: dict[str, Any]) -> None:
+    for key in params:
+        if not key or key.startswith("_") or len(key) > 100:
+            raise ApiError(422, f"parameter name {key[:100]!r} is not allowed",
+                           "names like steps, cfg_scale, seed, backend")
+    if "backend" in params:
+        kind = service.job(job_id).kind
+        if params["backend"] not in REDO_BACKENDS[kind]:
+            raise ApiError(422, f"unknown backend {params['backend']!r} for a {kind} job",
+                           "valid backends: " + ", ".join(REDO_BACKENDS[kind]))
+
+
+def _png(path: Any, request: Request) -> Response:
+    data = path.read_bytes()
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="image/png", headers=headers)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.error, exc.hint, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        hints = {404: "see /docs or /openapi.json for the routes", 405: "see /docs for the methods of each route"}
+        error = f"no route {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return error_response(exc.status_code, error, hints.get(exc.status_code, "see /docs"),
+                              getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:] if p != "body") or str(first["loc"][0])
+        if first["type"] == "extra_forbidden":
+            return error_response(422, f"unknown key {where!r}", "valid keys: " + _valid_keys(request.url.path))
+        if first["type"] in ("json_invalid", "model_attributes_type", "dict_type"):
+            return error_response(422, "the body is not a JSON object", "send a JSON object, or no body")
+        return error_response(422, f"{where}: {first['msg']}", "valid keys: " + _valid_keys(request.url.path))
+
+    @app.exception_handler(AstrowatchError)
+    async def unavailable(_request: Request, exc: AstrowatchError) -> JSONResponse:
+        return error_response(503, exc.message, exc.hint or "run 'astrowatch doctor'", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def crashed(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error in a request")
+        return error_response(500, "internal error", "see the astrowatch-api log (journalctl -u astrowatch-api)")
+
+
+def _valid_keys(path: str) -> str:
+    if path.endswith("/redo"):
+        return "params (an object of parameter overrides), caption"
+    if path.endswith(("/approve", "/reject")):
+        return "caption"
+    return "seed, style (JSON body); backend (query)"
