@@ -75,12 +75,29 @@ def _review_commands(sub: argparse._SubParsersAction) -> None:
         rp = rsub.add_parser(action, help=f"{action} a result (job id or inbox image path)")
         rp.add_argument("item", nargs="+", help="job id (or a unique prefix) or path of the inbox image")
         _add_config(rp, nested=True)
+        if action == "approve":
+            rp.add_argument("--force", action="store_true",
+                            help="deliver a theme result even if a newer chart exists (marks its sidecar)")
     rp = rsub.add_parser("redo", help="run a result again with parameter overrides")
     _add_config(rp, nested=True)
     rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter override written into the sidecar's params (repeatable)")
 
+    p = sub.add_parser("retry", help="run failed jobs again from the same input (a new job, once per failed job)")
+    _add_config(p)
+    p.add_argument("jobs", nargs="*", metavar="JOB_ID", help="failed job ids (or unique prefixes)")
+    p.add_argument("--failed", action="store_true", help="every failed job not retried yet")
+    p.add_argument("--user", help="with --failed: only this user's jobs")
+    p.add_argument("--since", type=_since, metavar="T",
+                   help="with --failed: failed since T (YYYY-MM-DD[THH:MM], or 30m, 2h, 3d ago)")
+
+
+
+def _since(text: str) -> float:
+    from .commands.retry import since_arg  # only argparse and the standard library there
+
+    return since_arg(text)
 
 
 def _one_shot_commands(sub: argparse._SubParsersAction) -> None:
@@ -137,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import AstrowatchError
 
     try:
-        return int(module.main(args) or 0)
+        code = int(module.main(args) or 0)
+        sys.stdout.flush()  # here, so that a closed pipe is caught below and not at exit
+        return code
+    except BrokenPipeError:  # `astrowatch review list --json | head`: the reader left, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a tool killed by the signal would
     except AstrowatchError as exc:
         print(f"astrowatch {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

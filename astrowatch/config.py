@@ -322,7 +322,20 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config") ->
         value = getattr(cfg.sdxl, key)
         if value and (value.startswith(".") or value.startswith("/")):
             setattr(cfg.sdxl, key, str((base_dir / value).resolve()))
+    _check_styles(cfg, origin)
     return cfg
+
+
+def _check_styles(cfg: Config, origin: str) -> None:
+    """astro.style (and learned style candidates) must name a style, built-in or in styles_file."""
+    from .fusion.data import validate_styles  # lazy, and below config: it imports only errors
+
+    chosen = [("astro.style", cfg.astro.style)]
+    chosen += [("feedback.candidates.astro.style", v) for v in cfg.feedback.candidates.get("astro.style", [])]
+    try:
+        validate_styles(cfg.astro.styles_file, chosen)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
 
 
 def find_config(explicit: str | os.PathLike[str] | None) -> Path:
@@ -360,22 +373,46 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return cfg
 
 
+SET_EXAMPLE = "e.g. --set sdxl.steps=20 or --set astro.style=cosmique"
+
+
+def parse_set(pair: str) -> tuple[list[str], Any]:
+    """``"sdxl.steps=20"`` -> ``(["sdxl", "steps"], 20)``: the one ``--set`` spelling of every
+    command (a config key path; the value parsed as a YAML scalar)."""
+    key, sep, raw = pair.partition("=")
+    parts = [p.strip() for p in key.split(".")]
+    if not sep or not all(parts):
+        raise ConfigError(f"--set {pair!r}: expected SECTION.KEY=VALUE, {SET_EXAMPLE}")
+    try:
+        return parts, yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {pair!r}: the value is not valid YAML: {exc}") from None
+
+
+def unknown_set_key(key: str, valid: list[str]) -> ConfigError:
+    return ConfigError(f"--set {key}: unknown key; valid keys: {', '.join(valid)}")
+
+
+def settable_keys(data: dict[str, Any], sections: tuple[str, ...] | None = None) -> list[str]:
+    """The ``section.key`` paths (and top-level keys) of a config mapping, optionally of some sections."""
+    return [f"{name}.{key}" if isinstance(value, dict) else name
+            for name, value in data.items() if sections is None or name in sections
+            for key in (value if isinstance(value, dict) else [None])]
+
+
 def apply_overrides(cfg: Config, pairs: list[str]) -> Config:
-    """Apply ``--set section.key=value`` overrides (values parsed as YAML scalars)."""
+    """Apply ``--set section.key=value`` overrides; an unknown key is refused with the valid ones."""
     data = cfg.model_dump(mode="json", exclude={"source"})
     for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set sdxl.steps=20")
-        key, raw = pair.split("=", 1)
+        parts, value = parse_set(pair)
         node = data
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ConfigError(f"--set {key}: unknown section {part!r}")
+                raise unknown_set_key(".".join(parts), settable_keys(data))
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"--set {key}: unknown key")
-        node[parts[-1]] = yaml.safe_load(raw)
+            raise unknown_set_key(".".join(parts), settable_keys(data))
+        node[parts[-1]] = value
     base = cfg.source.parent if cfg.source else Path.cwd()
     new = config_from_mapping(data, base_dir=base, origin="--set")
     new.source = cfg.source

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from .backends.base import CancelToken, resolve_auto
+from .backends.base import CancelToken, progress_text, resolve_auto
 from .config import Config, load_config
 from .daemonlock import DaemonLock
 from .diskspace import DiskGuard
@@ -38,6 +38,8 @@ from .worker import Worker
 log = structlog.get_logger("astrowatch.daemon")
 IDLE_TICK = 0.5  # longest sleep of the main loop: bounds signal handling and supervision delays
 DISK_RETRY_S = 2.0  # a file that could not be recorded (disk full) is taken again after this
+STATUS_IDLE_EVERY = 2.0  # seconds between state-file writes / STATUS= when idle
+STATUS_BUSY_EVERY = 0.75  # ... and while a job runs: with the 0.5 s tick, once a second (progress)
 
 
 def resolve_backends(config: Config) -> dict[str, str]:
@@ -230,7 +232,8 @@ class Daemon:
         if wd and now - self._last["watchdog"] >= wd / 2 and self.healthy():
             self._last["watchdog"] = now
             self.notifier.watchdog()
-        if now - self._last["status"] >= 2.0:
+        busy = any(w.current for w in self.workers)  # progress: state file at least once a second
+        if now - self._last["status"] >= (STATUS_BUSY_EVERY if busy else STATUS_IDLE_EVERY):
             self._last["status"] = now
             self.notifier.status(self.status_line())
             self.write_state()
@@ -314,11 +317,17 @@ class Daemon:
     # -- status ---------------------------------------------------------------------------------------
     def status_line(self) -> str:
         counts = self.ledger.counts() if hasattr(self, "ledger") else {}
-        busy = [w.current for w in self.workers if w.current]
-        disk = f" {self.disk.reason()} (jobs wait)" if self.disk.full else ""
-        return (f"queued={counts.get('queued', 0)} waiting={counts.get('waiting', 0)} "
+        busy = [w for w in self.workers if w.current]
+        line = (f"queued={counts.get('queued', 0)} waiting={counts.get('waiting', 0)} "
                 f"inbox={counts.get('inbox', 0)} failed={counts.get('failed', 0)} "
-                f"{'busy' if busy else 'idle'}{disk}")
+                f"{'busy' if busy else 'idle'}")
+        if self.disk.full:
+            line += f" {self.disk.reason()} (jobs wait)"
+        for w in busy:
+            snap = w.progress.snapshot()
+            if snap:
+                line += f"; {snap['job_id']}: {progress_text(snap)}"
+        return line
 
     def write_state(self, stopped: bool = False) -> None:
         state = {
@@ -328,7 +337,8 @@ class Daemon:
                       "observer_restarts": getattr(getattr(self, "watcher", None), "restarts", 0),
                       "pending_files": len(self.tracker)},
             "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
-                         "backends": w.pool.describe()} for w in self.workers],
+                         "progress": w.progress.snapshot(), "backends": w.pool.describe(),
+                         "paused": dict(w.paused)} for w in self.workers],
             "disk": self.disk.status(),
         }
         try:

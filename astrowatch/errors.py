@@ -32,6 +32,13 @@ class ConfigError(AstrowatchError):
     exit_code = 78  # EX_CONFIG
 
 
+class CredentialsRejected(ConfigError):
+    """A remote backend refused its credentials or has no quota left (OpenAI 401/403 or
+    ``insufficient_quota``, WebUI 401).  At start-up a config error (exit 78); mid-run the
+    worker pauses that backend: its jobs wait (``waiting``) until a health check every
+    ``sdapi.health_interval`` or a SIGHUP finds it accepted again.  Never a job's own failure."""
+
+
 class InputError(AstrowatchError):
     """A dropped file is unusable (malformed JSON, truncated image, bomb...). Never retried."""
 

@@ -22,22 +22,29 @@ from typing import TYPE_CHECKING, Callable
 
 import structlog
 
-from .errors import UnsafePathError
-from .feedback import learned_params
+from .chart.identity import identity_sha256
+from .errors import AstrowatchError, UnsafePathError
+from .feedback import LEARNED_KEY, learned_params
 from .files import sha256_file
 from .formats import HEAD_BYTES, IMAGE_EXTENSIONS, accepted_text, sniff, unusable_reason
 from .imageio import atomic_write_bytes
 from .layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
-from .ledger import new_job_id
+from .ledger import FAILED_FOR_INPUT, new_job_id
 from .pipeline.publish import refuse_file
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .chart.model import Chart
     from .config import Config
-    from .ledger import Ledger
+    from .ledger import Job, Ledger
     from .review import Reviewer  # the reviewer is handed in; review never imports ingest
 
 log = structlog.get_logger("astrowatch.ingest")
 NOT_YET_PUBLISHED = ("queued", "running", "waiting", "publishing", "failing")
+
+
+def _comparable(params: dict) -> dict:
+    """A job's params without the learned-defaults explanation (counts that change by themselves)."""
+    return {k: v for k, v in params.items() if k != LEARNED_KEY}
 
 
 class Ingest:
@@ -124,23 +131,72 @@ class Ingest:
             head = fh.read(limit + 1)
         sha = sha256_file(p) if len(head) > limit else hashlib.sha256(head).hexdigest()
         jobs = self.ledger.jobs_for_source(user, rel)
-        if jobs and jobs[0].source_sha256 == sha:
-            self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=jobs[0].id)
+        last = jobs[0] if jobs else None
+        retry = last is not None and self._failed_not_for_input(last)
+        seen = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
+        if last is not None and last.source_sha256 == sha and not retry:
+            self.ledger.seen_put(rel, **seen, job_id=last.id)
             return "duplicate"
+        chart = self._chart_or_none(head, user, name)
+        # learned defaults explore by the chart's identity, so a re-export draws the same choice
+        params = learned_params(self.config, "astro", identity_sha256(chart) if chart is not None else sha)
+        if last is not None and not retry and chart is not None and self._same_render(last, chart, params):
+            self.ledger.seen_put(rel, **seen, job_id=last.id)
+            log.info("theme rewritten with the same prompt, seed and parameters: no new job",
+                     job_id=last.id, user=user, source=rel)
+            return "same render"
         self._supersede(jobs, "newer theme content")
         job_id = self._new_id()
         snapshot = self.layout.archive_dir(user, job_id)
+        retry_of = last.id if retry and last is not None and last.source_sha256 == sha else None
         try:
             atomic_write_bytes(snapshot / name, head)  # snapshot first
             job = self.ledger.create_job(kind="astro", user=user, source=rel, source_sha256=sha, job_id=job_id,
-                                         params=learned_params(self.config, "astro", sha))
+                                         params=params, parent_id=retry_of)
         except BaseException:  # not recorded (a full disk): no orphan snapshot; the file is taken again
             shutil.rmtree(snapshot, ignore_errors=True)
             raise
-        self.ledger.seen_put(rel, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, job_id=job.id)
-        log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel)
+        self.ledger.seen_put(rel, **seen, job_id=job.id)
+        log.info("job queued", job_id=job.id, user=user, kind="astro", source=rel,
+                 **({"retry_of": retry_of} if retry_of else {}))
         self.wake()
         return "job"
+
+    def _failed_not_for_input(self, job: Job) -> bool:
+        """The newest job failed, and not because of the file (backend, config...): try again."""
+        return job.state == "failed" and self.ledger.failure_cause(job.id) != FAILED_FOR_INPUT
+
+    def _chart_or_none(self, data: bytes, user: str, name: str) -> Chart | None:
+        """The parsed chart, or None when it does not parse (the job's run says why)."""
+        from .chart.parse import parse_chart_bytes
+
+        limits = self.config.limits
+        try:
+            return parse_chart_bytes(data, user=user, source=name, max_bytes=limits.max_json_bytes,
+                                     max_depth=limits.max_json_depth)
+        except AstrowatchError:
+            return None
+
+    def _same_render(self, last: Job, chart: Chart, params: dict) -> bool:
+        """True if ``last``'s snapshot fuses to the same prompt, seed and parameters as ``chart``."""
+        from .fusion import render_key
+
+        old = self._chart_or_none(self._snapshot_bytes(last), last.user, last.source_name)
+        if old is None:
+            return False
+        try:
+            return render_key(old, self.config, _comparable(last.params)) == render_key(
+                chart, self.config, _comparable(params))
+        except AstrowatchError:  # e.g. a style the config no longer knows: let the job say so
+            return False
+
+    def _snapshot_bytes(self, job: Job) -> bytes:
+        path = self.layout.archive_dir(job.user, job.id) / job.source_name
+        try:
+            with open(path, "rb") as fh:
+                return fh.read(self.config.limits.max_json_bytes + 1)
+        except OSError:
+            return b""
 
     # -- enhance -------------------------------------------------------------------------------
     def _enhance(self, p: Path, user: str, name: str, st: os.stat_result) -> str:

@@ -40,6 +40,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "redone": frozenset(),
     "superseded": frozenset(),
 }
+FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
 STATES = tuple(TRANSITIONS)
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 PENDING = frozenset({"queued", "running", "waiting"})  # work not yet produced
@@ -66,6 +67,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
 CREATE INDEX IF NOT EXISTS jobs_source ON jobs(user, source, created_at);
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id);
 CREATE TABLE IF NOT EXISTS history (
     job_id TEXT NOT NULL,
     from_state TEXT,
@@ -219,15 +221,40 @@ class Ledger:
                 found = next((j for j in map(_row_to_job, rows) if same(j)), None)
                 if found is not None:
                     return found, False  # leaving the block commits the (read-only) transaction
-            conn.execute(
-                "INSERT INTO jobs(id, kind, user, source, source_sha256, state, attempts, params,"
-                " parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
-                (job.id, kind, user, source, source_sha256, "queued", json.dumps(job.params),
-                 parent_id, now, now),
-            )
-            conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
-                         (job.id, None, "queued", now))
+            self._insert(conn, job)
         return job, True
+
+    def create_child(self, parent: Job, *, params: dict[str, Any], job_id: str | None = None) -> tuple[Job, bool]:
+        """The one child of ``parent`` (a redo, or a retry of a failed job), queued from the same
+        source: created, or the one that exists already (``False``) — in one transaction, so two
+        processes asking at once make one job."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY created_at, rowid LIMIT 1",
+                               (parent.id,)).fetchone()
+            if row is not None:
+                return _row_to_job(row), False
+            now = time.time()
+            child = Job(id=job_id or new_job_id(), kind=parent.kind, user=parent.user, source=parent.source,
+                        source_sha256=parent.source_sha256, state="queued", params=dict(params),
+                        parent_id=parent.id, created_at=now, updated_at=now)
+            self._insert(conn, child)
+        return child, True
+
+    def child_of(self, job_id: str) -> Job | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY created_at, rowid LIMIT 1",
+                                   (job_id,)).fetchone()
+        return _row_to_job(row) if row is not None else None
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, job: Job) -> None:
+        conn.execute(
+            "INSERT INTO jobs(id, kind, user, source, source_sha256, state, attempts, params,"
+            " parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
+            (job.id, job.kind, job.user, job.source, job.source_sha256, "queued", json.dumps(job.params),
+             job.parent_id, job.created_at, job.updated_at),
+        )
+        conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
+                     (job.id, None, "queued", job.created_at))
 
     def transition(self, job_id: str, frm: str, to: str, *, note: str | None = None,
                    **fields: Any) -> bool:
@@ -363,6 +390,12 @@ class Ledger:
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM history WHERE job_id = ? ORDER BY rowid", (job_id,))
         return [dict(r) for r in rows]
+
+    def failure_cause(self, job_id: str) -> str | None:
+        """The note recorded when the job went to ``failing`` (:data:`FAILED_FOR_INPUT`, an error class...)."""
+        row = self._conn().execute("SELECT note FROM history WHERE job_id = ? AND to_state = 'failing'"
+                                   " ORDER BY rowid DESC LIMIT 1", (job_id,)).fetchone()
+        return row["note"] if row else None
 
     def has_pending(self) -> bool:
         row = self._conn().execute(

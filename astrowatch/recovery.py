@@ -14,11 +14,12 @@ import shutil
 import structlog
 
 from .config import Config
+from .freshness import mark_stale
 from .layout import Layout
 from .ledger import Ledger
 from .pipeline.publish import publish
 from .review import Reviewer
-from .worker import finish_failed
+from .worker import finish_failed, log_published_once
 
 log = structlog.get_logger("astrowatch.recovery")
 
@@ -37,10 +38,12 @@ def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) 
             counts["resumed"] += 1
     for job in ledger.by_state("publishing"):
         publish(job, layout)
+        log_published_once(layout, job)
         ledger.transition(job.id, "publishing", "inbox", note="published after restart")
+        mark_stale(ledger, layout, job)
         counts["published"] += 1
     for job in ledger.by_state("deciding"):
-        reviewer.finish(job)
+        reviewer.finish(job, again=True)
         counts["decided"] += 1
     for job in ledger.by_state("failing"):
         finish_failed(ledger, layout, job)

@@ -8,6 +8,7 @@ then marked final.  After a crash, recovery calls :meth:`Reviewer.finish` again.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -17,10 +18,12 @@ import structlog
 
 from .errors import NotFound
 from .formats import IMAGE_EXTENSIONS
-from .imageio import RESULT_SUFFIX, read_json_or_none, read_png_meta, read_text_or_none
-from .jsonlog import append_jsonl
+from .freshness import newer_result, stale_note
+from .imageio import RESULT_SUFFIX, atomic_write_text, read_json_or_none, read_png_meta, read_text_or_none
+from .jsonlog import append_jsonl, read_jsonl
 from .pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
 from .pipeline.publish import refuse_file, result_stem
+from .testhooks import hold
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
@@ -64,7 +67,7 @@ class Reviewer:
         if job.state == "inbox":
             return self.decide(job, decision, path)
         if job.state == "deciding":
-            self.finish(job)
+            self.finish(job, again=True)
             return "decided"
         if job.state in FINAL.values():
             archive_decided(self.layout, job, path)  # a stray copy after the decision
@@ -96,6 +99,10 @@ class Reviewer:
         beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
         sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
         data["via"] = decided_via(sidecar)
+        if decision == "approve" and (newer := newer_result(self.ledger, job)) is not None:
+            if not (isinstance(sidecar, dict) and sidecar.get("force") is True):
+                return self._bounce(job, path, "not delivered: " + stale_note(job, newer))
+            data["forced_over"] = newer.id
         if decision == "redo":
             if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
                 return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
@@ -103,11 +110,13 @@ class Reviewer:
         if not self.ledger.transition(job.id, "inbox", "deciding", decision=decision, decision_data=data,
                                       note=decision):
             return "ignored"  # someone else decided first
+        hold("deciding", job.id)
         self.finish(self.ledger.get(job.id))
         return "decided"
 
-    def finish(self, job: Job) -> None:
-        """Idempotent end of a decision (also run by crash recovery)."""
+    def finish(self, job: Job, *, again: bool = False) -> None:
+        """Idempotent end of a decision (also run by crash recovery: ``again``, which logs the
+        decision only if the interrupted run had not)."""
         data = job.decision_data or {}
         final = FINAL[(job.decision, job.kind)]
         delivered_to = None
@@ -120,7 +129,9 @@ class Reviewer:
         elif job.decision == "redo":
             self._queue_redo(job, data.get("overrides") or {})
         archive_decided(self.layout, job, image)
-        self._log_decision(job, data, delivered_to)
+        if not (again and self._logged(job)):
+            self._log_decision(job, data, delivered_to)
+        hold("deciding.logged", job.id)
         if self.ledger.transition(job.id, "deciding", final, note=delivered_to):
             log.info("review decision done", job_id=job.id, user=job.user, decision=job.decision,
                      delivered_to=delivered_to)
@@ -134,18 +145,17 @@ class Reviewer:
         return archived if archived.is_file() else None
 
     def _queue_redo(self, job: Job, overrides: dict[str, Any]) -> None:
-        from .pipeline.delivery import copy_snapshot
+        from .pipeline.delivery import queue_child
 
-        children = [j for j in self.ledger.jobs_for_source(job.user, job.source) if j.parent_id == job.id]
-        child = children[0] if children else self.ledger.create_job(
-            kind=job.kind, user=job.user, source=job.source, source_sha256=job.source_sha256,
-            params=overrides, parent_id=job.id)
-        if job.kind == "astro":  # the redo reads the same theme snapshot (copied again after a crash)
-            copy_snapshot(self.layout, job, child)
-        # enhance: the original was archived with the parent; the worker reads it from there
-        if not children:
+        # astro: the theme snapshot is copied for the child before it can be claimed (and again
+        # after a crash); enhance: the original was archived with the parent, the worker reads it there
+        child, created = queue_child(self.ledger, self.layout, job, overrides)
+        if created:
             log.info("redo queued", job_id=child.id, parent=job.id, user=job.user, overrides=overrides)
             self.wake()
+
+    def _logged(self, job: Job) -> bool:
+        return any(r.get("job_id") == job.id for r in read_jsonl(self.layout.root / "logs" / "reviews.jsonl"))
 
     def _log_decision(self, job: Job, data: dict[str, Any], delivered_to: str | None) -> None:
         result = job.result or {}
@@ -156,16 +166,25 @@ class Reviewer:
             "job_id": job.id, "user": job.user, "kind": job.kind, "decision": job.decision,
             "delivered_to": delivered_to, "backend": result.get("backend"), "params": result.get("params"),
             "overrides": data.get("overrides"), "via": data.get("via") or "files",
+            "forced_over": data.get("forced_over"),
             "caption_edited": bool(caption) and caption != original_caption,
             "review_seconds": round(data["decided_at"] - inbox_at, 3) if inbox_at and data.get("decided_at") else None,
         })
 
     def _bounce(self, job: Job, path: Path, reason: str) -> str:
-        """Put the image back in the inbox with a note saying why the decision was not taken."""
+        """Put back in the inbox everything the reviewer moved (image, sidecar, caption, an old
+        note), with a ``.error.txt`` saying why the decision was not taken.  Nothing stays behind
+        in the decision folder, so a later decision never reads a stale sidecar there."""
         inbox = self.layout.inbox_dir(job.user)
+        inbox.mkdir(parents=True, exist_ok=True)
+        stem = path.name.rsplit(".", 1)[0]
+        for suffix in (".json", ".txt", ".error.txt"):  # the files beside the image first, image last
+            side = path.with_name(stem + suffix)
+            if side.is_file() and not side.is_symlink():
+                os.replace(side, inbox / side.name)  # the one the decision read wins over an inbox copy
         path.replace(inbox / path.name)
-        (inbox / f"{path.name.rsplit('.', 1)[0]}.error.txt").write_text(reason + "\n", encoding="utf-8")
-        log.warning("decision refused; image put back in the inbox", job_id=job.id, reason=reason)
+        atomic_write_text(inbox / f"{stem}.error.txt", reason + "\n")
+        log.warning("decision refused; files put back in the inbox", job_id=job.id, reason=reason)
         return "bounced"
 
     def _orphan_sidecar(self, path: Path) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from astrowatch.backends.base import progress_text
 from astrowatch.commands.status import _daemon
 from astrowatch.commands.ui import (LOGIN_ENV, InboxItem, chart_wheel, decide, inbox_items, original_path,
                                     original_preview, parse_params, save_caption, waiting_for)
@@ -73,6 +74,17 @@ def _save(item: InboxItem) -> None:
                                   else f"description of {item.image.name} unchanged")]
 
 
+@st.fragment(run_every=1.0)
+def _running_now(layout: Layout) -> None:
+    """The job each worker is drawing, with its steps, elapsed time and ETA (refreshed every second)."""
+    for w in _daemon(layout).get("workers", []):
+        p = w.get("progress")
+        if not (w.get("current_job") and p):
+            continue
+        fraction = min(p["step"] / p["total"], 1.0) if p.get("total") else 0.0
+        st.progress(fraction, text=f"running {w['current_job']}: {progress_text(p)}")
+
+
 def _sidebar(config: Any, layout: Layout, items: list[InboxItem]) -> str | None:
     st.sidebar.title("astrowatch")
     daemon = _daemon(layout)
@@ -81,6 +93,9 @@ def _sidebar(config: Any, layout: Layout, items: list[InboxItem]) -> str | None:
         st.sidebar.success(f"daemon running (pid {daemon.get('pid')}): decisions apply within seconds")
     else:
         st.sidebar.info("daemon stopped: decisions apply at its next start")
+    if daemon.get("running"):
+        with st.sidebar:
+            _running_now(layout)
     users = sorted({i.job.user for i in items})
     counts = {u: sum(i.job.user == u for i in items) for u in users}
     if not users:
@@ -133,6 +148,9 @@ def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
         note = item.bounce_note()
         if note:
             st.warning(f"last decision was refused: {note}")
+        stale = sidecar.get("stale")
+        if isinstance(stale, dict):
+            st.warning(f"stale result: {stale.get('note') or 'a newer chart of this user exists'}")
         left, middle, right = st.columns([1, 1, 1.2])
         with left:
             _original(config, layout, ledger, item)

@@ -8,6 +8,10 @@ record ``inbox``.  Errors become state changes from their class alone:
 - ``DiskFull`` (ENOSPC, SQLITE_FULL, under ``limits.min_free_mb``) -> ``waiting`` (attempt not
   counted); re-queued within a second of space coming back.  A write that fails while a result
   is being published or a failure recorded is retried once there is space again.
+- ``CredentialsRejected``        -> the backend is *paused*: this job and every later job of that
+                                    backend wait (not run, attempt not counted) until a health
+                                    check (every ``sdapi.health_interval``, at once after SIGHUP)
+                                    passes with the backend restarted (key re-read)
 - ``Interrupted`` (2nd SIGTERM)   -> ``queued`` (attempt not counted); resumed at next start
 - not retryable (bad input...)   -> ``failing`` -> ``failed/`` entry -> ``failed``
 - retryable, attempts left       -> ``queued`` with exponential backoff
@@ -24,17 +28,20 @@ from typing import Any
 
 import structlog
 
-from .backends.base import Backend, CancelToken, create_backend
+from .backends.base import Backend, CancelToken, Progress, create_backend
 from .config import Config
 from .diskspace import DiskGuard
-from .errors import AstrowatchError, BackendError, BackendUnavailable, InputError, Interrupted, as_disk_full
-from .files import sha256_file
-from .jsonlog import append_jsonl
+from .errors import (AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, InputError, Interrupted,
+                     as_disk_full)
+from .freshness import mark_stale
+from .imageio import read_json_or_none
+from .jsonlog import append_jsonl, read_jsonl_all
 from .layout import Layout
-from .ledger import Job, Ledger
+from .ledger import FAILED_FOR_INPUT, Job, Ledger
 from .pipeline.delivery import copy_snapshot
-from .pipeline.publish import publish, result_stem, write_failed, write_outputs
+from .pipeline.publish import locate_source, publish, result_stem, write_failed, write_outputs
 from .pipeline.steps import SNAPSHOT_FROM, JobContext, backend_for, run_astro, run_enhance
+from .testhooks import hold
 
 log = structlog.get_logger("astrowatch.worker")
 
@@ -48,6 +55,13 @@ class BackendPool:
         self._backends: dict[str, Backend] = {}
         self._started: set[str] = set()
         self.load_seconds: dict[str, float] = {}
+
+    def forget(self, name: str) -> None:
+        """Close and drop one backend: the next :meth:`get` starts it again (re-reads its key)."""
+        backend = self._backends.pop(name, None)
+        self._started.discard(name)
+        if backend is not None:
+            backend.close()
 
     def get(self, kind: str, name: str) -> Backend:
         backend = self._backends.get(name)
@@ -108,10 +122,12 @@ class Worker(threading.Thread):
         self._wake = threading.Event()
         self._new_config: tuple[Config, dict[str, str]] | None = None
         self._waiting_logged: set[str] = set()
+        self.paused: dict[str, str] = {}  # backend -> why (credentials or quota refused mid-run)
         self._last_health = 0.0
         self.disk = disk or DiskGuard(layout.root, config.limits.min_free_mb)
         self._disk_episodes = self.disk.episodes
         self.current: str | None = None
+        self.progress = Progress()  # the running job's steps, for status (read by the daemon)
         self.beat = time.monotonic()
         self.stats = {"jobs": 0, "seconds": 0.0, "last_seconds": None, "first_seconds": None}
 
@@ -130,6 +146,10 @@ class Worker(threading.Thread):
                 self.pool.get(kind, name)
             except BackendUnavailable as exc:
                 log.warning("backend unavailable at start; jobs will wait for it", backend=name, reason=str(exc))
+            except CredentialsRejected as exc:
+                if threading.current_thread() is not self:
+                    raise  # at start-up: a config error (exit 78)
+                self._pause_backend(name, exc)
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
@@ -156,7 +176,7 @@ class Worker(threading.Thread):
             self._sleep(0.5)
         elif self.disk.low():  # limits.min_free_mb: this job would fill the disk; it waits
             self._until_recorded(lambda: self._disk_wait(job))
-        else:
+        elif not self._park_if_paused(job):  # a paused backend's job waits without running
             self.execute(job)
 
     def _sleep(self, seconds: float) -> None:
@@ -170,6 +190,7 @@ class Worker(threading.Thread):
         self._new_config = None
         closed = self.pool.reload(config)
         self.config, self.defaults = config, defaults
+        self._last_health = 0.0  # paused or unavailable backends are checked again now
         log.info("config reloaded by worker", reloaded_backends=closed)
         self.preload()
 
@@ -186,7 +207,11 @@ class Worker(threading.Thread):
         for job in waiting:
             name = backend_for(job.params, self.defaults[job.kind])
             if name not in healthy:
+                if name in self.paused:
+                    self.pool.forget(name)  # restarted by the check: a replaced key file is read
                 healthy[name] = self._healthy(job.kind, name)
+                if healthy[name] and self.paused.pop(name, None) is not None:
+                    log.info("backend accepted again; its jobs resume", backend=name)
             what = "disk space" if disk_back else "backend"
             if healthy[name] and self.ledger.transition(job.id, "waiting", "queued", note=f"{what} back"):
                 self._waiting_logged.discard(name)
@@ -203,6 +228,7 @@ class Worker(threading.Thread):
     def execute(self, job: Job) -> None:
         structlog.contextvars.bind_contextvars(job_id=job.id, user=job.user, worker=self.name)
         self.current = job.id
+        self.progress.start(job.id)
         t0 = time.monotonic()
         try:
             self._produce_and_publish(job, t0)
@@ -212,6 +238,7 @@ class Worker(threading.Thread):
             self._until_recorded(lambda: self._on_error(job, exc, t0))
         finally:
             self.current = None
+            self.progress.clear()
             structlog.contextvars.unbind_contextvars("job_id", "user", "worker")
 
     def _on_error(self, job: Job, exc: Exception, t0: float) -> None:
@@ -219,6 +246,9 @@ class Worker(threading.Thread):
         full = as_disk_full(exc)
         if full is not None:  # the machine's fault: checked first, whatever wrapped it
             self._disk_wait(job)
+        elif isinstance(exc, CredentialsRejected):  # key revoked, quota gone: the backend pauses
+            self._pause_backend(backend_for(job.params, self.defaults[job.kind]), exc)
+            self._park_if_paused(job)
         elif isinstance(exc, BackendUnavailable):
             self._wait(job, exc)
         elif isinstance(exc, Interrupted):
@@ -250,10 +280,10 @@ class Worker(threading.Thread):
             self._sleep(0.2)  # a write failed above the threshold: do not spin
 
     def _produce_and_publish(self, job: Job, t0: float) -> None:
-        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel)
+        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel, self.progress)
         log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
         if job.kind == "astro" and job.params.get(SNAPSHOT_FROM):  # made by astrowatch api: that job's theme
-            copy_snapshot(self.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job)
+            copy_snapshot(self.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job.id)
         if job.kind == "astro":
             outcome = run_astro(job, ctx, self.defaults["astro"])
         else:
@@ -266,9 +296,11 @@ class Worker(threading.Thread):
         record = {"stem": result_stem(job), "image": sidecar["image"], "backend": r.backend, "model": r.model,
                   "params": outcome.params, "seed": sidecar["seed"], "description": r.description,
                   "cache": outcome.extra.get("cache")}
-        self._until_recorded(lambda: self._publish(job, record, sidecar, run_s))
+        logged: set[str] = set()
+        self._until_recorded(lambda: self._publish(job, record, sidecar, run_s, logged))
 
-    def _publish(self, job: Job, record: dict[str, Any], sidecar: dict[str, Any], run_s: float) -> None:
+    def _publish(self, job: Job, record: dict[str, Any], sidecar: dict[str, Any], run_s: float,
+                 logged: set[str]) -> None:
         """Outputs into the inbox, ledger, logs.  Idempotent: run again after a full disk."""
         state = self.ledger.get(job.id).state
         if state == "running":
@@ -276,31 +308,24 @@ class Worker(threading.Thread):
                 log.error("job was moved by someone else while running; outputs discarded")
                 return
             state = "publishing"
-        if state == "publishing":
-            publish(job, self.layout)
-            self.ledger.transition(job.id, "publishing", "inbox")
-            self._record_stats(run_s)
-        elif state in ("queued", "waiting", "failing", "failed", "superseded"):
-            return  # not ours to publish (cannot happen while this worker holds the job)
-        self._log_generation(job, "ok", run_s, sidecar=sidecar)
+            hold("publishing", job.id)
+        if state != "publishing":
+            return  # in the inbox already (a retry after a full disk), or not ours to publish
+        if not logged:
+            # the "ok" line is written while the job is ``publishing``: recovery adds it only if it
+            # is missing, so every inbox job has exactly one, whenever a crash happens
+            self._log_generation(job, "ok", run_s, sidecar=sidecar)
+            logged.add(job.id)
+            hold("publishing.logged", job.id)
+        publish(job, self.layout)
+        self.ledger.transition(job.id, "publishing", "inbox")
+        self._record_stats(run_s)
+        mark_stale(self.ledger, self.layout, job)
         log.info("result in inbox", seconds=round(run_s, 3), backend=record["backend"],
                  image=f"inbox/{job.user}/{sidecar['image']}")
 
     def locate_source(self, job: Job) -> Path:
-        """The dropped image: still in the user folder, or archived with a parent (redo)."""
-        candidates = [self.layout.abs(job.source)]
-        j: Job | None = job
-        while j is not None:
-            candidates.append(self.layout.archive_dir(j.user, j.id) / j.source_name)
-            j = self.ledger.get(j.parent_id) if j.parent_id else None
-        for path in candidates:
-            if path.is_file() and not path.is_symlink():
-                try:
-                    if sha256_file(path) == job.source_sha256:
-                        return path
-                except OSError:
-                    continue
-        raise InputError(f"{job.source_name}: the file is gone or was replaced before it was processed")
+        return locate_source(self.ledger, self.layout, job)
 
     def _wait(self, job: Job, exc: BackendUnavailable) -> None:
         name = backend_for(job.params, self.defaults[job.kind])
@@ -316,6 +341,20 @@ class Worker(threading.Thread):
         shutil.rmtree(self.layout.work_dir(job.id), ignore_errors=True)
         self.ledger.transition(job.id, "running", "waiting", attempts=max(job.attempts - 1, 0),
                                error=self.disk.reason())
+    def _pause_backend(self, name: str, exc: CredentialsRejected) -> None:
+        if name not in self.paused:
+            log.warning("backend paused: credentials or quota refused; its jobs wait (fix it, then "
+                        "SIGHUP or wait for the next health check)", backend=name, reason=str(exc))
+        self.paused[name] = str(exc)
+
+    def _park_if_paused(self, job: Job) -> bool:
+        """A claimed job of a paused backend goes back to ``waiting`` without running."""
+        name = backend_for(job.params, self.defaults[job.kind])
+        if name not in self.paused:
+            return False
+        self.ledger.transition(job.id, "running", "waiting", attempts=max(job.attempts - 1, 0),
+                               error=f"backend {name} paused: {self.paused[name]}", note="backend paused")
+        return True
 
     def _failed_attempt(self, job: Job, exc: AstrowatchError, t0: float) -> None:
         duration = time.monotonic() - t0
@@ -328,13 +367,15 @@ class Worker(threading.Thread):
             log.warning("attempt failed; will retry", error=str(exc), attempt=job.attempts, retry_in_s=delay)
             return
         reason = str(exc) if not exc.retryable else f"{exc} (after {job.attempts} attempts)"
-        self.fail(job, reason, cause=type(exc).__name__)
+        self.fail(job, reason, cause=FAILED_FOR_INPUT if isinstance(exc, InputError) else type(exc).__name__)
         self._log_generation(job, "failed", duration, error=reason)
 
-    def fail(self, job: Job, reason: str, cause: str | None = None) -> None:
-        """``cause``: the exception class, kept as the history note (failures by reason class)."""
+    def fail(self, job: Job, reason: str, *, cause: str | None = None) -> None:
+        """``cause`` (the history note: :data:`FAILED_FOR_INPUT` or the exception class) tells ingest
+        whether the same file may be tried again, and the metrics the failure's reason class."""
         if self.ledger.transition(job.id, "running", "failing", error=reason, note=cause) \
                 or self.ledger.get(job.id).state == "failing":  # again, after a full disk
+            hold("failing", job.id)
             finish_failed(self.ledger, self.layout, self.ledger.get(job.id))
 
     def _record_stats(self, seconds: float) -> None:
@@ -347,17 +388,39 @@ class Worker(threading.Thread):
 
     def _log_generation(self, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
                         error: str | None = None) -> None:
-        sc = sidecar or {}
-        append_jsonl(self.layout.root / "logs" / "generations.jsonl", {
-            "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
-            "source_sha256": job.source_sha256, "attempt": job.attempts,
-            "backend": sc.get("backend") or job.params.get("backend") or self.defaults.get(job.kind),
-            "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
-            "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
-            "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
-            "cache": sc.get("cache"), "worker": self.name, "device": self.pool.device, "status": status,
-            "error": error,
-        })
+        log_generation(self.layout, job, status, duration, sidecar=sidecar, error=error,
+                       default_backend=self.defaults.get(job.kind), worker=self.name, device=self.pool.device)
+
+
+def log_generation(layout: Layout, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
+                   error: str | None = None, default_backend: str | None = None, worker: str | None = None,
+                   device: str | None = None) -> None:
+    """One line of ``logs/generations.jsonl`` (one per generation attempt)."""
+    sc = sidecar or {}
+    append_jsonl(layout.root / "logs" / "generations.jsonl", {
+        "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
+        "source_sha256": job.source_sha256, "attempt": job.attempts,
+        "backend": sc.get("backend") or job.params.get("backend") or default_backend,
+        "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
+        "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
+        "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
+        "cache": sc.get("cache"), "worker": worker, "device": device, "status": status,
+        "error": error,
+    })
+
+
+def log_published_once(layout: Layout, job: Job) -> bool:
+    """Recovery of a ``publishing`` job: its "ok" line, unless the worker wrote it before the crash."""
+    path = layout.root / "logs" / "generations.jsonl"
+    if any(r.get("job_id") == job.id and r.get("status") == "ok" for r in read_jsonl_all(path)):
+        return False
+    sidecar = read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json") or {}
+    if not sidecar:  # moved on by a reviewer already: what the ledger recorded at publishing
+        sidecar = {k: v for k, v in (job.result or {}).items() if k != "description"}
+    timings = sidecar.get("timings") if isinstance(sidecar.get("timings"), dict) else {}
+    log_generation(layout, job, "ok", float(timings.get("run_s") or 0.0), sidecar=sidecar,
+                   worker="recovery")
+    return True
 
 
 def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:

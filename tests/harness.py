@@ -82,6 +82,16 @@ def theme_bytes(name: str = "astrowatch_minimal.json", user: str = "gaby") -> by
     return json.dumps(data).encode()
 
 
+def corrected_theme_bytes(user: str = "gaby") -> bytes:
+    """The same person's chart after the upstream app corrected the birth time: another moon and
+    ascendant, another seed — a new render (a mere re-export of the same chart makes no job)."""
+    data = json.loads(theme_bytes("astrowatch_minimal.json", user))
+    data["birth"] = "1990-08-04T21:10:00+02:00"
+    data["moon"] = {"sign": "Verseau", "degree": 2.5, "house": 3}
+    data["ascendant"] = {"sign": "Poissons", "degree": 8.0}
+    return json.dumps(data).encode()
+
+
 def drop_theme(data: Path, user: str = "gaby", fixture: str = "astrowatch_minimal.json") -> Path:
     """What the upstream app does: ``Utilisateurs/<user>/theme_<user>.json``. Returns the user folder."""
     folder = data / "Utilisateurs" / user

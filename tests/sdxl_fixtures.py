@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from extras import require
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: no network, ever
 
@@ -19,8 +20,8 @@ _BUILT: dict[str, tuple[Path, Path]] = {}
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(base dir, refiner dir) of the tiny SDXL, saved with ``save_pretrained``."""
-    pytest.importorskip("diffusers")
-    pytest.importorskip("compel")
+    require("diffusers", "sdxl")
+    require("compel", "sdxl")
     if "dirs" not in _BUILT:
         from sdxl_tiny import build_tiny_sdxl
 

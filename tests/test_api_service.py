@@ -105,4 +105,4 @@ def test_metrics_count_failures_by_class_and_add_up_the_histogram_once(env) -> N
     assert samples[("astrowatch_inbox_results", (("user", "gaby"),))] == 1
     assert samples[("astrowatch_daemon_up", ())] == 0  # no daemon here
     history = Ledger(layout.ledger_path).history(Service(config).astro_image("kim")["job_id"])
-    assert [h["note"] for h in history if h["to_state"] == "failing"] == ["InputError"]
+    assert [h["note"] for h in history if h["to_state"] == "failing"] == ["input"]

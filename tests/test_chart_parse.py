@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from astrowatch.chart.dominant import compute_dominants
+from astrowatch.chart.fields import canonical_point
 from astrowatch.chart.model import Aspect, Chart, Point
 from astrowatch.chart.parse import json_depth, parse_chart_bytes, parse_chart_file
-from astrowatch.errors import InputError
+from astrowatch.errors import InputError, NotFound
 
 THEMES = Path(__file__).parent / "fixtures" / "themes"
 
@@ -90,7 +91,8 @@ def test_kerykeion_v4_node_names_and_ascendant_from_first_house() -> None:
     assert chart.points["south_node"].longitude == pytest.approx(130.21)  # true south node preferred
     assert "ascendant" not in load("kerykeion_v4_subject.json")  # derived from first_house
     assert chart.extra == {"name": "Gaby", "city": "Lyon", "nation": "FR", "house_system": "Porphyry",
-                           "birth": "1990-08-04T15:30:00+02:00", "lunar_phase": "Waxing Gibbous"}
+                           "birth": "1990-08-04T15:30:00+02:00", "lunar_phase": "Waxing Gibbous",
+                           "tz": "Europe/Paris", "lat": 45.764, "lon": 4.8357}
 
 
 def test_kerykeion_v5_fixed_stars_and_extra_points_are_ignored() -> None:
@@ -115,7 +117,9 @@ def test_chart_data_uses_the_file_distributions() -> None:
     chart = parse_doc(doc)
     assert (chart.dominant_element, chart.dominant_modality) == ("Water", "Mutable")
     doc["aspects"] = {"relevant_aspects": doc["aspects"][:2], "all_aspects": doc["aspects"]}
-    assert len(parse_doc(doc).aspects) == 2  # the v5 pre-release aspects model
+    listed = parse_doc(doc).aspects  # the v5 pre-release aspects model: relevant_aspects first
+    assert [(a.p1, a.p2) for a in listed[:2]] == [
+        (canonical_point(x["p1_name"]), canonical_point(x["p2_name"])) for x in doc["aspects"]["relevant_aspects"]]
 
 
 def test_legacy_house_names_and_capitalised_aspects() -> None:
@@ -221,8 +225,10 @@ def test_size_limit(tmp_path: Path) -> None:
     path.write_bytes(data)
     with pytest.raises(InputError, match="more than 1000 bytes"):
         parse_chart_file(path, max_bytes=1000)
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(NotFound, match="missing.json: no such file"):  # exit 66, not 65
         parse_chart_file(tmp_path / "missing.json")
+    with pytest.raises(InputError, match="cannot read"):
+        parse_chart_file(tmp_path)  # a folder: unreadable, bad input
 
 
 def test_deep_nesting_is_refused_without_recursion() -> None:

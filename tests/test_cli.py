@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import pytest
 from harness import run_cli, write_config
 
 HEAVY = ("torch", "diffusers", "transformers", "compel", "pydantic")
@@ -53,3 +55,18 @@ def test_status_and_doctor_on_an_empty_site(tmp_path):
     assert doc.returncode == 1 and "(run 'astrowatch init')" in doc.stdout and "inbox/" in doc.stdout
     run_cli("init", str(tmp_path))
     assert run_cli("doctor", config=cfg).returncode == 0
+
+
+@pytest.mark.parametrize("command", [["review", "list", "--json"], ["status", "--json"], ["--help"]])
+def test_a_closed_pipe_is_quiet(tmp_path, command):
+    """``astrowatch review list --json | head``: the reader is gone before anything is written."""
+    cfg = write_config(tmp_path)
+    run_cli("init", str(tmp_path))
+    args = command if command == ["--help"] else [*command, "--config", str(cfg)]
+    read, write = os.pipe()
+    os.close(read)  # the reader (head) has already exited
+    proc = subprocess.run([sys.executable, "-m", "astrowatch", *args], stdout=write, stderr=subprocess.PIPE,
+                          text=True, timeout=60)
+    os.close(write)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 141) if command == ["--help"] else proc.returncode == 141

@@ -48,6 +48,7 @@ def test_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
     sub = tmp_path / "etc"
     sub.mkdir()
     path = _write(sub, {"data_dir": "../srv/data", "astro": {"styles_file": "styles.yaml"}})
+    (sub / "styles.yaml").write_text("aquarelle: {prefix: watercolour}\n")
     monkeypatch.chdir(tmp_path)
     cfg = load_config(path)
     assert cfg.data_dir == tmp_path / "srv" / "data"
@@ -66,6 +67,12 @@ def test_set_overrides(tmp_path):
     assert new.sdxl.steps == 12 and new.enhance.scale_factor == 1.5 and new.data_dir == cfg.data_dir
     with pytest.raises(ConfigError, match="unknown key"):
         apply_overrides(cfg, ["sdxl.stepz=1"])
+    for bad in ("sdxl.stepz=1", "style=cosmique", "nosection.key=1"):  # the valid keys are listed
+        with pytest.raises(ConfigError, match=r"unknown key; valid keys: data_dir, watch\.stability_seconds.*"
+                                              r"astro\.style.*sdxl\.steps"):
+            apply_overrides(cfg, [bad])
+    with pytest.raises(ConfigError, match="expected SECTION.KEY=VALUE"):
+        apply_overrides(cfg, ["astro.style"])
 
 
 def test_defaults_follow_the_seed_recommendations():
@@ -73,12 +80,21 @@ def test_defaults_follow_the_seed_recommendations():
     assert (e.scale_factor, e.upscaler, e.steps, e.cfg_scale, e.sampler_name) == (2, "R-ESRGAN 4x+", 20, 7.0, "Euler a")
 
 
-def test_enhance_format_and_the_old_output_format_key(tmp_path):
-    assert Config().enhance.format == "png" and Config().enhance.max_output_side == 4096
-    old = load_config(_write(tmp_path, {"enhance": {"output_format": "PNG"}}))
-    assert old.enhance.format == "png"
-    assert load_config(_write(tmp_path, {"enhance": {"format": "JPG"}})).enhance.format == "jpeg"
-    with pytest.raises(ConfigError, match="enhance.format"):
-        load_config(_write(tmp_path, {"enhance": {"format": "gif"}}))
-    with pytest.raises(ConfigError, match="max_output_side"):
-        load_config(_write(tmp_path, {"enhance": {"max_output_side": -1}}))
+def test_styles_are_checked_when_the_config_loads(tmp_path):
+    path = _write(tmp_path, {"astro": {"style": "cosmic"}})
+    with pytest.raises(ConfigError, match=r"astro.style: unknown style 'cosmic'; valid styles: cosmique, "
+                                          r"figuratif, symbolique"):
+        load_config(path)
+    (tmp_path / "styles.yaml").write_text("cosmic: {extends: cosmique}\n")
+    path = _write(tmp_path, {"astro": {"style": "cosmic", "styles_file": "styles.yaml"}})
+    assert load_config(path).astro.style == "cosmic"
+    (tmp_path / "styles.yaml").write_text("cosmic: {budget: -3}\n")  # a broken style, even unused
+    with pytest.raises(ConfigError, match="style 'cosmic': budget must be"):
+        load_config(_write(tmp_path, {"astro": {"styles_file": "styles.yaml"}}))
+    with pytest.raises(ConfigError, match="styles_file.*file not found"):
+        load_config(_write(tmp_path, {"astro": {"styles_file": "missing.yaml"}}))
+    bad_candidate = {"feedback": {"candidates": {"astro.style": ["figuratif", "cosmik"]}}}
+    with pytest.raises(ConfigError, match="feedback.candidates.astro.style: unknown style 'cosmik'"):
+        load_config(_write(tmp_path, bad_candidate))
+    with pytest.raises(ConfigError, match="unknown style 'cosmic'"):
+        apply_overrides(load_config(_write(tmp_path, {})), ["astro.style=cosmic"])

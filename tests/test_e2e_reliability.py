@@ -122,10 +122,13 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path
                what="every input in the inbox")
     stems = sorted(i.name.split(".")[0] for i in inbox_images(d.data))
     assert stems == sorted(n.split(".")[0] for n in names)  # each exactly once
-    assert sorted(j["state"] for j in jobs(d.data)) == ["inbox"] * len(names)
+    wait_until(lambda: sorted(j["state"] for j in jobs(d.data)) == ["inbox"] * len(names), what="all published")
     assert not list((d.data / "state" / "work").iterdir())
     for image in inbox_images(d.data):  # every result is whole, with its sidecars
         assert image.with_suffix(".json").exists() and image.with_suffix(".txt").exists()
+    log = (d.data / "logs" / "generations.jsonl").read_text().splitlines()
+    ok = sorted(r["job_id"] for r in map(json.loads, log) if r["status"] == "ok")
+    assert ok == sorted(j["id"] for j in jobs(d.data))  # exactly one "ok" line per inbox job
     assert d.stop() == 0
 
 
@@ -155,7 +158,7 @@ def test_sigterm_finishes_current_image_second_interrupts(tmp_path, daemon_facto
     d2 = daemon_factory(cfg).start()
     wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="running")
     d2.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_until(lambda: "stopping: finishing the current image" in d2.log(), what="the first SIGTERM handled")
     d2.signal(signal.SIGTERM)
     assert d2.proc.wait(10) == 0
     b = next(j for j in jobs(d.data) if j["source"].endswith("b.jpg"))
@@ -168,8 +171,12 @@ def test_systemd_notify_ready_status_watchdog_stopping(tmp_path, daemon_factory)
     d.wait_message("STATUS=", timeout=10)
     ready = next(m for m in d.messages if "READY=1" in m)
     assert "STATUS=" in ready and f"MAINPID={d.proc.pid}" in ready
-    d.signal(signal.SIGHUP)  # reload keeps it running
-    time.sleep(0.5)
+    write_config(tmp_path, astro={"backend": "fake"})
+    d.signal(signal.SIGHUP)  # reload: the new config takes effect, the daemon keeps running
+    wait_until(lambda: json.loads((d.data / "state" / "daemon.json").read_text())["backends"]["astro"] == "fake",
+               what="the reloaded backend in the state file")
+    d.messages.clear()
+    d.wait_message("WATCHDOG=1", timeout=10)  # still supervised after the reload
     assert d.proc.poll() is None
     assert d.stop() == 0
     d.wait_message("STOPPING=1")

@@ -116,7 +116,9 @@ def test_reject_redo_and_redelivery(tmp_path, daemon_factory):
     _move_with_sidecars(first, data / "approved")
     wait_until((user / "theme_gaby.png").exists)
     old_png = (user / "theme_gaby.png").read_bytes()
-    (user / "theme_gaby.json").write_bytes(theme_bytes("kerykeion_v4_subject.json"))
+    corrected = json.loads(theme_bytes("astrowatch_minimal.json"))  # another chart (the same one in
+    corrected["birth"], corrected["moon"] = "1990-08-05T15:30:00+02:00", "Aquarius"  # another format: no job)
+    (user / "theme_gaby.json").write_text(json.dumps(corrected))
     second = wait_until(lambda: [i for i in inbox_images(data) if i.name.startswith("theme_")], what="astro 2")[0]
     _move_with_sidecars(second, data / "approved")
     wait_until(lambda: (user / "theme_gaby.png").read_bytes() != old_png, what="second delivery")
@@ -139,3 +141,27 @@ def test_review_cli_moves_files_like_a_reviewer(tmp_path, daemon_factory):
     wait_until(lambda: (data / "datasets" / "gaby" / "c.png").exists(), what="filed via CLI")
     bad = run_cli("review", "reject", "ffffffffffff", config=cfg, check=False)
     assert bad.returncode != 0 and "no job" in bad.stderr
+
+
+def test_review_redo_set_uses_the_generate_spelling_and_refuses_unknown_keys(tmp_path, daemon_factory):
+    cfg = write_config(tmp_path)
+    d = daemon_factory(cfg).start()
+    data, user = d.data, d.data / "Utilisateurs" / "gaby"
+    user.mkdir(parents=True)
+    make_image(user / "c.jpg", (40, 30))
+    image = wait_until(lambda: inbox_images(data), what="result")[0]
+    job_id = image.name.split(".")[1]
+    for bad in ("bogus=1", "scale_factor=3", "astro.style=cosmique", "sdxl.bogus=2"):
+        proc = run_cli("review", "redo", job_id, "--set", bad, config=cfg, check=False)
+        assert proc.returncode == 78, proc.stderr
+        assert "unknown key; valid keys: enhance.backend, enhance.scale_factor" in proc.stderr, proc.stderr
+        assert "enhance.seed" in proc.stderr and "astro.style" not in proc.stderr.split("valid keys:")[1]
+    assert image.exists()  # nothing moved
+    run_cli("review", "redo", job_id, "--set", "enhance.scale_factor=3", config=cfg)
+    redo = wait_until(lambda: [i for i in inbox_images(data) if i != image], what="the redo's result")[0]
+    assert json.loads(redo.with_suffix(".json").read_text())["params"]["scale_factor"] == 3
+    from PIL import Image
+
+    with Image.open(redo) as new, Image.open(data / "archive" / "gaby" / job_id / image.name) as old:
+        assert new.width == old.width * 3 // 2  # x3 instead of the default x2
+    assert d.stop() == 0

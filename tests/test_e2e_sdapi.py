@@ -77,3 +77,15 @@ def test_jobs_wait_while_the_webui_is_down_and_resume(tmp_path, daemon_factory, 
     assert state == "inbox" and attempts == 1  # waiting did not burn attempts
     assert d.log().count("backend unavailable; jobs wait for it") == 1  # one line per outage
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("garble", ["json", "image"])
+def test_a_broken_webui_answer_is_retried_by_the_daemon(tmp_path, daemon_factory, webui, garble):
+    webui.garble = garble  # the first txt2img answer is cut-off JSON / not an image
+    d = daemon_factory(_config(tmp_path, webui)).start()
+    drop_theme(d.data)
+    wait_until(lambda: inbox_images(d.data), what="the result after one retry")
+    lines = [json.loads(x) for x in (d.data / "logs" / "generations.jsonl").read_text().splitlines()]
+    assert [x["status"] for x in lines] == ["retry", "ok"]
+    assert ("without JSON" if garble == "json" else "undecodable image") in lines[0]["error"]
+    assert d.stop() == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
-import time
 
 import pytest
 from harness import drop_theme, inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
@@ -80,7 +79,7 @@ def test_second_sigterm_interrupts_between_steps_and_the_job_resumes(tmp_path, d
     drop_theme(d.data)
     wait_until(lambda: _jobs(d.data) and _jobs(d.data)[0][1] == "running", timeout=30)
     d.signal(signal.SIGTERM)
-    time.sleep(0.5)  # two signals sent at once would be delivered as one
+    wait_until(lambda: "stopping: finishing the current image" in d.log(), what="the first SIGTERM handled")
     d.signal(signal.SIGTERM)
     assert d.proc.wait(30) == 0
     assert _jobs(d.data) == [("Utilisateurs/gaby/theme_gaby.json", "queued", 0)]
@@ -99,11 +98,17 @@ def test_one_worker_per_device_each_with_its_own_pipeline(tmp_path, daemon_facto
         user.mkdir(parents=True)
         (user / f"theme_u{i}.json").write_bytes(theme_bytes(user=f"u{i}"))
     wait_until(lambda: len(list((d.data / "inbox").rglob("*.png"))) == 6, timeout=90)
+    assert d.stop() == 0  # nothing left running: every line below is final
     lines = [json.loads(x) for x in (d.data / "logs" / "generations.jsonl").read_text().splitlines()]
     assert {x["worker"] for x in lines} == {"astrowatch-worker-0", "astrowatch-worker-1"}
+    # each job produced exactly once: one generation, one result, by one worker, one attempt
+    assert sorted(x["user"] for x in lines) == [f"u{i}" for i in range(6)] and len({x["job_id"] for x in lines}) == 6
+    assert all(x["status"] == "ok" and x["attempt"] == 1 for x in lines)
+    for i in range(6):
+        assert len(list((d.data / "inbox" / f"u{i}").glob("*.png"))) == 1
+    assert sorted(_jobs(d.data)) == sorted((f"Utilisateurs/u{i}/theme_u{i}.json", "inbox", 1) for i in range(6))
     state = json.loads((d.data / "state" / "daemon.json").read_text())
     assert len(state["workers"]) == 2
-    assert d.stop() == 0
 
 
 def test_init_image_is_the_moodboard_else_the_wheel_only_when_used(tmp_path, daemon_factory, tiny_sdxl):

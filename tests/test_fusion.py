@@ -5,8 +5,10 @@ them and review the diff by eye::
 
     ASTROWATCH_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/test_fusion.py -k golden -p no:cacheprovider
 
-``ASTROWATCH_CLIP_TOKENIZER=/path/to/sdxl/tokenizer`` additionally checks the approximate
-counter against a real CLIP tokenizer (skipped otherwise: no download in tests).
+The approximate counter is checked against the real CLIP tokenizer: ``$ASTROWATCH_CLIP_TOKENIZER``
+(an SDXL ``tokenizer/`` folder), else one built from the BPE vocabulary shipped in the
+``open-clip-torch`` wheel, which ``make test`` fetches with ``pip download --no-deps`` into
+``build/wheels/`` (the file only: nothing from a model hub, no torchvision).
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fusion_charts import CHARTS, capricorn_chart, leo_chart, tiny_clip_model_dir
+from extras import require
+from fusion_charts import CHARTS, capricorn_chart, leo_chart, real_clip_tokenizer, tiny_clip_model_dir
 
 from astrowatch.chart.model import Aspect, Chart, Point
+from astrowatch.chart.parse import parse_chart_file
 from astrowatch.config import Config
 from astrowatch.errors import ConfigError, InputError
 from astrowatch.fusion import ApproxTokenCounter, Fusion, chart_seed, fuse, style_names
@@ -51,7 +56,7 @@ def position(prompt: str, text: str) -> int:
 
 @pytest.fixture(scope="module")
 def clip_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("transformers")
+    require("transformers", "sdxl")
     return tiny_clip_model_dir(tmp_path_factory.mktemp("clip"))
 
 
@@ -223,11 +228,18 @@ def test_approximate_counter_rules() -> None:
     assert approx.count("(cat)1.2") == 6 and approx.count("it's") == 2
 
 
-@pytest.mark.skipif(not os.environ.get("ASTROWATCH_CLIP_TOKENIZER"), reason="needs a real CLIP tokenizer folder")
-def test_approximation_never_under_counts_the_real_clip() -> None:
-    from transformers import CLIPTokenizer
+@pytest.fixture(scope="module")
+def real_clip(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return real_clip_tokenizer(tmp_path_factory.mktemp("real_clip"))
 
-    tok = CLIPTokenizer.from_pretrained(os.environ["ASTROWATCH_CLIP_TOKENIZER"], local_files_only=True)
+
+def test_the_real_clip_tokenizer_is_the_real_one(real_clip: Any) -> None:
+    assert len(real_clip) == 49408
+    assert real_clip("a photo of a cat")["input_ids"] == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_approximation_never_under_counts_the_real_clip(real_clip: Any) -> None:
+    tok = real_clip
     approx = ApproxTokenCounter()
     for word, n in word_table().items():
         assert len(tok.encode(word, add_special_tokens=False)) == n, word
@@ -255,16 +267,69 @@ def test_deterministic_byte_for_byte_across_processes() -> None:
     assert out == here
 
 
-def test_seed_from_user_and_chart_content() -> None:
+def test_seed_without_birth_data_from_the_rounded_positions() -> None:
     a, b = leo_chart(), leo_chart()
     assert chart_seed(a) == chart_seed(b) == fuse(a, cfg()).seed
     assert 0 <= chart_seed(a) < 2**32
     assert chart_seed(leo_chart(user="someone")) != chart_seed(a)
-    moved = dict(a.points, moon=dataclasses.replace(a.points["moon"], longitude=a.points["moon"].longitude + 0.5))
-    assert chart_seed(dataclasses.replace(a, points=moved)) != chart_seed(a)
+
+    def moon_moved(by: float) -> int:
+        moon = a.points["moon"]
+        return chart_seed(dataclasses.replace(a, points=dict(a.points, moon=dataclasses.replace(
+            moon, longitude=moon.longitude + by))))
+
+    assert moon_moved(3.0) != chart_seed(a)
+    assert moon_moved(0.004) == chart_seed(a)  # another producer's rounding
     extra = dataclasses.replace(a, aspects=a.aspects + [Aspect("sun", "moon", "trine", 3.0)])
-    assert chart_seed(extra) != chart_seed(a)
-    assert chart_seed(dataclasses.replace(a, source_format="kerykeion")) == chart_seed(a)  # content only
+    assert chart_seed(extra) == chart_seed(a)  # aspects derive from the positions; orbs differ by producer
+    assert chart_seed(dataclasses.replace(a, source_format="kerykeion")) == chart_seed(a)
+
+
+def test_seed_from_birth_data_when_the_file_has_it() -> None:
+    born = {"birth": "1990-08-04T15:30:00+02:00", "lat": 45.764, "lon": 4.8357}
+    a = dataclasses.replace(leo_chart(), extra=dict(born))
+    same = [dict(born, birth="1990-08-04T13:30:00+00:00"),  # the same instant in UTC
+            dict(born, birth="1990-08-04T15:30:20+02:00"),  # seconds do not count
+            dict(born, birth="1990-08-04T15:30", tz="Europe/Paris"),  # naive local time + zone
+            dict(born, lat=45.7641, lon=4.83574)]  # rounded to 0.01 degree
+    for extra in same:
+        assert chart_seed(dataclasses.replace(a, extra=extra)) == chart_seed(a), extra
+    moved = dict(a.points, moon=dataclasses.replace(a.points["moon"], longitude=a.points["moon"].longitude + 3))
+    assert chart_seed(dataclasses.replace(a, points=moved)) == chart_seed(a)  # the birth data decides
+    for extra in (dict(born, birth="1990-08-04T15:31:00+02:00"), dict(born, lat=48.85, lon=2.35)):
+        assert chart_seed(dataclasses.replace(a, extra=extra)) != chart_seed(a), extra
+    assert chart_seed(dataclasses.replace(a, user="someone")) != chart_seed(a)
+
+
+THEMES = Path(__file__).parent / "fixtures" / "themes"
+# Every fixture is Gaby's chart (born 1990-08-04 15:30 CEST in Lyon), exported by a different producer.
+SAME_PERSON = sorted(THEMES.glob("*.json"))
+
+
+def test_fixtures_cover_every_supported_format() -> None:
+    from astrowatch.chart.parse import SOURCE_FORMATS
+
+    formats = {parse_chart_file(f, user="gaby").source_format for f in SAME_PERSON}
+    assert formats == set(SOURCE_FORMATS) and len(SAME_PERSON) >= 9
+
+
+@pytest.mark.parametrize("backend", ["sdxl", "sdapi", "openai"])
+def test_same_chart_in_every_format_gives_one_seed_and_one_prompt(backend: str) -> None:
+    for style in style_names():
+        fusions = {f.name: fuse(parse_chart_file(f, user="gaby"), cfg(), style=style, backend=backend)
+                   for f in SAME_PERSON}
+        assert len({f.seed for f in fusions.values()}) == 1, {k: f.seed for k, f in fusions.items()}
+        assert len({f.prompt for f in fusions.values()}) == 1, {k: f.prompt for k, f in fusions.items()}
+        assert len({f.negative_prompt for f in fusions.values()}) == 1
+
+
+def test_same_chart_without_birth_data_seeds_from_the_positions() -> None:
+    charts = [parse_chart_file(f, user="gaby") for f in SAME_PERSON]
+    with_birth = {chart_seed(c) for c in charts}
+    for c in charts:
+        c.extra = {}
+    without = {chart_seed(c) for c in charts}
+    assert len(without) == 1 and without != with_birth
 
 
 def test_explicit_seed_wins_and_is_checked() -> None:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fusion_charts import tiny_clip_model_dir
+from extras import require
+from fusion_charts import real_clip_tokenizer, tiny_clip_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,7 +51,7 @@ def charts(draw: st.DrawFn) -> Chart:
 
 @pytest.fixture(scope="module")
 def clip_config(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    pytest.importorskip("transformers")
+    require("transformers", "sdxl")
     config = Config()
     config.sdxl.model = str(tiny_clip_model_dir(tmp_path_factory.mktemp("clip")))
     return config
@@ -88,3 +90,23 @@ def test_any_chart_fits_a_real_clip_tokenizer(clip_config: Config, chart: Chart,
         assert len(tok.encode(f.negative_prompt)) <= 77
         assert f.tokens[enc]["count"] <= 75 and f.tokens[enc]["counter"] == "clip"
     assert f.prompt  # the figure (or its first words) always survives
+
+
+@pytest.fixture(scope="module")
+def real_clip(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return real_clip_tokenizer(tmp_path_factory.mktemp("real_clip"))
+
+
+@SETTINGS
+@given(chart=charts(), style=st.sampled_from(style_names()), backend=st.sampled_from(["sdxl", "sdapi", "openai"]),
+       language=st.sampled_from(["fr", "en"]))
+def test_the_approximation_never_under_counts_the_real_clip(real_clip: Any, chart: Chart, style: str, backend: str,
+                                                            language: str) -> None:
+    """The README's claim, on generated charts: the approximate counter (used when the model's own
+    tokenizers are not at hand) never counts fewer tokens than the real CLIP tokenizer."""
+    config = Config()
+    config.astro.language = language
+    f = fuse(chart, config, style=style, backend=backend)
+    approx = ApproxTokenCounter()
+    for text in (f.prompt, f.negative_prompt):
+        assert approx.count(text) >= len(real_clip.encode(text, add_special_tokens=False)), text

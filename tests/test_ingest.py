@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -40,17 +41,36 @@ def test_theme_rewritten_with_the_same_content_makes_no_new_job(ingest):
     assert len(ingest.ledger.jobs_for_source("gaby", "Utilisateurs/gaby/theme_gaby.json")) == 1
 
 
+def other_chart() -> bytes:
+    doc = json.loads(theme_bytes("astrowatch_minimal.json"))
+    doc["sun"] = {"sign": "Aries", "degree": 3.0, "house": 5}
+    doc["birth"] = "1991-03-24T08:00:00+01:00"
+    return json.dumps(doc).encode()
+
+
 def test_new_theme_content_supersedes_queued_jobs_and_is_snapshotted(ingest):
     theme = _user(ingest) / "theme_gaby.json"
     theme.write_bytes(theme_bytes("astrowatch_minimal.json"))
     ingest.handle(str(theme))
-    theme.write_bytes(theme_bytes("kerykeion_v5_subject.json"))
+    theme.write_bytes(other_chart())
     assert ingest.handle(str(theme)) == "job"
     new, old = ingest.ledger.jobs_for_source("gaby", "Utilisateurs/gaby/theme_gaby.json")
     assert (old.state, new.state) == ("superseded", "queued")
     snapshot = ingest.layout.archive_dir("gaby", new.id) / "theme_gaby.json"
     assert snapshot.read_bytes() == theme.read_bytes()
     theme.write_bytes(theme_bytes("astrowatch_minimal.json"))  # back to the first content: a new job
+    assert ingest.handle(str(theme)) == "job"
+
+
+def test_the_same_chart_in_another_format_makes_no_job(ingest):
+    theme = _user(ingest) / "theme_gaby.json"
+    theme.write_bytes(theme_bytes("astrowatch_minimal.json"))
+    assert ingest.handle(str(theme)) == "job"
+    for fixture in ("kerykeion_v5_subject.json", "immanuel_natal.json", "astrologer_api_legacy.json"):
+        theme.write_bytes(theme_bytes(fixture))
+        assert ingest.handle(str(theme)) == "same render", fixture
+    assert len(ingest.ledger.jobs_for_source("gaby", "Utilisateurs/gaby/theme_gaby.json")) == 1
+    theme.write_bytes(b'{"not": "a chart"}')  # unparseable: a job, whose run says why
     assert ingest.handle(str(theme)) == "job"
 
 

@@ -206,3 +206,22 @@ def test_create_unless_pending_makes_a_new_job_once_the_old_one_ran(ledger):
     ledger.transition(first.id, "running", "publishing")
     second, created = ledger.create_unless_pending(**kwargs)
     assert created and second.id != first.id
+def test_a_job_has_one_child_however_many_ask_at_once(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    parent = _job(Ledger(path), sha="s9")
+    barrier, made = threading.Barrier(4), []
+
+    def ask():
+        own = Ledger(path)  # as the daemon and a CLI would: separate connections
+        barrier.wait()
+        made.append(own.create_child(parent, params={"steps": 9}))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(created for _, created in made) == 1 and len({child.id for child, _ in made}) == 1
+    child = Ledger(path).child_of(parent.id)
+    assert (child.parent_id, child.state, child.params, child.source_sha256) == (parent.id, "queued", {"steps": 9}, "s9")
+    assert Ledger(path).child_of(child.id) is None

@@ -92,8 +92,10 @@ def test_bad_input_exits_non_zero_with_one_line(capsys: pytest.CaptureFixture[st
     bad.write_text('{"sun": ')
     assert main(["prompt", str(bad)]) == 65
     one_error_line(capsys)
-    assert main(["prompt", str(no_config / "missing.json")]) != 0
-    one_error_line(capsys)
+    assert main(["prompt", str(no_config / "missing.json")]) == 66  # EX_NOINPUT, as the README says
+    assert "missing.json: no such file" in one_error_line(capsys)
+    assert main(["generate", str(no_config / "missing.json"), "-o", str(no_config / "x.png")]) == 66
+    assert "astrowatch generate: error: " in capsys.readouterr().err
     assert main(["prompt", str(MINIMAL), "--style", "nope"]) == 78
     assert "known styles: cosmique, figuratif, symbolique" in one_error_line(capsys)
 

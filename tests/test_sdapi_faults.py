@@ -46,6 +46,28 @@ def test_5xx_is_retried_then_succeeds(server, tmp_path, status):
     assert server.completed[EXTRAS] == 1
 
 
+@pytest.mark.parametrize("kind", ["astro", "enhance"])
+def test_malformed_json_from_the_webui_is_a_retryable_error_naming_it(server, tmp_path, kind):
+    backend = make_backend(server, tmp_path, enhance=NO_CAPTION)
+    server.garble = "json"
+    with pytest.raises(BackendError, match="answered 200 without JSON") as err:
+        backend.generate(astro_task()) if kind == "astro" else backend.enhance(enhance_task())
+    assert err.value.retryable  # the worker retries the job (max_attempts), it does not crash
+    path = TXT2IMG if kind == "astro" else EXTRAS
+    assert server.posts[path] == 1  # a received POST whose answer is garbage is not re-sent at once
+    assert (backend.generate(astro_task()) if kind == "astro" else backend.enhance(enhance_task())).image
+
+
+@pytest.mark.parametrize("kind", ["astro", "enhance"])
+def test_a_non_image_from_the_webui_is_a_retryable_error_naming_it(server, tmp_path, kind):
+    backend = make_backend(server, tmp_path, enhance=NO_CAPTION)
+    server.garble = "image"
+    with pytest.raises(BackendError, match="returned an undecodable image") as err:
+        backend.generate(astro_task()) if kind == "astro" else backend.enhance(enhance_task())
+    assert err.value.retryable
+    assert (backend.generate(astro_task()) if kind == "astro" else backend.enhance(enhance_task())).image
+
+
 def test_503_forever_gives_backend_unavailable(server, tmp_path):
     backend = make_backend(server, tmp_path, enhance=NO_CAPTION)
     server.fail = 100

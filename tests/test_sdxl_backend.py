@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from extras import require
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-pytest.importorskip("diffusers")
-pytest.importorskip("compel")
+require("diffusers", "sdxl")
+require("compel", "sdxl")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 
 import pytest
+from extras import require
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-pytest.importorskip("compel")
+require("compel", "sdxl")
 
 import torch  # noqa: E402
 from compel import Compel  # noqa: E402

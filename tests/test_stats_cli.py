@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from extras import require
 import yaml
 from test_feedback import KEY, Env
 
@@ -117,7 +118,7 @@ def test_learned_shows_current_choices(tmp_path: Path, capsys) -> None:
 
 
 def test_plot_writes_a_png(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("matplotlib", reason="the 'plot' extra (matplotlib) is not installed")
+    require("matplotlib", "plot")
     from PIL import Image
 
     _, config = _history(tmp_path)

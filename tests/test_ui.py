@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from extras import require
 import yaml
-from harness import make_image, theme_bytes
+from harness import corrected_theme_bytes, make_image, theme_bytes
 from test_feedback import Env, _ingest_and_run
 
 from astrowatch.cli import main
 
-CHROMIUM = Path("/usr/bin/chromium")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM = next((Path(found) for name in BROWSERS if (found := shutil.which(name))), None)
 APP = Path(__file__).resolve().parents[1] / "astrowatch" / "ui_app.py"
 
 
@@ -62,7 +65,7 @@ def _app(inbox: dict[str, Any], monkeypatch) -> Any:
 
 @pytest.fixture(autouse=True)
 def _needs_streamlit() -> None:
-    pytest.importorskip("streamlit", reason="the 'ui' extra (Streamlit) is not installed")
+    require("streamlit", "ui")
 
 
 def test_lists_the_inbox_with_originals_and_fields(inbox, monkeypatch) -> None:
@@ -76,6 +79,31 @@ def test_lists_the_inbox_with_originals_and_fields(inbox, monkeypatch) -> None:
     assert at.sidebar.radio[0].options == ["everyone (2)", "gaby (1)", "lou (1)"]
     at.sidebar.radio[0].set_value("lou").run()
     assert [s.value for s in at.subheader] == ["beach.png · enhance"]
+
+
+def test_an_older_theme_result_is_marked_stale_when_a_newer_one_arrives(inbox, monkeypatch) -> None:
+    env, old = inbox["env"], inbox["theme"]["job"]
+    theme = env.layout.root / "Utilisateurs" / "gaby" / "theme_gaby.json"
+    theme.write_bytes(corrected_theme_bytes())  # the upstream app rewrote the chart
+    newer = _ingest_and_run(env, theme)["job"]
+    assert json.loads(_image(inbox, "theme").with_suffix(".json").read_text())["stale"]["newer_job"] == newer.id
+    at = _app(inbox, monkeypatch)
+    stale = [w.value for w in at.warning if w.value.startswith("stale result")]
+    assert len(stale) == 1 and f"job {newer.id}" in stale[0] and f"review approve {old.id} --force" in stale[0]
+
+
+def test_the_sidebar_shows_the_running_job_progress(inbox, monkeypatch) -> None:
+    layout = inbox["env"].layout
+    state = {"pid": os.getpid(), "stopped": False, "workers": [
+        {"name": "worker-0", "current_job": "abc123", "stats": {},
+         "progress": {"job_id": "abc123", "step": 12, "total": 30, "elapsed_s": 4.0, "eta_s": 6.0}}]}
+    layout.daemon_state_path.parent.mkdir(parents=True, exist_ok=True)
+    layout.daemon_state_path.write_text(json.dumps(state))
+    at = _app(inbox, monkeypatch)
+    assert not at.exception
+    bars = [e for e in at.sidebar.get("progress")]
+    assert len(bars) == 1 and bars[0].value == 40
+    assert "running abc123: step 12/30, 4 s elapsed, ETA 6 s" in bars[0].proto.text
 
 
 def test_editing_the_caption_writes_the_txt(inbox, monkeypatch) -> None:
@@ -249,8 +277,8 @@ READY = ("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4
          "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed "
-                    "(apt-get install chromium; the Makefile's test target tries)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (looked for " + ", ".join(BROWSERS) + "; "
+                    "apt-get install chromium: the Makefile's test target tries as root)")
 def test_page_in_headless_chromium(inbox, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -183,6 +183,7 @@ class FakeApi:
         self.upscalers, self.samplers, self.interrogators = list(upscalers), list(samplers), interrogators
         self.loras = list(loras)  # names in models/Lora (GET /sdapi/v1/loras)
         self.round_to_8, self.slow, self.job_count, self.job, self.interrupts = round_to_8, 0.0, 0, "", 0
+        self.steps = 0
         self.blank = False  # answer all-black images from img2img/txt2img (a NaN VAE)
         self.bodies: list[dict[str, Any]] = []
         self._queue_lock = threading.Lock()  # the WebUI's queue_lock
@@ -225,6 +226,8 @@ class FakeApi:
             if not self._released.is_set():
                 self._interrupt.clear()
             self.job_count, self.job, self._started = 1, job, time.monotonic()
+            steps = body.get("steps")
+            self.steps = steps if isinstance(steps, int) and steps > 0 else 20
             try:
                 if self.slow > 0:
                     self._interrupt.wait(self.slow)
@@ -266,7 +269,8 @@ class FakeApi:
         done = min(0.99, (time.monotonic() - self._started) / self.slow) if busy and self.slow else 0.0
         state = {"skipped": False, "interrupted": self._interrupt.is_set(), "stopping_generation": False,
                  "job": self.job, "job_count": self.job_count, "job_timestamp": "20250101000000",
-                 "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
+                 "job_no": 0, "sampling_step": round(done * self.steps) if busy else 0,
+                 "sampling_steps": self.steps if busy else 0}
         return {"progress": done, "eta_relative": max(0.0, self.slow * (1 - done)) if busy else 0.0,
                 "state": state, "current_image": None, "textinfo": None}
 

@@ -7,7 +7,9 @@ with Pillow, and serialises every generation behind one global lock like the rea
 Fault knobs (attributes, or ``POST /_control`` with the same names as JSON keys):
 ``slow`` seconds per generation, ``drop`` the next N requests (read, count, close without an
 answer), ``fail`` the next N requests with ``fail_status`` (a proxy-style text body),
-``down_for`` seconds (stop listening, then come back on the same port).  ``GET /_control``
+``down_for`` seconds (stop listening, then come back on the same port), ``garble`` the next
+200 answer of a generation endpoint: ``"json"`` (a cut-off JSON body) or ``"image"`` (valid JSON
+whose images are base64 of bytes that are not an image), as a broken proxy or extension might.  ``GET /_control``
 returns the counters.  Progress, interrupt and control requests are never faulted.
 
     python tests/webui_server.py --port 7861 [--auth user:pass] [--slow 2]
@@ -16,6 +18,7 @@ returns the counters.  Progress, interrupt and control requests are never faulte
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import socket
 import sys
@@ -38,6 +41,7 @@ from webui_fake_api import (  # noqa: E402
 )
 
 UNFAULTED = ("/sdapi/v1/progress", "/sdapi/v1/interrupt", "/_control")
+GENERATION_PATHS = ("/sdapi/v1/txt2img", "/sdapi/v1/img2img", "/sdapi/v1/extra-single-image")
 PROXY_TEXT = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
@@ -112,6 +116,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_text(fault, f"{fault} {PROXY_TEXT.get(fault, 'Error')}")
             return
         status, payload, headers = webui.respond(method, path, raw, self.headers.get("Authorization"))
+        garble = webui.take_garble(path, status)
+        if garble == "json":
+            self._send_text(200, json.dumps(payload)[:40], content_type="application/json")
+            return
+        if garble == "image":
+            payload = webui.not_an_image(payload)
         self._send(status, payload, headers)
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
@@ -124,10 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _send_text(self, status: int, text: str) -> None:
+    def _send_text(self, status: int, text: str, content_type: str = "text/plain") -> None:
         body = text.encode()
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -147,6 +157,7 @@ class FakeWebUI:
         self.drop = 0
         self.fail = 0
         self.fail_status = 503
+        self.garble: str | None = None  # "json" | "image": the next generation answer is broken
         self.posts: Counter[str] = Counter()  # POSTs received, per path (faulted ones included)
         self.gets: Counter[str] = Counter()
         self.completed: Counter[str] = Counter()  # 200 answers, per path
@@ -196,6 +207,23 @@ class FakeWebUI:
                 return self.fail_status
         return None
 
+    def take_garble(self, path: str, status: int) -> str | None:
+        if status != 200 or path not in GENERATION_PATHS:
+            return None
+        with self._lock:
+            garble, self.garble = self.garble, None
+        return garble
+
+    @staticmethod
+    def not_an_image(payload: dict[str, Any]) -> dict[str, Any]:
+        junk = base64.b64encode(b"<html>502 Bad Gateway</html>").decode()
+        payload = dict(payload)
+        if "images" in payload:
+            payload["images"] = [junk for _ in payload["images"]]
+        if "image" in payload:
+            payload["image"] = junk
+        return payload
+
     def respond(self, method: str, path: str, raw: bytes,
                 authorization: str | None) -> tuple[int, Any, dict[str, str]]:
         denied = self.api.check_auth(self.auth, authorization)
@@ -219,6 +247,8 @@ class FakeWebUI:
         for key in ("drop", "fail", "fail_status"):
             if key in body:
                 setattr(self, key, int(body[key]))
+        if "garble" in body:
+            self.garble = body["garble"]
         if "slow" in body:
             self.slow = float(body["slow"])
         if body.get("reset"):

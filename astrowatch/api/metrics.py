@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # the history note of a job's move to ``failing`` is the exception class; Prometheus gets its family
 REASON_CLASS = {
-    "InputError": "input", "UnsafePathError": "input", "PermanentBackendError": "refused",
+    "input": "input", "InputError": "input", "UnsafePathError": "input", "PermanentBackendError": "refused",
     "BackendError": "backend", "BackendUnavailable": "backend", "ConfigError": "config",
     "Interrupted": "interrupted", None: "unknown",
 }

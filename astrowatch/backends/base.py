@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -77,6 +78,52 @@ class CancelToken:
             self.check()
 
 
+class Progress:
+    """Step progress of the job a worker runs: written by the backend (between steps, from a
+    poller thread), read by the daemon for ``status``, ``STATUS=`` and the review page.
+
+    Each update replaces one dict (atomic under the GIL); readers take a :meth:`snapshot`.
+    """
+
+    def __init__(self) -> None:
+        self._state: dict[str, Any] | None = None
+
+    def start(self, job_id: str) -> None:
+        self._state = {"job_id": job_id, "started": time.time(), "step": 0, "total": None, "eta": None}
+
+    def clear(self) -> None:
+        self._state = None
+
+    def report(self, step: int, total: int | None, *, eta_s: float | None = None) -> None:
+        """``step`` of ``total`` done (``eta_s``: the backend's own estimate of the time left)."""
+        if self._state is not None:
+            self._state = {**self._state, "step": int(step), "total": int(total) if total else None,
+                           "eta": eta_s, "at": time.time()}
+
+    def snapshot(self) -> dict[str, Any] | None:
+        """``{"job_id", "step", "total", "elapsed_s", "eta_s"}``, or None when idle."""
+        state = self._state
+        if state is None:
+            return None
+        now = time.time()
+        step, total, eta = state["step"], state["total"], state["eta"]
+        if eta is None and total and step:  # the pace so far
+            eta = (state["at"] - state["started"]) / step * (total - step)
+        if eta is not None and "at" in state:  # counted from the last report
+            eta = max(float(eta) - (now - state["at"]), 0.0)
+        return {"job_id": state["job_id"], "step": step, "total": total,
+                "elapsed_s": round(now - state["started"], 1), "eta_s": None if eta is None else round(eta, 1)}
+
+
+def progress_text(p: dict[str, Any] | None) -> str:
+    """``step 12/30, 4.1 s elapsed, ETA 6.2 s`` (one line for ``status``, ``STATUS=`` and the UI)."""
+    if not p:
+        return ""
+    steps = f"step {p['step']}/{p['total']}, " if p.get("total") else ""
+    eta = f", ETA {p['eta_s']:.0f} s" if p.get("eta_s") is not None else ""
+    return f"{steps}{p['elapsed_s']:.0f} s elapsed{eta}"
+
+
 @dataclass
 class AstroTask:
     job_id: str
@@ -89,6 +136,7 @@ class AstroTask:
     fusion: dict[str, Any] = field(default_factory=dict)  # prompt-fusion output, recorded as is
     init_image: Path | None = None  # moodboard or chart wheel, for backends that take one
     cancel: CancelToken = field(default_factory=CancelToken)
+    progress: Progress = field(default_factory=Progress)
 
 
 @dataclass
@@ -101,6 +149,7 @@ class EnhanceTask:
     seed: int
     facts: dict[str, Any] = field(default_factory=dict)  # technical facts (size, grayscale, exif)
     cancel: CancelToken = field(default_factory=CancelToken)
+    progress: Progress = field(default_factory=Progress)
 
 
 @dataclass

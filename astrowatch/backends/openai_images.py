@@ -9,9 +9,9 @@ exceptions, results, :meth:`~OpenAIBackend.describe` or ``repr``; server error t
 Errors: 429/408/409/5xx are retried here (exponential back-off honouring ``Retry-After`` and
 ``retry-after-ms``, at most ``openai.max_retries`` times, waiting in ``task.cancel.sleep`` so a
 shutdown interrupt ends the wait), then a retryable :class:`BackendError`.  401/403 and 429
-``insufficient_quota`` -> :class:`ConfigError`.  Content-policy refusals and other 4xx ->
-:class:`PermanentBackendError` with the service's message.  Connection refused (nothing sent)
--> retried, then :class:`BackendUnavailable`.  A read timeout or a connection dropped after
+``insufficient_quota`` -> :class:`CredentialsRejected` (a ConfigError; mid-run the worker pauses
+the backend).  Content-policy refusals and other 4xx -> :class:`PermanentBackendError` with the
+service's message.  Connection refused (nothing sent) -> retried, then :class:`BackendUnavailable`.  A read timeout or a connection dropped after
 sending may have been billed, so the POST is **never re-sent here**: the attempt fails with a
 retryable :class:`BackendError`; if the worker retries the job later, that is a new, separately
 billed request.  An interrupt does not abort a POST in flight (``openai.timeout`` bounds it).
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import requests
 
 from .. import __version__
-from ..errors import BackendError, BackendUnavailable, ConfigError, PermanentBackendError
+from ..errors import BackendError, BackendUnavailable, ConfigError, CredentialsRejected, PermanentBackendError
 from ..infotext import format_infotext
 from .base import AstroTask, Backend, CancelToken, Result
 from .openai_support import (
@@ -210,10 +210,10 @@ class OpenAIBackend(Backend):
             raise failure
         return failure
 
-    def _key_error(self, resp: requests.Response) -> ConfigError:
+    def _key_error(self, resp: requests.Response) -> CredentialsRejected:
         message = redact(error_fields(resp)[0], self._key)
         origin = self._key.origin if self._key else "?"
-        return ConfigError(f"OpenAI rejected the API key ({resp.status_code}): check OPENAI_API_KEY / "
+        return CredentialsRejected(f"OpenAI rejected the API key ({resp.status_code}): check OPENAI_API_KEY / "
                            f"openai.api_key_file (key from {origin}); the service said: {message}")
 
     def _check_status(self, resp: requests.Response) -> requests.Response | Transient:
@@ -225,7 +225,7 @@ class OpenAIBackend(Backend):
         raw_message, etype, code = error_fields(resp)
         message = redact(raw_message, self._key)
         if status == 429 and "insufficient_quota" in (code, etype):
-            raise ConfigError(f"OpenAI says the account is out of quota (429 insufficient_quota): {message}",
+            raise CredentialsRejected(f"OpenAI says the account is out of quota (429 insufficient_quota): {message}",
                               hint="check the plan and billing of the OpenAI account")
         if status in RETRY_STATUSES or status >= 500:
             return Transient(f"OpenAI answered {status}: {message}", retry_after_seconds(resp.headers))

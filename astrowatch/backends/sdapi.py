@@ -257,7 +257,7 @@ class SdapiBackend(Backend):
 
     def _post(self, path: str, payload: dict[str, Any], task: AstroTask | EnhanceTask) -> dict[str, Any]:
         try:
-            data = self.client.post(path, payload, cancel=task.cancel)
+            data = self.client.post(path, payload, cancel=task.cancel, progress=task.progress)
         except BackendUnavailable:
             self._reachable = False
             raise

@@ -13,7 +13,7 @@ the client polls ``/sdapi/v1/progress`` while the WebUI is busy (bounded: ``read
 and then fails the attempt with a retryable :class:`BackendError` (the worker retries the job
 later), or :class:`BackendUnavailable` if the WebUI is gone.
 
-Errors: 401 -> :class:`ConfigError` naming ``sdapi.auth``; 422 and other 4xx, and 500 ->
+Errors: 401 -> :class:`CredentialsRejected` (a ConfigError) naming ``sdapi.auth``; 422 and other 4xx, and 500 ->
 :class:`PermanentBackendError` with the server's detail; still unreachable after the retries ->
 :class:`BackendUnavailable`.
 """
@@ -32,15 +32,17 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from urllib3.exceptions import ConnectTimeoutError  # NewConnectionError derives from it
 
 from .. import __version__
-from ..errors import BackendError, BackendUnavailable, ConfigError, Interrupted, PermanentBackendError
+from ..errors import (BackendError, BackendUnavailable, ConfigError, CredentialsRejected, Interrupted,
+                      PermanentBackendError)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import SdapiConfig
-    from .base import CancelToken
+    from .base import CancelToken, Progress
 
 log = logging.getLogger(__name__)
 
 PROGRESS = "/sdapi/v1/progress"
+PROGRESS_POLL = 0.5  # seconds between /progress polls while a job runs (status: at least once a second)
 INTERRUPT = "/sdapi/v1/interrupt"
 AUTH_HINT = "set sdapi.auth to the user:pass given to the WebUI's --api-auth"
 UNREACHABLE_HINT = "start the WebUI with --api, or fix sdapi.url"
@@ -105,6 +107,19 @@ def job_running(progress: dict[str, Any]) -> bool:
     return bool(state.get("job_count", 0)) or bool(state.get("job"))
 
 
+def report_progress(progress: Progress, answer: dict[str, Any]) -> None:
+    """``/sdapi/v1/progress`` -> steps (``state.sampling_step/steps``; else the fraction as a
+    percentage) and the WebUI's own ``eta_relative``."""
+    state = answer.get("state") if isinstance(answer.get("state"), dict) else {}
+    step, total = state.get("sampling_step"), state.get("sampling_steps")
+    eta = answer.get("eta_relative")
+    eta = float(eta) if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0 else None
+    if isinstance(total, int) and total > 0 and isinstance(step, int):
+        progress.report(min(step, total), total, eta_s=eta)
+    elif isinstance(answer.get("progress"), (int, float)):
+        progress.report(round(float(answer["progress"]) * 100), 100, eta_s=eta)
+
+
 class SdapiClient:
     """One session to one WebUI.  Thread-safe enough for one worker plus health/interrupt calls."""
 
@@ -129,12 +144,14 @@ class SdapiClient:
         limit = (self.cfg.connect_timeout, timeout or min(self.cfg.read_timeout, 60.0))
         return self._call("GET", path, None, None, limit, retries)
 
-    def post(self, path: str, payload: dict[str, Any], *, cancel: CancelToken | None = None) -> Any:
-        """POST with the safe-retry policy; a second SIGTERM interrupts the WebUI's job."""
+    def post(self, path: str, payload: dict[str, Any], *, cancel: CancelToken | None = None,
+             progress: Progress | None = None) -> Any:
+        """POST with the safe-retry policy; a second SIGTERM interrupts the WebUI's job; while it
+        runs, ``/sdapi/v1/progress`` is polled into ``progress`` (every ``PROGRESS_POLL`` s)."""
         if cancel is not None:
             cancel.check()
         try:
-            with self._interrupt_monitor(cancel):
+            with self._interrupt_monitor(cancel), self._progress_monitor(progress):
                 result = self._call("POST", path, payload, cancel, self.timeout, None)
         except BackendError as exc:
             if cancel is not None and cancel.interrupted:
@@ -152,7 +169,8 @@ class SdapiClient:
         except requests.RequestException:
             return None
         if resp.status_code == 401:
-            raise ConfigError(f"sdapi.auth: the WebUI at {self.base} refused the credentials (401)", hint=AUTH_HINT)
+            raise CredentialsRejected(f"sdapi.auth: the WebUI at {self.base} refused the credentials (401)",
+                                      hint=AUTH_HINT)
         if resp.status_code != 200:
             return None
         try:
@@ -224,7 +242,7 @@ class SdapiClient:
             except ValueError:
                 raise BackendError(f"{path}: the WebUI answered {status} without JSON") from None
         if status == 401:
-            raise ConfigError(f"sdapi.auth: the WebUI at {self.base} refused the credentials "
+            raise CredentialsRejected(f"sdapi.auth: the WebUI at {self.base} refused the credentials "
                               f"({'none were sent' if not self.cfg.auth else 'wrong user or password'})",
                               hint=AUTH_HINT)
         detail = server_detail(resp)
@@ -266,6 +284,31 @@ class SdapiClient:
                                      "re-sent", hint=UNREACHABLE_HINT)
         raise BackendError(f"{path}: the WebUI dropped the request ({why}); it was not re-sent, "
                            "the job will be retried")
+
+    @contextmanager
+    def _progress_monitor(self, progress: Progress | None) -> Iterator[None]:
+        """A thread polling ``/sdapi/v1/progress`` while the POST is in flight."""
+        if progress is None:
+            yield
+            return
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.wait(PROGRESS_POLL):
+                try:
+                    state = self.progress()
+                except ConfigError:
+                    return
+                if state is not None and not done.is_set():
+                    report_progress(progress, state)
+
+        thread = threading.Thread(target=poll, name="sdapi-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=1.0)
 
     @contextmanager
     def _interrupt_monitor(self, cancel: CancelToken | None) -> Iterator[None]:

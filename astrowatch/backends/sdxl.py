@@ -161,7 +161,7 @@ class SdxlBackend(Backend):
         task.cancel.check()
         started, timings = time.perf_counter(), Timings()
         generator = torch.Generator("cpu").manual_seed(task.seed)
-        monitor = StepMonitor(task.cancel)
+        monitor = StepMonitor(task.cancel, task.progress)
         with timings.measure("lora_seconds"):
             self._lora().activate(task.params.get("loras"))
         with timings.measure("encode_seconds"):
@@ -267,7 +267,7 @@ class SdxlBackend(Backend):
         cfg, sdxl = self.config.enhance, self.config.sdxl
         strength = _number(task.params.get("strength"), sdxl.enhance_strength, "strength", 0.0, 1.0)
         steps = int(_number(task.params.get("steps"), cfg.steps, "steps", 1, 150))
-        started, timings, monitor = time.perf_counter(), Timings(), StepMonitor(task.cancel)
+        started, timings, monitor = time.perf_counter(), Timings(), StepMonitor(task.cancel, task.progress)
         self._lora().activate(None)  # LoRAs are for astro images: photos bound for a dataset stay unstyled
         source = task.image.convert("RGB")
         target = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from ..config import SdxlConfig
 from ..errors import BackendError, InputError, Interrupted
-from .base import CancelToken
+from .base import CancelToken, Progress
 
 log = structlog.get_logger("astrowatch.backends.sdxl")
 
@@ -100,11 +100,19 @@ class StepMonitor:
     """``callback_on_step_end``: counts steps and stops the pipeline between steps on interrupt."""
 
     cancel: CancelToken
+    progress: Progress | None = None  # reported after every step: done / this pass's total
     steps: int = 0
     interrupted: bool = False
+    _pass_start: int = 0
 
     def __call__(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        if step == 0:  # a new pass (base, refiner, upscale): its steps add to those done
+            self._pass_start = self.steps
         self.steps += 1
+        if self.progress is not None:
+            in_pass = getattr(pipe, "num_timesteps", None)
+            total = self._pass_start + in_pass if isinstance(in_pass, int) and in_pass > 0 else None
+            self.progress.report(self.steps, max(total, self.steps) if total else None)
         if self.cancel.interrupted:
             self.interrupted = True
             pipe._interrupt = True  # the pipeline skips the remaining steps

@@ -188,12 +188,26 @@ def weighting_dominants(doc: dict, ctx: Ctx) -> tuple[str | None, str | None]:
     return result[0], result[1]
 
 
+def _coordinates(coordinates: dict) -> dict:
+    """``{"latitude": {"raw": 45.764, ...}, "longitude": {...}}`` -> ``{"lat": ..., "lon": ...}``."""
+    found = {}
+    for key, target in (("latitude", "lat"), ("longitude", "lon")):
+        value = coordinates.get(key)
+        raw = value.get("raw") if isinstance(value, dict) else value
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            found[target] = float(raw)
+    return found
+
+
 def immanuel_extras(doc: dict) -> dict:
     extra: dict[str, Any] = {}
     native = doc.get("native") if isinstance(doc.get("native"), dict) else doc
     date_time = native.get("date_time") or doc.get("natal_date")
     if isinstance(date_time, dict) and isinstance(date_time.get("datetime"), str):
         extra["birth"] = date_time["datetime"].replace(" ", "T", 1)
+    coordinates = native.get("coordinates")
+    if isinstance(coordinates, dict):
+        extra.update(_coordinates(coordinates))
     phase = doc.get("moon_phase")
     if isinstance(phase, dict) and isinstance(phase.get("formatted"), str):
         extra["lunar_phase"] = phase["formatted"]

@@ -110,6 +110,13 @@ def subject_extras(doc: dict, ctx: Ctx) -> dict:
     birth = opt_str(doc, "iso_formatted_local_datetime", ctx) or _birth_from_parts(doc)
     if birth:
         extra["birth"] = birth
+    tz_name = doc.get("tz_str")
+    if isinstance(tz_name, str) and tz_name:
+        extra["tz"] = tz_name
+    for key, target in (("lat", "lat"), ("lng", "lon")):
+        value = doc.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            extra[target] = float(value)  # informational: a producer's odd value is not an error
     phase = doc.get("lunar_phase")
     if isinstance(phase, dict):
         name = opt_str(phase, "moon_phase_name", ctx.at("lunar_phase"))

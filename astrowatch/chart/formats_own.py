@@ -21,7 +21,7 @@ POINT_NAMES = (
     "sun, moon, mercury, venus, mars, jupiter, saturn, uranus, neptune, pluto, chiron, ascendant, "
     "descendant, medium_coeli, imum_coeli, mean_node, true_node, south_node, mean_lilith"
 )
-_RESERVED = frozenset({"format", "user", "name", "style", "birth", "city", "lunar_phase",
+_RESERVED = frozenset({"format", "user", "name", "style", "birth", "city", "lunar_phase", "lat", "lon",
                        "planets", "houses", "aspects"})
 
 
@@ -147,6 +147,10 @@ def parse_own(doc: dict, ctx: Ctx, *, user: str) -> Chart:
     for key in ("name", "birth", "city", "lunar_phase"):
         value = opt_str(doc, key, ctx)
         if value:
+            extra[key] = value
+    for key in ("lat", "lon"):
+        value = opt_number(doc, key, ctx)
+        if value is not None:
             extra[key] = value
     if approximate:
         extra["approximate"] = approximate

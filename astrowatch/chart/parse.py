@@ -21,12 +21,13 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, NotFound
 from .dominant import compute_dominants
 from .fields import FORMAT_DOC, Ctx, describe, house_of
 from .formats_immanuel import looks_like_immanuel, parse_immanuel
 from .formats_kerykeion import looks_like_subject, parse_astrologer, parse_chart_data, parse_subject
 from .formats_own import looks_like_own, parse_own
+from .identity import complete_aspects
 from .model import Aspect, Chart
 
 SOURCE_FORMATS = ("kerykeion", "kerykeion-chart", "astrologer-api", "immanuel", "astrowatch")
@@ -137,7 +138,7 @@ def _finish(chart: Chart, ctx: Ctx) -> Chart:
             house = house_of(point.longitude, chart.houses)
             if house is not None:
                 chart.points[name] = replace(point, house=house)
-    chart.aspects = _tidy_aspects(chart.aspects, chart)
+    chart.aspects = _tidy_aspects(complete_aspects(chart), chart)
     if chart.dominant_element is None or chart.dominant_modality is None:
         element, modality = compute_dominants(chart.points)
         chart.dominant_element = chart.dominant_element or element
@@ -182,6 +183,8 @@ def parse_chart_file(path: Path, *, user: str | None = None, max_bytes: int = DE
     try:
         with path.open("rb") as fh:
             data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise NotFound(f"{source}: no such file") from None  # exit 66 (EX_NOINPUT), not bad data
     except OSError as exc:
         raise InputError(f"{source}: cannot read: {exc.strerror or exc}") from exc
     if len(data) > max_bytes:

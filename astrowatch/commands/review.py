@@ -2,7 +2,8 @@
 
 The command moves the inbox image (with its sidecars) into ``approved/``, ``rejected/`` or
 ``redo/``; the daemon acts on it exactly as on a reviewer's move (at its next start if it is
-not running).  ``redo --set key=value`` first edits the sidecar's ``params``.
+not running).  ``redo --set section.key=value`` (the spelling of ``generate``/``enhance``, e.g.
+``astro.style=cosmique``, ``sdxl.steps=40``) first edits the sidecar's ``params``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-
-import yaml
 
 FOLDER = {"approve": "approved", "reject": "rejected", "redo": "redo"}
 
@@ -45,18 +44,47 @@ def _move(image: Path, dest_dir: Path) -> Path:
     return dest_dir / image.name
 
 
-def _apply_sets(sidecar_path: Path, pairs: list[str]) -> dict:
-    from ..errors import ConfigError
+# The sections whose keys a redo may override, per job kind (the params are flat: "steps").
+REDO_SECTIONS = {"astro": ("astro", "sdxl", "sdapi", "openai", "fake"), "enhance": ("enhance", "sdxl", "sdapi", "fake")}
+JOB_KEYS = ("seed",)  # read by the pipeline, not a config key
+
+
+def redo_overrides(config, kind: str, pairs: list[str]) -> dict:  # noqa: ANN001
+    """``--set astro.style=cosmique`` -> ``{"style": "cosmique"}``: the same ``SECTION.KEY`` spelling
+    as ``generate``/``enhance``; a key the job cannot use is refused with the valid ones."""
+    from ..config import parse_set, settable_keys, unknown_set_key
+
+    sections = REDO_SECTIONS[kind]
+    valid = settable_keys(config.model_dump(mode="json", exclude={"source"}), sections)
+    valid += [f"{kind}.{key}" for key in JOB_KEYS]
+    overrides = {}
+    for pair in pairs:
+        parts, value = parse_set(pair)
+        if ".".join(parts) not in valid:
+            raise unknown_set_key(".".join(parts), valid)
+        overrides[parts[-1]] = value
+    return overrides
+
+
+def _apply_sets(sidecar_path: Path, overrides: dict) -> dict:
     from ..imageio import atomic_write_json
 
     data = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    for pair in pairs:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set steps=40")
-        key, raw = pair.split("=", 1)
-        data.setdefault("params", {})[key.strip()] = yaml.safe_load(raw)
+    data.setdefault("params", {}).update(overrides)
     atomic_write_json(sidecar_path, data)  # the daemon may read it as soon as the image moves
     return data["params"]
+
+
+def _force(sidecar_path: Path) -> None:
+    """``approve --force``: ``"force": true`` in the sidecar, which the daemon reads with the decision."""
+    from ..errors import NotFound
+    from ..imageio import atomic_write_json, read_json_or_none
+
+    data = read_json_or_none(sidecar_path)
+    if not isinstance(data, dict):
+        raise NotFound(f"{sidecar_path.name}: --force needs the result's readable .json sidecar in the inbox")
+    data["force"] = True
+    atomic_write_json(sidecar_path, data)
 
 
 def main(args) -> int:  # noqa: ANN001
@@ -87,7 +115,9 @@ def main(args) -> int:  # noqa: ANN001
     for item in items:
         job, image = _inbox_item(ledger, layout, item)
         if args.action == "redo" and args.set:
-            _apply_sets(image.with_suffix(".json"), args.set)
+            _apply_sets(image.with_suffix(".json"), redo_overrides(config, job.kind, args.set))
+        if args.action == "approve" and getattr(args, "force", False):
+            _force(image.with_suffix(".json"))
         dest = _move(image, layout.root / FOLDER[args.action])
         print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {args.action} it")
     return 0

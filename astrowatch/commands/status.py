@@ -74,6 +74,10 @@ def _pid_alive(pid: Any) -> bool:
 def _worker_line(w: dict[str, Any]) -> str:
     st = w.get("stats", {})
     busy = f"busy with {w['current_job']}" if w.get("current_job") else "idle"
+    if w.get("current_job") and w.get("progress"):
+        from ..backends.base import progress_text
+
+        busy += f" ({progress_text(w['progress'])})"
     text = f"{w['name']}: {busy}, {st.get('jobs', 0)} images"
     jobs = st.get("jobs", 0)
     if jobs > 1 and st.get("first_seconds") is not None:  # steady state: without the first image
@@ -113,6 +117,8 @@ def render(info: dict[str, Any]) -> str:
     if info.get("waiting"):
         lines.append(f"waiting ({len(info['waiting'])}): " + "; ".join(
             f"{w['job_id']} ({w['reason']})" for w in info["waiting"][:5]))
+    paused = {n: why for w in d.get("workers", []) if d.get("running") for n, why in (w.get("paused") or {}).items()}
+    lines += [f"paused backend {n}: {why} (fix it, then 'systemctl reload astrowatch')" for n, why in paused.items()]
     lines.append("recent failures:")
     lines += [f"  {f['at']}  {f['source']}: {f['reason']}" for f in info["failures"]] or ["  (none)"]
     return "\n".join(lines)

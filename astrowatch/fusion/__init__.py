@@ -4,10 +4,11 @@ Public API::
 
     fuse(chart, config, *, style=None, backend="sdxl", seed=None) -> Fusion
     chart_seed(chart) -> int
+    render_key(chart, config, params) -> str
 """
 
 from .data import DEFAULT_BUDGET, load_style, style_names
-from .fuse import OPENAI_BUDGET, Fusion, chart_seed, fuse
+from .fuse import OPENAI_BUDGET, Fusion, chart_seed, fuse, render_key
 from .tokens import ApproxTokenCounter, ClipTokenCounter, counters_for
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "counters_for",
     "fuse",
     "load_style",
+    "render_key",
     "style_names",
 ]

@@ -220,3 +220,14 @@ def load_style(name: str | None, styles_file: Path | None = None) -> Style:
     if name not in styles:
         raise ConfigError(f"unknown style {name!r}; known styles: {', '.join(sorted(styles))}")
     return build_style(name, styles[name])
+
+
+def validate_styles(styles_file: Path | None, chosen: list[tuple[str, Any]]) -> None:
+    """Config-load check: every style (shipped and ``styles_file``) builds, and every style the
+    config names (``(key, value)`` pairs) exists.  ConfigError naming the value and the valid ones."""
+    styles = merged_raw_styles(styles_file)
+    for name, raw in styles.items():
+        build_style(name, raw)
+    for key, value in chosen:
+        if value not in styles:
+            raise ConfigError(f"{key}: unknown style {value!r}; valid styles: {', '.join(sorted(styles))}")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..chart.identity import identity_sha256
 from ..errors import ConfigError, InputError
 from .compact import Compacted, compact
 from .data import load_style, style_names
@@ -56,27 +57,14 @@ class Fusion:
         }
 
 
-def _fingerprint(chart: Chart) -> dict[str, Any]:
-    def num(x: float) -> float:
-        return round(float(x), 6)
-
-    return {
-        "user": chart.user,
-        "points": {k: [p.sign, num(p.longitude), p.house, bool(p.retrograde)]
-                   for k, p in sorted(chart.points.items())},
-        "houses": sorted([h.number, h.sign, num(h.longitude)] for h in chart.houses),
-        "aspects": sorted([a.p1, a.p2, a.kind, num(a.orb)] for a in chart.aspects),
-    }
-
-
 def chart_seed(chart: Chart) -> int:
-    """Deterministic seed in ``0 <= seed < 2**32`` from the user and the chart's content.
+    """Deterministic seed in ``0 <= seed < 2**32`` from the user and the chart itself.
 
-    The input format, the file's path and its formatting do not count: the same birth data
-    converted to another format gives the same seed.
+    The birth data (UTC minute, place) when the file has it, else the rounded positions the
+    prompt reads (:mod:`astrowatch.chart.identity`): the export format, the file's bytes and
+    its path do not count, so the same chart in another format gives the same seed.
     """
-    blob = json.dumps(_fingerprint(chart), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return int.from_bytes(hashlib.sha256(blob.encode("utf-8")).digest()[:4], "big")
+    return int(identity_sha256(chart)[:8], 16)
 
 
 def _pick_style(chart: Chart, config: Config, style: str | None) -> Style:
@@ -164,3 +152,15 @@ def fuse(chart: Chart, config: Config, *, style: str | None = None, backend: str
         chart=_summary(reading, positive.kept),
         backend=backend,
     )
+
+
+def render_key(chart: Chart, config: Config, params: dict[str, Any]) -> str:
+    """sha256 of what an astro job draws from: the fused prompt, negative prompt, seed, style and
+    parameters.  The prompt is fused uncompacted (the OpenAI budget, approximate tokens), so the key
+    is cheap (no tokenizer is loaded) and equal keys mean equal prompts for every backend."""
+    seed = params.get("seed")
+    fusion = fuse(chart, config, style=params.get("style"), backend="openai",
+                  seed=int(seed) if seed is not None else None)
+    blob = json.dumps({"prompt": fusion.prompt, "negative": fusion.negative_prompt, "seed": fusion.seed,
+                       "style": fusion.style, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -27,8 +27,10 @@ each piece:
 So the shipped vocabulary is counted exactly and unknown words pessimistically.  Measured
 against the real CLIP tokenizer (49,408 entries) on ~13,000 distinct words of English prose,
 fewer than 0.5% of the unknown words were under-counted and no sampled 10-word prompt made of
-random distinct words was; the shipped prompts are never under-counted (checked by
-``tests/test_fusion.py`` when ``ASTROWATCH_CLIP_TOKENIZER`` names a real tokenizer folder).
+random distinct words was; the shipped prompts and those of generated charts are never
+under-counted (checked in ``make test`` by ``tests/test_fusion.py`` and
+``tests/test_fusion_properties.py`` against the real CLIP vocabulary of the ``open-clip-torch``
+wheel, or ``$ASTROWATCH_CLIP_TOKENIZER``).
 """
 
 from __future__ import annotations

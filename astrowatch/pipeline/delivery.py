@@ -24,7 +24,7 @@ from .publish import result_stem
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
     from ..layout import Layout
-    from ..ledger import Job
+    from ..ledger import Job, Ledger
 
 
 def _sha(path: Path) -> str | None:
@@ -125,9 +125,24 @@ def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Pa
     fsync_dir(archive)
 
 
-def copy_snapshot(layout: Layout, parent: Job, child: Job) -> None:
+def copy_snapshot(layout: Layout, parent: Job, child_id: str) -> None:
     src = layout.archive_dir(parent.user, parent.id) / parent.source_name
-    dest = layout.archive_dir(child.user, child.id) / child.source_name
+    dest = layout.archive_dir(parent.user, child_id) / parent.source_name
     if src.is_file() and not dest.exists():
         atomic_write_bytes(dest, src.read_bytes())
 
+
+def queue_child(ledger: Ledger, layout: Layout, parent: Job, params: dict) -> tuple[Job, bool]:
+    """The one child job of ``parent`` (a redo or a retry), idempotent.  An astro child's theme
+    snapshot is in place before the job exists, so a worker never claims it without one."""
+    from ..ledger import new_job_id
+
+    child_id = new_job_id()
+    if parent.kind == "astro":
+        copy_snapshot(layout, parent, child_id)
+    child, created = ledger.create_child(parent, params=params, job_id=child_id)
+    if not created:
+        shutil.rmtree(layout.archive_dir(parent.user, child_id), ignore_errors=True)
+        if parent.kind == "astro":
+            copy_snapshot(layout, parent, child.id)  # after a crash between the two steps
+    return child, created

@@ -22,7 +22,7 @@ from ..layout import display
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..layout import Layout
-    from ..ledger import Job
+    from ..ledger import Job, Ledger
     from .steps import Outcome
 
 REVIEW_HELP = ("Move the image into approved/ to accept it, rejected/ to refuse it, or edit 'params' "
@@ -95,6 +95,26 @@ def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = No
     return dest
 
 
+def locate_source(ledger: Ledger, layout: Layout, job: Job) -> Path:
+    """The dropped image: still in the user folder, or archived with the job or an ancestor
+    (a redo, a retry)."""
+    from ..errors import InputError
+
+    candidates = [layout.abs(job.source)]
+    j: Job | None = job
+    while j is not None:
+        candidates.append(layout.archive_dir(j.user, j.id) / j.source_name)
+        j = ledger.get(j.parent_id) if j.parent_id else None
+    for path in candidates:
+        if path.is_file() and not path.is_symlink():
+            try:
+                if sha256_file(path) == job.source_sha256:
+                    return path
+            except OSError:
+                continue
+    raise InputError(f"{job.source_name}: the file is gone or was replaced before it was processed")
+
+
 def write_failed(job: Job, layout: Layout, reason: str) -> Path:
     """``failed/<user>/<name>`` (the input, or a copy of the theme JSON which the upstream app
     owns) plus ``<name>.error.json`` with the reason, job id and attempts.  Safe to repeat."""
@@ -117,7 +137,8 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
     record = {"job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
               "source_sha256": job.source_sha256, "attempts": job.attempts, "reason": reason,
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "retry": "fix the input and drop it again (for a theme: rewrite it with new content)"}
+              "retry": "bad input: fix it and drop it again; otherwise (backend, key, config fixed): "
+                       f"astrowatch retry {job.id}"}
     if job.kind == "enhance":
         from ..formats import accepted_text
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Result
+from ..backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
 from ..errors import InputError
 from ..feedback import sidecar_learned
 from ..loras import LoraPlan
@@ -37,6 +37,7 @@ class JobContext:
     layout: Layout
     get_backend: Callable[[str, str], Backend]  # (kind, name or None) -> started backend
     cancel: CancelToken = field(default_factory=CancelToken)
+    progress: Progress = field(default_factory=Progress)  # the worker's: status shows it
 
 
 @dataclass
@@ -93,7 +94,8 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
         for_backend["loras"] = loras
     task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=for_backend, seed=fusion.seed,
                      prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
-                     fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel)
+                     fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel,
+                     progress=ctx.progress)
     result = backend.generate(task)
     description = result.description or ""
     if fusion.description and fusion.description not in description:
@@ -172,7 +174,8 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
         result, cache = cached, "hit"
     else:
         task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
-                           params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel)
+                           params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel,
+                           progress=ctx.progress)
         result, cache = backend.enhance(task), "miss"
         cache_store(ctx.layout, key, result)
     effective = {"backend": name, "seed": seed, **result.params}
