@@ -10,6 +10,7 @@ Only this module imports pydantic; the CLI imports it lazily so ``astrowatch --h
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ DEFAULT_CONFIG_NAME = "config.yaml"
 
 ASTRO_BACKENDS = ("auto", "wheel", "fake", "sdxl", "sdapi", "openai")
 ENHANCE_BACKENDS = ("auto", "lanczos", "fake", "sdapi", "sdxl")
+LORA_NAME = re.compile(r"[\w.\- {}]+")  # no ':' ',' '<' '>': they would break <lora:name:weight>
 SCHEDULERS = ("dpmpp_2m_karras", "euler_a", "euler", "dpmpp_2m_sde_karras", "ddim")
 
 
@@ -103,6 +105,48 @@ class FakeConfig(Section):
     size: int = Field(64, ge=8, le=4096)
 
 
+def _lora_name(v: Any) -> Any:
+    if v is not None and not LORA_NAME.fullmatch(v):
+        raise ValueError(f"{v!r}: use letters, digits, '{{user}}', '_', '-', '.' and spaces only")
+    return v
+
+
+class LoraEntry(Section):
+    """One LoRA adapter (``sdxl.loras``): a local ``.safetensors``; ``{user}`` in ``path`` makes
+    it per user (relative paths are under ``data_dir``); applied only when the file exists."""
+
+    path: str
+    weight: float = Field(1.0, ge=-10.0, le=10.0)
+    name: str | None = None  # default: the file's stem (after {user} is filled in)
+    refiner: bool = False  # also on the refiner's UNet (base only by default)
+    trigger: str = ""  # words put first in the prompt when applied ({user} allowed)
+
+    @field_validator("path")
+    @classmethod
+    def _safetensors_only(cls, v: str) -> str:
+        if not v.lower().endswith(".safetensors"):
+            raise ValueError(f"{v!r} is not a .safetensors file (pickle LoRAs are never loaded; convert it)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        return _lora_name(v)
+
+
+class SdapiLoraEntry(Section):
+    """One LoRA of the WebUI (``sdapi.loras``), sent as ``<lora:name:weight>`` in the prompt."""
+
+    name: str  # as listed by /sdapi/v1/loras; {user} makes it per user (skipped if the WebUI lacks it)
+    weight: float = Field(1.0, ge=-10.0, le=10.0)
+    trigger: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return _lora_name(v)
+
+
 class SdxlConfig(Section):
     model: str | None = None
     refiner: str | None = None
@@ -122,6 +166,7 @@ class SdxlConfig(Section):
     init_strength: float | None = Field(None, gt=0.0, le=1.0)  # img2img from moodboard/wheel; None = txt2img
     cpu_offload: bool = False
     compile: bool = False
+    loras: list[LoraEntry] = Field(default_factory=list)
 
     @field_validator("width", "height")
     @classmethod
@@ -155,6 +200,7 @@ class SdapiConfig(Section):
     cfg_scale: float = 7.0
     width: int = 1024
     height: int = 1024
+    loras: list[SdapiLoraEntry] = Field(default_factory=list)
 
 
 class OpenAIConfig(Section):

@@ -14,7 +14,7 @@ PKG = ROOT / "astrowatch"
 # Modules of the optional extras: they may import what their extra declares.
 OPTIONAL = {
     "sdxl": ("astrowatch.backends.sdxl", "astrowatch.backends.sdxl_load", "astrowatch.backends.sdxl_run",
-             "astrowatch.backends.sdxl_prompt",
+             "astrowatch.backends.sdxl_prompt", "astrowatch.backends.sdxl_lora",
              # exact CLIP token counts with a local model's tokenizer, guarded by has_transformers()
              "astrowatch.fusion.tokens", "astrowatch.fusion.clipwords"),
     "ui": ("astrowatch.ui_app", "astrowatch.commands.ui"),

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import json
 import random
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -177,8 +179,9 @@ def infotext(body: dict[str, Any], seed: int, size: tuple[int, int], extra: dict
 
 class FakeApi:
     def __init__(self, *, upscalers: tuple[str, ...], samplers: tuple[str, ...],
-                 interrogators: tuple[str, ...], round_to_8: bool) -> None:
+                 interrogators: tuple[str, ...], round_to_8: bool, loras: tuple[str, ...] = ()) -> None:
         self.upscalers, self.samplers, self.interrogators = list(upscalers), list(samplers), interrogators
+        self.loras = list(loras)  # names in models/Lora (GET /sdapi/v1/loras)
         self.round_to_8, self.slow, self.job_count, self.job, self.interrupts = round_to_8, 0.0, 0, "", 0
         self.steps = 0
         self.blank = False  # answer all-black images from img2img/txt2img (a NaN VAE)
@@ -193,6 +196,7 @@ class FakeApi:
             ("GET", "/sdapi/v1/progress"): self.progress, ("POST", "/sdapi/v1/interrupt"): self.interrupt,
             ("POST", "/sdapi/v1/extra-single-image"): self.extras, ("POST", "/sdapi/v1/img2img"): self.img2img,
             ("POST", "/sdapi/v1/txt2img"): self.txt2img, ("POST", "/sdapi/v1/interrogate"): self.interrogate,
+            ("GET", "/sdapi/v1/loras"): self.get_loras, ("POST", "/sdapi/v1/refresh-loras"): lambda: None,
         }
         return table.get((method, path))
 
@@ -243,6 +247,18 @@ class FakeApi:
     def get_upscalers(self) -> list[dict[str, Any]]:
         return [{"name": n, "model_name": None if n in ("None", "Lanczos", "Nearest") else n,
                  "model_path": None, "model_url": None, "scale": 4.0} for n in self.upscalers]
+
+    def get_loras(self) -> list[dict[str, Any]]:
+        """extensions-builtin/Lora/scripts/api.py: name, alias, path, metadata per network."""
+        return [{"name": n, "alias": n, "path": f"/models/Lora/{n}.safetensors", "metadata": {}} for n in self.loras]
+
+    def lora_params(self, prompt: str) -> dict[str, Any]:
+        """Like A1111: <lora:name:weight> tags in the prompt; known ones go into "Lora hashes"."""
+        found = [m for m in re.findall(r"<lora:([^:>]+):[^>]*>", prompt) if m in self.loras]
+        if not found:
+            return {}
+        pairs = ", ".join(f"{n}: {hashlib.sha256(n.encode()).hexdigest()[:12]}" for n in found)
+        return {"Lora hashes": json.dumps(pairs)}
 
     def sd_models(self) -> list[dict[str, Any]]:
         return [{"title": MODEL_TITLE, "model_name": MODEL_NAME, "hash": MODEL_HASH[:8], "sha256": None,
@@ -368,15 +384,15 @@ class FakeApi:
             raise exception("Exception", f"could not find upscaler named {hr_upscaler}")
 
         def work() -> dict[str, Any]:
-            image, extra = draw_from_seed(seed, w, h), {}
+            image, extra = draw_from_seed(seed, w, h), self.lora_params(body.get("prompt") or "")
             if body.get("enable_hr"):
                 scale = body.get("hr_scale") or 2.0
                 tw, th = body.get("hr_resize_x") or int(w * scale), body.get("hr_resize_y") or int(h * scale)
                 if self.round_to_8:
                     tw, th = tw // 8 * 8, th // 8 * 8
                 image = image.resize((tw, th), Image.Resampling.LANCZOS)
-                extra = {"Denoising strength": body.get("denoising_strength", 0.7), "Hires upscale": scale,
-                         "Hires upscaler": hr_upscaler}
+                extra.update({"Denoising strength": body.get("denoising_strength", 0.7), "Hires upscale": scale,
+                              "Hires upscaler": hr_upscaler})
             return self._response(body, image, seed, (w, h), extra)
 
         return self.run_job("scripts_txt2img", body, work)

@@ -150,10 +150,10 @@ class FakeWebUI:
                  upscalers: tuple[str, ...] = DEFAULT_UPSCALERS,
                  samplers: tuple[str, ...] = DEFAULT_SAMPLERS,
                  interrogators: tuple[str, ...] = ("clip", "deepdanbooru"),
-                 round_to_8: bool = True, verbose: bool = False) -> None:
+                 round_to_8: bool = True, verbose: bool = False, loras: tuple[str, ...] = ()) -> None:
         self.host, self.port, self.auth, self.verbose = host, port, auth, verbose
         self.api = FakeApi(upscalers=upscalers, samplers=samplers, interrogators=interrogators,
-                           round_to_8=round_to_8)
+                           round_to_8=round_to_8, loras=loras)
         self.drop = 0
         self.fail = 0
         self.fail_status = 503
@@ -324,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=float, default=0.0, help="seconds per generation")
     parser.add_argument("--no-round-to-8", action="store_true", help="exact sizes, not //8*8")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--lora", action="append", default=[], help="a LoRA name the WebUI lists (repeatable)")
     args = parser.parse_args(argv)
     server = FakeWebUI(args.port, host=args.host, auth=args.auth, round_to_8=not args.no_round_to_8,
-                       verbose=args.verbose)
+                       verbose=args.verbose, loras=tuple(args.lora))
     server.slow = args.slow
     server.start()
     print(f"fake WebUI listening on {server.url}", flush=True)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendError, BackendUnavailable, ConfigError, Interrupted, PermanentBackendError
 from ..infotext import format_infotext
+from ..loras import USER, LoraPlan, plan_names
 from .base import AstroTask, Backend, EnhanceTask, Result
 from .sdapi_caption import compose_description
 from .sdapi_client import SdapiClient
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 OPTIONS, SAMPLERS, UPSCALERS = "/sdapi/v1/options", "/sdapi/v1/samplers", "/sdapi/v1/upscalers"
+LORAS = "/sdapi/v1/loras"
 EXTRAS, IMG2IMG = "/sdapi/v1/extra-single-image", "/sdapi/v1/img2img"
 TXT2IMG, INTERROGATE = "/sdapi/v1/txt2img", "/sdapi/v1/interrogate"
 # modules/upscaler.py rounds every upscale DOWN to a multiple of 8 (up to 8 px off per side).
@@ -152,6 +154,7 @@ class SdapiBackend(Backend):
         self.samplers = [s["name"] for s in samplers or [] if isinstance(s, dict) and s.get("name")]
         self.sampler_aliases = {a for s in samplers or [] if isinstance(s, dict) for a in s.get("aliases") or []}
         self._validate()
+        self._check_loras()
         self._ready = True
         log.info("sdapi: WebUI at %s, model %s, %d upscalers, %d samplers", self.client.base,
                  self.model_name, len(self.upscalers), len(self.samplers))
@@ -220,6 +223,29 @@ class SdapiBackend(Backend):
         found = [p for p in problems if p]
         if found:
             raise ConfigError("; ".join(found))
+
+    def _lora_names(self) -> set[str]:
+        """Names and aliases the WebUI accepts in ``<lora:...>`` (``GET /sdapi/v1/loras``)."""
+        try:
+            listed = self.client.get(LORAS, retries=0)
+        except PermanentBackendError as exc:
+            raise ConfigError(f"sdapi.loras: the WebUI at {self.client.base} does not list LoRAs ({exc})",
+                              hint="enable its built-in Lora extension, or empty sdapi.loras") from None
+        return {str(n[k]) for n in listed or [] if isinstance(n, dict) for k in ("name", "alias") if n.get(k)}
+
+    def _check_loras(self) -> None:
+        """Configured names without ``{user}`` must exist on the WebUI: a config error otherwise."""
+        fixed = [e for e in self.config.sdapi.loras if USER not in e.name]
+        if fixed and self._serves("astro"):
+            plan_names(fixed, "", self._lora_names())
+
+    def plan_loras(self, user: str, override: Any = None) -> LoraPlan:
+        """The job's ``<lora:name:weight>`` tags; a ``{user}`` name the WebUI does not list is skipped."""
+        entries = self.config.sdapi.loras
+        if not entries and override is None:
+            return LoraPlan()
+        self._ensure_started()
+        return plan_names(entries, user, self._lora_names(), override)
 
     def _require(self, problem: str | None) -> None:
         if problem:
@@ -344,11 +370,13 @@ class SdapiBackend(Backend):
     # -- astro -------------------------------------------------------------------------------------
     def generate(self, task: AstroTask) -> Result:
         self._ensure_started()
-        s = self._merged(self.config.sdapi, task.params)
+        loras: LoraPlan | None = task.params.get("loras")
+        s = self._merged(self.config.sdapi, {k: v for k, v in task.params.items() if k != "loras"})
         self._require(self._sampler_problem("sampler_name", s.sampler_name))
+        prompt = loras.prompt_with_tags(task.prompt) if loras else task.prompt
         used = {k: getattr(s, k) for k in ("sampler_name", "scheduler", "steps", "cfg_scale", "width",
                                            "height", "hires_fix")}
-        payload = {"prompt": task.prompt, "negative_prompt": task.negative_prompt, "seed": task.seed,
+        payload = {"prompt": prompt, "negative_prompt": task.negative_prompt, "seed": task.seed,
                    **{k: used[k] for k in ("sampler_name", "scheduler", "steps", "cfg_scale", "width", "height")},
                    "batch_size": 1, "n_iter": 1, "save_images": False, "send_images": True}
         if s.hires_fix:
@@ -362,7 +390,7 @@ class SdapiBackend(Backend):
         image = decode_image((data.get("images") or [None])[0], TXT2IMG)
         check_not_blank(image, TXT2IMG)
         seed = int(info.get("seed", task.seed))
-        infotext = first_infotext(info) or format_infotext(task.prompt, task.negative_prompt, {
+        infotext = first_infotext(info) or format_infotext(prompt, task.negative_prompt, {
             "Steps": s.steps, "Sampler": s.sampler_name, "Schedule type": s.scheduler, "CFG scale": s.cfg_scale,
             "Seed": seed, "Size": f"{s.width}x{s.height}", "Model": info.get("sd_model_name") or self.model_name})
         return Result(image=image, backend=self.name, model=info.get("sd_model_name") or self.model_name,

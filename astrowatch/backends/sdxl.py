@@ -31,7 +31,9 @@ from PIL import Image
 
 from ..errors import BackendError, InputError
 from ..infotext import format_infotext
+from ..loras import LoraPlan, plan_files
 from .base import AstroTask, Backend, EnhanceTask, Result
+from .sdxl_lora import AdapterSet
 from .sdxl_load import (Pipes, check_device_name, enable_offload, img2img_from, load_pipes, make_scheduler,
                         quiet)
 from .sdxl_prompt import Embeds, base_compel, encode_base, encode_refiner, refiner_compel
@@ -59,6 +61,7 @@ class SdxlBackend(Backend):
         self._pipes: Pipes | None = None
         self._compel: Any = None
         self._refiner_compel: Any = None
+        self._adapters: AdapterSet | None = None
         self._lock = threading.Lock()
         self._image_seconds: list[float] = []
         self._low_memory = False
@@ -86,6 +89,7 @@ class SdxlBackend(Backend):
         started = time.perf_counter()
         pipes = load_pipes(self.config.sdxl, self.device)
         self._install(pipes, time.perf_counter() - started)
+        self._lora().load_configured(self.config.sdxl.loras, self.config.data_dir)  # ConfigError: exit 78
         log.info("sdxl_loaded", model=pipes.model_name, refiner=pipes.refiner_name, device=pipes.device,
                  dtype=_dtype_name(pipes.dtype), seconds=round(self.load_seconds or 0.0, 2))
 
@@ -98,12 +102,17 @@ class SdxlBackend(Backend):
         self._pipes = pipes
         self._compel = base_compel(pipes.base)
         self._refiner_compel = refiner_compel(pipes.refiner) if pipes.refiner is not None else None
+        self._adapters = AdapterSet(pipes.base, pipes.refiner)
         self.load_seconds = seconds
+
+    def plan_loras(self, user: str, override: Any = None) -> LoraPlan:
+        """The adapters a job of ``user`` uses (``sdxl.loras``, or the job's ``loras``); see loras.py."""
+        return plan_files(self.config.sdxl.loras, user, self.config.data_dir, override)
 
     def close(self) -> None:
         with self._lock:
             on_cuda = self._pipes is not None and self._pipes.device.startswith("cuda")
-            self._pipes = self._compel = self._refiner_compel = None
+            self._pipes = self._compel = self._refiner_compel = self._adapters = None
             gc.collect()
             if on_cuda:
                 torch.cuda.empty_cache()
@@ -129,6 +138,7 @@ class SdxlBackend(Backend):
             "first_image_seconds": round(times[0], 3) if times else None,
             "mean_seconds_per_image": round(sum(steady) / len(steady), 3) if steady else None,
             "low_memory_fallback": self._low_memory,
+            "loras_resident": len(self._adapters.resident) if self._adapters else 0,
         }
 
     # -- public helpers ----------------------------------------------------------------------------
@@ -152,6 +162,8 @@ class SdxlBackend(Backend):
         started, timings = time.perf_counter(), Timings()
         generator = torch.Generator("cpu").manual_seed(task.seed)
         monitor = StepMonitor(task.cancel, task.progress)
+        with timings.measure("lora_seconds"):
+            self._lora().activate(task.params.get("loras"))
         with timings.measure("encode_seconds"):
             embeds = self.encode(task.prompt, task.negative_prompt)
         self._set_schedulers(pipes, run.scheduler)
@@ -180,6 +192,7 @@ class SdxlBackend(Backend):
         if pipes.refiner is None:
             return out.images
         task.cancel.check()
+        self._lora().for_refiner(task.params.get("loras"))
         with timings.measure("encode_seconds"):
             refiner_embeds = encode_refiner(self._refiner_compel, task.prompt, task.negative_prompt)
         common.pop("denoising_end")
@@ -218,6 +231,7 @@ class SdxlBackend(Backend):
         total = time.perf_counter() - started
         self._image_seconds.append(total)
         refined = pipes.refiner is not None
+        loras: LoraPlan | None = task.params.get("loras")
         upscale_steps = int(_img2img_steps(run.steps, run.upscale_strength) * run.upscale_strength)
         fields = infotext_fields(
             run, task.seed, pipes.model_name, VAE=pipes.vae_name,
@@ -225,7 +239,8 @@ class SdxlBackend(Backend):
             **{"Refiner switch at": run.refiner_switch if refined else None,
                "Hires upscale": 2 if run.upscale else None, "Hires steps": upscale_steps if run.upscale else None,
                "Hires upscaler": "Lanczos" if run.upscale else None,
-               "Denoising strength": run.upscale_strength if run.upscale else None})
+               "Denoising strength": run.upscale_strength if run.upscale else None,
+               "Lora hashes": loras.hashes_field() if loras else None})
         params = {"steps": run.steps, "cfg_scale": run.cfg_scale, "width": run.width, "height": run.height,
                   "scheduler": run.scheduler, "upscale": "2" if run.upscale else "none",
                   "refiner_switch": run.refiner_switch if refined else None,
@@ -233,7 +248,8 @@ class SdxlBackend(Backend):
         return Result(
             image=image, backend=self.name, model=pipes.model_name, params=params, seed=task.seed,
             prompt=task.prompt, negative_prompt=task.negative_prompt,
-            infotext=format_infotext(task.prompt, task.negative_prompt, fields),
+            infotext=format_infotext(loras.prompt_with_tags(task.prompt) if loras else task.prompt,
+                                     task.negative_prompt, fields),
             extra={"timings": self._timings(timings, monitor, total), "vae_fp32_retry": retried,
                    "size": f"{image.width}x{image.height}"},
         )
@@ -252,6 +268,7 @@ class SdxlBackend(Backend):
         strength = _number(task.params.get("strength"), sdxl.enhance_strength, "strength", 0.0, 1.0)
         steps = int(_number(task.params.get("steps"), cfg.steps, "steps", 1, 150))
         started, timings, monitor = time.perf_counter(), Timings(), StepMonitor(task.cancel, task.progress)
+        self._lora().activate(None)  # LoRAs are for astro images: photos bound for a dataset stay unstyled
         source = task.image.convert("RGB")
         target = (max(1, round(source.width * scale)), max(1, round(source.height * scale)))
         image = source.resize((round8(target[0]), round8(target[1])), LANCZOS)
@@ -298,6 +315,11 @@ class SdxlBackend(Backend):
         if self._pipes is None:
             raise BackendError("the sdxl backend is not started (start() loads the model)")
         return self._pipes
+
+    def _lora(self) -> AdapterSet:
+        if self._adapters is None:
+            raise BackendError("the sdxl backend is not started (start() loads the model)")
+        return self._adapters
 
     def _set_schedulers(self, pipes: Pipes, name: str) -> None:
         """Fresh schedulers of the asked kind on every pipeline (they hold per-run state)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from ..errors import ConfigError, InputError
 from .compact import Compacted, compact
 from .data import load_style, style_names
 from .describe import describe
-from .motifs import Reading, build_motifs, negative_motifs, read_chart
+from .motifs import Motif, Reading, build_motifs, negative_motifs, read_chart
 from .tokens import counters_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 OPENAI_BUDGET = 900  # approx tokens: no CLIP truncation behind the OpenAI images API
 SEED_LIMIT = 2**32
+TRIGGER_PRIORITY = 1000  # above every motif: a LoRA's trigger word is placed first and kept
 
 
 @dataclass
@@ -122,18 +124,22 @@ def _check_seed(seed: int | None, chart: Chart) -> int:
 
 
 def fuse(chart: Chart, config: Config, *, style: str | None = None, backend: str = "sdxl",
-         seed: int | None = None) -> Fusion:
+         seed: int | None = None, triggers: Sequence[str] = ()) -> Fusion:
     """Fuse ``chart`` into a prompt for ``backend`` (``sdxl``, ``sdapi`` or ``openai``).
 
     Any other backend name (``fake``, ``wheel``...) is rendered and measured like ``sdxl``.
     Style: ``style``, else the theme's own ``style``, else ``astro.style``.
+    ``triggers`` (LoRA trigger words) come first and are never dropped: the chart's motifs are
+    compacted into what is left of the budget.
     """
     chosen = _pick_style(chart, config, style)
     seed = _check_seed(seed, chart)
     counters = counters_for(config, backend)
     budget = OPENAI_BUDGET if backend == "openai" else chosen.budget
     reading = read_chart(chart, chosen)
-    positive = compact(build_motifs(reading), counters, budget, backend)
+    first = [Motif(slot="trigger", key=f"trigger:{i}", text=t, priority=TRIGGER_PRIORITY, essential=True)
+             for i, t in enumerate(triggers)]
+    positive = compact(first + build_motifs(reading), counters, budget, backend)
     negative = compact(negative_motifs(chosen), counters, budget, backend)
     language = config.astro.language
     return Fusion(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
 from ..errors import InputError
 from ..feedback import sidecar_learned
+from ..loras import LoraPlan
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import Config
@@ -84,10 +85,14 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     backend = ctx.get_backend("astro", name)
     fusion_backend = name if name in ("sdxl", "sdapi", "openai") else "sdxl"
     seed = params.get("seed")
+    loras = lora_plan(backend, chart.user, params)
     fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
-                  seed=int(seed) if seed is not None else None)
+                  seed=int(seed) if seed is not None else None, triggers=loras.triggers if loras else ())
     init_image = _init_image(chart, ctx, name, work_dir, params)
-    task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=task_params(params), seed=fusion.seed,
+    for_backend = task_params(params)
+    if loras is not None:
+        for_backend["loras"] = loras
+    task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=for_backend, seed=fusion.seed,
                      prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
                      fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel,
                      progress=ctx.progress)
@@ -99,6 +104,8 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     result.prompt = result.prompt or fusion.prompt
     result.negative_prompt = result.negative_prompt or fusion.negative_prompt
     effective = {"backend": name, "style": fusion.style, "seed": fusion.seed, **result.params}
+    if loras is not None:
+        effective["loras"] = loras.params()
     init_rel = str(init_image) if init_image else None
     if init_image is not None:
         try:
@@ -106,7 +113,18 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
         except Exception:  # noqa: BLE001 — outside the data folder (CLI use)
             pass
     return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel,
+                                       "loras": loras.record(ctx.config.data_dir) if loras else None,
                                        "learned": sidecar_learned(params, effective)})
+
+
+def lora_plan(backend: Backend, user: str, params: dict[str, Any]) -> LoraPlan | None:
+    """The LoRA adapters of this job (backends that take them: ``plan_loras``), None when there are
+    none to speak of (nothing configured, nothing asked)."""
+    planner = getattr(backend, "plan_loras", None)
+    if planner is None:
+        return None
+    plan: LoraPlan = planner(user, params.get("loras"))
+    return plan if plan.uses or plan.skipped or params.get("loras") is not None else None
 
 
 def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path, params: dict[str, Any]) -> Path | None:
