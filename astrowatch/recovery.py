@@ -19,7 +19,7 @@ from .layout import Layout
 from .ledger import Ledger
 from .pipeline.publish import publish
 from .review import Reviewer
-from .worker import finish_failed, log_published_once
+from .pipeline.records import finish_failed, log_published_once
 
 log = structlog.get_logger("astrowatch.recovery")
 

@@ -23,6 +23,7 @@ import shutil
 import threading
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,29 @@ import structlog
 from .backends.base import Backend, CancelToken, Progress
 from .config import Config
 from .diskspace import DiskGuard
-from .errors import (AstrowatchError, BackendError, BackendUnavailable, CredentialsRejected, InputError, Interrupted,
-                     as_disk_full)
+from .errors import (
+    AstrowatchError,
+    BackendError,
+    BackendUnavailable,
+    CredentialsRejected,
+    InputError,
+    Interrupted,
+    as_disk_full,
+)
 from .executor import new_backend
 from .freshness import mark_stale
-from .imageio import read_json_or_none
-from .jsonlog import append_jsonl, read_jsonl_all
 from .layout import Layout
 from .ledger import FAILED_FOR_INPUT, Job, Ledger
 from .pipeline.delivery import copy_snapshot
-from .pipeline.publish import locate_source, publish, result_stem, write_failed, write_outputs
-from .pipeline.steps import SNAPSHOT_FROM, JobContext, backend_for, run_astro, run_enhance
+from .pipeline.publish import locate_source, publish, result_stem, write_outputs
+from .pipeline.records import finish_failed, log_generation
+from .pipeline.steps import (
+    SNAPSHOT_FROM,
+    JobContext,
+    backend_for,
+    run_astro,
+    run_enhance,
+)
 from .testhooks import hold
 
 log = structlog.get_logger("astrowatch.worker")
@@ -236,7 +249,7 @@ class Worker(threading.Thread):
         except Exception as exc:  # noqa: BLE001 — a bug in a backend must not kill the worker
             if (full := as_disk_full(exc)) is not None:
                 self.disk.report(full)
-            self._until_recorded(lambda: self._on_error(job, exc, t0))
+            self._until_recorded(partial(self._on_error, job, exc, t0))
         finally:
             self.current = None
             self.progress.clear()
@@ -391,49 +404,3 @@ class Worker(threading.Thread):
                         error: str | None = None) -> None:
         log_generation(self.layout, job, status, duration, sidecar=sidecar, error=error,
                        default_backend=self.defaults.get(job.kind), worker=self.name, device=self.pool.device)
-
-
-def log_generation(layout: Layout, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
-                   error: str | None = None, default_backend: str | None = None, worker: str | None = None,
-                   device: str | None = None) -> None:
-    """One line of ``logs/generations.jsonl`` (one per generation attempt)."""
-    sc = sidecar or {}
-    append_jsonl(layout.root / "logs" / "generations.jsonl", {
-        "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
-        "source_sha256": job.source_sha256, "attempt": job.attempts,
-        "backend": sc.get("backend") or job.params.get("backend") or default_backend,
-        "model": sc.get("model"), "prompt": sc.get("prompt"), "negative_prompt": sc.get("negative_prompt"),
-        "seed": sc.get("seed"), "params": sc.get("params", job.params), "duration_s": round(duration, 3),
-        "output": f"inbox/{job.user}/{sc['image']}" if sc.get("image") else None,
-        "cache": sc.get("cache"), **_ran_on(sc, worker, device), "status": status,
-        "error": error,
-    })
-
-
-def log_published_once(layout: Layout, job: Job) -> bool:
-    """Recovery of a ``publishing`` job: its "ok" line, unless the worker wrote it before the crash."""
-    path = layout.root / "logs" / "generations.jsonl"
-    if any(r.get("job_id") == job.id and r.get("status") == "ok" for r in read_jsonl_all(path)):
-        return False
-    sidecar = read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json") or {}
-    if not sidecar:  # moved on by a reviewer already: what the ledger recorded at publishing
-        sidecar = {k: v for k, v in (job.result or {}).items() if k != "description"}
-    timings = sidecar.get("timings") if isinstance(sidecar.get("timings"), dict) else {}
-    log_generation(layout, job, "ok", float(timings.get("run_s") or 0.0), sidecar=sidecar,
-                   worker="recovery")
-    return True
-
-
-def _ran_on(sidecar: dict[str, Any], thread: str, device: str | None) -> dict[str, Any]:
-    """Which worker ran the attempt: the remote one (executor: celery) or this thread."""
-    remote = (sidecar.get("backend_extra") or {}).get("remote")
-    if remote:
-        return {"worker": remote.get("worker"), "device": remote.get("device"), "dispatcher": thread}
-    return {"worker": thread, "device": device}
-
-
-def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:
-    """Idempotent end of a failure: the ``failed/`` entry, then the final state."""
-    entry = write_failed(job, layout, job.error or "unknown error")
-    ledger.transition(job.id, "failing", "failed")
-    log.error("job failed", job_id=job.id, user=job.user, reason=job.error, entry=layout.rel(entry))

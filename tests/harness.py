@@ -43,6 +43,9 @@ TEST_CONFIG: dict[str, Any] = {  # fast stability, CPU backends, quick retries
     "enhance": {"backend": "lanczos", "min_side": 16},
     "retries": {"max_attempts": 2, "backoff_seconds": 0.1},
     "log": {"level": "info", "format": "json"},
+    # tests write kilobytes: the 500 MB default guard would park every job on a nearly full CI disk
+    # (the guard itself is tested with its own thresholds on a small tmpfs)
+    "limits": {"min_free_mb": 20},
 }
 
 

@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from importlib.util import find_spec
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -91,7 +90,7 @@ def test_the_life_of_a_users_picture(stack) -> None:
     assert pending.headers["content-type"] == "image/png" and pending.content == inbox_file.read_bytes()
 
     assert api.post(f"/api/jobs/{body['job_id']}/approve").status_code == 202
-    final = wait_state(api, "/api/astro-image/lina", {"delivered"})
+    final = wait_state(api, "/api/astro-image/lina", {"approved"})
     assert final["image"] == "/api/astro-image/lina/image.png" and final["pending"] is None
     png = api.get(final["image"])
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
@@ -347,5 +346,5 @@ def test_healthz_is_503_while_the_daemon_is_stopped_and_decisions_wait_for_it(st
     assert pending["state"] == "inbox" and pending["pending"] is None and pending["image"] is None
     stack.daemon.close()
     stack.daemon = DaemonProcess(stack.config).start()
-    assert wait_state(stack.api, "/api/astro-image/pia", {"delivered"})["image"] == "/api/astro-image/pia/image.png"
+    assert wait_state(stack.api, "/api/astro-image/pia", {"approved"})["image"] == "/api/astro-image/pia/image.png"
     wait_until(lambda: requests.get(stack.api.base + "/healthz", timeout=10).status_code == 200, 20)

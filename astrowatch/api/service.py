@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..ledger import Job, Ledger
 
 DECISIONS = ("approve", "reject", "redo")
+# the upstream app's word for a theme result a person approved (the ledger says ``delivered``:
+# approved and written as theme_<user>.png); /api/jobs keeps the ledger's states
+UPSTREAM_STATE = {"delivered": "approved"}
 ERROR_STATES = frozenset({"failed", "failing", "waiting", "queued"})  # where job.error says something current
 
 
@@ -118,7 +121,7 @@ class Service:
         pending = job if job is not None and job.state == "inbox" else \
             ledger.latest_for_source(user, theme_source(user), state="inbox")
         return {
-            "user": user, "state": job.state if job else "none",
+            "user": user, "state": UPSTREAM_STATE.get(job.state, job.state) if job else "none",
             "image": f"/api/astro-image/{quote(user, safe='')}/image.png" if self.delivered(user) else None,
             "pending": f"/api/jobs/{pending.id}/image.png" if pending and self.inbox_image(pending) else None,
             "job_id": job.id if job else None, "prompt": self._prompt(job) if job else None,
