@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -291,9 +291,8 @@ class SdapiClient:
         if progress is None:
             yield
             return
-        done = threading.Event()
 
-        def poll() -> None:
+        def poll(done: threading.Event) -> None:
             while not done.wait(PROGRESS_POLL):
                 try:
                     state = self.progress()
@@ -302,13 +301,8 @@ class SdapiClient:
                 if state is not None and not done.is_set():
                     report_progress(progress, state)
 
-        thread = threading.Thread(target=poll, name="sdapi-progress", daemon=True)
-        thread.start()
-        try:
+        with _beside("sdapi-progress", poll):
             yield
-        finally:
-            done.set()
-            thread.join(timeout=1.0)
 
     @contextmanager
     def _interrupt_monitor(self, cancel: CancelToken | None) -> Iterator[None]:
@@ -316,7 +310,7 @@ class SdapiClient:
         if cancel is None:
             yield
             return
-        done, lock, sent = threading.Event(), threading.Lock(), [False]
+        lock, sent = threading.Lock(), [False]
 
         def fire() -> None:
             with lock:
@@ -326,18 +320,29 @@ class SdapiClient:
             log.info("sdapi: interrupt requested; sending %s", INTERRUPT)
             self.interrupt()
 
-        def watch() -> None:
+        def watch(done: threading.Event) -> None:
             while not done.is_set():
                 if cancel.wait_interrupt(0.05):
                     fire()
                     return
 
-        thread = threading.Thread(target=watch, name="sdapi-interrupt", daemon=True)
-        thread.start()
         try:
-            yield
+            with _beside("sdapi-interrupt", watch):
+                yield
         finally:
-            done.set()
-            thread.join(timeout=1.0)
             if cancel.interrupted:  # raced with the watcher (e.g. while polling /progress)
                 fire()
+
+
+@contextmanager
+def _beside(name: str, loop: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Run ``loop(done)`` in a daemon thread for the duration of the block; ``done`` is set and
+    the thread joined (1 s at most) when the block ends, however it ends."""
+    done = threading.Event()
+    thread = threading.Thread(target=loop, args=(done,), name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=1.0)
