@@ -180,10 +180,13 @@ class Ingest:
     def _same_render(self, last: Job, chart: Chart, params: dict) -> bool:
         """True if ``last``'s snapshot fuses to the same prompt, seed and parameters as ``chart``."""
         from .fusion import render_key
+        from .loras import user_files_newer
 
         old = self._chart_or_none(self._snapshot_bytes(last), last.user, last.source_name)
         if old is None:
             return False
+        if user_files_newer(self.config.sdxl.loras, last.user, self.layout.root, last.created_at):
+            return False  # the person's LoRA was (re)trained since: the same chart draws another picture
         try:
             return render_key(old, self.config, _comparable(last.params)) == render_key(
                 chart, self.config, _comparable(params))

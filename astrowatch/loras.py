@@ -296,3 +296,19 @@ def plan_names(entries: list[Any], user: str, available: set[str], override: Any
                               hint="see /sdapi/v1/loras, or remove the entry")
         plan.uses.append(LoraUse(name, weight, trigger=trigger, per_user=per_user))
     return plan
+
+
+def user_files_newer(entries: list[Any], user: str, data_dir: Path, since: float) -> list[Path]:
+    """The per-user (``{user}``) LoRA files of ``entries`` written after ``since``: a theme rewritten
+    with the same chart after the person's LoRA was (re)trained is a new render, not a duplicate."""
+    out = []
+    for e in entries:
+        if USER not in e.path:
+            continue
+        try:
+            path = _resolve(e.path, user, data_dir, confine=True)
+            if path.stat().st_mtime > since:
+                out.append(path)
+        except (OSError, InputError):
+            continue  # missing or outside the data folder: the job's plan says so when it runs
+    return out

@@ -74,6 +74,27 @@ def test_the_same_chart_in_another_format_makes_no_job(ingest):
     assert ingest.handle(str(theme)) == "job"
 
 
+def test_the_same_chart_after_the_persons_lora_was_retrained_makes_a_job(tmp_path):
+    cfg = Config(data_dir=tmp_path / "data",
+                 sdxl={"loras": [{"path": "datasets/{user}/lora/{user}.safetensors", "weight": 0.8}]})
+    layout = Layout(cfg.data_dir)
+    layout.ensure()
+    ledger = Ledger(layout.ledger_path)
+    ingest = Ingest(cfg, layout, ledger, Reviewer(cfg, layout, ledger))
+    theme = _user(ingest) / "theme_gaby.json"
+    theme.write_bytes(theme_bytes("astrowatch_minimal.json"))
+    assert ingest.handle(str(theme)) == "job"
+    theme.write_bytes(theme_bytes("kerykeion_v5_subject.json"))  # re-exported: same render
+    assert ingest.handle(str(theme)) == "same render"
+    lora = layout.root / "datasets" / "gaby" / "lora" / "gaby.safetensors"
+    lora.parent.mkdir(parents=True)
+    lora.write_bytes(b"trained after the first job")
+    later = ledger.jobs_for_source("gaby", "Utilisateurs/gaby/theme_gaby.json")[0].created_at + 60
+    os.utime(lora, (later, later))
+    theme.write_bytes(theme_bytes("immanuel_natal.json"))  # rewritten after the LoRA was trained
+    assert ingest.handle(str(theme)) == "job"
+
+
 def test_a_photo_is_one_job_until_it_is_published(ingest):
     photo = _user(ingest) / "p.jpg"
     make_image(photo)
