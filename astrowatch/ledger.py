@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .errors import IllegalTransition, LedgerError, NotFound, as_disk_full
+from .ledger_monitor import MonitoringQueries
 
 # state -> states it may move to.  Nothing else is allowed, anywhere.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -125,7 +126,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(**data)
 
 
-class Ledger:
+class Ledger(MonitoringQueries):
     """SQLite job ledger.  Thread-safe: one connection per thread."""
 
     def __init__(self, path: Path) -> None:
@@ -355,37 +356,6 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         rows = self._conn().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {r["state"]: r["n"] for r in rows}
-
-    # -- aggregates for monitoring (astrowatch api's /metrics) --------------------------------
-    def counts_by_kind(self) -> dict[tuple[str, str], int]:
-        rows = self._conn().execute("SELECT state, kind, COUNT(*) AS n FROM jobs GROUP BY state, kind")
-        return {(r["state"], r["kind"]): r["n"] for r in rows}
-
-    def failure_causes(self) -> dict[str | None, int]:
-        """Failed jobs by the note of their ``-> failing`` move (the exception class)."""
-        rows = self._conn().execute(
-            "SELECT h.note AS cause, COUNT(*) AS n FROM history h JOIN jobs j ON j.id = h.job_id"
-            " WHERE h.to_state = 'failing' AND j.state IN ('failing', 'failed') GROUP BY h.note")
-        return {r["cause"]: r["n"] for r in rows}
-
-    def generation_seconds(self, after: int = 0) -> tuple[list[tuple[str | None, float]], int]:
-        """``(backend, seconds)`` of every result produced since history row ``after`` (claim, i.e.
-        ``running``, to ``publishing``), and the last history row seen: callers add up increments."""
-        rows = self._conn().execute(
-            "SELECT p.rowid AS seq, json_extract(j.result, '$.backend') AS backend, p.at - (SELECT MAX(r.at)"
-            " FROM history r WHERE r.job_id = p.job_id AND r.to_state = 'running' AND r.rowid < p.rowid) AS seconds"
-            " FROM history p JOIN jobs j ON j.id = p.job_id WHERE p.rowid > ? AND p.to_state = 'publishing'"
-            " ORDER BY p.rowid", (after,)).fetchall()
-        last = rows[-1]["seq"] if rows else after  # writers are serialised: rowids grow in commit order
-        return [(r["backend"], r["seconds"]) for r in rows if r["seconds"] is not None], last
-
-    def counts_by_user(self, state: str) -> dict[str, int]:
-        rows = self._conn().execute("SELECT user, COUNT(*) AS n FROM jobs WHERE state = ? GROUP BY user", (state,))
-        return {r["user"]: r["n"] for r in rows}
-
-    def last_entered(self, state: str) -> float | None:
-        row = self._conn().execute("SELECT MAX(at) AS at FROM history WHERE to_state = ?", (state,)).fetchone()
-        return row["at"] if row else None
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM history WHERE job_id = ? ORDER BY rowid", (job_id,))
