@@ -142,9 +142,15 @@ def test_retries_then_failed_entry(tmp_path, daemon_factory):
     wait_until(err.exists, what="failed entry")
     record = json.loads(err.read_text())
     assert record["attempts"] == 3 and "fake failure 3 of 5" in record["reason"]
-    lines = [json.loads(x) for x in (d.data / "logs" / "generations.jsonl").read_text().splitlines()]
-    assert [x["status"] for x in lines] == ["retry", "retry", "failed"]
+    log = d.data / "logs" / "generations.jsonl"
+
+    def statuses() -> list[str]:
+        return [json.loads(x)["status"] for x in log.read_text().splitlines()]
+
+    # the failed/ entry is written a moment before the attempt's "failed" line: wait for the line
+    wait_until(lambda: len(statuses()) >= 3, what="three generation lines")
     assert d.stop() == 0
+    assert statuses() == ["retry", "retry", "failed"]
 
 
 def test_sigterm_finishes_current_image_second_interrupts(tmp_path, daemon_factory):
