@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 FOLDER = {"approve": "approved", "reject": "rejected", "redo": "redo"}
@@ -66,25 +67,28 @@ def redo_overrides(config, kind: str, pairs: list[str]) -> dict:  # noqa: ANN001
     return overrides
 
 
-def _apply_sets(sidecar_path: Path, overrides: dict) -> dict:
-    from ..imageio import atomic_write_json
-
-    data = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    data.setdefault("params", {}).update(overrides)
-    atomic_write_json(sidecar_path, data)  # the daemon may read it as soon as the image moves
-    return data["params"]
-
-
-def _force(sidecar_path: Path) -> None:
-    """``approve --force``: ``"force": true`` in the sidecar, which the daemon reads with the decision."""
+def _edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict], None]) -> dict:
+    """Read-modify-write the result's sidecar (atomically: the daemon may read it as soon as the
+    image moves).  An unreadable one is a clear error naming the file."""
     from ..errors import NotFound
     from ..imageio import atomic_write_json, read_json_or_none
 
     data = read_json_or_none(sidecar_path)
     if not isinstance(data, dict):
-        raise NotFound(f"{sidecar_path.name}: --force needs the result's readable .json sidecar in the inbox")
-    data["force"] = True
+        raise NotFound(f"{sidecar_path.name}: {what} needs the result's readable .json sidecar in the inbox")
+    edit(data)
     atomic_write_json(sidecar_path, data)
+    return data
+
+
+def _apply_sets(sidecar_path: Path, overrides: dict) -> dict:
+    data = _edit_sidecar(sidecar_path, "--set", lambda d: d.setdefault("params", {}).update(overrides))
+    return data["params"]
+
+
+def _force(sidecar_path: Path) -> None:
+    """``approve --force``: ``"force": true`` in the sidecar, which the daemon reads with the decision."""
+    _edit_sidecar(sidecar_path, "--force", lambda d: d.update(force=True))
 
 
 def main(args) -> int:  # noqa: ANN001
