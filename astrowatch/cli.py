@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from . import __version__
+from astrowatch import __version__
 
 
 def _add_config(p: argparse.ArgumentParser, nested: bool = False) -> None:
@@ -101,7 +101,7 @@ def _review_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _since(text: str) -> float:
-    from .commands.retry import since_arg  # only argparse and the standard library there
+    from astrowatch.commands.retry import since_arg  # only argparse and the standard library there
 
     return since_arg(text)
 
@@ -153,11 +153,11 @@ DAEMON_COMMANDS = ("run", "drain")  # their unexpected errors keep the traceback
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .files import process_umask
+    from astrowatch.storage.files import process_umask
 
     process_umask()  # read once, before any thread: every file we create honours it
     module = importlib.import_module(f"astrowatch.commands.{args.command}")
-    from .errors import AstrowatchError
+    from astrowatch.core.errors import AstrowatchError
 
     try:
         code = int(module.main(args) or 0)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"astrowatch {args.command}: error: {exc.strerror}: {exc.filename or ''} (are you in the "
               "service's group? check with 'id'; 'astrowatch doctor' says which modes to fix)", file=sys.stderr)
         return 77  # EX_NOPERM
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if args.command in DAEMON_COMMANDS or os.environ.get("ASTROWATCH_DEBUG"):
             raise
         print(f"astrowatch {args.command}: error: {type(exc).__name__}: {exc} "

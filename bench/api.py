@@ -36,7 +36,7 @@ TARGET_P99_MS = 20.0
 
 def fill(data: Path, jobs: int, users: int) -> list[str]:
     """``jobs`` astro jobs over ``users`` users, ``jobs // users`` each; returns the user names."""
-    from astrowatch.ledger import Ledger
+    from astrowatch.storage.ledger import Ledger
 
     (data / "state").mkdir(parents=True, exist_ok=True)
     ledger = Ledger(data / "state" / "ledger.sqlite3")

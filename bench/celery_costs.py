@@ -46,9 +46,9 @@ def photo_like(side: int):
 
 
 def redis_bytes() -> list[dict]:
-    from astrowatch.config import config_from_mapping
-    from astrowatch.remote.app import make_app
-    from astrowatch.remote.protocol import TASK_NAME
+    from astrowatch.backends.remote.app import make_app
+    from astrowatch.backends.remote.protocol import TASK_NAME
+    from astrowatch.runtime.settings import config_from_mapping
 
     redis = RedisServer().start()
     rows = []
@@ -80,8 +80,8 @@ def result_costs() -> dict:
     from PIL import Image
 
     from astrowatch.backends.base import Result
-    from astrowatch.imageio import write_png
-    from astrowatch.remote.protocol import decode_result, result_ok
+    from astrowatch.backends.remote.protocol import decode_result, result_ok
+    from astrowatch.storage.images import write_png
 
     img = photo_like(1024)
     store: dict[str, bytes] = {}
@@ -133,7 +133,7 @@ def result_costs() -> dict:
 
 
 def ledger_rate(n: int = 2000) -> dict:
-    from astrowatch.ledger import Ledger
+    from astrowatch.storage.ledger import Ledger
 
     with tempfile.TemporaryDirectory() as tmp:
         ledger = Ledger(Path(tmp) / "ledger.sqlite3")
@@ -153,7 +153,7 @@ def big_ledger(n: int = 1_000_000) -> dict:
     """The ledger's per-tick queries with a million jobs (bulk-inserted, 100 queued)."""
     import sqlite3
 
-    from astrowatch.ledger import Ledger
+    from astrowatch.storage.ledger import Ledger
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ledger.sqlite3"

@@ -13,7 +13,8 @@ the real coordinator (``astrowatch run``, ``executor: celery``, ``max_in_flight`
   worker thread, so the daemon's per-job cost without Celery can be subtracted;
 * coordinator cost per job = the coordinator process's CPU time (utime + stime from /proc) from
   the drop to the last result (after one warm-up job, so one-time imports are not counted), minus
-  its idle CPU over the same length (measured for 3 s before the drop), divided by the jobs: ingest, fusion, dispatch, result polling, sha256 check, publishing.
+  its idle CPU over the same length (measured for 3 s before the drop), divided by the jobs:
+  ingest, fusion, dispatch, result polling, sha256 check, publishing.
 
 Writes ``bench/out/celery_scale.json``.  Needs redis-server and the ``celery`` extra.
 """

@@ -14,14 +14,13 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
@@ -77,7 +76,7 @@ class BenchDaemon(harness.DaemonProcess):
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(65536).decode()
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return False
         self.arrivals.append((time.monotonic(), data))
         self.messages.append(data)
@@ -244,7 +243,7 @@ def prepare_ledgered(folder: Path, files: int = 10_000, users: int = 200, **conf
     per = files // users
     names = [f"user{u:03d}" for u in range(users)]
     k = 0
-    for u, name in enumerate(names):
+    for name in names:
         d = data / "Utilisateurs" / name
         d.mkdir(parents=True, exist_ok=True)
         (d / f"theme_{name}.json").write_bytes(harness.theme_bytes("astrowatch_minimal.json", user=name))
@@ -253,13 +252,13 @@ def prepare_ledgered(folder: Path, files: int = 10_000, users: int = 200, **conf
             k += 1
     t_files = time.monotonic() - t0
 
-    from astrowatch.config import load_config
-    from astrowatch.ingest import Ingest
-    from astrowatch.layout import Layout
-    from astrowatch.ledger import Ledger
-    from astrowatch.logsetup import setup_logging
-    from astrowatch.review import Reviewer
-    from astrowatch.watcher import scan
+    from astrowatch.intake.ingest import Ingest
+    from astrowatch.intake.watcher import scan
+    from astrowatch.review.reviewer import Reviewer
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.settings import load_config
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Ledger
 
     setup_logging("error", "json")
     cfg = load_config(cfg_path)

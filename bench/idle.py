@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 TARGET_CPU_PCT = 0.5
 TARGET_RSS_MB = 120.0
@@ -75,11 +75,11 @@ def _count_jobs(db: Path) -> int:
 
 def time_rescan(cfg_path: Path, repeats: int = 3) -> dict[str, Any]:
     """``Daemon.rescan()`` over the ledgered folders, in this process: CPU and wall seconds."""
-    from astrowatch.config import load_config
-    from astrowatch.daemon import Daemon
-    from astrowatch.ingest import Ingest
-    from astrowatch.ledger import Ledger
-    from astrowatch.review import Reviewer
+    from astrowatch.intake.ingest import Ingest
+    from astrowatch.review.reviewer import Reviewer
+    from astrowatch.runtime.daemon import Daemon
+    from astrowatch.runtime.settings import load_config
+    from astrowatch.storage.ledger import Ledger
 
     config = load_config(cfg_path)
     d = Daemon(config)
@@ -109,7 +109,7 @@ def snapshot_cost(data: Path, repeats: int = 5) -> dict[str, Any]:
     for _ in range(repeats):
         c0 = time.process_time()
         snaps = [DirectorySnapshot(str(r), recursive=True) for r in roots if r.is_dir()]
-        for a, b in zip(prev, snaps):
+        for a, b in zip(prev, snaps, strict=False):
             DirectorySnapshotDiff(a, b)
         cpu.append(time.process_time() - c0)
         prev = snaps

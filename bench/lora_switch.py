@@ -33,15 +33,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 TARGET = 0.05
 USERS = ("gaby", "lou", "nobody")
 
 
 def make_backend(args: argparse.Namespace, data: Path, loras: list[dict[str, Any]]) -> Any:
-    from astrowatch.backends.sdxl import SdxlBackend
-    from astrowatch.config import config_from_mapping
+    from astrowatch.backends.sdxl.backend import SdxlBackend
+    from astrowatch.runtime.settings import config_from_mapping
 
     settings = {"device": args.device, "dtype": args.dtype, "steps": args.steps, "width": args.size,
                 "height": args.size, "scheduler": "euler", "loras": loras}

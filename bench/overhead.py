@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 TARGET_RATIO = 1.10
 FIXTURES = sorted((common.ROOT / "tests" / "fixtures" / "themes").glob("*.json"))
@@ -152,7 +152,7 @@ def bare_side(base: Path, sidecars: list[dict[str, Any]], steps: int, size: int,
     if use_compel:
         from compel import CompelForSDXL
 
-        from astrowatch.backends.sdxl_prompt import _enable_packrat
+        from astrowatch.backends.sdxl.prompt import _enable_packrat
 
         _enable_packrat()  # as the backend does: same parser settings on both sides
 
@@ -182,7 +182,8 @@ def bare_side(base: Path, sidecars: list[dict[str, Any]], steps: int, size: int,
         diffs.append(int(np.abs(a - np.asarray(image.convert("RGB"), dtype=np.int16)).max()))
     tokens = [len(pipe.tokenizer(sc["prompt"]).input_ids) for sc in sidecars]
     return {"variant": "diffusers + compel embeddings" if use_compel else "plain diffusers (prompt strings)",
-            "prompt_tokens_median": common.median(tokens), "prompt_chars_median": common.median([len(sc["prompt"]) for sc in sidecars]),
+            "prompt_tokens_median": common.median(tokens),
+            "prompt_chars_median": common.median([len(sc["prompt"]) for sc in sidecars]),
             "load_s": round(load, 2), "per_image_s": round(sum(times[1:]) / (len(times) - 1), 4),
             "median_s": round(common.median(times[1:]), 4), "first_s": round(times[0], 4),
             "max_pixel_diff_vs_daemon": max(diffs), "identical_images": sum(1 for d in diffs if d == 0)}
@@ -194,9 +195,9 @@ def backend_side(cfg_path: Path, sidecars: list[dict[str, Any]], threads: int) -
     import torch
 
     from astrowatch.backends.base import AstroTask, CancelToken
-    from astrowatch.backends.sdxl import SdxlBackend
-    from astrowatch.config import load_config
-    from astrowatch.logsetup import setup_logging
+    from astrowatch.backends.sdxl.backend import SdxlBackend
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.settings import load_config
 
     setup_logging("error", "json")
     torch.set_num_threads(threads)
@@ -238,7 +239,8 @@ def run(images: int = 50, steps: int = 4, size: int = 64, threads: int = 1, init
         backend = backend_side(tmp / f"daemon-{init_images[0]}" / "config.yaml", sidecars, threads)
         for d in daemons:
             ps = d["per_image_s"]
-            d["ratio_vs_bare"] = {k: round(ps[k] / bare["per_image_s"], 3) for k in ("wall", "drain_minus_load", "job", "backend")}
+            d["ratio_vs_bare"] = {k: round(ps[k] / bare["per_image_s"], 3)
+                                  for k in ("wall", "drain_minus_load", "job", "backend")}
             d["ratio_vs_bare_compel"] = {k: round(ps[k] / bare_c["per_image_s"], 3)
                                          for k in ("wall", "drain_minus_load", "job", "backend")}
             d["pass"] = d["ratio_vs_bare"]["wall"] <= target
@@ -246,7 +248,8 @@ def run(images: int = 50, steps: int = 4, size: int = 64, threads: int = 1, init
                            "device": device, "scheduler": "dpmpp_2m_karras", "cfg_scale": 7.0,
                            "torch_threads": threads,
                            "model": str(model) if model else "tests/sdxl_tiny.py (random weights)"},
-                "model_build_s": round(build_s, 1), "daemon": daemons, "bare": bare, "bare_compel": bare_c, "backend_inprocess": backend,
+                "model_build_s": round(build_s, 1), "daemon": daemons, "bare": bare, "bare_compel": bare_c,
+                "backend_inprocess": backend,
                 "target": f"daemon / bare seconds per image <= {target}",
                 "pass": daemons[0]["pass"]}
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "before (×2 unbounded, png)": {"max_output_side": 0, "format": "png"},

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 
 class _IdleSleep:
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="aw-prof-idle-"))
     prep = common.prepare_ledgered(tmp, args.files, args.users)
-    from astrowatch import daemon as daemon_mod
-    from astrowatch.config import load_config
+    from astrowatch.runtime import daemon as daemon_mod
+    from astrowatch.runtime.settings import load_config
 
     config = load_config(prep["config"])
     d = daemon_mod.Daemon(config)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             fn()
         return round((time.process_time() - c) / n * 1000, 4)
 
-    from astrowatch.ledger import Ledger
+    from astrowatch.storage.ledger import Ledger
 
     ledger = Ledger(d.layout.ledger_path)
     d.ledger = ledger

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import ingest  # noqa: E402
+import common
+import ingest
 
 
 def _writer(data: str, order: list[tuple[str, bytes]], seconds: float, start_at: float, out: Any) -> None:
@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     _experiments(args)
 
-    from astrowatch import daemon as daemon_mod
-    from astrowatch import ingest as ingest_mod
-    from astrowatch import ledger as ledger_mod
-    from astrowatch.config import load_config
-    from astrowatch.logsetup import setup_logging
+    from astrowatch.intake import ingest as ingest_mod
+    from astrowatch.runtime import daemon as daemon_mod
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.settings import load_config
+    from astrowatch.storage import ledger as ledger_mod
 
     tmp = Path(tempfile.mkdtemp(prefix="aw-prof-ingest-"))
     cfg_path = common.write_bench_config(tmp, watch={"stability_seconds": args.stability})
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             stages["total: created_at - (mtime + stability)"].append((created[path] - m - args.stability) * 1000)
     report["stages_ms"] = {k: stats(v) for k, v in stages.items()}
     report["calls_ms"] = {k: stats(v) for k, v in sorted(parts.items())}
-    gaps = [(b - a) * 1000 for a, b in zip(ticks, ticks[1:])]
+    gaps = [(b - a) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
     report["tick_gap_ms"] = stats(gaps)
     report["experiments"] = {"grouper_delay": args.grouper_delay, "link_unlink": args.link_unlink,
                              "deadline_sleep": args.deadline_sleep}
@@ -244,7 +244,7 @@ def _experiments(args: Any) -> None:
             os.unlink(src)
             return dest
 
-        from astrowatch.ingest import sha256_file as ingest_sha
+        from astrowatch.intake.ingest import sha256_file as ingest_sha
         publish_mod.move_source_to = move_source_to  # type: ignore[assignment]
 
 

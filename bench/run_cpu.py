@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 BENCH = Path(__file__).resolve().parent
 # name -> arguments (full sizes from the issue)
@@ -50,7 +50,7 @@ def rows(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, str,
                     + (f" ({len(runs)} runs, all exact)" if runs and all(x['exactly_one_job_each'] for x in runs) else ""),
                     "1 job per file", v(all(x["exactly_one_job_each"] for x in runs) if runs else r["exactly_one_job_each"])))
         out.append(("ingest", "latency stable -> queued, p50 (median of runs)", f"{r['median_p50_ms']:.0f} ms", "-", "-"))
-        each = ", ".join("%.0f" % x["p99"] for x in runs)
+        each = ", ".join("{:.0f}".format(x["p99"]) for x in runs)
         out.append(("ingest", "latency stable -> queued, p99 (median of runs)",
                     f"{r['median_p99_ms']:.0f} ms (runs: {each})",
                     "< 100 ms", v(r["median_p99_ms"] < 100)))
@@ -66,7 +66,8 @@ def rows(results: dict[str, dict[str, Any] | None]) -> list[tuple[str, str, str,
                     f"{rs['cpu_seconds_median']:.2f} s CPU = {rs['amortised_pct_over_300s']:.3f} % amortised", "-", "-"))
         if (ps := r.get("polling_snapshot_in_process")):
             out.append(("idle", "polling: cost per watched entry per interval",
-                        f"{ps['us_per_entry']:.1f} us ({ps['entries']} entries: {ps['cpu_seconds_per_poll_median'] * 1000:.0f} ms/poll)",
+                        f"{ps['us_per_entry']:.1f} us ({ps['entries']} entries: "
+                        f"{ps['cpu_seconds_per_poll_median'] * 1000:.0f} ms/poll)",
                         "-", "-"))
     if (r := results.get("startup")):
         h = r["help"]
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     common.save("summary", summary)
     print(md)
     if status:
-        codes = ", ".join("%s=%s" % (k, v["rc"]) for k, v in status.items())
+        codes = ", ".join("{}={}".format(k, v["rc"]) for k, v in status.items())
         print(f"\n{len(status)} benchmark(s) in {summary['total_seconds']:.0f} s; exit codes: {codes}")
     return 1 if any(v["rc"] != 0 for v in status.values()) else 0
 

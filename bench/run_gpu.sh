@@ -35,7 +35,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # astrowatch itself, from t
 
 {
   date -u +%FT%TZ
-  "$PY" -c 'import sys, torch, diffusers, transformers, compel, pydantic, watchdog, structlog, astrowatch.backends.sdxl
+  "$PY" -c 'import sys, torch, diffusers, transformers, compel, pydantic, watchdog, structlog, astrowatch.backends.sdxl.backend
 print("python", sys.version.split()[0], "| torch", torch.__version__, "cuda", torch.version.cuda,
       "|", torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU",
       "| diffusers", diffusers.__version__, "| transformers", transformers.__version__,

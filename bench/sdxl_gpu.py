@@ -123,8 +123,13 @@ def _on_device(device: str, dtype: Any, factory: Any) -> Any:
 
 
 def build_full_size(device: str, dtype: Any, with_refiner: bool) -> tuple[Any, Any]:
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from sdxl_tiny import tiny_tokenizers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -163,7 +168,7 @@ def build_tiny(device: str, with_refiner: bool) -> tuple[Any, Any]:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from astrowatch.config import config_from_mapping
+    from astrowatch.runtime.settings import config_from_mapping
 
     sdxl = {"model": "random-weights", "device": args.device, "dtype": args.dtype, "steps": args.steps,
             "width": args.size, "height": args.size, "scheduler": args.scheduler}
@@ -196,7 +201,7 @@ def _peak_gib(device: str) -> float | None:
 
 def measure(backend: Any, case: str, args: argparse.Namespace, params: dict[str, Any]) -> Row:
     """Time to first image, then ``args.runs`` more, through ``SdxlBackend.generate``."""
-    from astrowatch.errors import BackendError
+    from astrowatch.core.errors import BackendError
 
     out = args.size * (2 if params.get("upscale") == "2" else 1)
     row = Row(case=case, size=f"{args.size}² → {out}²" if out != args.size else f"{args.size}²", steps=args.steps)
@@ -221,8 +226,8 @@ def measure(backend: Any, case: str, args: argparse.Namespace, params: dict[str,
 
 
 def run_cases(args: argparse.Namespace, base: Any, refiner: Any) -> list[Row]:
-    from astrowatch.backends.sdxl import SdxlBackend
-    from astrowatch.backends.sdxl_load import compile_unets
+    from astrowatch.backends.sdxl.backend import SdxlBackend
+    from astrowatch.backends.sdxl.load import compile_unets
 
     cases = {c.strip() for c in args.cases.split(",")}
     config = _config(args)
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from astrowatch.backends.sdxl_load import DTYPES, resolve_device
+    from astrowatch.backends.sdxl.load import DTYPES, resolve_device
 
     args.device = resolve_device(args.device)
     dtype = torch.float32 if args.tiny else DTYPES[args.dtype]

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BenchDaemon, log, memory_mb, save, scratch, small_png, verdict, write_bench_config  # noqa: E402
+from common import BenchDaemon, log, memory_mb, save, scratch, small_png, verdict, write_bench_config
 
 USERS = 20
 RSS_LIMIT_MB = 20.0

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 TARGET_HELP_S = 0.3
 VENV_BIN = Path(sys.executable).parent

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
 from harness import wait_until
 
 TOKEN = "test-token-0123456789-abcdefghij"

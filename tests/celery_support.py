@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness import wait_until, write_config
 
 REDIS_SERVER = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
@@ -71,7 +70,7 @@ class RedisServer:
     def ping(self) -> bool:
         try:
             return bool(self.client().ping())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     def stop(self) -> None:

@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from harness import DaemonProcess, write_config  # noqa: E402
-from sdxl_fixtures import tiny_sdxl  # noqa: E402,F401  (session fixture: the tiny offline SDXL)
+from harness import DaemonProcess, write_config
+from sdxl_fixtures import tiny_sdxl  # noqa: F401  (session fixture: the tiny offline SDXL)
 
 
 @pytest.fixture

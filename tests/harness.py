@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -137,7 +138,7 @@ class DaemonProcess:
         while True:
             try:
                 self.messages.append(self.sock.recv(65536).decode())
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 return self.messages
 
     def wait_message(self, needle: str, timeout: float = 20.0) -> str:

@@ -128,7 +128,7 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeOpenAI
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the console
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     # -- endpoints ---------------------------------------------------------------------------
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.rstrip("/") != "/v1/models":
             return self._send(404, error_body(f"Invalid URL (GET {self.path})"))
         self.fake.models_calls += 1
@@ -168,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = [{"id": m, "object": "model", "created": 1698785189, "owned_by": "system"} for m in MODELS]
         self._send(200, {"object": "list", "data": data})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if self.path.rstrip("/") != "/v1/images/generations":
             return self._send(404, error_body(f"Invalid URL (POST {self.path})"))

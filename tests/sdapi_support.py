@@ -10,11 +10,12 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from webui_server import FakeWebUI  # noqa: E402
+from webui_server import FakeWebUI
 
-from astrowatch.backends.base import AstroTask, CancelToken, EnhanceTask  # noqa: E402
-from astrowatch.backends.sdapi import SdapiBackend  # noqa: E402
-from astrowatch.config import Config, config_from_mapping  # noqa: E402
+from astrowatch.backends.base import AstroTask, CancelToken, EnhanceTask
+from astrowatch.backends.sdapi.backend import SdapiBackend
+from astrowatch.core.config import Config
+from astrowatch.runtime.settings import config_from_mapping
 
 FAST_SDAPI = {"connect_timeout": 1.0, "read_timeout": 5.0, "max_retries": 3, "retry_backoff": 0.01,
               "retry_backoff_max": 0.05, "poll_interval": 0.05, "width": 128, "height": 96}

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 from harness import write_config
 
-from astrowatch.api.auth import (TOKEN_ENV, bearer, is_loopback, load_token, require_token_off_loopback,
-                                 token_matches)
-from astrowatch.config import load_config
-from astrowatch.errors import ConfigError
+from astrowatch.api.auth import TOKEN_ENV, bearer, is_loopback, load_token, require_token_off_loopback, token_matches
+from astrowatch.core.errors import ConfigError
+from astrowatch.runtime.settings import load_config
 
 GOOD = "s3cret-token-0123456789"
 
@@ -98,9 +97,8 @@ def test_the_review_page_asks_for_the_token_beyond_loopback(tmp_path, monkeypatc
     pytest.importorskip("streamlit", reason="the 'ui' extra (Streamlit) is not installed")
     from streamlit.testing.v1 import AppTest
 
-    from astrowatch.commands.ui import LOGIN_ENV, login_required
-
-    from astrowatch.ledger import Ledger
+    from astrowatch.storage.ledger import Ledger
+    from astrowatch.ui.views import LOGIN_ENV, login_required
 
     config_path = write_config(tmp_path)
     Ledger(tmp_path / "data" / "state" / "ledger.sqlite3").close()  # as if the daemon had run once
@@ -108,7 +106,7 @@ def test_the_review_page_asks_for_the_token_beyond_loopback(tmp_path, monkeypatc
     monkeypatch.setenv("ASTROWATCH_CONFIG", str(config_path))
     monkeypatch.setenv(TOKEN_ENV, GOOD)
     assert login_required(load_config(config_path), "0.0.0.0") is True
-    app = Path(__file__).resolve().parents[1] / "astrowatch" / "ui_app.py"
+    app = Path(__file__).resolve().parents[1] / "astrowatch" / "ui" / "app.py"
     at = AppTest.from_file(str(app), default_timeout=30).run()
     assert not at.exception and [t.value for t in at.title] == ["astrowatch review"] and not at.info
     at.text_input(key="login-token").input("not-the-token-at-all").run()

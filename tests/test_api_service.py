@@ -10,12 +10,12 @@ from harness import drop_theme
 
 from astrowatch.api.service import ApiError, Service
 from astrowatch.backends.base import CancelToken
-from astrowatch.config import config_from_mapping
-from astrowatch.ingest import Ingest
-from astrowatch.layout import Layout
-from astrowatch.ledger import Ledger
-from astrowatch.review import Reviewer
-from astrowatch.worker import Worker
+from astrowatch.intake.ingest import Ingest
+from astrowatch.review.reviewer import Reviewer
+from astrowatch.runtime.settings import config_from_mapping
+from astrowatch.runtime.worker import Worker
+from astrowatch.storage.layout import Layout
+from astrowatch.storage.ledger import Ledger
 
 DEFAULTS = {"astro": "wheel", "enhance": "lanczos"}
 

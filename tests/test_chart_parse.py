@@ -19,7 +19,7 @@ from astrowatch.chart.dominant import compute_dominants
 from astrowatch.chart.fields import canonical_point
 from astrowatch.chart.model import Aspect, Chart, Point
 from astrowatch.chart.parse import json_depth, parse_chart_bytes, parse_chart_file
-from astrowatch.errors import InputError, NotFound
+from astrowatch.core.errors import InputError, NotFound
 
 THEMES = Path(__file__).parent / "fixtures" / "themes"
 

@@ -21,8 +21,8 @@ def test_help_imports_no_heavy_library():
 
 
 def test_daemon_core_imports_no_torch():
-    code = ("import sys, astrowatch.daemon, astrowatch.worker, astrowatch.backends.wheel, "
-            "astrowatch.backends.lanczos, astrowatch.review\n"
+    code = ("import sys, astrowatch.runtime.daemon, astrowatch.runtime.worker, astrowatch.backends.wheel.backend, "
+            "astrowatch.backends.lanczos, astrowatch.review.reviewer\n"
             "print(','.join(m for m in ('torch', 'diffusers', 'transformers', 'compel') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""

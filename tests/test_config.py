@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astrowatch.config import Config, apply_overrides, load_config
-from astrowatch.errors import ConfigError
+from astrowatch.core.config import Config
+from astrowatch.core.errors import ConfigError
+from astrowatch.runtime.settings import apply_overrides, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,11 +6,10 @@ import os
 import time
 
 import pytest
-
 from harness import DaemonProcess, drop_theme, run_cli, wait_until, write_config
 
-from astrowatch.daemonlock import DaemonLock
-from astrowatch.errors import AlreadyRunning
+from astrowatch.core.errors import AlreadyRunning
+from astrowatch.storage.lock import DaemonLock
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):

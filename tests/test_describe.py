@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from astrowatch.pipeline.describe import colour_name, dominant_colours, technical_description
+from astrowatch.backends.describe import colour_name, dominant_colours, technical_description
 
 
 @pytest.mark.parametrize(("hex_colour", "en", "fr"), [

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from diskfull import fill, small_tmpfs
 from structlog.testing import capture_logs
 
-from astrowatch.diskspace import DiskGuard
-from diskfull import fill, small_tmpfs
+from astrowatch.storage.diskspace import DiskGuard
 
 
 def _events(logs, word):

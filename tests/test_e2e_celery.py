@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from celery_support import RedisServer, WorkerProcess, celery_section, free_port, needs_redis, wait_gone
 from harness import DaemonProcess, drop_theme, run_cli, wait_until, write_config
 
@@ -175,9 +174,9 @@ def test_broker_down_twenty_seconds_jobs_wait_then_finish(tmp_path, redis_server
 def test_worker_whose_backend_cannot_load_exits_and_takes_no_job(tmp_path, redis_server):
     redis = redis_server()
     cfg = coordinator(tmp_path, redis)
-    from astrowatch.config import load_config
-    from astrowatch.remote.app import make_app
-    from astrowatch.remote.protocol import TASK_NAME
+    from astrowatch.backends.remote.app import make_app
+    from astrowatch.backends.remote.protocol import TASK_NAME
+    from astrowatch.runtime.settings import load_config
 
     make_app(load_config(cfg)).send_task(TASK_NAME, args=[{"schema": 1}], task_id="waitingjob01", queue="astrowatch")
     bad = write_config(tmp_path / "bad", astro={"backend": "sdapi"}, enhance={"backend": "fake"},
@@ -193,9 +192,9 @@ def test_worker_whose_backend_cannot_load_exits_and_takes_no_job(tmp_path, redis
 def test_worker_refuses_a_payload_schema_it_does_not_speak_and_foreign_task_names(tmp_path, redis_server, workers):
     redis = redis_server()
     w = workers("a", redis).start()
-    from astrowatch.config import load_config
-    from astrowatch.remote.app import make_app
-    from astrowatch.remote.protocol import TASK_NAME
+    from astrowatch.backends.remote.app import make_app
+    from astrowatch.backends.remote.protocol import TASK_NAME
+    from astrowatch.runtime.settings import load_config
 
     app = make_app(load_config(coordinator(tmp_path, redis)))
     res = app.send_task(TASK_NAME, args=[{"schema": 99, "astrowatch": "9.0.0", "kind": "astro"}],
@@ -243,9 +242,8 @@ def test_sigterm_on_a_worker_finishes_its_image_then_exits(tmp_path, redis_serve
 def test_photos_travel_as_their_own_bytes_and_too_big_is_refused_with_the_fix(tmp_path, redis_server, workers):
     import os
 
-    from PIL import Image
-
     from harness import make_image
+    from PIL import Image
 
     redis = redis_server()
     section = celery_section(redis, inline_max_mb=0.05)

@@ -12,7 +12,7 @@ from harness import DaemonProcess, drop_theme, inbox_images, make_image, wait_un
 from PIL import Image
 from sdxl_fixtures import tiny_sdxl  # noqa: F401
 
-from astrowatch.infotext import parse_infotext
+from astrowatch.backends.infotext import parse_infotext
 
 pytestmark = [pytest.mark.slow, pytest.mark.sdxl, needs_redis]
 

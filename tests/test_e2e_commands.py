@@ -11,7 +11,6 @@ import pytest
 from harness import FIXTURES, ROOT, drop_theme, inbox_images, make_image, run_cli, wait_until, write_config
 from PIL import Image
 
-
 pytestmark = pytest.mark.slow
 
 

@@ -14,7 +14,6 @@ import venv
 from pathlib import Path
 
 import pytest
-
 from harness import TEST_CONFIG, drop_theme, make_image, wait_until, write_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 recovery finishes the job exactly once, and every inbox job has exactly one "ok" generation line.
 
 The daemon is held right after it records the intent by ``ASTROWATCH_TEST_HOLD=<state>`` (a hook
-only tests set, astrowatch/testhooks.py), which writes the job id into a ready file.
+only tests set, astrowatch/core/testhooks.py), which writes the job id into a ready file.
 """
 
 from __future__ import annotations

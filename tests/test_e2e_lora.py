@@ -12,8 +12,8 @@ from harness import inbox_images, run_cli, theme_bytes, wait_until, write_config
 from PIL import Image
 from webui_server import FakeWebUI
 
-from astrowatch.infotext import parse_infotext
-from astrowatch.loras import file_hashes
+from astrowatch.backends.infotext import parse_infotext
+from astrowatch.backends.loras import file_hashes
 
 pytestmark = [pytest.mark.slow]
 

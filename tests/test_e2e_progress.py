@@ -33,7 +33,7 @@ def watch_progress(d, *, steps_seen: int, timeout: float) -> list[dict]:
 
 def check_progress(d, cfg, total: int) -> None:
     samples = watch_progress(d, steps_seen=3, timeout=90)
-    gaps = sorted(b["updated_at"] - a["updated_at"] for a, b in zip(samples, samples[1:]))
+    gaps = sorted(b["updated_at"] - a["updated_at"] for a, b in zip(samples, samples[1:], strict=False))
     assert len(gaps) >= 2, samples
     # once a second (0.75 s at least between writes, never a busy loop; a loaded box may stall one)
     assert gaps[0] >= 0.5 and gaps[len(gaps) // 2] <= 1.2 and gaps[-1] <= 3.0, gaps

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def jobs(data):
     conn = sqlite3.connect(data / "state" / "ledger.sqlite3")
     try:
-        return [dict(zip(("id", "source", "state", "attempts", "error"), row))
+        return [dict(zip(("id", "source", "state", "attempts", "error"), row, strict=False))
                 for row in conn.execute("SELECT id, source, state, attempts, error FROM jobs ORDER BY created_at")]
     finally:
         conn.close()

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def jobs(data):
     conn = sqlite3.connect(data / "state" / "ledger.sqlite3")
     try:
-        return [dict(zip(("id", "state", "parent_id", "source_sha256"), row)) for row in conn.execute(
+        return [dict(zip(("id", "state", "parent_id", "source_sha256"), row, strict=False)) for row in conn.execute(
             "SELECT id, state, parent_id, source_sha256 FROM jobs ORDER BY created_at, rowid")]
     finally:
         conn.close()
@@ -39,7 +39,7 @@ def test_a_chart_re_exported_by_another_producer_makes_no_new_job(tmp_path, daem
         before = theme.read_bytes()
         theme.write_bytes(theme_bytes(fixture))  # the upstream app upgraded its astrology library
         assert theme.read_bytes() != before
-        wait_until(lambda: log_events(d).count(same) == n, what=f"{fixture} recognised as the same chart")
+        wait_until(lambda n=n: log_events(d).count(same) == n, what=f"{fixture} recognised as the same chart")
     assert len(jobs(d.data)) == 1 and len(inbox_images(d.data)) == 1
 
     moved = json.loads(theme_bytes("astrowatch_minimal.json"))

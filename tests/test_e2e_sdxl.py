@@ -12,7 +12,7 @@ import pytest
 from harness import drop_theme, inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
 from PIL import Image
 
-from astrowatch.infotext import parse_infotext
+from astrowatch.backends.infotext import parse_infotext
 
 pytestmark = [pytest.mark.slow, pytest.mark.sdxl]
 

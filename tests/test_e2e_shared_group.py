@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from harness import TEST_CONFIG, DaemonProcess, make_image, theme_bytes, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,8 @@
 """Learned defaults, driven by a simulated reviewer through the real ledger and Reviewer.
 
-Every simulated job is created with :func:`astrowatch.feedback.learned_params` (what ingest
+Every simulated job is created with :func:`astrowatch.pipeline.feedback.learned_params` (what ingest
 calls), published into the ledger with the parameters it used, then decided through
-:meth:`astrowatch.review.Reviewer.finish`, which appends the real ``logs/reviews.jsonl`` line
+:meth:`astrowatch.review.reviewer.Reviewer.finish`, which appends the real ``logs/reviews.jsonl`` line
 the next jobs learn from.  Redo decisions queue real child jobs.
 """
 
@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from harness import make_image, theme_bytes
 
-from astrowatch.config import config_from_mapping
-from astrowatch.errors import ConfigError
-from astrowatch.feedback import LEARNED_KEY, learned_params, read_decisions, report
-from astrowatch.layout import Layout
-from astrowatch.ledger import Job, Ledger
-from astrowatch.review import Reviewer
+from astrowatch.core.errors import ConfigError
+from astrowatch.pipeline.feedback import LEARNED_KEY, learned_params, read_decisions, report
+from astrowatch.review.reviewer import Reviewer
+from astrowatch.runtime.settings import config_from_mapping
+from astrowatch.storage.layout import Layout
+from astrowatch.storage.ledger import Job, Ledger
 
 KEY = "enhance.denoising_strength"
 CANDIDATES = [0, 0.2, 0.35]
@@ -188,8 +188,8 @@ def test_bad_candidate_keys_are_config_errors(tmp_path: Path) -> None:
 # -- through the real ingest and worker --------------------------------------------------------------
 def _ingest_and_run(env: Env, path: Path) -> dict[str, Any]:
     from astrowatch.backends.base import CancelToken
-    from astrowatch.ingest import Ingest
-    from astrowatch.worker import Worker
+    from astrowatch.intake.ingest import Ingest
+    from astrowatch.runtime.worker import Worker
 
     assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(path)) == "job"
     worker = Worker(env.config, env.layout, {"astro": "wheel", "enhance": "lanczos"}, CancelToken())
@@ -227,7 +227,7 @@ def test_enhance_with_learn_off_keeps_params_empty_and_underscore_keys_never_rea
     assert out["job"].params == {} and "learned" not in out["sidecar"]
     # Same image and params plus a reserved "_" key: the backend sees the same task (cache hit).
     from astrowatch.pipeline.steps import JobContext, enhance_image
-    from astrowatch.worker import BackendPool
+    from astrowatch.runtime.worker import BackendPool
 
     pool = BackendPool(env.config)
     archived = env.layout.archive_dir("gaby", out["job"].id) / "photo.png"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from astrowatch.formats import ACCEPTED, IMAGE_EXTENSIONS, accepted_short, accepted_text, sniff, unusable_reason
+from astrowatch.core.formats import ACCEPTED, IMAGE_EXTENSIONS, accepted_short, accepted_text, sniff, unusable_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from astrowatch.freshness import newer_result
-from astrowatch.ledger import Ledger
+from astrowatch.pipeline.freshness import newer_result
+from astrowatch.storage.ledger import Ledger
 
 SOURCE = "Utilisateurs/gaby/theme_gaby.json"
 

@@ -27,8 +27,8 @@ from fusion_charts import CHARTS, capricorn_chart, leo_chart, real_clip_tokenize
 
 from astrowatch.chart.model import Aspect, Chart, Point
 from astrowatch.chart.parse import parse_chart_file
-from astrowatch.config import Config
-from astrowatch.errors import ConfigError, InputError
+from astrowatch.core.config import Config
+from astrowatch.core.errors import ConfigError, InputError
 from astrowatch.fusion import ApproxTokenCounter, Fusion, chart_seed, fuse, style_names
 from astrowatch.fusion.compact import clean
 from astrowatch.fusion.data import correspondences, fragment
@@ -243,7 +243,7 @@ def test_approximation_never_under_counts_the_real_clip(real_clip: Any) -> None:
     approx = ApproxTokenCounter()
     for word, n in word_table().items():
         assert len(tok.encode(word, add_special_tokens=False)) == n, word
-    for name, make in CHARTS.items():
+    for make in CHARTS.values():
         for style in style_names():
             for backend in ("sdxl", "sdapi", "openai"):
                 f = fuse(make(), cfg(), style=style, backend=backend)
@@ -256,7 +256,7 @@ def test_approximation_never_under_counts_the_real_clip(real_clip: Any) -> None:
 def test_deterministic_byte_for_byte_across_processes() -> None:
     here = json.dumps(fuse(leo_chart(), cfg()).to_dict(), ensure_ascii=False, sort_keys=True)
     code = ("import json, sys; sys.path.insert(0, 'tests'); from fusion_charts import leo_chart;"
-            "from astrowatch.config import Config; from astrowatch.fusion import fuse;"
+            "from astrowatch.core.config import Config; from astrowatch.fusion import fuse;"
             "print(json.dumps(fuse(leo_chart(), Config()).to_dict(), ensure_ascii=False, sort_keys=True));"
             "bad = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules];"
             "sys.exit(f'heavy imports: {bad}' if bad else 0)")

@@ -14,9 +14,9 @@ from fusion_charts import real_clip_tokenizer, tiny_clip_model_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from astrowatch.backends.sdxl_prompt import fast_parse
+from astrowatch.backends.sdxl.prompt import fast_parse
 from astrowatch.chart.model import ANGLES, MAJOR_ASPECTS, PLANETS, SIGNS, Aspect, Chart, House, Point
-from astrowatch.config import Config
+from astrowatch.core.config import Config
 from astrowatch.fusion import ApproxTokenCounter, chart_seed, fuse, style_names
 
 POINT_KEYS = PLANETS + ANGLES + ("chiron", "mean_node", "true_node", "south_node", "mean_lilith")

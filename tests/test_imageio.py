@@ -7,8 +7,8 @@ import os
 import pytest
 from harness import make_image
 
-from astrowatch.errors import InputError
-from astrowatch.imageio import atomic_write_bytes, move_out, open_image, read_png_meta, sniff, write_png
+from astrowatch.core.errors import InputError
+from astrowatch.storage.images import atomic_write_bytes, move_out, open_image, read_png_meta, sniff, write_png
 
 
 def test_sniff_by_content_not_extension(tmp_path):
@@ -68,7 +68,7 @@ def test_move_out_is_link_then_unlink_and_safe_to_repeat(tmp_path):
 def test_results_in_every_format_carry_our_job_id(tmp_path, fmt, suffix, pil):
     from PIL import Image
 
-    from astrowatch.imageio import result_bytes
+    from astrowatch.storage.images import result_bytes
 
     path = tmp_path / f"renamed{suffix}"
     image = Image.new("RGB", (32, 24), (10, 200, 30))
@@ -97,7 +97,7 @@ def test_an_unusable_format_under_an_accepted_name_says_what_it_is(tmp_path, nam
 
 def test_bit_depth_and_hdr_transfer_from_the_heif_avif_boxes():
     """What open_image reads for an AVIF (Pillow reports neither): the pixi and colr/nclx properties."""
-    from astrowatch.imageio import isobmff_bit_depth, isobmff_transfer
+    from astrowatch.storage.images import isobmff_bit_depth, isobmff_transfer
 
     def box(name: bytes, payload: bytes) -> bytes:
         return (8 + len(payload)).to_bytes(4, "big") + name + payload

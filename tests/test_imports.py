@@ -13,14 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "astrowatch"
 # Modules of the optional extras: they may import what their extra declares.
 OPTIONAL = {
-    "sdxl": ("astrowatch.backends.sdxl", "astrowatch.backends.sdxl_load", "astrowatch.backends.sdxl_run",
-             "astrowatch.backends.sdxl_prompt", "astrowatch.backends.sdxl_lora",
+    "sdxl": ("astrowatch.backends.sdxl.backend", "astrowatch.backends.sdxl.load", "astrowatch.backends.sdxl.run",
+             "astrowatch.backends.sdxl.prompt", "astrowatch.backends.sdxl.lora",
              # exact CLIP token counts with a local model's tokenizer, guarded by has_transformers()
              "astrowatch.fusion.tokens", "astrowatch.fusion.clipwords"),
-    "ui": ("astrowatch.ui_app", "astrowatch.commands.ui"),
-    "plot": ("astrowatch.commands.stats", "astrowatch.stats"),
+    "ui": ("astrowatch.ui.app", "astrowatch.commands.ui"),
+    "plot": ("astrowatch.commands.stats", "astrowatch.review.stats"),
     "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),
-    "celery": ("astrowatch.remote.app", "astrowatch.remote.client", "astrowatch.remote.worker"),
+    "celery": ("astrowatch.backends.remote.app", "astrowatch.backends.remote.client", "astrowatch.runtime.remote_worker"),
 }
 IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "pillow_heif": "pillow-heif",
                "prometheus_client": "prometheus-client"}  # import name -> distribution name
@@ -107,19 +107,19 @@ def test_the_cycle_finder_sees_a_cycle():
 
 def test_the_graph_has_the_known_one_way_edges():
     edges = graph()
-    assert "astrowatch.pipeline.publish" in edges["astrowatch.ingest"]
-    assert "astrowatch.files" in edges["astrowatch.pipeline.delivery"]
-    assert "astrowatch.tunables" in edges["astrowatch.config"]
+    assert "astrowatch.pipeline.publish" in edges["astrowatch.intake.ingest"]
+    assert "astrowatch.storage.files" in edges["astrowatch.pipeline.delivery"]
+    assert "astrowatch.core.tunables" in edges["astrowatch.core.config"]
 
 
 def test_no_import_cycles_among_astrowatch_modules():
     found = cycles(graph())
-    assert found == [], "import cycles (make them one-way; shared helpers go in astrowatch/files.py): " + \
+    assert found == [], "import cycles (make them one-way; shared helpers go in astrowatch/storage/files.py): " + \
         "; ".join(" <-> ".join(c) for c in found)
 
 
 def test_the_shared_helpers_import_nothing_from_astrowatch():
-    for name in ("astrowatch.files", "astrowatch.tunables"):
+    for name in ("astrowatch.storage.files", "astrowatch.core.tunables"):
         assert graph()[name] == set(), name
 
 

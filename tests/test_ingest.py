@@ -8,11 +8,11 @@ import os
 import pytest
 from harness import make_image, theme_bytes
 
-from astrowatch.config import Config
-from astrowatch.ingest import Ingest
-from astrowatch.layout import Layout
-from astrowatch.ledger import Ledger
-from astrowatch.review import Reviewer
+from astrowatch.core.config import Config
+from astrowatch.intake.ingest import Ingest
+from astrowatch.review.reviewer import Reviewer
+from astrowatch.storage.layout import Layout
+from astrowatch.storage.ledger import Ledger
 
 
 @pytest.fixture

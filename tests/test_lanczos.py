@@ -10,8 +10,8 @@ from PIL import Image
 
 from astrowatch.backends.base import CancelToken, EnhanceTask, create_backend
 from astrowatch.backends.lanczos import LanczosBackend
-from astrowatch.config import Config
-from astrowatch.errors import InputError, Interrupted
+from astrowatch.core.config import Config
+from astrowatch.core.errors import InputError, Interrupted
 from astrowatch.pipeline.preprocess import preprocess
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from astrowatch.errors import UnsafePathError
-from astrowatch.layout import Layout, check_user_name, is_ignored_name
+from astrowatch.core.errors import UnsafePathError
+from astrowatch.storage.layout import Layout, check_user_name, is_ignored_name
 
 
 @pytest.mark.parametrize("name", ["..", ".", "", "a/b", "a\\b", ".hidden", "bell\x07", "tab\tname", " pad",

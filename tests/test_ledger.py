@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from astrowatch.errors import IllegalTransition, NotFound
-from astrowatch.ledger import INTENTS, TERMINAL, TRANSITIONS, Ledger
+from astrowatch.core.errors import IllegalTransition, NotFound
+from astrowatch.storage.ledger import INTENTS, TERMINAL, TRANSITIONS, Ledger
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_seen_table(ledger):
 def test_a_commit_on_a_full_disk_raises_disk_full_and_applies_nothing():
     from diskfull import fill, small_tmpfs
 
-    from astrowatch.errors import DiskFull
+    from astrowatch.core.errors import DiskFull
 
     with small_tmpfs(2) as disk:
         ledger = Ledger(disk / "ledger.sqlite3")
@@ -150,7 +150,7 @@ def test_sqlite_full_and_enospc_map_to_disk_full():
     import errno
     import sqlite3
 
-    from astrowatch.errors import DiskFull, as_disk_full
+    from astrowatch.core.errors import DiskFull, as_disk_full
 
     assert isinstance(as_disk_full(OSError(errno.ENOSPC, "No space left on device", "x.png")), DiskFull)
     wrapped = RuntimeError("cannot rollback - no transaction is active")
@@ -165,7 +165,7 @@ def test_sqlite_full_and_enospc_map_to_disk_full():
 # -- astrowatch api: one job for parallel identical requests, from any number of processes ----------
 REQUEST_SAME_JOB = """
 import os, sys, time
-from astrowatch.ledger import Ledger
+from astrowatch.storage.ledger import Ledger
 ledger = Ledger(sys.argv[1])
 print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):  # start together

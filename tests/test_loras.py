@@ -13,9 +13,9 @@ import pytest
 from harness import theme_bytes
 from safetensors.numpy import save_file
 
-from astrowatch.config import config_from_mapping
-from astrowatch.errors import ConfigError, InputError
-from astrowatch.loras import file_hashes, plan_files, plan_names
+from astrowatch.backends.loras import file_hashes, plan_files, plan_names
+from astrowatch.core.errors import ConfigError, InputError
+from astrowatch.runtime.settings import config_from_mapping
 
 LORA_TENSORS = {"unet.mid_block.attn.to_q.lora_A.weight": np.ones((4, 8), np.float32),
                 "unet.mid_block.attn.to_q.lora_B.weight": np.full((8, 4), 0.5, np.float32)}

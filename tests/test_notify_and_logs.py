@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import socket
 
-from astrowatch.jsonlog import append_jsonl, read_jsonl
-from astrowatch.notify import Notifier
+from astrowatch.runtime.notify import Notifier
+from astrowatch.storage.jsonlog import append_jsonl, read_jsonl
 
 
 def test_notifier_sends_datagrams_to_notify_socket(tmp_path):

@@ -12,21 +12,21 @@ from typing import Any
 
 import pytest
 import requests
+from openai_server import FakeOpenAI, error_body
 
 from astrowatch.backends.base import AstroTask, CancelToken, create_backend
-from astrowatch.backends.openai_images import OpenAIBackend
-from astrowatch.backends.openai_support import redact, resolve_api_key, retry_after_seconds
+from astrowatch.backends.infotext import parse_infotext
+from astrowatch.backends.openai.backend import OpenAIBackend
+from astrowatch.backends.openai.support import redact, resolve_api_key, retry_after_seconds
 from astrowatch.chart.model import Chart
-from astrowatch.config import config_from_mapping
-from astrowatch.errors import (
+from astrowatch.core.errors import (
     BackendError,
     BackendUnavailable,
     ConfigError,
     Interrupted,
     PermanentBackendError,
 )
-from astrowatch.infotext import parse_infotext
-from openai_server import FakeOpenAI, error_body
+from astrowatch.runtime.settings import config_from_mapping
 
 KEY = "sk-test-LEAKCANARY-5f3a9c0e7b1d4e2f"
 PROMPT = "A natal chart as a night sky, Sun in Leo, Moon in Pisces: gold and indigo"

@@ -8,7 +8,7 @@ import time
 import pytest
 from harness import wait_until
 
-from astrowatch.poller import LightPoller
+from astrowatch.intake.poller import LightPoller
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from astrowatch.config import EnhanceConfig, LimitsConfig
-from astrowatch.errors import ConfigError, InputError
+from astrowatch.core.config import EnhanceConfig, LimitsConfig
+from astrowatch.core.errors import ConfigError, InputError
 from astrowatch.pipeline.preprocess import preprocess
 
 RED, BLUE = (220, 30, 30), (30, 30, 220)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from astrowatch.backends.base import Progress, progress_text
-from astrowatch.backends.sdapi_client import report_progress
+from astrowatch.backends.sdapi.client import report_progress
 
 
 def test_idle_then_steps_elapsed_and_eta_from_the_pace() -> None:

@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from harness import theme_bytes
 
 from astrowatch.backends.base import AstroTask, EnhanceTask, Result
+from astrowatch.backends.remote import protocol as proto
+from astrowatch.backends.remote.app import redact, settings, urls, with_auth
 from astrowatch.chart.parse import parse_chart_bytes
-from astrowatch.config import config_from_mapping
-from astrowatch.errors import BackendError, BackendUnavailable, ConfigError, InputError
-from astrowatch.remote import protocol as proto
-from astrowatch.remote.app import redact, settings, urls, with_auth
-from harness import theme_bytes
+from astrowatch.core.errors import BackendError, BackendUnavailable, ConfigError, InputError
+from astrowatch.runtime.settings import config_from_mapping
 
 
 def chart():
@@ -82,7 +82,7 @@ def test_a_schema_the_worker_does_not_speak_is_refused_and_the_job_waits():
 
 
 def test_inputs_over_inline_max_mb_are_refused_with_the_fix(tmp_path):
-    from astrowatch.remote.client import RemoteBackend
+    from astrowatch.backends.remote.client import RemoteBackend
 
     backend = RemoteBackend("fake", "enhance", cfg(tmp_path, inline_max_mb=0.001))
     task = EnhanceTask(job_id="j2", user="gaby", image=image((400, 400)), source_name="photo.jpg", params={},
@@ -95,7 +95,7 @@ def test_inputs_over_inline_max_mb_are_refused_with_the_fix(tmp_path):
 
 
 def test_shared_data_dir_sends_a_path_inside_the_data_folder(tmp_path):
-    from astrowatch.remote.client import RemoteBackend
+    from astrowatch.backends.remote.client import RemoteBackend
 
     config = cfg(tmp_path, shared_data_dir=True)
     blob = RemoteBackend("fake", "enhance", config)._blob_bytes(b"abc", "photo.jpg", "j3", "input.png")
@@ -131,7 +131,7 @@ def test_celery_settings_are_json_only_acks_late_prefetch_one(tmp_path):
 def test_a_remote_image_is_written_as_received_with_our_text_chunks(tmp_path):
     from PIL import Image
 
-    from astrowatch.imageio import read_png_meta, write_png
+    from astrowatch.storage.images import read_png_meta, write_png
 
     r = Result(image=image((40, 30)), backend="fake")
     back = proto.decode_result(proto.result_ok(r, worker="w", device=None, seconds=0.1), "fake")

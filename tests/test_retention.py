@@ -11,13 +11,13 @@ import time
 import pytest
 from harness import make_image, wait_until, write_config
 
-from astrowatch.config import RetentionConfig
-from astrowatch.feedback import read_decisions
-from astrowatch.jsonlog import append_jsonl, rotated_files
-from astrowatch.layout import Layout
-from astrowatch.ledger import Ledger
-from astrowatch.retention import apply, sizes_mb
-from astrowatch.stats import generations
+from astrowatch.core.config import RetentionConfig
+from astrowatch.pipeline.feedback import read_decisions
+from astrowatch.review.stats import generations
+from astrowatch.storage.jsonlog import append_jsonl, rotated_files
+from astrowatch.storage.layout import Layout
+from astrowatch.storage.ledger import Ledger
+from astrowatch.storage.retention import apply, sizes_mb
 
 DAY = 86400
 PATHS = {  # job -> (kind, path to its next state)

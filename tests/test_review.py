@@ -10,12 +10,12 @@ import pytest
 from harness import make_image
 
 from astrowatch.backends.base import CancelToken
-from astrowatch.config import Config
-from astrowatch.ingest import Ingest
-from astrowatch.layout import Layout
-from astrowatch.ledger import Ledger
-from astrowatch.review import Reviewer
-from astrowatch.worker import Worker
+from astrowatch.core.config import Config
+from astrowatch.intake.ingest import Ingest
+from astrowatch.review.reviewer import Reviewer
+from astrowatch.runtime.worker import Worker
+from astrowatch.storage.layout import Layout
+from astrowatch.storage.ledger import Ledger
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from sdapi_support import FakeWebUI, astro_task, enhance_task, make_backend, photo
 
-from astrowatch.errors import BackendError, ConfigError, PermanentBackendError
-from astrowatch.infotext import parse_infotext
+from astrowatch.backends.infotext import parse_infotext
+from astrowatch.core.errors import BackendError, ConfigError, PermanentBackendError
 
 EXTRAS, IMG2IMG = "/sdapi/v1/extra-single-image", "/sdapi/v1/img2img"
 TXT2IMG, INTERROGATE = "/sdapi/v1/txt2img", "/sdapi/v1/interrogate"

@@ -16,7 +16,7 @@ import pytest
 from sdapi_support import FakeWebUI, astro_task, enhance_task, make_backend
 
 from astrowatch.backends.base import CancelToken
-from astrowatch.errors import BackendError, BackendUnavailable, Interrupted
+from astrowatch.core.errors import BackendError, BackendUnavailable, Interrupted
 
 EXTRAS, TXT2IMG = "/sdapi/v1/extra-single-image", "/sdapi/v1/txt2img"
 NO_CAPTION = {"caption_model": "none"}

@@ -25,10 +25,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from astrowatch.backends.base import AstroTask, EnhanceTask  # noqa: E402
-from astrowatch.backends.sdxl import SdxlBackend  # noqa: E402
-from astrowatch.config import Config, config_from_mapping  # noqa: E402
-from astrowatch.errors import BackendError, ConfigError, InputError, Interrupted  # noqa: E402
-from astrowatch.infotext import parse_infotext  # noqa: E402
+from astrowatch.backends.infotext import parse_infotext  # noqa: E402
+from astrowatch.backends.sdxl.backend import SdxlBackend  # noqa: E402
+from astrowatch.core.config import Config  # noqa: E402
+from astrowatch.core.errors import BackendError, ConfigError, InputError, Interrupted  # noqa: E402
+from astrowatch.runtime.settings import config_from_mapping  # noqa: E402
 
 pytestmark = pytest.mark.sdxl
 

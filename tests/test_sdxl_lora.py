@@ -15,17 +15,17 @@ pytest.importorskip("diffusers")
 pytest.importorskip("compel")
 pytest.importorskip("peft")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from lora_tiny import SELF_ATTENTION, make_sd15_lora, make_sdxl_lora  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from lora_tiny import SELF_ATTENTION, make_sd15_lora, make_sdxl_lora
+from PIL import Image
 
-from astrowatch.backends.base import AstroTask  # noqa: E402
-from astrowatch.backends.sdxl import SdxlBackend  # noqa: E402
-from astrowatch.config import config_from_mapping  # noqa: E402
-from astrowatch.errors import ConfigError, InputError  # noqa: E402
-from astrowatch.infotext import parse_infotext  # noqa: E402
-from astrowatch.loras import file_hashes  # noqa: E402
+from astrowatch.backends.base import AstroTask
+from astrowatch.backends.infotext import parse_infotext
+from astrowatch.backends.loras import file_hashes
+from astrowatch.backends.sdxl.backend import SdxlBackend
+from astrowatch.core.errors import ConfigError, InputError
+from astrowatch.runtime.settings import config_from_mapping
 
 pytestmark = pytest.mark.sdxl
 
@@ -100,7 +100,7 @@ def test_each_user_gets_their_own_adapter_without_reloading(backend):
 
 
 def test_per_user_adapters_beyond_the_limit_are_evicted_and_reload_the_same(backend, monkeypatch):
-    import astrowatch.backends.sdxl_lora as sdxl_lora
+    import astrowatch.backends.sdxl.lora as sdxl_lora
 
     gaby, _ = run(backend, "gaby")
     monkeypatch.setattr(sdxl_lora, "MAX_RESIDENT", 1)

@@ -23,9 +23,16 @@ from compel import Compel  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from astrowatch.errors import InputError  # noqa: E402
-from astrowatch.backends.sdxl_prompt import (_compel_parse, base_compel, encode_base, encode_refiner,  # noqa: E402
-                                             fast_parse, parse_prompt, refiner_compel)
+from astrowatch.backends.sdxl.prompt import (  # noqa: E402
+    _compel_parse,
+    base_compel,
+    encode_base,
+    encode_refiner,
+    fast_parse,
+    parse_prompt,
+    refiner_compel,
+)
+from astrowatch.core.errors import InputError  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "fusion"
 SDXL_GOLDENS = sorted(GOLDEN.glob("*--sdxl--*.json"))

@@ -14,20 +14,19 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from harness import run_cli, write_config
 
-from astrowatch.files import file_mode, has_group_default_acl, process_umask
-from astrowatch.layout import Layout
-from astrowatch.ledger import Ledger
-from astrowatch.ledger_readonly import ReadOnlyLedger
-from astrowatch.errors import NotFound
+from astrowatch.core.errors import NotFound
+from astrowatch.storage.files import file_mode, has_group_default_acl, process_umask
+from astrowatch.storage.layout import Layout
+from astrowatch.storage.ledger import Ledger
+from astrowatch.storage.ledger_readonly import ReadOnlyLedger
 
 WRITE_ALL = """
 import pathlib, sys
-from astrowatch.imageio import atomic_write_text
-from astrowatch.jsonlog import append_jsonl
-from astrowatch.files import process_umask
+from astrowatch.storage.images import atomic_write_text
+from astrowatch.storage.jsonlog import append_jsonl
+from astrowatch.storage.files import process_umask
 out = pathlib.Path(sys.argv[1])
 atomic_write_text(out / 'sidecar.json', '{}')
 append_jsonl(out / 'log.jsonl', {'a': 1})

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from extras import require
 import yaml
+from extras import require
 from test_feedback import KEY, Env
 
 from astrowatch.cli import main
-from astrowatch.jsonlog import append_jsonl
-from astrowatch.stats import denoising_band, normalise_reason
+from astrowatch.review.stats import denoising_band, normalise_reason
+from astrowatch.storage.jsonlog import append_jsonl
 
 
 def _history(tmp_path: Path) -> tuple[Env, Path]:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from extras import require
 import yaml
+from extras import require
 from harness import corrected_theme_bytes, make_image, theme_bytes
 from test_feedback import Env, _ingest_and_run
 
@@ -31,7 +31,7 @@ from astrowatch.cli import main
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((Path(found) for name in BROWSERS if (found := shutil.which(name))), None)
-APP = Path(__file__).resolve().parents[1] / "astrowatch" / "ui_app.py"
+APP = Path(__file__).resolve().parents[1] / "astrowatch" / "ui" / "app.py"
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_approve_moves_the_image_and_the_daemon_delivers_it(inbox, monkeypatch) 
     assert moved.is_file() and moved.with_suffix(".json").is_file() and not image.exists()
     assert [s.value for s in at.subheader] == ["beach.png · enhance"]
     assert "approved: moved to approved/" in at.success[0].value
-    from astrowatch.ingest import Ingest
+    from astrowatch.intake.ingest import Ingest
 
     assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
     assert env.ledger.get(job.id).state == "delivered"
@@ -143,7 +143,7 @@ def test_redo_writes_the_params_then_moves_into_redo(inbox, monkeypatch) -> None
     assert moved.is_file() and not image.exists()
     assert json.loads(moved.with_suffix(".json").read_text())["params"]["style"] == "cosmique"
     assert moved.with_suffix(".txt").read_text() == "edited before the redo\n"
-    from astrowatch.ingest import Ingest
+    from astrowatch.intake.ingest import Ingest
 
     assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
     child = next(j for j in env.ledger.by_state("queued") if j.parent_id == job.id)
@@ -311,7 +311,7 @@ def test_page_in_headless_chromium(inbox, tmp_path: Path) -> None:
 
 def _near(rgb: Any, tolerance: int = 40) -> Any:
     def count(target: tuple[int, int, int]) -> int:
-        return sum(n for n, c in rgb.getcolors(1 << 22) if all(abs(a - b) <= tolerance for a, b in zip(c, target)))
+        return sum(n for n, c in rgb.getcolors(1 << 22) if all(abs(a - b) <= tolerance for a, b in zip(c, target, strict=False)))
     return count
 
 
@@ -319,8 +319,8 @@ def test_an_original_browsers_cannot_show_is_previewed_decoded_and_oriented(tmp_
     pillow_heif = pytest.importorskip("pillow_heif")
     from PIL import Image
 
-    from astrowatch.commands.ui import original_preview
-    from astrowatch.config import Config
+    from astrowatch.core.config import Config
+    from astrowatch.ui.views import original_preview
 
     pillow_heif.register_heif_opener()
     exif = Image.Exif()

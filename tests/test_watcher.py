@@ -6,8 +6,8 @@ import os
 
 from harness import wait_until
 
-from astrowatch.layout import Layout
-from astrowatch.watcher import StabilityTracker, Watcher, scan
+from astrowatch.intake.watcher import StabilityTracker, Watcher, scan
+from astrowatch.storage.layout import Layout
 
 
 class Clock:
@@ -91,7 +91,8 @@ def test_dead_observer_is_detected_and_restarted(tmp_path):
             assert watcher.supervise() is True and watcher.alive() and watcher.restarts == 1
             (layout.users / "u").mkdir()
             (layout.users / "u" / "c.jpg").write_bytes(b"z")
-            wait_until(lambda: str(layout.users / "u" / "c.jpg") in seen, what=f"events after restart ({polling})")
+            target = str(layout.users / "u" / "c.jpg")
+            wait_until(lambda target=target, seen=seen: target in seen, what=f"events after restart ({polling})")
         finally:
             watcher.stop()
 

@@ -9,13 +9,18 @@ import pytest
 from PIL import Image
 
 from astrowatch.backends.base import AstroTask, CancelToken, create_backend
-from astrowatch.backends.wheel import WheelBackend, dominant_element, render_wheel, wheel_description
-from astrowatch.backends.wheel_layout import (
-    MIN_SEPARATION, POINT_COLOURS, R_GLYPH, R_TICK_IN, spread_longitudes, wheel_xy,
+from astrowatch.backends.wheel.backend import WheelBackend, dominant_element, render_wheel, wheel_description
+from astrowatch.backends.wheel.layout import (
+    MIN_SEPARATION,
+    POINT_COLOURS,
+    R_GLYPH,
+    R_TICK_IN,
+    spread_longitudes,
+    wheel_xy,
 )
 from astrowatch.chart.model import MAJOR_ASPECTS, SIGNS, Aspect, Chart, House, Point
-from astrowatch.config import Config
-from astrowatch.errors import InputError, Interrupted
+from astrowatch.core.config import Config
+from astrowatch.core.errors import InputError, Interrupted
 
 LONGITUDES = {
     "sun": 132.4, "moon": 347.2, "mercury": 128.9, "venus": 135.1, "mars": 210.6, "jupiter": 45.3,
@@ -144,7 +149,7 @@ def test_close_planets_are_spread_apart() -> None:
     lons = [128.9, 132.4, 135.1, 300.0]
     shown = spread_longitudes(lons)
     cluster = sorted(shown[:3])
-    assert all(b - a >= MIN_SEPARATION - 1e-6 for a, b in zip(cluster, cluster[1:]))
+    assert all(b - a >= MIN_SEPARATION - 1e-6 for a, b in zip(cluster, cluster[1:], strict=False))
     assert shown[3] == pytest.approx(300.0)  # isolated points do not move
     assert sum(cluster) / 3 == pytest.approx(sum(lons[:3]) / 3)
     wrap = spread_longitudes([358.0, 1.0])

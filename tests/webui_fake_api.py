@@ -17,7 +17,8 @@ import random
 import re
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image, ImageDraw, PngImagePlugin
 
@@ -159,7 +160,7 @@ def draw_from_seed(seed: int, width: int, height: int) -> Image.Image:
 
 
 def _colour_word(image: Image.Image) -> str:
-    rgb = [sum(band) / len(band) for band in zip(*image.convert("RGB").resize((8, 8)).getdata())]
+    rgb = [sum(band) / len(band) for band in zip(*image.convert("RGB").resize((8, 8)).getdata(), strict=False)]
     if max(rgb) - min(rgb) < 16:
         return "grey" if 40 < rgb[0] < 215 else ("black" if rgb[0] <= 40 else "white")
     return ("red", "green", "blue")[rgb.index(max(rgb))]

@@ -25,13 +25,14 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from webui_fake_api import (  # noqa: E402
+from webui_fake_api import (
     DEFAULT_SAMPLERS,
     DEFAULT_UPSCALERS,
     SCHEMAS,
@@ -86,14 +87,14 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 30
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.webui.verbose:  # type: ignore[attr-defined]
             super().log_message(format, *args)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
     def _read_body(self) -> bytes:
@@ -237,7 +238,7 @@ class FakeWebUI:
             payload = route(parse_body(path, raw)) if path in SCHEMAS else route()
         except ApiError as exc:
             return exc.status, exc.body, {}
-        except Exception as exc:  # noqa: BLE001 - mirrors the WebUI's catch-all handler
+        except Exception as exc:
             return 500, {"error": type(exc).__name__, "detail": "", "body": "", "errors": str(exc)}, {}
         with self._lock:
             self.completed[path] += 1

@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import ASTRO_BACKENDS, ENHANCE_BACKENDS, Config
-from ..errors import AstrowatchError
-from .auth import bearer, token_matches
-from .metrics import LedgerCollector, render
-from .service import ApiError, Service
+from astrowatch.api.auth import bearer, token_matches
+from astrowatch.api.metrics import LedgerCollector, render
+from astrowatch.api.service import ApiError, Service
+from astrowatch.core.config import ASTRO_BACKENDS, ENHANCE_BACKENDS, Config
+from astrowatch.core.errors import AstrowatchError
 
 log = structlog.get_logger("astrowatch.api")
 MAX_BODY = 64 * 1024
@@ -249,7 +249,7 @@ def _operations(service: Service) -> APIRouter:
 
 
 def _overrides(config: Config, request: Request, backend: str | None, body: GenerationBody | None) -> dict[str, Any]:
-    from ..fusion.data import merged_raw_styles
+    from astrowatch.fusion.data import merged_raw_styles
 
     unknown = sorted(set(request.query_params) - {"backend"})
     if unknown:

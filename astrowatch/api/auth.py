@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from astrowatch.core.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
+    from astrowatch.core.config import Config
 
 TOKEN_ENV = "ASTROWATCH_API_TOKEN"
 CREDENTIAL = "api_token"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from ..ledger import STATES
+from astrowatch.storage.ledger import STATES
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .service import Service
+    from astrowatch.api.service import Service
 
 # seconds per image: CPU wheel/fake (sub-second) up to SDXL on CPU or a slow remote API (minutes)
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -43,7 +44,7 @@ class LedgerCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from .service import ApiError
+        from astrowatch.api.service import ApiError
 
         ok, health = self.service.health()
         up = GaugeMetricFamily("astrowatch_daemon_up", "1 when the daemon's heartbeat is fresh (as /healthz)")

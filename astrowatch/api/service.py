@@ -9,7 +9,7 @@ The daemon stays the only process that runs jobs and moves results out of the de
   that took the current theme, and the daemon's worker copies that job's theme snapshot when it
   runs it (no file is written here);
 - approve / reject / redo move the inbox image exactly as ``astrowatch review`` and the review page
-  do (:func:`astrowatch.commands.ui.decide`), after marking the sidecar ``decided_via: api`` so
+  do (:func:`astrowatch.review.inbox.decide`), after marking the sidecar ``decided_via: api`` so
   the daemon records ``"via": "api"`` in ``logs/reviews.jsonl``.
 
 Errors are :class:`ApiError` (HTTP status, message, hint); the FastAPI layer only renders them.
@@ -20,18 +20,18 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..errors import AstrowatchError, NotFound, UnsafePathError
-from ..imageio import atomic_write_json, read_json_or_none
-from ..layout import Layout, check_name, check_user_name
+from astrowatch.core.errors import AstrowatchError, NotFound, UnsafePathError
+from astrowatch.storage.images import atomic_write_json, read_json_or_none
+from astrowatch.storage.layout import Layout, check_name, check_user_name
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
-    from ..ledger import Job, Ledger
+    from astrowatch.core.config import Config
+    from astrowatch.storage.ledger import Job, Ledger
 
 DECISIONS = ("approve", "reject", "redo")
 # the upstream app's word for a theme result a person approved (the ledger says ``delivered``:
@@ -47,7 +47,7 @@ class ApiError(Exception):
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
 def theme_source(user: str) -> str:
@@ -65,9 +65,9 @@ class Service:
 
     # -- the ledger ---------------------------------------------------------------------------
     def reader(self) -> Ledger:
-        """The ledger opened read-only (:mod:`astrowatch.ledger_readonly`); 503 while the daemon has
+        """The ledger opened read-only (:mod:`astrowatch.storage.ledger_readonly`); 503 while the daemon has
         never created it or it cannot be read."""
-        from ..ledger_readonly import open_for_reading
+        from astrowatch.storage.ledger_readonly import open_for_reading
 
         with self._open_lock:
             if self._reader is None:
@@ -82,7 +82,7 @@ class Service:
 
     def writer(self) -> Ledger:
         """The ledger opened for writing (new generations only); 503 when this process may not."""
-        from ..ledger import Ledger
+        from astrowatch.storage.ledger import Ledger
 
         self.reader()  # same 503 when there is no ledger yet
         with self._open_lock:
@@ -194,22 +194,22 @@ class Service:
         return None
 
     def backend_of(self, job: Job) -> str | None:
-        from ..commands.status import _daemon
-        from ..pipeline.steps import backend_for
+        from astrowatch.pipeline.steps import backend_for
+        from astrowatch.runtime.status import daemon_state
 
         recorded = (job.result or {}).get("backend")
         if recorded:
             return recorded
         default = getattr(self.config, job.kind).backend
         if default == "auto":  # what the running daemon resolved it to
-            default = (_daemon(self.layout).get("backends") or {}).get(job.kind, default)
+            default = (daemon_state(self.layout).get("backends") or {}).get(job.kind, default)
         return backend_for(job.params, default)
 
     # -- asking for work ------------------------------------------------------------------------------
     def request_generation(self, name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """A new astro job from the user's current theme with ``overrides`` (backend, seed, style)."""
-        from ..files import sha256_file
-        from ..pipeline.steps import SNAPSHOT_FROM
+        from astrowatch.pipeline.steps import SNAPSHOT_FROM
+        from astrowatch.storage.files import sha256_file
 
         user = self.user(name)
         theme = self.layout.user_dir(user) / f"theme_{user}.json"
@@ -237,8 +237,8 @@ class Service:
     def decide(self, job_id: str, decision: str, *, caption: str | None = None,
                params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Move the inbox image into approved/, rejected/ or redo/ as a reviewer would."""
-        from ..commands.ui import InboxItem, decide
-        from ..review import VIA_KEY
+        from astrowatch.review.inbox import InboxItem, decide
+        from astrowatch.review.reviewer import VIA_KEY
 
         job = self.job(job_id)
         with self._decide_lock:  # two requests for one result: the second gets the 409 below
@@ -266,7 +266,7 @@ class Service:
 
     # -- health --------------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
-        from ..commands.status import _daemon
+        from astrowatch.runtime.status import daemon_state
 
         reasons = []
         try:
@@ -278,7 +278,7 @@ class Service:
         except (sqlite3.Error, AstrowatchError) as exc:
             ledger_ok = False
             reasons.append(f"the ledger is not readable: {exc}")
-        daemon = _daemon(self.layout)
+        daemon = daemon_state(self.layout)
         age = time.time() - daemon["updated_at"] if isinstance(daemon.get("updated_at"), (int, float)) else None
         fresh = bool(daemon.get("running")) and age is not None and age <= self.config.api.heartbeat_max_age
         if not daemon.get("running"):

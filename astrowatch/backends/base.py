@@ -17,22 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import ConfigError, Interrupted
+from astrowatch.core.errors import ConfigError, Interrupted
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
-    from ..chart import Chart
-    from ..config import Config
+    from astrowatch.chart import Chart
+    from astrowatch.core.config import Config
 
 # name -> "module:Class"; modules are imported on first use only.
 REGISTRY: dict[str, str] = {
-    "wheel": "astrowatch.backends.wheel:WheelBackend",
+    "wheel": "astrowatch.backends.wheel.backend:WheelBackend",
     "lanczos": "astrowatch.backends.lanczos:LanczosBackend",
     "fake": "astrowatch.backends.fake:FakeBackend",
-    "sdxl": "astrowatch.backends.sdxl:SdxlBackend",
-    "sdapi": "astrowatch.backends.sdapi:SdapiBackend",
-    "openai": "astrowatch.backends.openai_images:OpenAIBackend",
+    "sdxl": "astrowatch.backends.sdxl.backend:SdxlBackend",
+    "sdapi": "astrowatch.backends.sdapi.backend:SdapiBackend",
+    "openai": "astrowatch.backends.openai.backend:OpenAIBackend",
 }
 
 
@@ -181,7 +181,7 @@ class Backend:
         """Load models / check the server once, before the daemon reports READY."""
 
     def health(self) -> None:
-        """Raise :class:`~astrowatch.errors.BackendUnavailable` while the backend is down."""
+        """Raise :class:`~astrowatch.core.errors.BackendUnavailable` while the backend is down."""
 
     def close(self) -> None:
         """Release models, sessions, GPU memory."""

@@ -11,8 +11,8 @@ import hashlib
 from collections import Counter
 from typing import Any
 
-from ..errors import BackendError, BackendUnavailable, InputError, PermanentBackendError
-from .base import AstroTask, Backend, EnhanceTask, Result
+from astrowatch.backends.base import AstroTask, Backend, EnhanceTask, Result
+from astrowatch.core.errors import BackendError, BackendUnavailable, InputError, PermanentBackendError
 
 _ERRORS = {"input": InputError, "backend": BackendError, "permanent": PermanentBackendError,
            "unavailable": BackendUnavailable}

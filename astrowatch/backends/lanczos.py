@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageFilter
 
-from ..errors import InputError
-from ..pipeline.describe import technical_description
-from .base import Backend, EnhanceTask, Result
+from astrowatch.backends.base import Backend, EnhanceTask, Result
+from astrowatch.backends.describe import technical_description
+from astrowatch.core.errors import InputError
 
 UNSHARP_RADIUS = 1.2
 UNSHARP_THRESHOLD = 3

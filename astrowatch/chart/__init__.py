@@ -1,5 +1,5 @@
 """Natal chart: one typed model (:mod:`.model`) parsed from every producer's JSON (:mod:`.parse`)."""
 
-from .model import Aspect, Chart, House, Point
+from astrowatch.chart.model import Aspect, Chart, House, Point
 
 __all__ = ["Aspect", "Chart", "House", "Point"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .model import ELEMENTS, MODALITIES, Point
+from astrowatch.chart.model import ELEMENTS, MODALITIES, Point
 
 POINT_WEIGHTS: dict[str, float] = {
     "sun": 2.0, "moon": 2.0, "ascendant": 2.0,

@@ -16,8 +16,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputError
-from .model import MAJOR_ASPECTS, SIGNS, House, Point
+from astrowatch.chart.model import MAJOR_ASPECTS, SIGNS, House, Point
+from astrowatch.core.errors import InputError
 
 FORMAT_DOC = "see docs/theme-format.md"
 _BOUNDARY_TOLERANCE = 0.01  # degrees: a sign label may disagree with a longitude this close to a cusp

@@ -15,12 +15,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dominant import pick
-from .fields import (
-    Ctx, as_dict, as_number, aspect_kind, build_point, canonical_point, describe, fold,
-    kind_from_angle, opt_bool, parse_house, parse_sign,
+from astrowatch.chart.dominant import pick
+from astrowatch.chart.fields import (
+    Ctx,
+    as_dict,
+    as_number,
+    aspect_kind,
+    build_point,
+    canonical_point,
+    describe,
+    fold,
+    kind_from_angle,
+    opt_bool,
+    parse_house,
+    parse_sign,
 )
-from .model import ELEMENTS, MODALITIES, SIGNS, Aspect, Chart, House, Point
+from astrowatch.chart.model import ELEMENTS, MODALITIES, SIGNS, Aspect, Chart, House, Point
 
 IMMANUEL_IDS = {
     4000001: "sun", 4000002: "moon", 4000003: "mercury", 4000004: "venus", 4000005: "mars",

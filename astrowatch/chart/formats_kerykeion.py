@@ -12,12 +12,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fields import (
-    Ctx, as_dict, as_number, aspect_kind, build_point, canonical_point, describe,
-    opt_bool, opt_number, opt_str, parse_house, parse_sign,
+from astrowatch.chart.dominant import pick
+from astrowatch.chart.fields import (
+    Ctx,
+    as_dict,
+    as_number,
+    aspect_kind,
+    build_point,
+    canonical_point,
+    describe,
+    opt_bool,
+    opt_number,
+    opt_str,
+    parse_house,
+    parse_sign,
 )
-from .dominant import pick
-from .model import ELEMENTS, MODALITIES, Aspect, Chart, House, Point
+from astrowatch.chart.model import ELEMENTS, MODALITIES, Aspect, Chart, House, Point
 
 # Top-level subject keys -> canonical point, in order of preference (true nodes before mean).
 SUBJECT_POINT_KEYS: tuple[tuple[str, str], ...] = (

@@ -10,11 +10,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fields import (
-    FORMAT_DOC, Ctx, angular_distance, as_dict, aspect_kind, build_point,
-    canonical_point, describe, opt_bool, opt_number, opt_str, parse_house, parse_sign,
+from astrowatch.chart.fields import (
+    FORMAT_DOC,
+    Ctx,
+    angular_distance,
+    as_dict,
+    aspect_kind,
+    build_point,
+    canonical_point,
+    describe,
+    opt_bool,
+    opt_number,
+    opt_str,
+    parse_house,
+    parse_sign,
 )
-from .model import MAJOR_ASPECTS, Aspect, Chart, House, Point
+from astrowatch.chart.model import MAJOR_ASPECTS, Aspect, Chart, House, Point
 
 FORMAT_ID = "astrowatch/1"
 POINT_NAMES = (

@@ -17,11 +17,11 @@ aspects" are the same for every format.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .fields import angular_distance
-from .model import MAJOR_ASPECTS, PLANETS, Aspect, Chart
+from astrowatch.chart.fields import angular_distance
+from astrowatch.chart.model import MAJOR_ASPECTS, PLANETS, Aspect, Chart
 
 # kerykeion's default orbs for the major aspects (degrees).
 ASPECT_ORBS = {"conjunction": 10.0, "opposition": 10.0, "trine": 8.0, "sextile": 6.0, "square": 5.0}
@@ -44,7 +44,7 @@ def _utc_minute(birth: str, tz_name: str | None) -> str | None:
     when = (when + timedelta(seconds=30)).replace(second=0, microsecond=0)
     if when.tzinfo is None:  # no offset, no zone: the local wall-clock time is all there is
         return when.strftime("%Y-%m-%dT%H:%M") + " local"
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def _coordinate(value: Any) -> float | None:

@@ -1,7 +1,7 @@
 """Parse a natal-chart JSON file, whatever produced it, into one :class:`~.model.Chart`.
 
 Entry points: :func:`parse_chart_file` and :func:`parse_chart_bytes`. Every failure is an
-:class:`~astrowatch.errors.InputError` whose one-line message names the file and the reason.
+:class:`~astrowatch.core.errors.InputError` whose one-line message names the file and the reason.
 
 Safety limits come first, before any parsing: the size (``max_bytes``), UTF-8 decoding, and the
 nesting depth (``max_depth``), which is measured by a linear scan of the bytes that skips
@@ -15,20 +15,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from array import array
+from dataclasses import replace
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, NotFound
-from .dominant import compute_dominants
-from .fields import FORMAT_DOC, Ctx, describe, house_of
-from .formats_immanuel import looks_like_immanuel, parse_immanuel
-from .formats_kerykeion import looks_like_subject, parse_astrologer, parse_chart_data, parse_subject
-from .formats_own import looks_like_own, parse_own
-from .identity import complete_aspects
-from .model import Aspect, Chart
+from astrowatch.chart.dominant import compute_dominants
+from astrowatch.chart.fields import FORMAT_DOC, Ctx, describe, house_of
+from astrowatch.chart.formats_immanuel import looks_like_immanuel, parse_immanuel
+from astrowatch.chart.formats_kerykeion import looks_like_subject, parse_astrologer, parse_chart_data, parse_subject
+from astrowatch.chart.formats_own import looks_like_own, parse_own
+from astrowatch.chart.identity import complete_aspects
+from astrowatch.chart.model import Aspect, Chart
+from astrowatch.core.errors import InputError, NotFound
 
 SOURCE_FORMATS = ("kerykeion", "kerykeion-chart", "astrologer-api", "immanuel", "astrowatch")
 DEFAULT_MAX_BYTES = 2_000_000

@@ -11,11 +11,11 @@ import importlib.util
 import sys
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..api.auth import load_token, require_token_off_loopback
-    from ..config import load_config
-    from ..errors import NotFound
-    from ..logsetup import setup_logging
+def main(args) -> int:
+    from astrowatch.api.auth import load_token, require_token_off_loopback
+    from astrowatch.core.errors import NotFound
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.settings import load_config
 
     config = load_config(args.config)
     host = args.host or config.api.host
@@ -29,17 +29,17 @@ def main(args) -> int:  # noqa: ANN001
     return serve(config, host, port, token)
 
 
-def serve(config, host: str, port: int, token: str | None) -> int:  # noqa: ANN001
+def serve(config, host: str, port: int, token: str | None) -> int:
     import structlog
     import uvicorn
 
-    from ..api.app import create_app
-    from ..notify import Notifier
+    from astrowatch.api.app import create_app
+    from astrowatch.runtime.notify import Notifier
 
     log = structlog.get_logger("astrowatch.api")
 
     class Server(uvicorn.Server):
-        async def startup(self, sockets=None) -> None:  # noqa: ANN001
+        async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if self.started:
                 log.info("listening", url=f"http://{host}:{port}", data_dir=str(config.data_dir),

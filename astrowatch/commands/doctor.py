@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -13,13 +13,13 @@ OK, WARN, FAIL = "ok", "warn", "FAIL"
 def _check(results: list[tuple[str, str, str]], name: str, fn: Callable[[], tuple[str, str]]) -> None:
     try:
         status, detail = fn()
-    except Exception as exc:  # noqa: BLE001 — doctor reports, never crashes
+    except Exception as exc:
         status, detail = FAIL, str(exc)
     results.append((status, name, detail))
 
 
-def _folders(config) -> tuple[str, str]:  # noqa: ANN001
-    from ..layout import FOLDERS
+def _folders(config) -> tuple[str, str]:
+    from astrowatch.storage.layout import FOLDERS
 
     missing, readonly = [], []
     for folder in FOLDERS:
@@ -40,9 +40,9 @@ def _folders(config) -> tuple[str, str]:  # noqa: ANN001
     return (OK if free > 2 else WARN), f"all folders writable under {config.data_dir}; {free:.1f} GiB free"
 
 
-def _group(config) -> tuple[str, str]:  # noqa: ANN001
-    from ..layout import Layout
-    from ..sharing import group_members, group_name, group_problems
+def _group(config) -> tuple[str, str]:
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.sharing import group_members, group_name, group_problems
 
     gid, problems = group_problems(Layout(config.data_dir))
     if problems:  # a failure when people share the group; a one-user install shares nothing, and works
@@ -53,7 +53,7 @@ def _group(config) -> tuple[str, str]:  # noqa: ANN001
                 "read the inbox and the ledger")
 
 
-def _inotify(config) -> tuple[str, str]:  # noqa: ANN001
+def _inotify(config) -> tuple[str, str]:
     if config.watch.polling:
         return OK, f"polling every {config.watch.polling_interval} s (inotify not used)"
     try:
@@ -67,8 +67,8 @@ def _inotify(config) -> tuple[str, str]:  # noqa: ANN001
 
 
 def _image_types() -> tuple[str, str]:
-    """The accepted photo types (from :mod:`astrowatch.formats`) and whether HEIC/AVIF decode here."""
-    from ..formats import accepted_text, avif_support, heif_support
+    """The accepted photo types (from :mod:`astrowatch.core.formats`) and whether HEIC/AVIF decode here."""
+    from astrowatch.core.formats import accepted_text, avif_support, heif_support
 
     heif, avif = heif_support(), avif_support()
     missing = [what for what, ok in (("HEIC/HEIF (pip install pillow-heif)", heif),
@@ -79,9 +79,9 @@ def _image_types() -> tuple[str, str]:
     return (WARN, f"{detail}; such files will fail until fixed: {', '.join(missing)}") if missing else (OK, detail)
 
 
-def _backend(config, kind: str) -> tuple[str, str]:  # noqa: ANN001
-    from ..backends.base import create_backend, resolve_auto
-    from ..errors import BackendUnavailable
+def _backend(config, kind: str) -> tuple[str, str]:
+    from astrowatch.backends.base import create_backend, resolve_auto
+    from astrowatch.core.errors import BackendUnavailable
 
     name = getattr(config, kind).backend
     why = ""
@@ -99,15 +99,15 @@ def _backend(config, kind: str) -> tuple[str, str]:  # noqa: ANN001
     return OK, f"{name}{why} ready"
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..config import load_config
+def main(args) -> int:
+    from astrowatch.runtime.settings import load_config
 
     results: list[tuple[str, str, str]] = []
     config = None
     try:
         config = load_config(args.config)
         results.append((OK, "config", f"{config.source} is valid"))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         results.append((FAIL, "config", str(exc)))
     if config is not None:
         _check(results, "folders", lambda: _folders(config))

@@ -6,8 +6,8 @@ waited for), 1 when ``--timeout`` expired first.
 
 from __future__ import annotations
 
-from .run import start
+from astrowatch.commands.run import start
 
 
-def main(args) -> int:  # noqa: ANN001
+def main(args) -> int:
     return start(args, drain=True, timeout=args.timeout)

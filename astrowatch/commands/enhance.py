@@ -5,22 +5,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .generate import one_shot_context, write_result
+from astrowatch.commands.generate import one_shot_context, write_result
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..config import Config, apply_overrides, load_config
-    from ..daemon import resolve_backends
-    from ..files import sha256_file
-    from ..logsetup import setup_logging
-    from ..pipeline.steps import enhance_image
+def main(args) -> int:
+    from astrowatch.core.config import Config
+    from astrowatch.pipeline.steps import enhance_image
+    from astrowatch.runtime.daemon import resolve_backends
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.settings import apply_overrides, load_config
+    from astrowatch.storage.files import sha256_file
 
     config = load_config(args.config) if args.config or Path("config.yaml").exists() else Config()
     config = apply_overrides(config, args.set)
     setup_logging("warning", "console")
     source = Path(args.image)
     if not source.is_file():
-        from ..errors import NotFound
+        from astrowatch.core.errors import NotFound
 
         raise NotFound(f"{source}: no such file")
     default = args.backend or resolve_backends(config)["enhance"]

@@ -8,30 +8,31 @@ import time
 from pathlib import Path
 
 
-def one_shot_context(config, cancel=None):  # noqa: ANN001
+def one_shot_context(config, cancel=None):
     """A JobContext with its own backend pool (the worker's pool class), for CLI one-offs."""
-    from ..backends.base import CancelToken
-    from ..layout import Layout
-    from ..pipeline.steps import JobContext
-    from ..worker import BackendPool
+    from astrowatch.backends.base import CancelToken
+    from astrowatch.pipeline.steps import JobContext
+    from astrowatch.runtime.worker import BackendPool
+    from astrowatch.storage.layout import Layout
 
     pool = BackendPool(config)
     return JobContext(config, Layout(config.data_dir), pool.get, cancel or CancelToken()), pool
 
 
-def write_result(outcome, output: Path, job_id: str, kind: str) -> None:  # noqa: ANN001
-    from ..imageio import atomic_write_bytes, result_bytes
+def write_result(outcome, output: Path, job_id: str, kind: str) -> None:
+    from astrowatch.storage.images import atomic_write_bytes, result_bytes
 
     r = outcome.result
     fmt = {".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(output.suffix.lower(), "png")  # by -o's name
     atomic_write_bytes(output, result_bytes(r.image, fmt, infotext=r.infotext, meta={"job_id": job_id, "kind": kind}))
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..chart.parse import parse_chart_file
-    from ..config import Config, apply_overrides, load_config
-    from ..daemon import resolve_backends
-    from ..logsetup import setup_logging
+def main(args) -> int:
+    from astrowatch.chart.parse import parse_chart_file
+    from astrowatch.core.config import Config
+    from astrowatch.runtime.daemon import resolve_backends
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.settings import apply_overrides, load_config
 
     config = load_config(args.config) if args.config or Path("config.yaml").exists() else Config()
     config = apply_overrides(config, args.set)
@@ -46,7 +47,7 @@ def main(args) -> int:  # noqa: ANN001
     t0 = time.monotonic()
     try:
         with tempfile.TemporaryDirectory() as work:
-            from ..pipeline.steps import generate_astro
+            from astrowatch.pipeline.steps import generate_astro
 
             outcome = generate_astro(chart, ctx, job_id="cli", params=params, default_backend=default,
                                      work_dir=Path(work))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def _write_template(path: Path) -> None:
-    from ..errors import ConfigError
+    from astrowatch.core.errors import ConfigError
 
     template = resources.files("astrowatch").joinpath("config.example.yaml").read_text(encoding="utf-8")
     try:
@@ -29,9 +29,9 @@ def _write_template(path: Path) -> None:
                                f"{path}), then run init again") from None
 
 
-def _config_path(args) -> tuple[Path, bool]:  # noqa: ANN001
+def _config_path(args) -> tuple[Path, bool]:
     """(the config to use, whether it was named by --config / $ASTROWATCH_CONFIG)."""
-    from ..config import CONFIG_ENV
+    from astrowatch.core.config import CONFIG_ENV
 
     named = getattr(args, "config", None) or os.environ.get(CONFIG_ENV)
     if named:
@@ -41,8 +41,8 @@ def _config_path(args) -> tuple[Path, bool]:  # noqa: ANN001
     return root / "config.yaml", False
 
 
-def _next_step(config_path: Path, named: bool, args) -> str:  # noqa: ANN001
-    from ..config import CONFIG_ENV
+def _next_step(config_path: Path, named: bool, args) -> str:
+    from astrowatch.core.config import CONFIG_ENV
 
     if not named:
         return f"astrowatch run --config {config_path}"
@@ -54,10 +54,10 @@ def _next_step(config_path: Path, named: bool, args) -> str:  # noqa: ANN001
     return f"astrowatch run   (the config comes from ${CONFIG_ENV}; or: systemctl enable --now astrowatch)"
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..config import load_config
-    from ..layout import Layout
-    from ..sharing import group_name, share_tree
+def main(args) -> int:
+    from astrowatch.runtime.settings import load_config
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.sharing import group_name, share_tree
 
     config_path, named = _config_path(args)
     if config_path.exists():

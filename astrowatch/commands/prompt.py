@@ -14,14 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
+    from astrowatch.core.config import Config
 
 FUSION_BACKENDS = ("sdxl", "sdapi", "openai")
 
 
 def load_optional_config(explicit: str | None) -> Config:
     """The named (or ``$ASTROWATCH_CONFIG``) config, else ``./config.yaml`` if present, else defaults."""
-    from ..config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config, load_config
+    from astrowatch.core.config import CONFIG_ENV, DEFAULT_CONFIG_NAME, Config
+    from astrowatch.runtime.settings import load_config
 
     if explicit or os.environ.get(CONFIG_ENV) or Path(DEFAULT_CONFIG_NAME).is_file():
         return load_config(explicit)
@@ -41,8 +42,8 @@ def render_plain(fusion_dict: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..chart.parse import parse_chart_file
-    from ..fusion import fuse
+    from astrowatch.chart.parse import parse_chart_file
+    from astrowatch.fusion import fuse
 
     config = load_optional_config(args.config)
     chart = parse_chart_file(Path(args.theme), max_bytes=config.limits.max_json_bytes,

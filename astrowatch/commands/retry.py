@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..layout import Layout
-    from ..ledger import Job, Ledger
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Job, Ledger
 
 UNITS = {"m": 60, "h": 3600, "d": 86400}
 
@@ -46,7 +46,7 @@ def since_arg(text: str) -> float:
 
 def failed_entry(layout: Layout, job: Job) -> tuple[Path, Path] | None:
     """``failed/<user>/<name>`` and its ``.error.json`` written for ``job``, if still there."""
-    from ..imageio import read_json_or_none
+    from astrowatch.storage.images import read_json_or_none
 
     folder = layout.failed_dir(job.user)
     for record in sorted(folder.glob("*.error.json")) if folder.is_dir() else []:
@@ -58,10 +58,10 @@ def failed_entry(layout: Layout, job: Job) -> tuple[Path, Path] | None:
 
 def restore_input(ledger: Ledger, layout: Layout, job: Job, *, check: bool = True) -> None:
     """Put the failed job's input where its retry reads it: the job's archive folder."""
-    from ..errors import InputError, NotFound
-    from ..imageio import move_out
-    from ..ingest import sha256_file
-    from ..pipeline.publish import locate_source
+    from astrowatch.core.errors import InputError, NotFound
+    from astrowatch.intake.ingest import sha256_file
+    from astrowatch.pipeline.publish import locate_source
+    from astrowatch.storage.images import move_out
 
     archive = layout.archive_dir(job.user, job.id)
     entry = failed_entry(layout, job)
@@ -98,8 +98,8 @@ def newer_theme(ledger: Ledger, job: Job) -> Job | None:
 
 def retry(ledger: Ledger, layout: Layout, job: Job) -> str:
     """Queue the retry of one failed job (or name the one that exists); one line for the operator."""
-    from ..errors import NotFound
-    from ..pipeline.delivery import queue_child
+    from astrowatch.core.errors import NotFound
+    from astrowatch.pipeline.delivery import queue_child
 
     child = ledger.child_of(job.id)
     if child is not None:
@@ -121,11 +121,11 @@ def select_failed(ledger: Ledger, user: str | None, since: float | None) -> list
             and (since is None or j.updated_at >= since) and ledger.child_of(j.id) is None]
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..config import load_config
-    from ..errors import AstrowatchError, ConfigError
-    from ..layout import Layout
-    from ..ledger import Ledger
+def main(args) -> int:
+    from astrowatch.core.errors import AstrowatchError, ConfigError
+    from astrowatch.runtime.settings import load_config
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Ledger
 
     if bool(args.jobs) == bool(args.failed):
         raise ConfigError("name failed jobs (astrowatch retry JOB_ID...) or use --failed, not both")

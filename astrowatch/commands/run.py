@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def start(args, *, drain: bool, timeout: float | None = None) -> int:
-    from ..config import load_config
-    from ..daemon import Daemon
-    from ..logsetup import setup_logging
+    from astrowatch.runtime.daemon import Daemon
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.settings import load_config
 
     config = load_config(args.config)
     setup_logging(config.log.level, getattr(args, "log_format", None) or config.log.format)

@@ -22,7 +22,7 @@ def table(headers: list[str], rows: list[list[Any]], right: set[int] | None = No
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     for row in cells:
-        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
         out.append("  " + "  ".join(parts).rstrip())
     return out
 
@@ -79,7 +79,7 @@ def render(info: dict[str, Any]) -> str:
 
 
 def _marks(value: Any, row: dict[str, Any]) -> str:
-    from ..feedback import same
+    from astrowatch.pipeline.feedback import same
 
     marks = [m for m, v in (("<- choice", row["choice"]), ("config default", row["default"])) if same(v, value)]
     return ", ".join(marks)
@@ -102,7 +102,7 @@ def render_learned(rows: list[dict[str, Any]]) -> str:
 
 def plot(info: dict[str, Any], path: Path) -> Path:
     """Horizontal bars of approval rate per group, one panel per dimension (matplotlib, Agg)."""
-    from ..errors import NotFound
+    from astrowatch.core.errors import NotFound
 
     try:
         import matplotlib
@@ -115,7 +115,7 @@ def plot(info: dict[str, Any], path: Path) -> Path:
     panels = [(d, rows) for d, rows in info["by"].items() if rows]
     fig, axes = plt.subplots(max(len(panels), 1), 1, figsize=(8, 1.2 + sum(0.45 * len(r) + 0.9 for _, r in panels)),
                              squeeze=False)
-    for ax, (dim, rows) in zip(axes[:, 0], panels):
+    for ax, (dim, rows) in zip(axes[:, 0], panels, strict=False):
         labels = [f"{r['value']} (n={r['decisions']})" for r in rows]
         bars = ax.barh(labels, [r["approval_rate"] or 0 for r in rows], color="#4c72b0")
         ax.bar_label(bars, labels=[pct(r["approval_rate"]) or "-" for r in rows], padding=3, fontsize=8)
@@ -132,10 +132,10 @@ def plot(info: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..config import load_config
-    from ..feedback import report
-    from ..stats import collect, parse_since
+def main(args) -> int:
+    from astrowatch.pipeline.feedback import report
+    from astrowatch.review.stats import collect, parse_since
+    from astrowatch.runtime.settings import load_config
 
     since = parse_since(args.since)  # a bad date fails before anything is read
     config = load_config(args.config)

@@ -7,55 +7,9 @@ Works whether or not the daemon runs, for anyone in the service's group: it read
 from __future__ import annotations
 
 import json
-import os
-import time
 from typing import Any
 
-
-def collect(config) -> dict[str, Any]:  # noqa: ANN001
-    from ..layout import Layout
-    from ..ledger import STATES
-    from ..ledger_readonly import open_for_reading
-
-    layout = Layout(config.data_dir)
-    if not layout.ledger_path.exists():
-        return {"data_dir": str(layout.root), "daemon": _daemon(layout), "counts": {}, "inbox": [],
-                "failures": [], "note": "no ledger yet: the daemon has never run on this data folder"}
-    ledger = open_for_reading(layout)  # a reviewer may read the ledger, never write it
-    counts = ledger.counts()
-    inbox = [{"job_id": j.id, "user": j.user, "kind": j.kind,
-              "image": f"inbox/{j.user}/{(j.result or {}).get('image')}",
-              "backend": (j.result or {}).get("backend"), "waiting_s": round(time.time() - j.updated_at)}
-             for j in ledger.by_state("inbox")]
-    failures = [{"job_id": j.id, "user": j.user, "kind": j.kind, "source": j.source, "reason": j.error,
-                 "at": time.strftime("%Y-%m-%d %H:%M", time.localtime(j.updated_at))}
-                for j in ledger.by_state("failed", limit=10)]
-    waiting = [{"job_id": j.id, "user": j.user, "reason": j.error} for j in ledger.by_state("waiting")]
-    return {"data_dir": str(layout.root), "daemon": _daemon(layout), **_remote(config),
-            "counts": {s: counts.get(s, 0) for s in STATES if counts.get(s)},
-            "inbox": inbox, "waiting": waiting, "failures": failures,
-            "configured_backends": {"astro": config.astro.backend, "enhance": config.enhance.backend},
-            **_room(config, layout)}
-
-
-def _room(config, layout) -> dict[str, Any]:  # noqa: ANN001
-    """Free space under data_dir (and whether jobs wait for it), and what retention bounds."""
-    from ..diskspace import DiskGuard
-    from ..retention import sizes_mb
-
-    guard = DiskGuard(layout.root, config.limits.min_free_mb)
-    free = guard.free_mb()
-    return {"disk": {"free_mb": free, "min_free_mb": guard.min_free_mb, "full": free is not None and free < guard.threshold_mb},
-            "sizes_mb": sizes_mb(layout)}
-
-
-def _remote(config) -> dict[str, Any]:  # noqa: ANN001
-    """executor: celery: the GPU hosts' workers, from Celery's remote control (a broadcast, 1 s)."""
-    if getattr(config, "executor", "local") != "celery":
-        return {}
-    from ..remote.client import remote_workers
-
-    return {"executor": "celery", "remote_workers": remote_workers(config)}
+from astrowatch.runtime.status import collect
 
 
 def _remote_lines(info: dict[str, Any]) -> list[str]:
@@ -79,33 +33,11 @@ def _remote_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _daemon(layout) -> dict[str, Any]:  # noqa: ANN001
-    try:
-        state = json.loads(layout.daemon_state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"running": False}
-    running = not state.get("stopped") and _pid_alive(state.get("pid"))
-    state["running"] = running
-    return state
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _worker_line(w: dict[str, Any]) -> str:
     st = w.get("stats", {})
     busy = f"busy with {w['current_job']}" if w.get("current_job") else "idle"
     if w.get("current_job") and w.get("progress"):
-        from ..backends.base import progress_text
+        from astrowatch.backends.base import progress_text
 
         busy += f" ({progress_text(w['progress'])})"
     text = f"{w['name']}: {busy}, {st.get('jobs', 0)} images"
@@ -155,8 +87,8 @@ def render(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..config import load_config
+def main(args) -> int:
+    from astrowatch.runtime.settings import load_config
 
     info = collect(load_config(args.config))
     print(json.dumps(info, indent=2, default=str) if args.json else render(info))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 
-def main(args) -> int:  # noqa: ANN001
-    from ..config import load_config
-    from ..logsetup import setup_logging
-    from ..remote.worker import serve
+def main(args) -> int:
+    from astrowatch.runtime.logsetup import setup_logging
+    from astrowatch.runtime.remote_worker import serve
+    from astrowatch.runtime.settings import load_config
 
     config = load_config(args.config)
     setup_logging(config.log.level, getattr(args, "log_format", None) or config.log.format)

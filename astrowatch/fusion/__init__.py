@@ -7,9 +7,9 @@ Public API::
     render_key(chart, config, params) -> str
 """
 
-from .data import DEFAULT_BUDGET, load_style, style_names
-from .fuse import OPENAI_BUDGET, Fusion, chart_seed, fuse, render_key
-from .tokens import ApproxTokenCounter, ClipTokenCounter, counters_for
+from astrowatch.fusion.data import DEFAULT_BUDGET, load_style, style_names
+from astrowatch.fusion.fuse import OPENAI_BUDGET, Fusion, chart_seed, fuse, render_key
+from astrowatch.fusion.tokens import ApproxTokenCounter, ClipTokenCounter, counters_for
 
 __all__ = [
     "DEFAULT_BUDGET",

@@ -23,8 +23,8 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .motifs import Motif
-from .tokens import TokenCounter
+from astrowatch.fusion.motifs import Motif
+from astrowatch.fusion.tokens import TokenCounter
 
 _UNSAFE = re.compile(r"[^\w\s,'\-]|_")  # keeps letters, digits, spaces, commas, ' and -
 _LONE_HYPHEN = re.compile(r"(?<![^\W\d_])-+|-+(?![^\W\d_])")  # a hyphen not inside a word

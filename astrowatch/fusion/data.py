@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from astrowatch.core.errors import ConfigError
 
 DEFAULT_STYLE = "figuratif"
 DEFAULT_BUDGET = 75  # content tokens per CLIP encoder: 77 minus the start and end tokens

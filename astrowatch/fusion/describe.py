@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..chart.model import Point
-from .data import correspondences
-from .motifs import Reading, point_entry
+from astrowatch.chart.model import Point
+from astrowatch.fusion.data import correspondences
+from astrowatch.fusion.motifs import Reading, point_entry
 
 WORDS = {
     "fr": {

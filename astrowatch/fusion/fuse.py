@@ -15,18 +15,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..chart.identity import identity_sha256
-from ..errors import ConfigError, InputError
-from .compact import Compacted, compact
-from .data import load_style, style_names
-from .describe import describe
-from .motifs import Motif, Reading, build_motifs, negative_motifs, read_chart
-from .tokens import counters_for
+from astrowatch.chart.identity import identity_sha256
+from astrowatch.core.errors import ConfigError, InputError
+from astrowatch.fusion.compact import Compacted, compact
+from astrowatch.fusion.data import load_style, style_names
+from astrowatch.fusion.describe import describe
+from astrowatch.fusion.motifs import Motif, Reading, build_motifs, negative_motifs, read_chart
+from astrowatch.fusion.tokens import counters_for
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..chart.model import Chart, Point
-    from ..config import Config
-    from .data import Style
+    from astrowatch.chart.model import Chart, Point
+    from astrowatch.core.config import Config
+    from astrowatch.fusion.data import Style
 
 OPENAI_BUDGET = 900  # approx tokens: no CLIP truncation behind the OpenAI images API
 SEED_LIMIT = 2**32

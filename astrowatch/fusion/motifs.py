@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..chart.dominant import compute_dominants
-from ..chart.model import ELEMENTS, MAJOR_ASPECTS, MODALITIES, PLANETS, Aspect, Chart, Point
-from .data import Fragment, Style, correspondences, fragment
+from astrowatch.chart.dominant import compute_dominants
+from astrowatch.chart.model import ELEMENTS, MAJOR_ASPECTS, MODALITIES, PLANETS, Aspect, Chart, Point
+from astrowatch.fusion.data import Fragment, Style, correspondences, fragment
 
 # Importance (higher is kept longer).  The figure is essential: it is never dropped.
 PRIORITY = {
@@ -169,7 +169,7 @@ def build_motifs(reading: Reading) -> list[Motif]:
         _motif("materials", reading.materials, style),
         _motif("composition", reading.composition, style),
     ]
-    for i, (aspect, frag) in enumerate(reading.aspects):
+    for i, (_aspect, frag) in enumerate(reading.aspects):
         key = f"aspects:{i}"  # index into reading.aspects
         items.append(_motif("aspects", frag, style, key=key, priority=ASPECT_PRIORITY[i]))
     if reading.house is not None:

@@ -45,10 +45,10 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ConfigError
+from astrowatch.core.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
+    from astrowatch.core.config import Config
 
 # CLIP: 's|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+  (stdlib re spelling)
 _PIECE = re.compile(r"'(?:s|t|re|ve|m|ll|d)|[^\W\d_]+|\d|(?:[^\s\w]|_)+")
@@ -120,7 +120,7 @@ def load_clip_tokenizer(folder: str) -> Any:
         raise ConfigError(f"{folder}: cannot count CLIP tokens: {exc}") from None
     try:
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
-    except Exception as exc:  # noqa: BLE001 - any loading failure is a configuration problem
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"{folder}: cannot load the CLIP tokenizer: {first}") from None
     tokenizer.model_max_length = 10**9  # we count long prompts on purpose: no length warning

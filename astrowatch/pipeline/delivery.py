@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..files import sha256_file
-from ..imageio import RESULT_SUFFIX, atomic_write_bytes, atomic_write_text, fsync_dir, move_out
-from .publish import result_stem
+from astrowatch.pipeline.publish import result_stem
+from astrowatch.storage.files import sha256_file
+from astrowatch.storage.images import RESULT_SUFFIX, atomic_write_bytes, atomic_write_text, fsync_dir, move_out
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
-    from ..layout import Layout
-    from ..ledger import Job, Ledger
+    from astrowatch.core.config import Config
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Job, Ledger
 
 
 def _sha(path: Path) -> str | None:
@@ -135,7 +135,7 @@ def copy_snapshot(layout: Layout, parent: Job, child_id: str) -> None:
 def queue_child(ledger: Ledger, layout: Layout, parent: Job, params: dict) -> tuple[Job, bool]:
     """The one child job of ``parent`` (a redo or a retry), idempotent.  An astro child's theme
     snapshot is in place before the job exists, so a worker never claims it without one."""
-    from ..ledger import new_job_id
+    from astrowatch.storage.ledger import new_job_id
 
     child_id = new_job_id()
     if parent.kind == "astro":

@@ -1,6 +1,6 @@
 """Preprocessing of a dropped photo before any enhancement backend sees it.
 
-Decode under limits (:func:`astrowatch.imageio.open_image`: first frame of an animation, the
+Decode under limits (:func:`astrowatch.storage.images.open_image`: first frame of an animation, the
 primary image of a multi-image HEIF), apply the EXIF orientation, convert an embedded ICC profile
 to sRGB, convert to 8-bit RGB (alpha flattened onto ``enhance.background``; 10/12-bit HEIF/AVIF
 arrive already reduced to 8 bits by the decoder: clamped, not tone-mapped), enlarge small images
@@ -17,16 +17,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from ..errors import ConfigError, InputError
-from ..imageio import open_image
+from astrowatch.backends.describe import is_grayscale
+from astrowatch.core.errors import ConfigError, InputError
+from astrowatch.storage.images import open_image
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import EnhanceConfig, LimitsConfig
+    from astrowatch.core.config import EnhanceConfig, LimitsConfig
 
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
-GRAY_TOLERANCE = 10  # channel spread (0..255) still counted as gray
-GRAY_QUANTILE = 0.99  # ... for this share of the pixels (JPEG chroma noise)
 
 TAG_ORIENTATION, TAG_MAKE, TAG_MODEL, TAG_DATETIME = 0x0112, 0x010F, 0x0110, 0x0132
 TAG_EXIF_IFD, TAG_DATETIME_ORIGINAL = 0x8769, 0x9003
@@ -139,15 +138,6 @@ def _wide_to_l(img: Image.Image) -> Image.Image:
     else:
         scale = 255.0 / (65535.0 if top <= 65535 else top)
     return Image.fromarray(np.clip(np.round(arr * scale), 0, 255).astype(np.uint8))
-
-
-def is_grayscale(rgb: Image.Image) -> bool:
-    """True when R, G and B are equal within :data:`GRAY_TOLERANCE` for nearly every pixel."""
-    thumb = rgb.copy()
-    thumb.thumbnail((256, 256), Image.Resampling.NEAREST)
-    arr = np.asarray(thumb, dtype=np.int16)
-    spread = arr.max(axis=2) - arr.min(axis=2)
-    return bool(np.quantile(spread, GRAY_QUANTILE) <= GRAY_TOLERANCE)
 
 
 def enlarge(img: Image.Image, min_side: int, max_pixels: int, name: str) -> Image.Image:

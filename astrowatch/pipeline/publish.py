@@ -15,15 +15,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import safe_display_name, sha256_file
-from ..imageio import (RESULT_SUFFIX, atomic_write_bytes, atomic_write_json, atomic_write_text, fsync_dir, move_out,
-                       read_json_or_none, result_bytes)
-from ..layout import display
+from astrowatch.storage.files import safe_display_name, sha256_file
+from astrowatch.storage.images import (
+    RESULT_SUFFIX,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    move_out,
+    read_json_or_none,
+    result_bytes,
+)
+from astrowatch.storage.layout import display
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..layout import Layout
-    from ..ledger import Job, Ledger
-    from .steps import Outcome
+    from astrowatch.pipeline.steps import Outcome
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Job, Ledger
 
 REVIEW_HELP = ("Move the image into approved/ to accept it, rejected/ to refuse it, or edit 'params' "
                "here and move the image into redo/ to run it again.")
@@ -98,7 +106,7 @@ def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = No
 def locate_source(ledger: Ledger, layout: Layout, job: Job) -> Path:
     """The dropped image: still in the user folder, or archived with the job or an ancestor
     (a redo, a retry)."""
-    from ..errors import InputError
+    from astrowatch.core.errors import InputError
 
     candidates = [layout.abs(job.source)]
     j: Job | None = job
@@ -140,7 +148,7 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
               "retry": "bad input: fix it and drop it again; otherwise (backend, key, config fixed): "
                        f"astrowatch retry {job.id}"}
     if job.kind == "enhance":
-        from ..formats import accepted_text
+        from astrowatch.core.formats import accepted_text
 
         record["accepted"] = accepted_text()
     atomic_write_json(error_path, record)

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..imageio import read_json_or_none
-from ..jsonlog import append_jsonl, read_jsonl_all
-from .publish import result_stem, write_failed
+from astrowatch.pipeline.publish import result_stem, write_failed
+from astrowatch.storage.images import read_json_or_none
+from astrowatch.storage.jsonlog import append_jsonl, read_jsonl_all
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..layout import Layout
-    from ..ledger import Job, Ledger
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Job, Ledger
 
 log = structlog.get_logger("astrowatch.worker")
 

@@ -3,7 +3,7 @@
 astro:   snapshot JSON -> parse chart -> fuse prompt -> init image -> backend.generate
 enhance: source image  -> preprocess -> cache lookup -> backend.enhance -> cache store
 
-Steps raise :mod:`astrowatch.errors` exceptions; the worker turns those into state changes.
+Steps raise :mod:`astrowatch.core.errors` exceptions; the worker turns those into state changes.
 Nothing here touches the inbox, the ledger's state or the user folders: see publish.py.
 """
 
@@ -12,19 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from ..backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
-from ..errors import InputError
-from ..feedback import sidecar_learned
-from ..loras import LoraPlan
+from astrowatch.backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
+from astrowatch.backends.loras import LoraPlan
+from astrowatch.core.errors import InputError
+from astrowatch.pipeline.feedback import sidecar_learned
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..config import Config
-    from ..layout import Layout
-    from ..ledger import Job
+    from astrowatch.core.config import Config
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Job
 
 PIPELINE_KEYS = frozenset({"backend", "seed", "style"})  # overrides the pipeline itself consumes
 SNAPSHOT_FROM = "_snapshot_from"  # param of a job made by astrowatch api: the job whose theme snapshot it uses
@@ -64,7 +65,7 @@ def theme_snapshot(job: Job, ctx: JobContext) -> Path:
 
 
 def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
-    from ..chart.parse import parse_chart_bytes
+    from astrowatch.chart.parse import parse_chart_bytes
 
     cfg = ctx.config
     snapshot = theme_snapshot(job, ctx)
@@ -79,7 +80,7 @@ def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
 def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str, Any], default_backend: str,
                    work_dir: Path) -> Outcome:
     """Fuse the prompt and generate: the one code path of the daemon and ``astrowatch generate``."""
-    from ..fusion import fuse
+    from astrowatch.fusion import fuse
 
     name = backend_for(params, default_backend)
     backend = ctx.get_backend("astro", name)
@@ -110,7 +111,7 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     if init_image is not None:
         try:
             init_rel = ctx.layout.rel(init_image)
-        except Exception:  # noqa: BLE001 — outside the data folder (CLI use)
+        except Exception:
             pass
     return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel,
                                        "loras": loras.record(ctx.config.data_dir) if loras else None,
@@ -139,8 +140,8 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path, param
         return None
     if params.get("init_strength", ctx.config.sdxl.init_strength) is None:
         return None
-    from ..backends.wheel import render_wheel
-    from ..imageio import write_png
+    from astrowatch.backends.wheel.backend import render_wheel
+    from astrowatch.storage.images import write_png
 
     path = work_dir / "wheel.png"
     if not path.exists():
@@ -156,7 +157,7 @@ def run_enhance(job: Job, ctx: JobContext, source: Path, default_backend: str) -
 def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, params: dict[str, Any],
                   default_backend: str, fallback_seed: int) -> Outcome:
     """Preprocess, look up the cache, enhance: the daemon's and ``astrowatch enhance``'s path."""
-    from .preprocess import bounded_scale, preprocess
+    from astrowatch.pipeline.preprocess import bounded_scale, preprocess
 
     cfg = ctx.config
     image, facts = preprocess(source, enhance=cfg.enhance, limits=cfg.limits)
@@ -223,7 +224,7 @@ def cache_load(layout: Layout, key: str) -> Result | None:
 
 
 def cache_store(layout: Layout, key: str, result: Result) -> None:
-    from ..imageio import atomic_write_text, write_png
+    from astrowatch.storage.images import atomic_write_text, write_png
 
     png, meta = _cache_paths(layout, key)
     write_png(png, result.image, infotext=result.infotext)

@@ -1,0 +1,209 @@
+"""The inbox, as reviewers act on it: find a result, edit its caption or redo parameters, and
+decide it by moving the image (sidecars first) into ``approved/``, ``rejected/`` or ``redo/``.
+
+The CLI (``astrowatch review``), the HTTP API and the review page all call these functions; the
+daemon then acts on the move exactly as on a reviewer's hand move (:mod:`astrowatch.review.reviewer`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from astrowatch.storage.images import read_json_or_none, read_text_or_none
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Job, Ledger
+
+
+FOLDER = {"approve": "approved", "reject": "rejected", "redo": "redo"}
+
+
+def find_inbox_item(ledger, layout, item: str):
+    from astrowatch.core.errors import NotFound
+    from astrowatch.review.reviewer import job_id_from_name
+
+    if os.sep in item or item.lower().endswith((".png", ".webp", ".jpg", ".jpeg")):
+        job_id = job_id_from_name(Path(item))
+        if not job_id:
+            raise NotFound(f"{item}: not an astrowatch result name (expected <name>.<job id>.png/.webp/.jpg)")
+        item = job_id
+    job = ledger.find(item)
+    if job.state != "inbox":
+        raise NotFound(f"job {job.id} is not waiting in the inbox (state: {job.state})")
+    image = layout.inbox_dir(job.user) / (job.result or {}).get("image", "")
+    if not image.is_file():
+        raise NotFound(f"{layout.rel(image)} is not in the inbox any more (already moved?)")
+    return job, image
+
+
+def move(image: Path, dest_dir: Path) -> Path:
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    stem = image.name.rsplit(".", 1)[0]
+    for suffix in (".json", ".txt"):  # sidecars first, image last (the daemon acts on the image)
+        side = image.with_name(stem + suffix)
+        if side.exists():
+            os.replace(side, dest_dir / side.name)
+    os.replace(image, dest_dir / image.name)
+    return dest_dir / image.name
+
+
+# The sections whose keys a redo may override, per job kind (the params are flat: "steps").
+REDO_SECTIONS = {"astro": ("astro", "sdxl", "sdapi", "openai", "fake"), "enhance": ("enhance", "sdxl", "sdapi", "fake")}
+
+
+JOB_KEYS = ("seed",)  # read by the pipeline, not a config key
+
+
+def redo_overrides(config, kind: str, pairs: list[str]) -> dict:
+    """``--set astro.style=cosmique`` -> ``{"style": "cosmique"}``: the same ``SECTION.KEY`` spelling
+    as ``generate``/``enhance``; a key the job cannot use is refused with the valid ones."""
+    from astrowatch.core.config import parse_set, settable_keys, unknown_set_key
+
+    sections = REDO_SECTIONS[kind]
+    valid = settable_keys(config.model_dump(mode="json", exclude={"source"}), sections)
+    valid += [f"{kind}.{key}" for key in JOB_KEYS]
+    overrides = {}
+    for pair in pairs:
+        parts, value = parse_set(pair)
+        if ".".join(parts) not in valid:
+            raise unknown_set_key(".".join(parts), valid)
+        overrides[parts[-1]] = value
+    return overrides
+
+
+def edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict], None]) -> dict:
+    """Read-modify-write the result's sidecar (atomically: the daemon may read it as soon as the
+    image moves).  An unreadable one is a clear error naming the file."""
+    from astrowatch.core.errors import NotFound
+    from astrowatch.storage.images import atomic_write_json, read_json_or_none
+
+    data = read_json_or_none(sidecar_path)
+    if not isinstance(data, dict):
+        raise NotFound(f"{sidecar_path.name}: {what} needs the result's readable .json sidecar in the inbox")
+    edit(data)
+    atomic_write_json(sidecar_path, data)
+    return data
+
+
+def apply_sets(sidecar_path: Path, overrides: dict) -> dict:
+    data = edit_sidecar(sidecar_path, "--set", lambda d: d.setdefault("params", {}).update(overrides))
+    return data["params"]
+
+
+def force(sidecar_path: Path) -> None:
+    """``approve --force``: ``"force": true`` in the sidecar, which the daemon reads with the decision."""
+    edit_sidecar(sidecar_path, "--force", lambda d: d.update(force=True))
+
+
+@dataclass
+class InboxItem:
+    job: Job
+    image: Path
+
+    @property
+    def stem(self) -> str:
+        return self.image.name.rsplit(".", 1)[0]
+
+    @property
+    def caption_path(self) -> Path:
+        return self.image.with_name(self.stem + ".txt")
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.image.with_name(self.stem + ".json")
+
+    def caption(self) -> str:
+        return read_text_or_none(self.caption_path) or ""
+
+    def sidecar(self) -> dict[str, Any]:
+        data = read_json_or_none(self.sidecar_path)
+        return data if isinstance(data, dict) else {}
+
+    def bounce_note(self) -> str | None:
+        """Why the daemon put a decision back (``<stem>.error.txt``), if it did."""
+        return (read_text_or_none(self.image.with_name(self.stem + ".error.txt")) or "").strip() or None
+
+
+def inbox_items(layout: Layout, ledger: Ledger) -> list[InboxItem]:
+    """Results waiting for review whose image is still in ``inbox/<user>/`` (oldest first)."""
+    items = []
+    for job in ledger.by_state("inbox"):
+        name = (job.result or {}).get("image")
+        if not name:
+            continue
+        image = layout.inbox_dir(job.user) / name
+        if image.is_file() and not image.is_symlink():
+            items.append(InboxItem(job, image))
+    return items
+
+
+def original_path(layout: Layout, ledger: Ledger, job: Job) -> Path | None:
+    """The archived input of an enhance job (a redo reads its parent's copy)."""
+    from astrowatch.core.errors import NotFound
+
+    current: Job | None = job
+    while current is not None:
+        path = layout.archive_dir(current.user, current.id) / current.source_name
+        if path.is_file() and not path.is_symlink():
+            return path
+        try:
+            current = ledger.get(current.parent_id) if current.parent_id else None
+        except NotFound:
+            return None
+    return None
+
+
+def save_caption(item: InboxItem, text: str) -> bool:
+    """Write the description beside the image; ``False`` when nothing changed."""
+    from astrowatch.storage.images import atomic_write_text
+
+    text = text.rstrip("\n") + "\n"
+    if text == item.caption():
+        return False
+    atomic_write_text(item.caption_path, text)
+    return True
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    from astrowatch.core.errors import InputError
+
+    try:
+        params = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"parameters are not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(params, dict):
+        raise InputError("parameters must be a JSON object, e.g. {\"steps\": 40}")
+    return params
+
+
+def decide(layout: Layout, item: InboxItem, decision: str, *, caption: str | None = None,
+           params: dict[str, Any] | None = None) -> Path:
+    """Save the caption, write redo params into the sidecar, then move the image like a reviewer."""
+    from astrowatch.core.errors import NotFound
+    from astrowatch.storage.images import atomic_write_json
+
+    if not item.image.is_file():
+        raise NotFound(f"{item.image.name} is not in the inbox any more (decided elsewhere?)")
+    if caption is not None:
+        save_caption(item, caption)
+    if decision == "redo" and params is not None:
+        sidecar = item.sidecar()
+        if not sidecar:
+            raise NotFound(f"{item.sidecar_path.name} is missing or unreadable: a redo needs the sidecar")
+        sidecar["params"] = params
+        atomic_write_json(item.sidecar_path, sidecar)
+    return move(item.image, layout.root / FOLDER[decision])
+
+
+def waiting_for(job: Job) -> str:
+    minutes = int((time.time() - job.updated_at) // 60)
+    if minutes < 1:
+        return "just now"
+    return f"{minutes} min ago" if minutes < 120 else f"{minutes // 60} h ago"

@@ -1,0 +1,216 @@
+"""Review by moving files: ``approved/``, ``rejected/``, ``redo/`` (subfolders allowed).
+
+A decision is first recorded in the ledger (``inbox -> deciding``, with the caption and the
+redo overrides read at that moment), then finished by idempotent steps — deliver the theme
+PNG / file into the dataset / queue the redo, archive the files, log the decision — and only
+then marked final.  After a crash, recovery calls :meth:`Reviewer.finish` again.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from astrowatch.core.errors import NotFound
+from astrowatch.core.formats import IMAGE_EXTENSIONS
+from astrowatch.core.testhooks import hold
+from astrowatch.pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
+from astrowatch.pipeline.freshness import newer_result, stale_note
+from astrowatch.pipeline.publish import refuse_file, result_stem
+from astrowatch.storage.images import RESULT_SUFFIX, atomic_write_text, read_json_or_none, read_png_meta, read_text_or_none
+from astrowatch.storage.jsonlog import append_jsonl, read_jsonl
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.core.config import Config
+    from astrowatch.storage.layout import Layout
+    from astrowatch.storage.ledger import Job, Ledger
+
+log = structlog.get_logger("astrowatch.review")
+VIA_KEY = "decided_via"  # sidecar key set by the HTTP API before it moves a result
+JOB_STEM = re.compile(r"\.([0-9a-f]{12})$")
+FINAL = {("approve", "astro"): "delivered", ("approve", "enhance"): "filed",
+         ("reject", "astro"): "rejected", ("reject", "enhance"): "rejected",
+         ("redo", "astro"): "redone", ("redo", "enhance"): "redone"}
+
+
+def job_id_from_name(path: Path) -> str | None:
+    m = JOB_STEM.search(path.name.rsplit(".", 1)[0] if "." in path.name else path.name)
+    return m.group(1) if m else None
+
+
+class Reviewer:
+    def __init__(self, config: Config, layout: Layout, ledger: Ledger, wake=lambda: None) -> None:
+        self.config = config
+        self.layout = layout
+        self.ledger = ledger
+        self.wake = wake
+
+    # -- a file appeared in a decision folder --------------------------------------------------
+    def handle(self, path: Path) -> str:
+        decision = self.layout.decision_of(path)
+        if decision is None or not path.is_file() or path.is_symlink():
+            return "ignored"
+        if path.suffix.lower() in (".json", ".txt"):
+            return self._orphan_sidecar(path)
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            return "ignored"
+        job = self.identify(path)
+        if job is None:
+            refuse_file(self.layout, "_review", path, f"{path.name} is not an astrowatch result "
+                        "(no job id in its name, PNG metadata or sidecar)", move=True)
+            return "failed"
+        if job.state == "inbox":
+            return self.decide(job, decision, path)
+        if job.state == "deciding":
+            self.finish(job, again=True)
+            return "decided"
+        if job.state in FINAL.values():
+            archive_decided(self.layout, job, path)  # a stray copy after the decision
+            return "archived"
+        log.warning("decision on a job that is not in the inbox; left in place", job_id=job.id, state=job.state)
+        return "ignored"
+
+    def identify(self, path: Path) -> Job | None:
+        candidates = [job_id_from_name(path)]
+        meta = read_png_meta(path) if path.suffix.lower() in (*RESULT_SUFFIX.values(), ".jpeg") else None
+        candidates.append((meta or {}).get("job_id"))
+        sidecar = read_json_or_none(path.with_suffix(".json"))
+        candidates.append((sidecar or {}).get("job_id"))
+        for job_id in candidates:
+            if isinstance(job_id, str) and re.fullmatch(r"[0-9a-f]{12}", job_id):
+                try:
+                    return self.ledger.get(job_id)
+                except NotFound:
+                    continue
+        return None
+
+    def decide(self, job: Job, decision: str, path: Path) -> str:
+        data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time()}
+        stem = path.name.rsplit(".", 1)[0]
+        inbox = self.layout.inbox_dir(job.user)
+        caption = (read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
+                   or read_text_or_none(inbox / f"{result_stem(job)}.txt"))  # a renamed result's caption
+        data["caption"] = caption
+        beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
+        sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
+        data["via"] = decided_via(sidecar)
+        if decision == "approve" and (newer := newer_result(self.ledger, job)) is not None:
+            if not (isinstance(sidecar, dict) and sidecar.get("force") is True):
+                return self._bounce(job, path, "not delivered: " + stale_note(job, newer))
+            data["forced_over"] = newer.id
+        if decision == "redo":
+            if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
+                return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
+            data["overrides"] = redo_overrides(job, sidecar["params"])
+        if not self.ledger.transition(job.id, "inbox", "deciding", decision=decision, decision_data=data,
+                                      note=decision):
+            return "ignored"  # someone else decided first
+        hold("deciding", job.id)
+        self.finish(self.ledger.get(job.id))
+        return "decided"
+
+    def finish(self, job: Job, *, again: bool = False) -> None:
+        """Idempotent end of a decision (also run by crash recovery: ``again``, which logs the
+        decision only if the interrupted run had not)."""
+        data = job.decision_data or {}
+        final = FINAL[(job.decision, job.kind)]
+        delivered_to = None
+        image = self._decided_image(job, data)
+        if job.decision == "approve" and image is not None:
+            if job.kind == "astro":
+                delivered_to = deliver_theme(self.layout, job, image)
+            else:
+                delivered_to = file_into_dataset(self.layout, self.config, job, image, data.get("caption") or "")
+        elif job.decision == "redo":
+            self._queue_redo(job, data.get("overrides") or {})
+        archive_decided(self.layout, job, image)
+        if not (again and self._logged(job)):
+            self._log_decision(job, data, delivered_to)
+        hold("deciding.logged", job.id)
+        if self.ledger.transition(job.id, "deciding", final, note=delivered_to):
+            log.info("review decision done", job_id=job.id, user=job.user, decision=job.decision,
+                     delivered_to=delivered_to)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _decided_image(self, job: Job, data: dict[str, Any]) -> Path | None:
+        moved = self.layout.abs(data["path"]) if data.get("path") else None
+        if moved is not None and moved.is_file():
+            return moved
+        archived = self.layout.archive_dir(job.user, job.id) / Path(data.get("path", "")).name
+        return archived if archived.is_file() else None
+
+    def _queue_redo(self, job: Job, overrides: dict[str, Any]) -> None:
+        from astrowatch.pipeline.delivery import queue_child
+
+        # astro: the theme snapshot is copied for the child before it can be claimed (and again
+        # after a crash); enhance: the original was archived with the parent, the worker reads it there
+        child, created = queue_child(self.ledger, self.layout, job, overrides)
+        if created:
+            log.info("redo queued", job_id=child.id, parent=job.id, user=job.user, overrides=overrides)
+            self.wake()
+
+    def _logged(self, job: Job) -> bool:
+        return any(r.get("job_id") == job.id for r in read_jsonl(self.layout.root / "logs" / "reviews.jsonl"))
+
+    def _log_decision(self, job: Job, data: dict[str, Any], delivered_to: str | None) -> None:
+        result = job.result or {}
+        original_caption = (result.get("description") or "").strip()
+        caption = (data.get("caption") or "").strip()
+        inbox_at = next((h["at"] for h in self.ledger.history(job.id) if h["to_state"] == "inbox"), None)
+        append_jsonl(self.layout.root / "logs" / "reviews.jsonl", {
+            "job_id": job.id, "user": job.user, "kind": job.kind, "decision": job.decision,
+            "delivered_to": delivered_to, "backend": result.get("backend"), "params": result.get("params"),
+            "overrides": data.get("overrides"), "via": data.get("via") or "files",
+            "forced_over": data.get("forced_over"),
+            "caption_edited": bool(caption) and caption != original_caption,
+            "review_seconds": round(data["decided_at"] - inbox_at, 3) if inbox_at and data.get("decided_at") else None,
+        })
+
+    def _bounce(self, job: Job, path: Path, reason: str) -> str:
+        """Put back in the inbox everything the reviewer moved (image, sidecar, caption, an old
+        note), with a ``.error.txt`` saying why the decision was not taken.  Nothing stays behind
+        in the decision folder, so a later decision never reads a stale sidecar there."""
+        inbox = self.layout.inbox_dir(job.user)
+        inbox.mkdir(parents=True, exist_ok=True)
+        stem = path.name.rsplit(".", 1)[0]
+        for suffix in (".json", ".txt", ".error.txt"):  # the files beside the image first, image last
+            side = path.with_name(stem + suffix)
+            if side.is_file() and not side.is_symlink():
+                os.replace(side, inbox / side.name)  # the one the decision read wins over an inbox copy
+        path.replace(inbox / path.name)
+        atomic_write_text(inbox / f"{stem}.error.txt", reason + "\n")
+        log.warning("decision refused; files put back in the inbox", job_id=job.id, reason=reason)
+        return "bounced"
+
+    def _orphan_sidecar(self, path: Path) -> str:
+        job_id = job_id_from_name(path)
+        try:
+            job = self.ledger.get(job_id) if job_id else None
+        except NotFound:
+            job = None
+        if job is not None and job.state in FINAL.values():
+            archive_decided(self.layout, job, None, extra=[path])
+            return "archived"
+        return "ignored"
+
+
+def decided_via(sidecar: Any) -> str:
+    """Who moved the file: ``"api"`` when ``astrowatch api`` marked the sidecar (:data:`VIA_KEY`),
+    else ``"files"`` (a person, ``astrowatch review`` or the review page)."""
+    via = sidecar.get(VIA_KEY) if isinstance(sidecar, dict) else None
+    return via if via in ("api",) else "files"
+
+
+def redo_overrides(job: Job, edited: dict[str, Any]) -> dict[str, Any]:
+    """The job's own overrides plus every parameter the reviewer changed in the sidecar."""
+    recorded = (job.result or {}).get("params") or {}
+    overrides = {k: v for k, v in job.params.items() if not k.startswith("_")}  # not the learner's notes
+    for key, value in edited.items():
+        if recorded.get(key) != value:
+            overrides[key] = value
+    return overrides

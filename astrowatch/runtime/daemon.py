@@ -1,0 +1,357 @@
+"""The daemon: wires watcher, ledger, review and workers together and supervises them.
+
+Threads: the main thread (this loop: stability tracker, ingest, decisions, rescans,
+supervision, systemd notifications), watchdog's observer threads (record paths only), and one
+worker thread per device (all model work).  Signal handlers only set flags (huey's rule):
+SIGTERM/SIGINT once = finish the current image and exit; twice = interrupt it (the job is
+resumed at the next start); SIGHUP = re-read the config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from astrowatch.backends.base import CancelToken, progress_text, resolve_auto
+from astrowatch.core.config import Config
+from astrowatch.core.errors import AstrowatchError, ConfigError, as_disk_full
+from astrowatch.intake.ingest import Ingest
+from astrowatch.intake.watcher import StabilityTracker, Watcher, scan
+from astrowatch.review.reviewer import Reviewer
+from astrowatch.runtime.executor import dispatchers
+from astrowatch.runtime.notify import Notifier
+from astrowatch.runtime.recovery import recover
+from astrowatch.runtime.settings import load_config
+from astrowatch.runtime.worker import Worker
+from astrowatch.storage.diskspace import DiskGuard
+from astrowatch.storage.images import atomic_write_text
+from astrowatch.storage.layout import Layout, display
+from astrowatch.storage.ledger import Ledger
+from astrowatch.storage.lock import DaemonLock
+from astrowatch.storage.retention import apply as apply_retention
+
+log = structlog.get_logger("astrowatch.daemon")
+IDLE_TICK = 0.5  # longest sleep of the main loop: bounds signal handling and supervision delays
+DISK_RETRY_S = 2.0  # a file that could not be recorded (disk full) is taken again after this
+STATUS_IDLE_EVERY = 2.0  # seconds between state-file writes / STATUS= when idle
+STATUS_BUSY_EVERY = 0.75  # ... and while a job runs: with the 0.5 s tick, once a second (progress)
+
+
+def resolve_backends(config: Config) -> dict[str, str]:
+    chosen = {}
+    for kind in ("astro", "enhance"):
+        name = getattr(config, kind).backend
+        if name == "auto":
+            name, why = resolve_auto(kind, config)
+            log.info("backend chosen", kind=kind, backend=name, why=why)
+        chosen[kind] = name
+    return chosen
+
+
+class Daemon:
+    def __init__(self, config: Config, *, drain: bool = False, drain_timeout: float | None = None,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.drain = drain
+        self.drain_timeout = drain_timeout
+        self.notifier = notifier or Notifier()
+        self.layout = Layout(config.data_dir)
+        self.cancel = CancelToken()
+        self.tracker = StabilityTracker(config.watch.stability_seconds)
+        self.workers: list[Worker] = []
+        self.defaults: dict[str, str] = {}
+        self._signals: list[int] = []
+        self._wakeup = threading.Event()
+        self._dirs_to_scan: set[str] = set()
+        self._dirs_lock = threading.Lock()
+        self._last = {"rescan": time.monotonic(), "watchdog": 0.0, "status": 0.0, "retention": -float("inf")}
+        self.disk = DiskGuard(self.layout.root, config.limits.min_free_mb)
+        self._disk_episodes = 0
+        self.started_at = time.time()
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.layout.ensure()
+        self.ledger = Ledger(self.layout.ledger_path)
+        self.reviewer = Reviewer(self.config, self.layout, self.ledger, wake=self._wake_workers)
+        self.ingest = Ingest(self.config, self.layout, self.ledger, self.reviewer, wake=self._wake_workers)
+        try:
+            recover(self.config, self.layout, self.ledger, self.reviewer)
+        except OSError as exc:  # a full disk: one line and exit code 73 (systemd restarts us), no traceback
+            full = as_disk_full(exc)
+            if full is None:
+                raise
+            raise full from exc
+        self.defaults = resolve_backends(self.config)
+        self.notifier.extend_timeout(900)  # loading a model can take minutes
+        self.workers = [self._new_worker(i, d) for i, d in enumerate(self._devices())]
+        for worker in self.workers:
+            worker.preload()
+        self.watcher = Watcher(self.layout, polling=self.config.watch.polling,
+                               polling_interval=self.config.watch.polling_interval,
+                               on_file=self._on_file, on_dir=self._queue_dir_scan)
+        self.watcher.start()
+        self.rescan()
+
+    def _devices(self) -> list[str | None]:
+        if (remote := dispatchers(self.config)) is not None:
+            return [None] * remote  # executor: celery: one dispatcher thread per job in flight
+        if "sdxl" in self.defaults.values() and self.config.sdxl.devices:
+            return list(self.config.sdxl.devices)
+        return [None]
+
+    def _new_worker(self, index: int, device: str | None) -> Worker:
+        return Worker(self.config, self.layout, self.defaults, self.cancel, device=device, index=index,
+                      disk=self.disk)
+
+    def _wake_workers(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def _queue_dir_scan(self, path: str) -> None:
+        with self._dirs_lock:
+            self._dirs_to_scan.add(path)
+        self._wakeup.set()
+
+    def rescan(self, only: Path | None = None) -> int:
+        """Feed every candidate file that is not known unchanged to the stability tracker."""
+        n = 0
+        for path in scan(self.layout, only):
+            if not self.ingest.known_unchanged(path):
+                self.tracker.touch(path)
+                n += 1
+        return n
+
+    # -- main loop --------------------------------------------------------------------------------
+    def run(self) -> int:
+        with DaemonLock(self.layout.root / "state"):  # one daemon per data folder, for its whole life
+            return self._run()
+
+    def _run(self) -> int:
+        self._install_signals()
+        self.setup()
+        for worker in self.workers:
+            worker.start()
+        self.notifier.ready(self.status_line())
+        log.info("ready", data_dir=str(self.layout.root), backends=self.defaults, drain=self.drain)
+        status = 0
+        try:
+            while not self._handle_signals():
+                self.tick()
+                if self.drain and (done := self._drain_done()) is not None:
+                    status = done
+                    break
+                self._pause()
+        finally:
+            self.shutdown()
+        return status
+
+    def _drain_done(self) -> int | None:
+        """None while a drain has work left; else its exit status (1 if the timeout expired)."""
+        if self._drained():
+            waiting = self.ledger.counts().get("waiting", 0)
+            log.info("drain complete", waiting_for_a_backend=waiting,
+                     note="waiting jobs run when their backend is back" if waiting else None)
+            return 0
+        if self.drain_timeout is not None and time.time() - self.started_at > self.drain_timeout:
+            log.error("drain timeout expired with work still pending; the current job is interrupted "
+                      "and resumes at the next start", counts=self.ledger.counts())
+            self.cancel.request_interrupt()
+            return 1
+        return None
+
+    def _pause(self) -> None:
+        """Sleep until the next file becomes due or a new event arrives (at most IDLE_TICK, which
+        also bounds how long a signal waits): ingest latency stays in milliseconds and an idle
+        daemon wakes twice a second."""
+        deadline = self.tracker.next_deadline()
+        timeout = IDLE_TICK if deadline is None else min(IDLE_TICK, max(deadline - time.monotonic(), 0.0))
+        if self.notifier.watchdog_seconds:
+            timeout = min(timeout, self.notifier.watchdog_seconds / 4)
+        if timeout > 0 and not self._signals:
+            self._wakeup.wait(timeout)
+        self._wakeup.clear()
+
+    def _on_file(self, path: str) -> None:
+        self.tracker.touch(path)
+        self._wakeup.set()
+
+    def tick(self) -> None:
+        for path, _stable_at in self.tracker.due():
+            self._guarded("take file", self.ingest.handle, path)
+        with self._dirs_lock:
+            dirs, self._dirs_to_scan = self._dirs_to_scan, set()
+        for folder in dirs:
+            self._guarded("scan new folder", self.rescan, Path(folder))
+        self._guarded("supervise", self._supervise)
+
+    def _guarded(self, what: str, fn: Any, *args: Any) -> Any:
+        """Bad input must never crash the daemon: log the error with the path and go on."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            full = as_disk_full(exc)
+            if full is not None:  # not the input's fault: one log line per episode, retried soon
+                self.disk.report(full)
+                if what == "take file":
+                    self.tracker.touch(args[0], delay=DISK_RETRY_S)
+            elif isinstance(exc, AstrowatchError):
+                log.error(f"could not {what}", path=display(args[0]) if args else None, error=str(exc))
+            else:
+                log.exception(f"unexpected error: {what}", path=display(args[0]) if args else None)
+        return None
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        if self.watcher.supervise():
+            self.rescan()
+        every = self.config.watch.rescan_seconds
+        if every and now - self._last["rescan"] >= every:
+            self._last["rescan"] = now
+            self.rescan()
+        for i, worker in enumerate(self.workers):
+            if not worker.is_alive() and not self.cancel.stopping:
+                log.error("worker thread died; starting a new one", worker=worker.name)
+                self.workers[i] = self._new_worker(i, worker.pool.device)
+                self.workers[i].start()
+        if self.disk.full:
+            self.disk.low()  # ends the episode once space is back
+        elif self.disk.episodes != self._disk_episodes:  # space is back: finish what it stopped
+            self._disk_episodes = self.disk.episodes
+            for job in self.ledger.by_state("deciding"):
+                self._guarded("finish a decision", self.reviewer.finish, job)
+        elif now - self._last["retention"] >= self.config.retention.check_seconds and self._idle():
+            self._last["retention"] = now
+            done = apply_retention(self.config.retention, self.layout, self.ledger)
+            if done["more"]:  # a large backlog: the next batch soon, between other work
+                self._last["retention"] = now - self.config.retention.check_seconds + 5.0
+        wd = self.notifier.watchdog_seconds
+        if wd and now - self._last["watchdog"] >= wd / 2 and self.healthy():
+            self._last["watchdog"] = now
+            self.notifier.watchdog()
+        busy = any(w.current for w in self.workers)  # progress: state file at least once a second
+        if now - self._last["status"] >= (STATUS_BUSY_EVERY if busy else STATUS_IDLE_EVERY):
+            self._last["status"] = now
+            self.notifier.status(self.status_line())
+            self.write_state()
+
+    def healthy(self) -> bool:
+        return self.watcher.alive() and all(w.is_alive() for w in self.workers)
+
+    def _idle(self) -> bool:
+        return len(self.tracker) == 0 and all(w.current is None for w in self.workers)
+
+    def _drained(self) -> bool:
+        return len(self.tracker) == 0 and not self._dirs_to_scan and not self.ledger.has_pending() \
+            and all(w.current is None for w in self.workers)
+
+    # -- signals and reload -------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        def flag(signum: int, _frame: Any) -> None:
+            # Only a flag: Event.set() here could deadlock on the lock the main thread holds
+            # inside Event.wait().  The wait is at most IDLE_TICK, so a signal acts within 0.5 s.
+            self._signals.append(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, flag)
+
+    def _handle_signals(self) -> bool:
+        """True when the daemon must stop."""
+        while self._signals:
+            sig = self._signals.pop(0)
+            if sig == signal.SIGHUP:
+                self.reload()
+            else:
+                return True
+        return False
+
+    def reload(self) -> None:
+        try:
+            new = load_config(self.config.source) if self.config.source else self.config
+        except ConfigError as exc:
+            log.error("reload refused: the new config is invalid; keeping the old one", error=str(exc))
+            return
+        if new.data_dir != self.config.data_dir:
+            log.error("reload: data_dir changed; restart the service to use it", new=str(new.data_dir))
+            new.data_dir = self.config.data_dir
+        if new.executor != self.config.executor or new.celery.max_in_flight != self.config.celery.max_in_flight:
+            log.error("reload: executor / celery.max_in_flight changed; restart the service to use them")
+            new.executor, new.celery.max_in_flight = self.config.executor, self.config.celery.max_in_flight
+        old_watch = self.config.watch
+        self.config = new
+        self.ingest.config = self.reviewer.config = new
+        self.tracker.quiet = new.watch.stability_seconds
+        self.disk.min_free_mb = new.limits.min_free_mb
+        if (new.watch.polling, new.watch.polling_interval) != (old_watch.polling, old_watch.polling_interval):
+            self.watcher.stop()
+            self.watcher.polling, self.watcher.polling_interval = new.watch.polling, new.watch.polling_interval
+            self.watcher.start()
+            self.rescan()
+        self.defaults = resolve_backends(new)
+        for worker in self.workers:
+            worker.reload(new, self.defaults)
+        log.info("config reloaded", source=str(new.source), backends=self.defaults)
+
+    # -- shutdown -----------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping: finishing the current image (send SIGTERM again to interrupt it)")
+        self.cancel.request_stop()
+        watcher = getattr(self, "watcher", None)
+        if watcher is not None:
+            watcher.stop()
+        for worker in self.workers:
+            worker.wake()
+            while worker.is_alive():
+                worker.join(timeout=0.2)
+                if self._signals and not self.cancel.interrupted:
+                    self._signals.clear()
+                    log.warning("second stop signal: interrupting the current image")
+                    self.cancel.request_interrupt()
+        if hasattr(self, "ledger"):
+            self.write_state(stopped=True)
+            self.ledger.close()
+        self.notifier.close()
+        log.info("stopped")
+
+    # -- status ---------------------------------------------------------------------------------------
+    def status_line(self) -> str:
+        counts = self.ledger.counts() if hasattr(self, "ledger") else {}
+        busy = [w for w in self.workers if w.current]
+        line = (f"queued={counts.get('queued', 0)} waiting={counts.get('waiting', 0)} "
+                f"inbox={counts.get('inbox', 0)} failed={counts.get('failed', 0)} "
+                f"{'busy' if busy else 'idle'}")
+        if self.disk.full:
+            line += f" {self.disk.reason()} (jobs wait)"
+        for w in busy:
+            snap = w.progress.snapshot()
+            if snap:
+                line += f"; {snap['job_id']}: {progress_text(snap)}"
+        return line
+
+    def write_state(self, stopped: bool = False) -> None:
+        state = {
+            "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "stopped": stopped,
+            "config": str(self.config.source) if self.config.source else None, "backends": self.defaults,
+            "watch": {"mode": "polling" if getattr(self, "watcher", None) and self.watcher.polling else "inotify",
+                      "observer_restarts": getattr(getattr(self, "watcher", None), "restarts", 0),
+                      "pending_files": len(self.tracker)},
+            "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
+                         "progress": w.progress.snapshot(), "backends": w.pool.describe(),
+                         "paused": dict(w.paused)} for w in self.workers],
+            "disk": self.disk.status(),
+        }
+        try:
+            atomic_write_text(self.layout.daemon_state_path, json.dumps(state, indent=2, default=str))
+        except OSError as exc:
+            if as_disk_full(exc) is not None:
+                self.disk.report(exc)  # logged once per episode, not every 2 s
+            else:
+                log.warning("cannot write daemon state", error=str(exc))

@@ -1,0 +1,328 @@
+"""Image files: sniffing by content, safe decoding under limits, atomic PNG writes.
+
+Every image the daemon reads goes through :func:`open_image`; every image it writes goes
+through :func:`write_png` (temp file in the destination folder, fsync, ``os.replace``) so no
+reader (reviewer, upstream app) ever sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from astrowatch.core.errors import InputError
+from astrowatch.core.formats import EXT_FORMAT, HEAD_BYTES, accepted_text, label, sniff, unusable_reason
+from astrowatch.storage.files import file_mode
+
+PNG_META_KEY = "astrowatch"  # our own tEXt chunk: JSON with the job id
+RESULT_SUFFIX = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}  # enhance.format -> file suffix
+HDR_TRANSFER = {16: "PQ", 18: "HLG"}  # ITU-T H.273 transfer_characteristics
+JPEG_QUALITY = 95
+_heif_registered = False
+
+
+def sniff_file(path: Path) -> str | None:
+    with open(path, "rb") as fh:
+        return sniff(fh.read(HEAD_BYTES))
+
+
+def register_heif() -> bool:
+    """Teach Pillow HEIC/HEIF, once, at the first HEIF decode (pillow-heif takes ~30 ms to import)."""
+    global _heif_registered
+    if not _heif_registered:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            return False
+        register_heif_opener()
+        _heif_registered = True
+    return True
+
+
+def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None):
+    """Decode an image fully (first frame; HEIF: the primary image), refusing what is not safe.
+
+    Raises :class:`InputError` (never retried) naming the file and the reason: empty file,
+    unknown or unusable format, extension that lies about the content, truncated data, or more
+    pixels than ``max_pixels`` (decompression bombs are checked from the header, before decoding).
+    ``img.info["bit_depth"]`` is set for HEIF/AVIF sources (10/12 = HDR or wide gamut).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"{path.name}: empty file (0 bytes)")
+    if max_bytes is not None and size > max_bytes:
+        raise InputError(f"{path.name}: {size} bytes is over limits.max_image_bytes={max_bytes}")
+    data = path.read_bytes()
+    fmt = _checked_format(path, data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise InputError(
+                    f"{path.name}: {w}x{h} = {w * h} pixels is over limits.max_image_pixels={max_pixels}"
+                )
+            img.load()
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputError(f"{path.name}: refused as a decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, RuntimeError, EOFError) as exc:
+        damaged = " (truncated or damaged; copy or export it again)" if fmt in ("heif", "avif") else ""
+        detail = "the decoder does not recognise it" if isinstance(exc, UnidentifiedImageError) else exc
+        raise InputError(f"{path.name}: cannot decode the {label(fmt)} image{damaged}: {detail}") from None
+    if fmt in ("heif", "avif"):
+        nclx = img.info.get("nclx_profile") or {}
+        img.info.setdefault("bit_depth", isobmff_bit_depth(data))
+        img.info["transfer"] = HDR_TRANSFER.get(nclx.get("transfer_characteristics")) or isobmff_transfer(data)
+    return img
+
+
+def _checked_format(path: Path, data: bytes) -> str:
+    """The sniffed format, if it is an accepted one that agrees with the extension (else InputError)."""
+    fmt = sniff(data[:HEAD_BYTES])
+    if fmt is None:
+        raise InputError(f"{path.name}: not an image (unknown content; accepted: {accepted_text()})")
+    if fmt not in EXT_FORMAT.values():
+        why = unusable_reason(path.name, fmt) or f"{path.name}: the content is {label(fmt)}, which cannot be used"
+        raise InputError(f"{why}; accepted: {accepted_text()}")
+    ext_fmt = EXT_FORMAT.get(path.suffix.lower())
+    if ext_fmt is not None and ext_fmt != fmt:
+        raise InputError(f"{path.name}: the extension says {ext_fmt} but the content is {fmt}; rename the file")
+    if fmt == "heif" and not register_heif():
+        raise InputError(f"{path.name}: HEIC/HEIF support is not installed here (pip install pillow-heif), "
+                         "or export the photo as JPEG")
+    return fmt
+
+
+def _box(data: bytes, name: bytes, limit: int = 1 << 16) -> bytes | None:
+    """The payload of the first ISO-BMFF box called ``name`` in the file's head (meta is near the start)."""
+    at = data.find(name, 0, limit)
+    if at < 4:
+        return None
+    size = int.from_bytes(data[at - 4:at], "big")
+    return data[at + 4:at - 4 + size] if 8 <= size <= 4096 else None
+
+
+def isobmff_bit_depth(data: bytes) -> int | None:
+    """Bits per channel from the ``pixi`` property of a HEIF/AVIF file (8, 10, 12), or None."""
+    pixi = _box(data, b"pixi")
+    if not pixi or len(pixi) < 6 or pixi[4] == 0:
+        return None
+    return max(pixi[5:5 + pixi[4]])
+
+
+def isobmff_transfer(data: bytes) -> str | None:
+    """'PQ' or 'HLG' when the ``colr``/``nclx`` box says the content is HDR, else None."""
+    colr = _box(data, b"colr")
+    if not colr or colr[:4] != b"nclx" or len(colr) < 8:
+        return None
+    return HDR_TRANSFER.get(int.from_bytes(colr[6:8], "big"))
+
+
+def png_bytes(image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
+    """Encode ``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk.  An image that
+    arrived already encoded (``encoded_png``: a remote worker's result) keeps its bytes: the text
+    chunks are inserted, nothing is decoded or compressed again."""
+    from PIL import PngImagePlugin
+
+    encoded = getattr(image, "encoded_png", None)
+    if encoded is not None:
+        texts = {"parameters": infotext} if infotext else {}
+        if meta:
+            texts[PNG_META_KEY] = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+        return png_with_text(encoded, texts)
+
+    info = PngImagePlugin.PngInfo()
+    if infotext:
+        info.add_text("parameters", infotext)
+    if meta:
+        info.add_text(PNG_META_KEY, json.dumps(meta, sort_keys=True, ensure_ascii=False))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    return buf.getvalue()
+
+
+def png_with_text(png: bytes, texts: dict[str, str]) -> bytes:
+    """``png`` with text chunks inserted after IHDR (tEXt when Latin-1, else UTF-8 iTXt, as Pillow)."""
+    import struct
+    import zlib
+
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    chunks = []
+    for key, value in texts.items():
+        try:
+            kind, data = b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")
+        except UnicodeEncodeError:
+            kind, data = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")
+        chunks.append(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+    end_ihdr = 8 + 12 + struct.unpack(">I", png[8:12])[0]
+    return png[:end_ihdr] + b"".join(chunks) + png[end_ihdr:]
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
+
+    The file gets ``0666 & ~umask`` like any ``open()`` (``mkstemp`` alone would leave ``0600``,
+    which the service's group -- reviewers, the upstream app -- could not read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Sidecars and error records: indented UTF-8 JSON, one trailing newline, written atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def read_text_or_none(path: Path) -> str | None:
+    """A UTF-8 text file the reviewer may have moved, edited or broken: None if unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def read_json_or_none(path: Path) -> Any:
+    """The same for a JSON file: None if missing, unreadable or not JSON."""
+    text = read_text_or_none(path)
+    try:
+        return json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def write_png(path: Path, image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> None:
+    atomic_write_bytes(path, png_bytes(image, infotext=infotext, meta=meta))
+
+
+def result_bytes(image, fmt: str, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
+    """A result encoded as ``enhance.format``: png, webp (lossless) or jpeg (quality 95).
+
+    WebP and JPEG carry the A1111 infotext in EXIF UserComment (where the WebUI writes it) and
+    our JSON as an XMP property (WebP) or the JPEG comment, so a renamed result is still ours.
+    """
+    if fmt == "png":
+        return png_bytes(image, infotext=infotext, meta=meta)
+    from PIL import Image
+
+    exif = Image.Exif()
+    if infotext:
+        exif.get_ifd(0x8769)[0x9286] = b"UNICODE\x00" + infotext.encode("utf-16-be")  # UserComment
+    text = json.dumps(meta or {}, sort_keys=True, ensure_ascii=False)
+    buf = io.BytesIO()
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if fmt == "webp":
+        rgb.save(buf, format="WEBP", lossless=True, quality=20, method=1, exif=exif.tobytes(),  # fast effort
+                 xmp=_xmp(text) if meta else b"")
+    elif fmt == "jpeg":
+        rgb.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True, exif=exif.tobytes(),
+                 comment=f"{PNG_META_KEY}:{text}".encode() if meta else b"")
+    else:
+        raise ValueError(f"unknown result format {fmt!r}")
+    return buf.getvalue()
+
+
+def _xmp(text: str) -> bytes:
+    from xml.sax.saxutils import escape
+
+    quoted = escape(text, {'"': "&quot;"})
+    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+            f'<rdf:Description xmlns:astrowatch="https://astrowatch.invalid/ns/1.0/" astrowatch:meta="{quoted}"/>'
+            "</rdf:RDF></x:xmpmeta>").encode()
+
+
+def _meta_text(img) -> str | None:
+    if hasattr(img, "text"):  # PNG
+        return img.text.get(PNG_META_KEY)
+    comment = img.info.get("comment") or b""
+    if isinstance(comment, bytes) and comment.startswith(PNG_META_KEY.encode() + b":"):
+        return comment[len(PNG_META_KEY) + 1:].decode("utf-8", "replace")
+    xmp = img.info.get("xmp") or b""
+    if isinstance(xmp, bytes) and b"astrowatch:meta=" in xmp:
+        import re
+        from xml.sax.saxutils import unescape
+
+        m = re.search(rb'astrowatch:meta="([^"]*)"', xmp)
+        return unescape(m.group(1).decode("utf-8", "replace"), {"&quot;": '"'}) if m else None
+    return None
+
+
+def read_png_meta(path: Path) -> dict[str, Any] | None:
+    """Our JSON (job id...) from a result image (PNG chunk, JPEG comment, WebP XMP), or None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            raw = _meta_text(img)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    if not raw:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def move_out(src: Path, dest: Path) -> None:
+    """Move a file out of a watched folder as link + unlink, not rename.
+
+    A rename out of a watched tree is an inotify ``IN_MOVED_FROM`` with no matching
+    ``IN_MOVED_TO``; watchdog holds such events 0.5 s to pair them, and every event behind it
+    waits too, so each move out used to delay ingest by half a second.  An unlink is reported at
+    once.  Safe to repeat after a crash between the two steps (the link already exists).  Falls
+    back to a rename where hard links are not supported, and for symlinks (moved, never followed).
+    """
+    if src.is_symlink():
+        os.replace(src, dest)
+        return
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        if not os.path.samefile(src, dest):
+            raise
+    except OSError:  # no hard links here (some SMB/FAT mounts): a plain rename
+        os.replace(src, dest)
+        return
+    os.unlink(src)
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,145 @@
+"""The data folder layout, and the only place that turns names from the filesystem into paths.
+
+User names and file names come from whoever can write into ``Utilisateurs/``: treat them as
+hostile.  :func:`check_user_name` refuses anything that could escape a folder or cannot be
+shown safely; :meth:`Layout.rel` refuses any path outside the data root.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import unicodedata
+from pathlib import Path
+
+from astrowatch.core.errors import UnsafePathError
+
+USERS = "Utilisateurs"
+FOLDERS = ("Utilisateurs", "inbox", "approved", "rejected", "redo", "failed", "datasets", "archive",
+           "logs", "state")
+DECISION_FOLDERS = {"approved": "approve", "rejected": "reject", "redo": "redo"}
+RESERVED_USERS = frozenset({"_review"})  # failed/_review/ holds files dropped in approved/ etc. that are not ours
+MAX_NAME_BYTES = 200
+
+# Drop-folder noise: never inputs (see shared/reference/watching.md).
+IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+IGNORED_DIRS = frozenset({"@eaDir", ".stfolder", ".stversions", ".Trashes", "__MACOSX", ".Spotlight-V100"})
+
+
+def check_name(name: str, what: str = "file name") -> str:
+    """Refuse names that are not one safe path component (returns the name unchanged)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise UnsafePathError(f"{what} {name!r} is not a safe name")
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePathError(f"{what} {name!r} is not valid UTF-8") from None
+    if len(encoded) > MAX_NAME_BYTES:
+        raise UnsafePathError(f"{what} {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+        raise UnsafePathError(f"{what} {name!r} contains control characters")
+    return name
+
+
+def check_user_name(name: str) -> str:
+    check_name(name, "user folder name")
+    if name.startswith(".") or name.strip() != name:
+        raise UnsafePathError(f"user folder name {name!r} starts with a dot or has surrounding spaces")
+    if name in RESERVED_USERS:
+        raise UnsafePathError(f"user folder name {name!r} is reserved")
+    return name
+
+
+def display(path: object) -> str:
+    """A printable form of any path, even one with undecodable bytes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def is_ignored_name(name: str) -> bool:
+    """Temporary, hidden and system files that are never inputs or decisions."""
+    return (name.startswith(".") or name.startswith("~$") or name.startswith("._")
+            or name.endswith("~") or name in IGNORED_NAMES
+            or name.endswith((".part", ".crdownload", ".tmp", ".partial", ".download"))
+            or (len(name) > 4 and name[-4:-1] == ".sw"))
+
+
+class Layout:
+    """Paths under ``data_dir``.  Relative paths stored in the ledger are POSIX strings."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        for folder in FOLDERS:
+            setattr(self, folder.lower(), self.root / folder)
+        self.users = self.root / USERS
+
+    def ensure(self) -> None:
+        for folder in FOLDERS:
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+        (self.root / "state" / "work").mkdir(exist_ok=True)
+        self.close_state()
+
+    def close_state(self) -> None:
+        """The group reads ``state/`` but never writes it: a reviewer's read-only look at the
+        ledger must not be able to create its ``-wal``/``-shm`` (the daemon could not write them)."""
+        state = self.root / "state"
+        try:
+            st = state.stat()
+            if st.st_uid == os.geteuid() and st.st_mode & 0o022:
+                os.chmod(state, stat.S_IMODE(st.st_mode) & ~0o022)
+        except OSError:
+            pass  # not ours: 'astrowatch doctor' reports it
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the data root, refusing anything outside it (no symlink following)."""
+        absolute = Path(os.path.abspath(path))
+        try:
+            rel = absolute.relative_to(self.root)
+        except ValueError:
+            raise UnsafePathError(f"{path} is outside the data folder {self.root}") from None
+        if ".." in rel.parts:
+            raise UnsafePathError(f"{path} is outside the data folder {self.root}")
+        text = rel.as_posix()
+        try:
+            text.encode("utf-8")  # everything stored in the ledger and logs is valid UTF-8
+        except UnicodeEncodeError:
+            raise UnsafePathError(f"{display(path)} has a name that is not valid UTF-8") from None
+        return text
+
+    def abs(self, rel: str) -> Path:
+        path = Path(os.path.normpath(self.root / rel))
+        self.rel(path)  # re-check: a stored path never escapes
+        return path
+
+    def user_dir(self, user: str) -> Path:
+        return self.users / check_user_name(user)
+
+    def inbox_dir(self, user: str) -> Path:
+        return self.root / "inbox" / check_user_name(user)
+
+    def failed_dir(self, user: str) -> Path:
+        return self.root / "failed" / (user if user in RESERVED_USERS else check_user_name(user))
+
+    def dataset_dir(self, user: str) -> Path:
+        return self.root / "datasets" / check_user_name(user)
+
+    def archive_dir(self, user: str, job_id: str) -> Path:
+        return self.root / "archive" / check_user_name(user) / check_name(job_id, "job id")
+
+    def work_dir(self, job_id: str) -> Path:
+        return self.root / "state" / "work" / check_name(job_id, "job id")
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / "state" / "ledger.sqlite3"
+
+    @property
+    def daemon_state_path(self) -> Path:
+        return self.root / "state" / "daemon.json"
+
+    def decision_of(self, path: Path) -> str | None:
+        """'approve' / 'reject' / 'redo' for a path inside approved/, rejected/ or redo/."""
+        try:
+            first = Path(self.rel(path)).parts[0]
+        except (UnsafePathError, IndexError):
+            return None
+        return DECISION_FOLDERS.get(first)

@@ -1,0 +1,402 @@
+"""The ledger: every job and its state, in SQLite (WAL), safe across crashes.
+
+All state changes go through :meth:`Ledger.transition`, a compare-and-set checked against
+:data:`TRANSITIONS` — the one table of allowed moves.  States ending in ``-ing`` that are not
+``running`` (``publishing``, ``deciding``, ``failing``) are *intents*: the decision is recorded
+first, then idempotent file operations finish it; after a crash :mod:`astrowatch.runtime.recovery`
+re-runs those finishers.  ``running`` jobs found at start-up were interrupted and go back to
+``queued`` (their attempt counted).
+
+Each thread gets its own connection (sqlite3 objects are not shared across threads).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astrowatch.core.errors import IllegalTransition, LedgerError, NotFound, as_disk_full
+from astrowatch.storage.ledger_monitor import MonitoringQueries
+
+# state -> states it may move to.  Nothing else is allowed, anywhere.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"running", "superseded"}),
+    "running": frozenset({"publishing", "queued", "waiting", "failing"}),
+    "waiting": frozenset({"queued", "superseded"}),
+    "publishing": frozenset({"inbox"}),
+    "inbox": frozenset({"deciding"}),
+    "deciding": frozenset({"delivered", "filed", "rejected", "redone"}),
+    "failing": frozenset({"failed"}),
+    "failed": frozenset(),
+    "delivered": frozenset(),
+    "filed": frozenset(),
+    "rejected": frozenset(),
+    "redone": frozenset(),
+    "superseded": frozenset(),
+}
+FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
+STATES = tuple(TRANSITIONS)
+TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+PENDING = frozenset({"queued", "running", "waiting"})  # work not yet produced
+INTENTS = frozenset({"publishing", "deciding", "failing"})  # finished by recovery after a crash
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    user TEXT NOT NULL,
+    source TEXT NOT NULL,
+    source_sha256 TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    params TEXT NOT NULL DEFAULT '{}',
+    parent_id TEXT,
+    not_before REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    decision TEXT,
+    decision_data TEXT,
+    result TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
+CREATE INDEX IF NOT EXISTS jobs_source ON jobs(user, source, created_at);
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id);
+CREATE TABLE IF NOT EXISTS history (
+    job_id TEXT NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at REAL NOT NULL,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS history_job ON history(job_id);
+CREATE TABLE IF NOT EXISTS seen (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    job_id TEXT,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+"""
+SCHEMA_VERSION = "1"
+_JSON_FIELDS = ("params", "decision_data", "result")
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    user: str
+    source: str  # relative to data_dir, e.g. "Utilisateurs/gaby/photo.jpg"
+    source_sha256: str
+    state: str
+    attempts: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+    not_before: float = 0.0
+    error: str | None = None
+    decision: str | None = None
+    decision_data: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def source_name(self) -> str:
+        return self.source.rsplit("/", 1)[-1]
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    for key in _JSON_FIELDS:
+        data[key] = json.loads(data[key]) if data[key] else ({} if key == "params" else None)
+    return Job(**data)
+
+
+class Ledger(MonitoringQueries):
+    """SQLite job ledger.  Thread-safe: one connection per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        conn = self._conn()
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+
+    # -- connections ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a commit survives a process crash (SIGKILL); only an OS crash or power
+            # loss can drop the last commits, and every intent state is finished idempotently.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, all or nothing.  When a statement or the COMMIT
+        fails (a full disk: SQLITE_FULL), SQLite may already have rolled the transaction back
+        itself, and a blind ROLLBACK would then raise "no transaction is active" in place of the
+        real error: roll back only an open transaction, and drop a connection that cannot.  A
+        full disk is raised as :class:`~astrowatch.core.errors.DiskFull`."""
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            self._abort(conn)
+            full = as_disk_full(exc)
+            if full is not None:
+                raise full from exc
+            raise
+
+    def _abort(self, conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            conn.close()  # in an unknown state: the next call opens a fresh connection
+            self._local.conn = None
+
+    def _write(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        """One autocommit write statement, with a full disk raised as ``DiskFull``."""
+        try:
+            return self._conn().execute(sql, tuple(args))
+        except sqlite3.Error as exc:
+            full = as_disk_full(exc)
+            if full is not None:
+                raise full from exc
+            raise
+
+    # -- jobs -------------------------------------------------------------------------------
+    def create_job(self, *, kind: str, user: str, source: str, source_sha256: str,
+                   params: dict[str, Any] | None = None, parent_id: str | None = None,
+                   job_id: str | None = None) -> Job:
+        return self.create_unless_pending(kind=kind, user=user, source=source, source_sha256=source_sha256,
+                                          params=params, parent_id=parent_id, job_id=job_id)[0]
+
+    def create_unless_pending(self, *, kind: str, user: str, source: str, source_sha256: str,
+                              params: dict[str, Any] | None = None, parent_id: str | None = None,
+                              job_id: str | None = None,
+                              same: Callable[[Job], bool] | None = None) -> tuple[Job, bool]:
+        """Create a queued job, unless a job of the same source and content that has not run yet
+        (:data:`PENDING`) satisfies ``same``: then that one is returned.  One ``BEGIN IMMEDIATE``
+        transaction, so concurrent callers in any number of processes make exactly one job.
+        Returns ``(job, created)``."""
+        now = time.time()
+        job = Job(id=job_id or new_job_id(), kind=kind, user=user, source=source,
+                  source_sha256=source_sha256, state="queued", params=dict(params or {}),
+                  parent_id=parent_id, created_at=now, updated_at=now)
+        with self._tx() as conn:
+            if same is not None:
+                rows = conn.execute(
+                    "SELECT * FROM jobs WHERE user = ? AND source = ? AND source_sha256 = ? AND kind = ?"
+                    " AND state IN ('queued','running','waiting') ORDER BY created_at DESC",
+                    (user, source, source_sha256, kind)).fetchall()
+                found = next((j for j in map(_row_to_job, rows) if same(j)), None)
+                if found is not None:
+                    return found, False  # leaving the block commits the (read-only) transaction
+            self._insert(conn, job)
+        return job, True
+
+    def create_child(self, parent: Job, *, params: dict[str, Any], job_id: str | None = None) -> tuple[Job, bool]:
+        """The one child of ``parent`` (a redo, or a retry of a failed job), queued from the same
+        source: created, or the one that exists already (``False``) — in one transaction, so two
+        processes asking at once make one job."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY created_at, rowid LIMIT 1",
+                               (parent.id,)).fetchone()
+            if row is not None:
+                return _row_to_job(row), False
+            now = time.time()
+            child = Job(id=job_id or new_job_id(), kind=parent.kind, user=parent.user, source=parent.source,
+                        source_sha256=parent.source_sha256, state="queued", params=dict(params),
+                        parent_id=parent.id, created_at=now, updated_at=now)
+            self._insert(conn, child)
+        return child, True
+
+    def child_of(self, job_id: str) -> Job | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY created_at, rowid LIMIT 1",
+                                   (job_id,)).fetchone()
+        return _row_to_job(row) if row is not None else None
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, job: Job) -> None:
+        conn.execute(
+            "INSERT INTO jobs(id, kind, user, source, source_sha256, state, attempts, params,"
+            " parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
+            (job.id, job.kind, job.user, job.source, job.source_sha256, "queued", json.dumps(job.params),
+             job.parent_id, job.created_at, job.updated_at),
+        )
+        conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
+                     (job.id, None, "queued", job.created_at))
+
+    def transition(self, job_id: str, frm: str, to: str, *, note: str | None = None,
+                   **fields: Any) -> bool:
+        """Compare-and-set ``frm`` -> ``to``; also sets ``fields``.  False if the job was not in
+        ``frm`` (someone else moved it).  Raises :class:`IllegalTransition` for a move that is
+        not in :data:`TRANSITIONS`."""
+        if to not in TRANSITIONS.get(frm, ()):
+            raise IllegalTransition(f"job {job_id}: {frm} -> {to} is not an allowed transition")
+        now = time.time()
+        sets, values = ["state = ?", "updated_at = ?"], [to, now]
+        for key, value in fields.items():
+            if key not in Job.__dataclass_fields__ or key in ("id", "state", "created_at"):
+                raise LedgerError(f"cannot set job field {key!r}")
+            sets.append(f"{key} = ?")
+            values.append(json.dumps(value) if key in _JSON_FIELDS and value is not None else value)
+        with self._tx() as conn:
+            cur = conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?",
+                               (*values, job_id, frm))
+            if cur.rowcount == 1:
+                conn.execute("INSERT INTO history(job_id, from_state, to_state, at, note) VALUES (?,?,?,?,?)",
+                             (job_id, frm, to, now, note))
+        return cur.rowcount == 1
+
+    def update_fields(self, job_id: str, **fields: Any) -> None:
+        """Set non-state fields (result details...).  State only changes via :meth:`transition`."""
+        if "state" in fields:
+            raise LedgerError("use transition() to change a job's state")
+        sets, values = [], []
+        for key, value in fields.items():
+            sets.append(f"{key} = ?")
+            values.append(json.dumps(value) if key in _JSON_FIELDS and value is not None else value)
+        self._write(f"UPDATE jobs SET {', '.join(sets)}, updated_at = ? WHERE id = ?",
+                    (*values, time.time(), job_id))
+
+    def claim_next(self, *, kinds: Iterable[str] | None = None, now: float | None = None) -> Job | None:
+        """Atomically take the oldest runnable queued job: queued -> running, attempts + 1."""
+        now = time.time() if now is None else now
+        kinds = tuple(kinds or ("astro", "enhance"))
+        marks = ",".join("?" * len(kinds))
+        while True:
+            row = self._conn().execute(
+                f"SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ? AND kind IN ({marks})"
+                " ORDER BY not_before, created_at LIMIT 1", (now, *kinds)).fetchone()
+            if row is None:
+                return None
+            job = self.get(row["id"])
+            if self.transition(job.id, "queued", "running", attempts=job.attempts + 1):
+                return self.get(job.id)
+
+    def get(self, job_id: str) -> Job:
+        row = self._conn().execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return _row_to_job(row)
+
+    def find(self, prefix: str) -> Job:
+        """A job by id or unique id prefix (for the CLI)."""
+        rows = self._conn().execute("SELECT * FROM jobs WHERE id LIKE ? LIMIT 2",
+                                    (prefix.replace("%", "") + "%",)).fetchall()
+        if not rows:
+            raise NotFound(f"no job with id {prefix!r}")
+        if len(rows) > 1:
+            raise NotFound(f"job id prefix {prefix!r} is ambiguous; give more characters")
+        return _row_to_job(rows[0])
+
+    def by_state(self, *states: str, kind: str | None = None, limit: int | None = None) -> list[Job]:
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT * FROM jobs WHERE state IN ({marks})"
+        args: list[Any] = list(states)
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        sql += " ORDER BY updated_at DESC" if limit else " ORDER BY created_at"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [_row_to_job(r) for r in self._conn().execute(sql, args)]
+
+    def jobs_for_source(self, user: str, source: str) -> list[Job]:
+        """All jobs made from one source path, newest first."""
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE user = ? AND source = ? ORDER BY created_at DESC, rowid DESC",
+            (user, source)).fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    def latest_for_source(self, user: str, source: str, state: str | None = None) -> Job | None:
+        """The newest job made from one source path (optionally: in ``state``), or ``None``."""
+        sql, args = "SELECT * FROM jobs WHERE user = ? AND source = ?", [user, source]
+        if state:
+            sql += " AND state = ?"
+            args.append(state)
+        row = self._conn().execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT 1", args).fetchone()
+        return _row_to_job(row) if row else None
+
+    def children(self, job_id: str) -> list[Job]:
+        rows = self._conn().execute("SELECT * FROM jobs WHERE parent_id = ? ORDER BY created_at", (job_id,))
+        return [_row_to_job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
+        return {r["state"]: r["n"] for r in rows}
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        rows = self._conn().execute("SELECT * FROM history WHERE job_id = ? ORDER BY rowid", (job_id,))
+        return [dict(r) for r in rows]
+
+    def failure_cause(self, job_id: str) -> str | None:
+        """The note recorded when the job went to ``failing`` (:data:`FAILED_FOR_INPUT`, an error class...)."""
+        row = self._conn().execute("SELECT note FROM history WHERE job_id = ? AND to_state = 'failing'"
+                                   " ORDER BY rowid DESC LIMIT 1", (job_id,)).fetchone()
+        return row["note"] if row else None
+
+    def has_pending(self) -> bool:
+        row = self._conn().execute(
+            "SELECT 1 FROM jobs WHERE state IN ('queued','running','publishing','deciding','failing') LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    def finished_before(self, cutoff: float) -> list[tuple[str, str]]:
+        """(id, user) of finished jobs (:data:`TERMINAL`) last changed before ``cutoff`` that no
+        unfinished job descends from (a redo reads its parent's archived original): the jobs
+        whose archive folder retention may remove."""
+        final = ",".join(f"'{s}'" for s in sorted(TERMINAL))
+        rows = self._conn().execute(
+            f"WITH RECURSIVE keep(id) AS (SELECT parent_id FROM jobs WHERE state NOT IN ({final})"
+            " AND parent_id IS NOT NULL UNION SELECT j.parent_id FROM jobs j JOIN keep k ON j.id = k.id"
+            " WHERE j.parent_id IS NOT NULL)"
+            f" SELECT id, user FROM jobs WHERE state IN ({final}) AND updated_at < ?"
+            " AND id NOT IN (SELECT id FROM keep WHERE id IS NOT NULL) ORDER BY updated_at", (cutoff,))
+        return [(r["id"], r["user"]) for r in rows]
+
+    # -- seen files (so start-up scans do not re-hash what did not change) -------------------
+    def seen_get(self, path: str) -> sqlite3.Row | None:
+        return self._conn().execute("SELECT * FROM seen WHERE path = ?", (path,)).fetchone()
+
+    def seen_put(self, path: str, *, size: int, mtime_ns: int, sha256: str, job_id: str | None) -> None:
+        self._write(
+            "INSERT INTO seen(path, size, mtime_ns, sha256, job_id, at) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
+            " sha256=excluded.sha256, job_id=excluded.job_id, at=excluded.at",
+            (path, size, mtime_ns, sha256, job_id, time.time()))
+
+    def seen_forget(self, path: str) -> None:
+        self._write("DELETE FROM seen WHERE path = ?", (path,))

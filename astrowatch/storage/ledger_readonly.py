@@ -1,0 +1,84 @@
+"""The ledger opened read-only, for the commands a reviewer runs (``status``, ``review``, ``stats``,
+``ui``).
+
+Reviewers are in the service's group but do not own ``state/``: they can read the ledger, never
+write it, and must never create its ``-wal``/``-shm`` files (the daemon could not write files
+they own).  So this opens ``file:...?mode=ro``: while the daemon runs, its WAL files exist and
+SQLite reads through them.  When no daemon runs, the last connection has folded the WAL back into
+the database and removed it; a read-only open would then have to create them (as the reviewer,
+so the daemon could not write them later), so the database is read as ``immutable`` (nothing
+writes it then) -- and reopened at the next query, in case the daemon started meanwhile.
+Every failure is an :class:`AstrowatchError` with a hint.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from astrowatch.core.errors import AccessDenied, LedgerError, NotFound
+from astrowatch.storage.ledger import Ledger
+
+GROUP_HINT = ("reviewers need to be in the service's group (check with 'id'; after 'usermod -aG' log in "
+              "again) and the data folder must be group-readable: run 'astrowatch doctor'")
+
+
+class ReadOnlyLedger(Ledger):
+    """The read methods of :class:`Ledger` on a connection that cannot write."""
+
+    def __init__(self, path: Path) -> None:  # no super().__init__: it would create the schema
+        self.path = Path(path)
+        self._local = threading.local()
+        if not self.path.exists():
+            raise NotFound(f"no ledger at {self.path}",
+                           hint="the daemon has never run on this data folder, or data_dir points elsewhere")
+        self._conn().execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "immutable", False):
+            conn.close()  # a snapshot of a stopped daemon's ledger: look again, it may run now
+            conn = None
+        if conn is None:
+            conn, immutable = _connect(self.path)
+            self._local.conn, self._local.immutable = conn, immutable
+        return conn
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
+    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
+    # Without a WAL (no daemon has the ledger open) a normal open would create -wal/-shm files
+    # owned by us, which the daemon could not write: read the file as it is instead.
+    if wal.exists():
+        try:
+            return _probe(f"{uri}?mode=ro"), False
+        except sqlite3.OperationalError as exc:
+            if not os.access(path, os.R_OK) or wal.exists():
+                raise AccessDenied(f"cannot read the ledger {path} ({exc})", hint=GROUP_HINT) from None
+    if not os.access(path, os.R_OK):
+        raise AccessDenied(f"cannot read the ledger {path}", hint=GROUP_HINT)
+    try:
+        return _probe(f"{uri}?mode=ro&immutable=1"), True
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc}",
+                          hint="run 'astrowatch doctor'; if a daemon just started, try again") from None
+
+
+def _probe(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None, check_same_thread=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_for_reading(layout) -> ReadOnlyLedger:
+    """The read-only ledger of a data folder (raises NotFound when the daemon never ran there)."""
+    return ReadOnlyLedger(layout.ledger_path)

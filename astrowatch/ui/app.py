@@ -1,0 +1,210 @@
+"""The review page (``astrowatch ui`` runs ``streamlit run`` on this file).
+
+The config comes from ``$ASTROWATCH_CONFIG`` (set by ``astrowatch ui --config``).  Buttons move
+files exactly as a reviewer would; the daemon acts on them (at its next start if it is stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from astrowatch.backends.base import progress_text
+from astrowatch.core.config import find_config
+from astrowatch.core.errors import AstrowatchError
+from astrowatch.review.inbox import InboxItem, decide, inbox_items, original_path, parse_params, save_caption, waiting_for
+from astrowatch.runtime.settings import load_config
+from astrowatch.runtime.status import daemon_state
+from astrowatch.storage.layout import Layout
+from astrowatch.storage.ledger import Ledger
+from astrowatch.storage.ledger_readonly import open_for_reading
+from astrowatch.ui.views import LOGIN_ENV, chart_wheel, original_preview
+
+VERB = {"approve": "approved", "reject": "rejected", "redo": "sent back for a redo"}
+
+
+@st.cache_resource(show_spinner=False)
+def _context(path: str, mtime: float) -> tuple[Any, Layout, Ledger]:
+    config = load_config(path)
+    layout = Layout(config.data_dir)
+    return config, layout, open_for_reading(layout)  # reviewers read the ledger, never write it
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _wheel(job_id: str, path: str, mtime: float) -> Any:
+    config, layout, ledger = _load()
+    return chart_wheel(config, layout, ledger.get(job_id))
+
+
+def _load() -> tuple[Any, Layout, Ledger]:
+    path = find_config(None)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        mtime = 0.0
+    return _context(str(path), mtime)
+
+
+def _flash() -> None:
+    for kind, text in st.session_state.pop("flash", []):
+        (st.success if kind == "ok" else st.error)(text)
+
+
+def _act(layout: Layout, item: InboxItem, decision: str) -> None:
+    job_id = item.job.id
+    caption = st.session_state.get(f"caption-{job_id}")
+    try:
+        params = parse_params(st.session_state.get(f"params-{job_id}", "{}")) if decision == "redo" else None
+        dest = decide(layout, item, decision, caption=caption, params=params)
+    except AstrowatchError as exc:
+        st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
+        return
+    except OSError as exc:  # moved by hand meanwhile, or a permission problem
+        st.session_state["flash"] = [("error", f"{item.image.name}: could not move it: {exc.strerror or exc}")]
+        return
+    st.session_state["flash"] = [("ok", f"{item.image.name} {VERB[decision]}: moved to {layout.rel(dest)}")]
+
+
+def _save(item: InboxItem) -> None:
+    changed = save_caption(item, st.session_state.get(f"caption-{item.job.id}", ""))
+    st.session_state["flash"] = [("ok", f"description of {item.image.name} saved" if changed
+                                  else f"description of {item.image.name} unchanged")]
+
+
+@st.fragment(run_every=1.0)
+def _running_now(layout: Layout) -> None:
+    """The job each worker is drawing, with its steps, elapsed time and ETA (refreshed every second)."""
+    for w in daemon_state(layout).get("workers", []):
+        p = w.get("progress")
+        if not (w.get("current_job") and p):
+            continue
+        fraction = min(p["step"] / p["total"], 1.0) if p.get("total") else 0.0
+        st.progress(fraction, text=f"running {w['current_job']}: {progress_text(p)}")
+
+
+def _sidebar(config: Any, layout: Layout, items: list[InboxItem]) -> str | None:
+    st.sidebar.title("astrowatch")
+    daemon = daemon_state(layout)
+    st.sidebar.caption(f"data folder `{layout.root}`")
+    if daemon.get("running"):
+        st.sidebar.success(f"daemon running (pid {daemon.get('pid')}): decisions apply within seconds")
+    else:
+        st.sidebar.info("daemon stopped: decisions apply at its next start")
+    if daemon.get("running"):
+        with st.sidebar:
+            _running_now(layout)
+    users = sorted({i.job.user for i in items})
+    counts = {u: sum(i.job.user == u for i in items) for u in users}
+    if not users:
+        return None
+    choice = st.sidebar.radio("Inbox", ["everyone", *users], key="user",
+                              format_func=lambda u: f"{u} ({counts[u] if u in counts else len(items)})")
+    st.sidebar.button("Refresh", key="refresh")
+    return None if choice == "everyone" else choice
+
+
+def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
+    job = item.job
+    if job.kind == "astro":
+        snapshot = layout.archive_dir(job.user, job.id) / job.source_name
+        mtime = snapshot.stat().st_mtime if snapshot.exists() else 0.0
+        wheel = _wheel(job.id, str(snapshot), mtime)
+        if wheel is not None:
+            st.image(wheel, caption=f"chart wheel ({job.source_name})")
+            return
+    else:
+        path = original_path(layout, ledger, job)
+        preview = original_preview(path, config) if path is not None else None
+        if preview is not None:
+            st.image(preview, caption=f"original ({job.source_name})")
+            return
+    st.caption("original not available")
+
+
+def _controls(layout: Layout, item: InboxItem, sidecar: dict[str, Any]) -> None:
+    job_id = item.job.id
+    decide_cols = st.columns(2)
+    decide_cols[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act,
+                          args=(layout, item, "approve"))
+    decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act, args=(layout, item, "reject"))
+    st.text_area("Description (line 1 is the training caption)", value=item.caption(), key=f"caption-{job_id}",
+                 height=150)
+    st.button("Save description", key=f"save-{job_id}", on_click=_save, args=(item,))
+    params = sidecar.get("params") if isinstance(sidecar.get("params"), dict) else {}
+    st.text_area("Parameters (edit, then redo)", value=json.dumps(params, indent=2, ensure_ascii=False),
+                 key=f"params-{job_id}", height=170)
+    st.button("Redo with these settings", key=f"redo-{job_id}", on_click=_act, args=(layout, item, "redo"))
+
+
+def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
+    job, sidecar = item.job, item.sidecar()
+    with st.container(border=True):
+        st.subheader(f"{job.source_name} · {job.kind}")
+        st.caption(f"{job.user} · job {job.id} · {sidecar.get('backend') or '?'} · in the inbox since "
+                   f"{waiting_for(job)} · `{layout.rel(item.image)}`")
+        note = item.bounce_note()
+        if note:
+            st.warning(f"last decision was refused: {note}")
+        stale = sidecar.get("stale")
+        if isinstance(stale, dict):
+            st.warning(f"stale result: {stale.get('note') or 'a newer chart of this user exists'}")
+        left, middle, right = st.columns([1, 1, 1.2])
+        with left:
+            _original(config, layout, ledger, item)
+        with middle:
+            st.image(str(item.image), caption="result")
+        with right:
+            _controls(layout, item, sidecar)
+        learned = sidecar.get("learned")
+        if isinstance(learned, dict) and learned:
+            st.caption("learned: " + "; ".join(f"{k} = {v.get('value')!r} ({v.get('why')})"
+                                                for k, v in learned.items() if isinstance(v, dict)))
+
+
+def _login() -> None:
+    """Beyond loopback (``astrowatch ui --host``), nothing is shown before the API token is given."""
+    if os.environ.get(LOGIN_ENV) != "1" or st.session_state.get("signed_in"):
+        return
+    from astrowatch.api.auth import load_token, token_matches
+
+    st.title("astrowatch review")
+    try:
+        token = load_token(load_config(find_config(None)))
+    except AstrowatchError:
+        token = None  # the page below says what is wrong with the config, once signed in
+    given = st.text_input("Access token (the API token)", type="password", key="login-token")
+    if st.button("Sign in", key="login"):
+        if token is not None and token_matches(given.strip(), token):
+            st.session_state["signed_in"] = True
+            st.rerun()
+        st.error("wrong token")
+    st.stop()
+
+
+def page() -> None:
+    st.set_page_config(page_title="astrowatch review", page_icon=":sparkles:", layout="wide")
+    _login()
+    try:
+        config, layout, ledger = _load()
+    except AstrowatchError as exc:
+        st.error(f"astrowatch: {exc}")
+        st.stop()
+    items = inbox_items(layout, ledger)
+    user = _sidebar(config, layout, items)
+    st.title("Review")
+    _flash()
+    shown = [i for i in items if user is None or i.job.user == user]
+    if not shown:
+        st.info(f"The inbox is empty. New results appear in `{Path(layout.root, 'inbox')}/<user>/`.")
+        return
+    st.caption(f"{len(shown)} result(s) waiting. Approve, reject, or edit the parameters and redo; "
+               "each button moves the file exactly as you would by hand.")
+    for item in shown:
+        _item(config, layout, ledger, item)
+
+
+page()
