@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from astrowatch.core.errors import IllegalTransition, NotFound
-from astrowatch.storage.ledger import INTENTS, TERMINAL, TRANSITIONS, Ledger
+from astrowatch.core.jobs import INTENTS, TERMINAL, TRANSITIONS
+from astrowatch.storage.ledger import Ledger
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from astrowatch.storage.ledger import STATES
+from astrowatch.core.jobs import STATES
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.api.service import Service

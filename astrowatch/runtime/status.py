@@ -14,8 +14,8 @@ from typing import Any
 
 
 def collect(config) -> dict[str, Any]:
+    from astrowatch.core.jobs import STATES
     from astrowatch.storage.layout import Layout
-    from astrowatch.storage.ledger import STATES
     from astrowatch.storage.ledger_readonly import open_for_reading
 
     layout = Layout(config.data_dir)

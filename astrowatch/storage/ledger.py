@@ -24,29 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from astrowatch.core.errors import IllegalTransition, LedgerError, NotFound, as_disk_full
+from astrowatch.core.jobs import TERMINAL, TRANSITIONS
 from astrowatch.storage.ledger_monitor import MonitoringQueries
 
-# state -> states it may move to.  Nothing else is allowed, anywhere.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "queued": frozenset({"running", "superseded"}),
-    "running": frozenset({"publishing", "queued", "waiting", "failing"}),
-    "waiting": frozenset({"queued", "superseded"}),
-    "publishing": frozenset({"inbox"}),
-    "inbox": frozenset({"deciding"}),
-    "deciding": frozenset({"delivered", "filed", "rejected", "redone"}),
-    "failing": frozenset({"failed"}),
-    "failed": frozenset(),
-    "delivered": frozenset(),
-    "filed": frozenset(),
-    "rejected": frozenset(),
-    "redone": frozenset(),
-    "superseded": frozenset(),
-}
 FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
-STATES = tuple(TRANSITIONS)
-TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
-PENDING = frozenset({"queued", "running", "waiting"})  # work not yet produced
-INTENTS = frozenset({"publishing", "deciding", "failing"})  # finished by recovery after a crash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
