@@ -197,7 +197,9 @@ def choose(config: Config, records: list[dict[str, Any]], key: str, source_sha25
 
 
 def reviews_path(config: Config) -> Path:
-    return Path(config.data_dir) / "logs" / "reviews.jsonl"
+    from astrowatch.storage.layout import Layout
+
+    return Layout(config.data_dir).reviews_log
 
 
 def learned_params(config: Config, kind: str, source_sha256: str) -> dict[str, Any]:

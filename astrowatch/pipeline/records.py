@@ -23,7 +23,7 @@ def log_generation(layout: Layout, job: Job, status: str, duration: float, *, si
                    device: str | None = None) -> None:
     """One line of ``logs/generations.jsonl`` (one per generation attempt)."""
     sc = sidecar or {}
-    append_jsonl(layout.root / "logs" / "generations.jsonl", {
+    append_jsonl(layout.generations_log, {
         "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
         "source_sha256": job.source_sha256, "attempt": job.attempts,
         "backend": sc.get("backend") or job.params.get("backend") or default_backend,
@@ -37,7 +37,7 @@ def log_generation(layout: Layout, job: Job, status: str, duration: float, *, si
 
 def log_published_once(layout: Layout, job: Job) -> bool:
     """Recovery of a ``publishing`` job: its "ok" line, unless the worker wrote it before the crash."""
-    path = layout.root / "logs" / "generations.jsonl"
+    path = layout.generations_log
     if any(r.get("job_id") == job.id and r.get("status") == "ok" for r in read_jsonl_all(path)):
         return False
     sidecar = read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json") or {}

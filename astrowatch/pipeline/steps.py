@@ -199,7 +199,7 @@ def cache_key(image: Any, name: str, backend: Backend, cfg: Config, params: dict
 
 
 def _cache_paths(layout: Layout, key: str) -> tuple[Path, Path]:
-    folder = layout.root / "state" / "cache" / key[:2]
+    folder = layout.cache / key[:2]
     return folder / f"{key}.png", folder / f"{key}.json"
 
 

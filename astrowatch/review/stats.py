@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from astrowatch.core.errors import ConfigError
 from astrowatch.pipeline.feedback import read_decisions, same
 from astrowatch.storage.jsonlog import read_jsonl_all
+from astrowatch.storage.layout import Layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -132,7 +133,6 @@ def normalise_reason(reason: str | None, source_name: str = "") -> str:
 
 def failures(config: Config, since: float | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Failed jobs grouped by normalised reason, and the inbox backlog, from the ledger."""
-    from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger_readonly import open_for_reading
 
     layout = Layout(config.data_dir)
@@ -183,9 +183,9 @@ def _fill_from_generation(record: dict[str, Any], last_ok: dict[str, dict[str, A
 
 
 def collect(config: Config, since: float | None = None) -> dict[str, Any]:
-    logs = Path(config.data_dir) / "logs"
-    gen_summary, last_ok = generations(logs / "generations.jsonl", since)
-    records = [_fill_from_generation(r, last_ok) for r in read_decisions(logs / "reviews.jsonl") if _after(r, since)]
+    layout = Layout(config.data_dir)
+    gen_summary, last_ok = generations(layout.generations_log, since)
+    records = [_fill_from_generation(r, last_ok) for r in read_decisions(layout.reviews_log) if _after(r, since)]
     counts = Counter(r.get("decision") for r in records)
     fails, inbox = failures(config, since)
     edited = sum(1 for r in records if r.get("caption_edited"))

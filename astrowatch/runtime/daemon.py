@@ -131,7 +131,7 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> int:
-        with DaemonLock(self.layout.root / "state"):  # one daemon per data folder, for its whole life
+        with DaemonLock(self.layout.state):  # one daemon per data folder, for its whole life
             return self._run()
 
     def _run(self) -> int:

@@ -56,7 +56,7 @@ def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) 
 
 def _clean_work(layout: Layout, ledger: Ledger) -> None:
     """Remove work folders of jobs that are not running (left by a crash)."""
-    work = layout.root / "state" / "work"
+    work = layout.work
     if not work.is_dir():
         return
     for entry in work.iterdir():

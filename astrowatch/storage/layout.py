@@ -68,20 +68,31 @@ class Layout:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        for folder in FOLDERS:
-            setattr(self, folder.lower(), self.root / folder)
         self.users = self.root / USERS
+        self.inbox = self.root / "inbox"
+        self.approved = self.root / "approved"
+        self.rejected = self.root / "rejected"
+        self.redo = self.root / "redo"
+        self.failed = self.root / "failed"
+        self.datasets = self.root / "datasets"
+        self.archive = self.root / "archive"
+        self.logs = self.root / "logs"
+        self.state = self.root / "state"
+        self.work = self.state / "work"  # one folder per job in flight
+        self.cache = self.state / "cache"  # enhance results by content key
+        self.reviews_log = self.logs / "reviews.jsonl"
+        self.generations_log = self.logs / "generations.jsonl"
 
     def ensure(self) -> None:
         for folder in FOLDERS:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
-        (self.root / "state" / "work").mkdir(exist_ok=True)
+        self.work.mkdir(exist_ok=True)
         self.close_state()
 
     def close_state(self) -> None:
         """The group reads ``state/`` but never writes it: a reviewer's read-only look at the
         ledger must not be able to create its ``-wal``/``-shm`` (the daemon could not write them)."""
-        state = self.root / "state"
+        state = self.state
         try:
             st = state.stat()
             if st.st_uid == os.geteuid() and st.st_mode & 0o022:
@@ -114,27 +125,27 @@ class Layout:
         return self.users / check_user_name(user)
 
     def inbox_dir(self, user: str) -> Path:
-        return self.root / "inbox" / check_user_name(user)
+        return self.inbox / check_user_name(user)
 
     def failed_dir(self, user: str) -> Path:
-        return self.root / "failed" / (user if user in RESERVED_USERS else check_user_name(user))
+        return self.failed / (user if user in RESERVED_USERS else check_user_name(user))
 
     def dataset_dir(self, user: str) -> Path:
-        return self.root / "datasets" / check_user_name(user)
+        return self.datasets / check_user_name(user)
 
     def archive_dir(self, user: str, job_id: str) -> Path:
-        return self.root / "archive" / check_user_name(user) / check_name(job_id, "job id")
+        return self.archive / check_user_name(user) / check_name(job_id, "job id")
 
     def work_dir(self, job_id: str) -> Path:
-        return self.root / "state" / "work" / check_name(job_id, "job id")
+        return self.work / check_name(job_id, "job id")
 
     @property
     def ledger_path(self) -> Path:
-        return self.root / "state" / "ledger.sqlite3"
+        return self.state / "ledger.sqlite3"
 
     @property
     def daemon_state_path(self) -> Path:
-        return self.root / "state" / "daemon.json"
+        return self.state / "daemon.json"
 
     def decision_of(self, path: Path) -> str | None:
         """'approve' / 'reject' / 'redo' for a path inside approved/, rejected/ or redo/."""

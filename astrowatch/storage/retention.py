@@ -69,7 +69,7 @@ def prune_cache(layout: Layout, max_mb: float) -> int:
         return 0
     entries: dict[Path, list[float]] = {}  # stem -> [bytes, newest mtime]
     total = 0
-    for path in (layout.root / "state" / "cache").glob("*/*"):
+    for path in layout.cache.glob("*/*"):
         try:
             st = path.lstat()
         except OSError:
@@ -93,7 +93,7 @@ def rotate_logs(layout: Layout, max_mb: float, keep: int) -> int:
     if max_mb <= 0:
         return 0
     rotated = 0
-    for path in (layout.root / "logs").glob("*.jsonl"):
+    for path in layout.logs.glob("*.jsonl"):
         try:
             big = path.stat().st_size > max_mb * MB
         except OSError:

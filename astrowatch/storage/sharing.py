@@ -102,8 +102,8 @@ def group_problems(layout: Layout) -> tuple[int, list[str]]:
     problems += _user_folders(layout, gid)
     for folder in DECISION_FOLDERS:
         problems += _folder(layout.root / folder, gid, 7, f"move results into {folder}/")
-    problems += _folder(layout.root / "inbox", gid, 5, "list the inbox")
-    problems += _folder(layout.root / "state", gid, 5, "read the ledger (status, review list)")
+    problems += _folder(layout.inbox, gid, 5, "list the inbox")
+    problems += _folder(layout.state, gid, 5, "read the ledger (status, review list)")
     problems += _inbox(layout, gid)
     problems += _state(layout, gid)
     return gid, problems
@@ -130,7 +130,7 @@ def _inbox(layout: Layout, gid: int) -> list[str]:
     """Each user's inbox folder must let the group move results out; each result must be readable."""
     problems: list[str] = []
     unreadable: list[str] = []
-    inbox = layout.root / "inbox"
+    inbox = layout.inbox
     try:
         users = sorted(p for p in inbox.iterdir() if p.is_dir() and not p.is_symlink())
     except OSError:
@@ -155,7 +155,7 @@ def _inbox(layout: Layout, gid: int) -> list[str]:
 
 def _state(layout: Layout, gid: int) -> list[str]:
     problems: list[str] = []
-    state = layout.root / "state"
+    state = layout.state
     try:
         st = state.stat()
     except OSError:
