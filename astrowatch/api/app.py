@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import structlog
@@ -117,7 +118,7 @@ class Guard:
             return await self.app(scope, receive, send)
         t0, status = time.perf_counter(), [0]
 
-        async def send_logged(message: dict) -> None:
+        async def send_logged(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
             await send(message)
@@ -206,7 +207,7 @@ def _reads(service: Service) -> APIRouter:
 
 def _writes(service: Service, config: Config) -> APIRouter:
     router = APIRouter(prefix="/api", responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
-    accepted = {"status_code": 202, "response_model": Accepted, "response_model_exclude_none": True}
+    accepted: dict[str, Any] = {"status_code": 202, "response_model": Accepted, "response_model_exclude_none": True}
 
     @router.post("/astro-image/{user}", **accepted)
     def generate(user: str, request: Request,

@@ -133,6 +133,8 @@ def dominant_colours(image: Image.Image, n: int = 5) -> list[tuple[str, float]]:
     palette = quant.getpalette() or []
     counts: dict[str, int] = {}
     for count, index in quant.getcolors(maxcolors=256) or []:
+        if not isinstance(index, int):  # a palette image: always its palette index
+            continue
         r, g, b = palette[index * 3:index * 3 + 3]
         key = f"#{r:02x}{g:02x}{b:02x}"
         counts[key] = counts.get(key, 0) + count

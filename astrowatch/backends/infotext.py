@@ -57,7 +57,9 @@ def parse_infotext(text: str) -> dict[str, Any]:
         found, body = [], lines
     else:
         body = lines[:-1]
-    prompt_lines, negative_lines, in_negative = [], [], False
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    in_negative = False
     for line in body:
         if line.startswith("Negative prompt:"):
             in_negative = True

@@ -153,7 +153,7 @@ def decode_result(data: Any, backend: str, get_png: Callable[[str], bytes | None
     if hashlib.sha256(raw).hexdigest() != data.get("sha256"):
         raise BackendError(f"the image from worker {worker} does not match its sha256 (corrupted in transit)")
     image = Image.open(io.BytesIO(raw))  # lazy: pixels are decoded only if something needs them
-    image.encoded_png = raw  # written to the inbox as is, with our text chunks (imageio.png_bytes)
+    image.encoded_png = raw  # type: ignore[attr-defined]  # written to the inbox as is (storage.images.png_bytes)
     extra = dict(data.get("extra") or {})
     extra["remote"] = {"worker": worker, "device": data.get("device"), "astrowatch": data.get("astrowatch"),
                        "seconds": data.get("seconds"), "sha256": data["sha256"]}

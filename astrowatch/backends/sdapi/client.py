@@ -116,7 +116,8 @@ def job_running(progress: dict[str, Any]) -> bool:
 def report_progress(progress: Progress, answer: dict[str, Any]) -> None:
     """``/sdapi/v1/progress`` -> steps (``state.sampling_step/steps``; else the fraction as a
     percentage) and the WebUI's own ``eta_relative``."""
-    state = answer.get("state") if isinstance(answer.get("state"), dict) else {}
+    state = answer.get("state")
+    state = state if isinstance(state, dict) else {}
     step, total = state.get("sampling_step"), state.get("sampling_steps")
     eta = answer.get("eta_relative")
     eta = float(eta) if isinstance(eta, (int, float)) and not isinstance(eta, bool) and eta >= 0 else None
@@ -203,7 +204,7 @@ class SdapiClient:
             wait=wait_exponential(multiplier=backoff, max=self.cfg.retry_backoff_max) + wait_random(0, backoff),
             retry=retry_if_exception_type(_Retry),
             sleep=cancel.sleep if cancel is not None else time.sleep,
-            before_sleep=lambda rs: log.info("sdapi: %s; retry %d/%d", rs.outcome.exception(),
+            before_sleep=lambda rs: log.info("sdapi: %s; retry %d/%d", rs.outcome.exception() if rs.outcome else None,
                                              rs.attempt_number, count),
             reraise=True,
         )

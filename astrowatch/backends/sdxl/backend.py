@@ -309,22 +309,13 @@ class SdxlBackend(Backend):
                   "scheduler": sdxl.scheduler, "size": f"{target[0]}x{target[1]}"}
         return Result(image=image, backend=self.name, model=pipes.model_name, params=params, seed=task.seed,
                       prompt=cfg.prompt, negative_prompt=cfg.negative_prompt,
-                      description=self._describe_enhanced(task, image, scale, strength),
+                      description=self._describe_enhanced(task, image),
                       extra={"timings": self._timings(timings, monitor, total), "vae_fp32_retry": retried})
 
-    def _describe_enhanced(self, task: EnhanceTask, image: Image.Image, scale: float, strength: float) -> str:
-        language = self.config.astro.language
-        try:
-            from astrowatch.backends.describe import technical_description  # written by the description helper
-        except ImportError:
-            technical_description = None
-        if technical_description is not None:
-            return technical_description(image, dict(task.facts), language)
-        w0, h0 = task.image.size
-        how = f"Lanczos + SDXL img2img ({strength:g})" if strength > 0 else "Lanczos"
-        if language == "fr":
-            return f"Photo agrandie x{scale:g} : {w0}x{h0} -> {image.width}x{image.height} ({how})."
-        return f"Photo upscaled x{scale:g}: {w0}x{h0} -> {image.width}x{image.height} ({how})."
+    def _describe_enhanced(self, task: EnhanceTask, image: Image.Image) -> str:
+        from astrowatch.backends.describe import technical_description
+
+        return technical_description(image, dict(task.facts), self.config.astro.language)
 
     # -- shared ------------------------------------------------------------------------------------
     def _loaded(self) -> Pipes:
@@ -346,7 +337,7 @@ class SdxlBackend(Backend):
             pipes.refiner.scheduler = make_scheduler(name, configs["refiner"])
 
     def _timings(self, timings: Timings, monitor: StepMonitor, total: float) -> dict[str, Any]:
-        values = dict(timings.values)
+        values: dict[str, Any] = dict(timings.values)
         denoise = sum(values.get(k, 0.0) for k in ("base_seconds", "refiner_seconds", "upscale_seconds",
                                                      "img2img_seconds"))
         values.update(load_seconds=round(self.load_seconds or 0.0, 3), total_seconds=round(total, 4),

@@ -159,7 +159,7 @@ class AdapterSet:
         if entry is None:
             return
         self.base.delete_adapters([name])
-        if entry.on_refiner:
+        if entry.on_refiner and self.refiner is not None:
             self.refiner.unet.delete_adapters([name])
         self.active = [n for n in self.active if n != name]
         self._state = None

@@ -38,7 +38,7 @@ ASPECT_NAMES = {
            "opposition": "Opposition"},
 }
 ASPECT_ORDER = ("conjunction", "sextile", "square", "trine", "opposition")
-WORDS = {
+WORDS: dict[str, dict[str, Any]] = {
     "fr": {"sun": "Soleil", "moon": "Lune", "asc": "Ascendant", "in": "en", "house": "maison",
            "natal": "Thème natal", "wheel": "Roue du thème de {name}",
            "dominant": "Élément dominant : {element}.", "drawn": "Tracés : {items}.",

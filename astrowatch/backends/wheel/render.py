@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -125,7 +126,7 @@ def _sector(geo: Geometry, lon0: float, lon1: float, r0: float, r1: float) -> li
 def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: float,
            colour: tuple[int, ...], *, bold: bool = False, halo: float = 0.0, anchor: str = "mm") -> None:
     f = font(max(6, round(size)), bold)
-    kwargs = {"stroke_width": max(1, round(halo)), "stroke_fill": DISC} if halo else {}
+    kwargs: dict[str, Any] = {"stroke_width": max(1, round(halo)), "stroke_fill": DISC} if halo else {}
     draw.text(xy, text, font=f, fill=colour, anchor=anchor, **kwargs)
 
 
