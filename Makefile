@@ -41,3 +41,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/site
