@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
 import sqlite3
 import time
+from collections import Counter
 
 import pytest
 from harness import inbox_images, make_image, theme_bytes, wait_until, write_config
@@ -104,32 +106,127 @@ def test_killed_past_max_attempts_goes_to_failed_with_reason(tmp_path, daemon_fa
     assert d2.stop() == 0
 
 
-def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path, daemon_factory):
-    cfg = write_config(tmp_path, enhance={"backend": "fake"}, fake={"delay_seconds": 0.15},
-                       retries={"max_attempts": 50})
-    user = tmp_path / "data" / "Utilisateurs" / "gaby"
-    user.mkdir(parents=True)
-    names = [f"p{i:02d}.png" for i in range(12)]
-    for i, name in enumerate(names):
-        make_image(user / name, (16 + i, 16), color=(i * 20, 100, 200 - i * 10))
-    rng = random.Random(1234)
-    for _ in range(5):
-        d = daemon_factory(cfg).start()
-        time.sleep(rng.uniform(0.2, 1.2))
+USERS = ("gaby", "lou", "noe")
+SETTLED = {"inbox", "filed", "delivered", "rejected"}
+
+
+def ledger_rows(data):
+    conn = sqlite3.connect(data / "state" / "ledger.sqlite3")
+    try:
+        return [dict(zip(("id", "kind", "user", "source", "state"), row, strict=True))
+                for row in conn.execute("SELECT id, kind, user, source, state FROM jobs ORDER BY created_at")]
+    finally:
+        conn.close()
+
+
+def files_under(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+def all_inbox_images(data):
+    return [img for user in USERS for img in inbox_images(data, user)]
+
+
+def drop_themes(data):
+    for user in USERS:
+        (data / "Utilisateurs" / user).mkdir(parents=True, exist_ok=True)
+        (data / "Utilisateurs" / user / f"theme_{user}.json").write_bytes(theme_bytes(user=user))
+    return [f"Utilisateurs/{user}/theme_{user}.json" for user in USERS]
+
+
+def drop_photos(data, first, count, rng):
+    """``count`` photos, each with its own content, into the folders of random users."""
+    sources = []
+    for k in range(first, first + count):
+        user = rng.choice(USERS)
+        make_image(data / "Utilisateurs" / user / f"p{k:03d}.png", (16 + k, 16), color=(k * 7 % 256, 90, 200))
+        sources.append(f"Utilisateurs/{user}/p{k:03d}.png")
+    return sources
+
+
+def review_some(data, rng):
+    """A reviewer moves some of the results in the inbox (the image alone) to approved/ or rejected/."""
+    for image in all_inbox_images(data):
+        if rng.random() < 0.5:
+            with contextlib.suppress(FileNotFoundError):  # a move of the daemon's own (bounce, archive)
+                os.replace(image, data / rng.choice(("approved", "rejected")) / image.name)
+
+
+@pytest.mark.parametrize("kills, photos, seed", [
+    pytest.param(6, 12, 1234, id="6-kills"),
+    pytest.param(40, 80, 4321, id="40-kills", marks=pytest.mark.long),
+])
+def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(tmp_path, daemon_factory, kills, photos,
+                                                                        seed):
+    """Themes, then photos in batches, flow; results are reviewed; the daemon is SIGKILLed at seeded
+    random moments (during start-up recovery too).  Then a normal run settles: every input has exactly one
+    job in exactly one visible state, with one "ok" generation line, and the files agree with the ledger."""
+    cfg = write_config(tmp_path, astro={"backend": "fake"}, enhance={"backend": "fake"},
+                       fake={"delay_seconds": 0.1}, retries={"max_attempts": 100})
+    data = tmp_path / "data"
+    for folder in ("approved", "rejected"):
+        (data / folder).mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    themes, dropped = drop_themes(data), []
+    for _ in range(kills):  # photos keep coming while the daemon is killed again and again
+        dropped += drop_photos(data, len(dropped), min(rng.randint(1, 3), photos - len(dropped)), rng)
+        if rng.random() < 0.25:  # killed before READY: in start-up, maybe in the middle of recovery
+            d = daemon_factory(cfg).start(wait_ready=False)
+            time.sleep(rng.uniform(0.1, 1.5))
+        else:
+            d = daemon_factory(cfg).start()
+            time.sleep(rng.uniform(0.0, 0.8))
+            review_some(data, rng)
+            time.sleep(rng.uniform(0.0, 0.4))
         d.kill()
+        if rng.random() < 0.3:
+            review_some(data, rng)  # decided while the daemon is down
+    sources = themes + dropped + drop_photos(data, len(dropped), photos - len(dropped), rng)
     d = daemon_factory(cfg).start()
-    wait_until(lambda: len(inbox_images(d.data)) == len(names) and not list(user.iterdir()), timeout=60,
-               what="every input in the inbox")
-    stems = sorted(i.name.split(".")[0] for i in inbox_images(d.data))
-    assert stems == sorted(n.split(".")[0] for n in names)  # each exactly once
-    wait_until(lambda: sorted(j["state"] for j in jobs(d.data)) == ["inbox"] * len(names), what="all published")
-    assert not list((d.data / "state" / "work").iterdir())
-    for image in inbox_images(d.data):  # every result is whole, with its sidecars
-        assert image.with_suffix(".json").exists() and image.with_suffix(".txt").exists()
-    log = (d.data / "logs" / "generations.jsonl").read_text().splitlines()
-    ok = sorted(r["job_id"] for r in map(json.loads, log) if r["status"] == "ok")
-    assert ok == sorted(j["id"] for j in jobs(d.data))  # exactly one "ok" line per inbox job
+
+    def settled():
+        rows = ledger_rows(data)
+        return (len(rows) >= len(sources) and all(r["state"] in SETTLED for r in rows)
+                and not files_under(data / "approved") and not files_under(data / "rejected")
+                and not [p for p in files_under(data / "Utilisateurs") if p.name.startswith("p")])
+
+    wait_until(settled, timeout=60, what="every input settled")
     assert d.stop() == 0
+
+    rows = ledger_rows(data)
+    assert sorted(r["source"] for r in rows) == sorted(sources)  # each input exactly once
+    assert not files_under(data / "failed") and not files_under(data / "state" / "work")
+    generations = [json.loads(x) for x in (data / "logs" / "generations.jsonl").read_text().splitlines()]
+    ok = Counter(r["job_id"] for r in generations if r["status"] == "ok")
+    assert ok == Counter(r["id"] for r in rows)  # exactly one "ok" line per job
+    reviews = Counter(json.loads(x)["job_id"] for x in (data / "logs" / "reviews.jsonl").read_text().splitlines()) \
+        if (data / "logs" / "reviews.jsonl").exists() else Counter()
+    assert reviews == Counter(r["id"] for r in rows if r["state"] != "inbox")  # one line per decision
+
+    inbox_expected = set()
+    for r in rows:  # the files agree with the ledger
+        user, name = r["user"], r["source"].rsplit("/", 1)[1]
+        stem = f"{name.rsplit('.', 1)[0]}.{r['id']}"
+        inbox, archive = data / "inbox" / user, data / "archive" / user / r["id"]
+        if r["kind"] == "enhance":  # the photo left the user folder for the job's archive at publish
+            assert (archive / name).is_file()
+        if r["state"] == "inbox":
+            inbox_expected |= {inbox / f"{stem}{s}" for s in (".png", ".json", ".txt")}
+            continue
+        assert (archive / f"{stem}.png").is_file(), r  # the decided image, archived once
+        assert not [p for p in archive.iterdir() if p.name.startswith(f"{stem}.") and p.suffix == ".png"
+                    and p.name != f"{stem}.png"], r
+        if r["state"] == "filed":
+            assert (data / "datasets" / user / f"{name.rsplit('.', 1)[0]}.png").is_file(), r
+        elif r["state"] == "delivered":
+            assert (data / "Utilisateurs" / user / f"theme_{user}.png").read_bytes() == \
+                (archive / f"{stem}.png").read_bytes()
+        if r["state"] != "delivered" and r["kind"] == "astro":
+            assert not (data / "Utilisateurs" / user / f"theme_{user}.png").exists()
+    assert set(files_under(data / "inbox")) == inbox_expected
+    filed = Counter(r["user"] for r in rows if r["state"] == "filed")
+    for user in USERS:  # no photo filed twice (under another name)
+        assert len(list((data / "datasets" / user).glob("*.png"))) == filed[user]
 
 
 def test_retries_then_failed_entry(tmp_path, daemon_factory):
