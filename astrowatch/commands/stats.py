@@ -43,6 +43,8 @@ def duration(seconds: float | None) -> str | None:
 
 
 def _header(info: dict[str, Any]) -> list[str]:
+    from astrowatch.review.stats import BACKLOG_KEY, INBOX_KEY
+
     since = f" since {info['since']}" if info["since"] else ""
     lines = [f"data folder: {info['data_dir']}",
              f"decisions{since}: {info['decisions']} (approve {info['approve']}, reject {info['reject']}, "
@@ -50,9 +52,9 @@ def _header(info: dict[str, Any]) -> list[str]:
     if info["decisions"]:
         lines.append(f"median time to review: {duration(info['median_review_s']) or '-'}; "
                      f"captions edited: {info['captions_edited']}")
-    inbox = info["inbox"]
-    if inbox["waiting"]:
-        lines.append(f"waiting in the inbox: {inbox['waiting']} (oldest {duration(inbox['oldest_s'])})")
+    inbox = info[INBOX_KEY]
+    if inbox[BACKLOG_KEY]:
+        lines.append(f"waiting in the inbox: {inbox[BACKLOG_KEY]} (oldest {duration(inbox['oldest_s'])})")
     return lines
 
 

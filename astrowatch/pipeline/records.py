@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from astrowatch.core.jobs import JobState
 from astrowatch.pipeline.publish import result_stem, write_failed
 from astrowatch.storage.images import read_json_or_none
 from astrowatch.storage.jsonlog import append_jsonl, read_jsonl_all
@@ -60,5 +61,5 @@ def _ran_on(sidecar: dict[str, Any], thread: str | None, device: str | None) -> 
 def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:
     """Idempotent end of a failure: the ``failed/`` entry, then the final state."""
     entry = write_failed(job, layout, job.error or "unknown error")
-    ledger.transition(job.id, "failing", "failed")
+    ledger.transition(job.id, JobState.FAILING, JobState.FAILED)
     log.error("job failed", job_id=job.id, user=job.user, reason=job.error, entry=layout.rel(entry))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from astrowatch.core.errors import IllegalTransition, LedgerError, NotFound, as_disk_full
-from astrowatch.core.jobs import INTENTS, PENDING, TERMINAL, TRANSITIONS, JobKind, JobState
+from astrowatch.core.jobs import INTENTS, PENDING, TERMINAL, TRANSITIONS, Decision, JobKind, JobState
 from astrowatch.storage.ledger_monitor import MonitoringQueries
 
 FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
@@ -86,17 +86,17 @@ _JSON_FIELDS = ("params", "decision_data", "result")
 @dataclass
 class Job:
     id: str
-    kind: str
+    kind: JobKind
     user: str
     source: str  # relative to data_dir, e.g. "Utilisateurs/gaby/photo.jpg"
     source_sha256: str
-    state: str
+    state: JobState
     attempts: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     parent_id: str | None = None
     not_before: float = 0.0
     error: str | None = None
-    decision: str | None = None
+    decision: Decision | None = None
     decision_data: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     created_at: float = 0.0
@@ -115,6 +115,9 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     data = dict(row)
     for key in _JSON_FIELDS:
         data[key] = json.loads(data[key]) if data[key] else ({} if key == "params" else None)
+    data["kind"], data["state"] = JobKind(data["kind"]), JobState(data["state"])
+    if data["decision"] is not None:
+        data["decision"] = Decision(data["decision"])
     return Job(**data)
 
 
@@ -187,13 +190,13 @@ class Ledger(MonitoringQueries):
             raise
 
     # -- jobs -------------------------------------------------------------------------------
-    def create_job(self, *, kind: str, user: str, source: str, source_sha256: str,
+    def create_job(self, *, kind: JobKind, user: str, source: str, source_sha256: str,
                    params: dict[str, Any] | None = None, parent_id: str | None = None,
                    job_id: str | None = None) -> Job:
         return self.create_unless_pending(kind=kind, user=user, source=source, source_sha256=source_sha256,
                                           params=params, parent_id=parent_id, job_id=job_id)[0]
 
-    def create_unless_pending(self, *, kind: str, user: str, source: str, source_sha256: str,
+    def create_unless_pending(self, *, kind: JobKind, user: str, source: str, source_sha256: str,
                               params: dict[str, Any] | None = None, parent_id: str | None = None,
                               job_id: str | None = None,
                               same: Callable[[Job], bool] | None = None) -> tuple[Job, bool]:
