@@ -20,9 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from astrowatch.api.auth import bearer, token_matches
 from astrowatch.api.metrics import LedgerCollector, render
 from astrowatch.api.service import ApiError, Service
-from astrowatch.core.config import ASTRO_BACKENDS, ENHANCE_BACKENDS, Config
+from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError
-from astrowatch.core.jobs import BackendName, Decision, JobKind
+from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, BackendName, Decision, JobKind
 
 log = structlog.get_logger("astrowatch.api")
 MAX_BODY = 64 * 1024
