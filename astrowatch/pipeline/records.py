@@ -44,7 +44,8 @@ def log_published_once(layout: Layout, job: Job) -> bool:
     sidecar = read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json") or {}
     if not sidecar:  # moved on by a reviewer already: what the ledger recorded at publishing
         sidecar = {k: v for k, v in (job.result or {}).items() if k != "description"}
-    timings = sidecar.get("timings") if isinstance(sidecar.get("timings"), dict) else {}
+    raw_timings = sidecar.get("timings")
+    timings: dict[str, Any] = raw_timings if isinstance(raw_timings, dict) else {}
     log_generation(layout, job, "ok", float(timings.get("run_s") or 0.0), sidecar=sidecar,
                    worker="recovery")
     return True

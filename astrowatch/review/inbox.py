@@ -63,7 +63,7 @@ REDO_SECTIONS = {JobKind.ASTRO: ("astro", "sdxl", "sdapi", "openai", "fake"),
 JOB_KEYS = ("seed",)  # read by the pipeline, not a config key
 
 
-def redo_overrides(config, kind: str, pairs: list[str]) -> dict:
+def redo_overrides(config, kind: JobKind, pairs: list[str]) -> dict:
     """``--set astro.style=cosmique`` -> ``{"style": "cosmique"}``: the same ``SECTION.KEY`` spelling
     as ``generate``/``enhance``; a key the job cannot use is refused with the valid ones."""
     from astrowatch.core.config import parse_set, settable_keys, unknown_set_key
