@@ -282,8 +282,9 @@ class Service:
             reasons.append(f"the ledger is not readable: {exc}")
         daemon = daemon_state(self.layout)
         age = time.time() - daemon["updated_at"] if isinstance(daemon.get("updated_at"), (int, float)) else None
-        fresh = bool(daemon.get("running")) and age is not None and age <= self.config.api.heartbeat_max_age
-        if not daemon.get("running"):
+        up = bool(daemon.get("running"))  # daemon.json's flag (not a job state)
+        fresh = up and age is not None and age <= self.config.api.heartbeat_max_age
+        if not up:
             reasons.append("the daemon is not running (state/daemon.json says stopped, or its pid is gone)")
         elif not fresh:
             reasons.append(f"the daemon's heartbeat is {age:.0f} s old (limit {self.config.api.heartbeat_max_age:g} s)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import shutil
@@ -102,7 +103,7 @@ def _backend(config, kind: JobKind) -> tuple[str, str]:
     return OK, f"{name}{why} ready"
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
     results: list[tuple[str, str, str]] = []

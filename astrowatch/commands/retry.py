@@ -123,7 +123,7 @@ def select_failed(ledger: Ledger, user: str | None, since: float | None) -> list
             and (since is None or j.updated_at >= since) and ledger.child_of(j.id) is None]
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.core.errors import AstrowatchError, ConfigError
     from astrowatch.runtime.settings import load_config
     from astrowatch.storage.layout import Layout

@@ -8,13 +8,14 @@ not running).  ``redo --set section.key=value`` (the spelling of ``generate``/``
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from astrowatch.core.jobs import Decision, JobState
 from astrowatch.review.inbox import FOLDER, apply_sets, find_inbox_item, force, move, redo_overrides
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.core.errors import NotFound
     from astrowatch.runtime.settings import load_config
     from astrowatch.storage.layout import Layout

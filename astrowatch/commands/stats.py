@@ -7,6 +7,7 @@ learned default parameters (``feedback.candidates``).  Works whether the daemon 
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,7 @@ def plot(info: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.pipeline.feedback import report
     from astrowatch.review.stats import collect, parse_since
     from astrowatch.runtime.settings import load_config

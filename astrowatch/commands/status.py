@@ -6,6 +6,7 @@ Works whether or not the daemon runs, for anyone in the service's group: it read
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -56,7 +57,8 @@ def _worker_line(w: dict[str, Any]) -> str:
 def render(info: dict[str, Any]) -> str:
     d = info["daemon"]
     lines = [f"data folder: {info['data_dir']}"]
-    if d.get("running"):
+    up = bool(d.get("running"))  # daemon.json's flag (not a job state)
+    if up:
         lines.append(f"daemon: running (pid {d['pid']}), backends: "
                      + ", ".join(f"{k}={v}" for k, v in d.get("backends", {}).items()))
         for w in d.get("workers", []):
@@ -82,14 +84,14 @@ def render(info: dict[str, Any]) -> str:
     if waiting := info.get(JobState.WAITING):
         lines.append(f"waiting ({len(waiting)}): " + "; ".join(
             f"{w['job_id']} ({w['reason']})" for w in waiting[:5]))
-    paused = {n: why for w in d.get("workers", []) if d.get("running") for n, why in (w.get("paused") or {}).items()}
+    paused = {n: why for w in d.get("workers", []) if up for n, why in (w.get("paused") or {}).items()}
     lines += [f"paused backend {n}: {why} (fix it, then 'systemctl reload astrowatch')" for n, why in paused.items()]
     lines.append("recent failures:")
     lines += [f"  {f['at']}  {f['source']}: {f['reason']}" for f in info["failures"]] or ["  (none)"]
     return "\n".join(lines)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
     info = collect(load_config(args.config))

@@ -90,11 +90,12 @@ def _sidebar(config: Any, layout: Layout, items: list[InboxItem]) -> str | None:
     st.sidebar.title("astrowatch")
     daemon = daemon_state(layout)
     st.sidebar.caption(f"data folder `{layout.root}`")
-    if daemon.get("running"):
+    up = bool(daemon.get("running"))  # daemon.json's flag (not a job state)
+    if up:
         st.sidebar.success(f"daemon running (pid {daemon.get('pid')}): decisions apply within seconds")
     else:
         st.sidebar.info("daemon stopped: decisions apply at its next start")
-    if daemon.get("running"):
+    if up:
         with st.sidebar:
             _running_now(layout)
     users = sorted({i.job.user for i in items})
