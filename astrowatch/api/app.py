@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
@@ -21,14 +21,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from astrowatch.api.auth import bearer, token_matches
 from astrowatch.api.metrics import LedgerCollector, render
 from astrowatch.api.service import ApiError, Service
-from astrowatch.core.config import ASTRO_BACKENDS, ENHANCE_BACKENDS, Config
+from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError
+from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, BackendName, Decision, JobKind
 
 log = structlog.get_logger("astrowatch.api")
 MAX_BODY = 64 * 1024
 QUIET_PATHS = frozenset({"/healthz", "/metrics"})
-GENERATION_BACKENDS = tuple(b for b in ASTRO_BACKENDS if b != "auto")
-REDO_BACKENDS = {"astro": GENERATION_BACKENDS, "enhance": tuple(b for b in ENHANCE_BACKENDS if b != "auto")}
+GENERATION_BACKENDS = tuple(b for b in ASTRO_BACKENDS if b != BackendName.AUTO)
+REDO_BACKENDS = {JobKind.ASTRO: GENERATION_BACKENDS,
+                 JobKind.ENHANCE: tuple(b for b in ENHANCE_BACKENDS if b != BackendName.AUTO)}
 
 
 class Strict(BaseModel):
@@ -215,19 +217,19 @@ def _writes(service: Service, config: Config) -> APIRouter:
                  body: GenerationBody | None = Body(None)) -> dict[str, Any]:
         return service.request_generation(user, _overrides(config, request, backend, body))[0]
 
-    def decision(name: Literal["approve", "reject"]) -> Any:
+    def decision(name: Decision) -> Any:
         def decide(job_id: str, body: DecisionBody | None = Body(None)) -> dict[str, Any]:
             return service.decide(job_id, name, caption=body.caption if body else None)
         return decide
 
-    for name in ("approve", "reject"):
+    for name in (Decision.APPROVE, Decision.REJECT):
         router.post(f"/jobs/{{job_id}}/{name}", name=name, **accepted)(decision(name))
 
     @router.post("/jobs/{job_id}/redo", **accepted)
     def redo(job_id: str, body: RedoBody | None = Body(None)) -> dict[str, Any]:
         body = body or RedoBody()
         _check_redo_params(service, job_id, body.params)
-        return service.decide(job_id, "redo", caption=body.caption, params=body.params)
+        return service.decide(job_id, Decision.REDO, caption=body.caption, params=body.params)
 
     return router
 

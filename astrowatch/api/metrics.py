@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from astrowatch.core.jobs import STATES
+from astrowatch.core.jobs import STATES, JobKind, JobState
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.api.service import Service
@@ -66,23 +66,23 @@ class LedgerCollector:
         yield self._seconds(ledger)
         last = GaugeMetricFamily("astrowatch_last_success_timestamp_seconds",
                                  "when a result last reached the inbox (Unix time; 0 = never)")
-        last.add_metric([], ledger.last_entered("inbox") or 0.0)
+        last.add_metric([], ledger.last_entered(JobState.INBOX) or 0.0)
         yield last
 
     def _jobs(self, ledger: Any, gauge: Any) -> Iterator[Any]:
         jobs = gauge("astrowatch_jobs", "jobs by state and kind", labels=["state", "kind"])
         counts = ledger.counts_by_kind()
         for state in STATES:
-            for kind in ("astro", "enhance"):
+            for kind in JobKind:
                 jobs.add_metric([state, kind], counts.get((state, kind), 0))
         yield jobs
         inbox = gauge("astrowatch_inbox_results", "results waiting for review, per user", labels=["user"])
-        for user, n in sorted(ledger.counts_by_user("inbox").items()):
+        for user, n in sorted(ledger.counts_by_user(JobState.INBOX).items()):
             inbox.add_metric([user], n)
         yield inbox
 
     def _waiting(self, ledger: Any, gauge: Any) -> Iterator[Any]:
-        waiting_jobs = ledger.by_state("waiting")
+        waiting_jobs = ledger.by_state(JobState.WAITING)
         waiting = gauge("astrowatch_waiting_jobs", "jobs waiting for their backend to come back", labels=["backend"])
         for backend, n in sorted(Counter(self.service.backend_of(j) or "?" for j in waiting_jobs).items()):
             waiting.add_metric([backend], n)

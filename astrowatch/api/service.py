@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from astrowatch.core.errors import AstrowatchError, NotFound, UnsafePathError
+from astrowatch.core.jobs import BackendName, Decision, JobKind, JobState
 from astrowatch.storage.images import atomic_write_json, read_json_or_none
 from astrowatch.storage.layout import Layout, check_name, check_user_name
 
@@ -33,11 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
     from astrowatch.storage.ledger import Job, Ledger
 
-DECISIONS = ("approve", "reject", "redo")
+DECISIONS = tuple(Decision)
 # the upstream app's word for a theme result a person approved (the ledger says ``delivered``:
 # approved and written as theme_<user>.png); /api/jobs keeps the ledger's states
-UPSTREAM_STATE = {"delivered": "approved"}
-ERROR_STATES = frozenset({"failed", "failing", "waiting", "queued"})  # where job.error says something current
+UPSTREAM_STATE = {JobState.DELIVERED: "approved"}
+# where job.error says something current
+ERROR_STATES = frozenset({JobState.FAILED, JobState.FAILING, JobState.WAITING, JobState.QUEUED})
 
 
 class ApiError(Exception):
@@ -118,8 +120,8 @@ class Service:
         user = self.user(name)
         ledger = self.reader()
         job = ledger.latest_for_source(user, theme_source(user))
-        pending = job if job is not None and job.state == "inbox" else \
-            ledger.latest_for_source(user, theme_source(user), state="inbox")
+        pending = job if job is not None and job.state == JobState.INBOX else \
+            ledger.latest_for_source(user, theme_source(user), state=JobState.INBOX)
         return {
             "user": user, "state": UPSTREAM_STATE.get(job.state, job.state) if job else "none",
             "image": f"/api/astro-image/{quote(user, safe='')}/image.png" if self.delivered(user) else None,
@@ -133,7 +135,7 @@ class Service:
     def job_view(self, job_id: str) -> dict[str, Any]:
         job = self.job(job_id)
         children = self.reader().children(job.id)
-        redo = children[0].id if children and job.decision == "redo" else None
+        redo = children[0].id if children and job.decision == Decision.REDO else None
         image = self.inbox_image(job)
         return {
             "job_id": job.id, "kind": job.kind, "user": job.user, "state": job.state, "attempts": job.attempts,
@@ -147,7 +149,7 @@ class Service:
     def inbox(self, name: str | None) -> list[dict[str, Any]]:
         user = self.user(name) if name is not None else None
         items = []
-        for job in self.reader().by_state("inbox"):
+        for job in self.reader().by_state(JobState.INBOX):
             if user is not None and job.user != user:
                 continue
             items.append({"job_id": job.id, "user": job.user, "kind": job.kind, "backend": self.backend_of(job),
@@ -162,7 +164,7 @@ class Service:
 
     def inbox_image(self, job: Job) -> Path | None:
         name = (job.result or {}).get("image")
-        if job.state != "inbox" or not name:
+        if job.state != JobState.INBOX or not name:
             return None
         path = self.layout.inbox_dir(job.user) / check_name(name)
         return path if path.is_file() and not path.is_symlink() else None
@@ -201,7 +203,7 @@ class Service:
         if recorded:
             return recorded
         default = getattr(self.config, job.kind).backend
-        if default == "auto":  # what the running daemon resolved it to
+        if default == BackendName.AUTO:  # what the running daemon resolved it to
             default = (daemon_state(self.layout).get("backends") or {}).get(job.kind, default)
         return backend_for(job.params, default)
 
@@ -229,12 +231,12 @@ class Service:
             return {k: v for k, v in job.params.items() if not k.startswith("_")} == overrides
 
         job, created = self.writer().create_unless_pending(
-            kind="astro", user=user, source=parent.source, source_sha256=sha,
+            kind=JobKind.ASTRO, user=user, source=parent.source, source_sha256=sha,
             params={**overrides, SNAPSHOT_FROM: parent.id}, same=same)
         return {"job_id": job.id, "state": job.state, "status_url": f"/api/jobs/{job.id}",
                 "created": created}, created
 
-    def decide(self, job_id: str, decision: str, *, caption: str | None = None,
+    def decide(self, job_id: str, decision: Decision, *, caption: str | None = None,
                params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Move the inbox image into approved/, rejected/ or redo/ as a reviewer would."""
         from astrowatch.review.inbox import InboxItem, decide
@@ -242,18 +244,18 @@ class Service:
 
         job = self.job(job_id)
         with self._decide_lock:  # two requests for one result: the second gets the 409 below
-            image = self.inbox_image(job) if job.state == "inbox" else None
+            image = self.inbox_image(job) if job.state == JobState.INBOX else None
             if image is None:
                 raise ApiError(409, f"job {job.id} is not awaiting review (state: {job.state}"
                                + (", its result was already moved: the daemon is applying a decision)"
-                                  if job.state == "inbox" else ")"),
+                                  if job.state == JobState.INBOX else ")"),
                                f"GET /api/jobs/{job.id} shows where it is; GET /api/inbox lists what awaits review")
             item = InboxItem(job, image)
             sidecar = item.sidecar()
-            if decision == "redo" and not sidecar:
+            if decision == Decision.REDO and not sidecar:
                 raise ApiError(409, f"{item.sidecar_path.name} is missing or unreadable: a redo needs the sidecar",
                                "approve or reject it instead, or restore the sidecar")
-            merged = {**(sidecar.get("params") or {}), **(params or {})} if decision == "redo" else None
+            merged = {**(sidecar.get("params") or {}), **(params or {})} if decision == Decision.REDO else None
             atomic_write_json(item.sidecar_path, {**sidecar, VIA_KEY: "api"})
             try:
                 decide(self.layout, item, decision, caption=caption, params=merged)
@@ -280,8 +282,9 @@ class Service:
             reasons.append(f"the ledger is not readable: {exc}")
         daemon = daemon_state(self.layout)
         age = time.time() - daemon["updated_at"] if isinstance(daemon.get("updated_at"), (int, float)) else None
-        fresh = bool(daemon.get("running")) and age is not None and age <= self.config.api.heartbeat_max_age
-        if not daemon.get("running"):
+        up = bool(daemon.get("running"))  # daemon.json's flag (not a job state)
+        fresh = up and age is not None and age <= self.config.api.heartbeat_max_age
+        if not up:
             reasons.append("the daemon is not running (state/daemon.json says stopped, or its pid is gone)")
         elif not fresh:
             reasons.append(f"the daemon's heartbeat is {age:.0f} s old (limit {self.config.api.heartbeat_max_age:g} s)")

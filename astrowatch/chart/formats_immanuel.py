@@ -211,7 +211,7 @@ def _coordinates(coordinates: dict) -> dict:
 
 def immanuel_extras(doc: dict) -> dict:
     extra: dict[str, Any] = {}
-    native = doc.get("native") if isinstance(doc.get("native"), dict) else doc
+    native: dict = doc["native"] if isinstance(doc.get("native"), dict) else doc
     date_time = native.get("date_time") or doc.get("natal_date")
     if isinstance(date_time, dict) and isinstance(date_time.get("datetime"), str):
         extra["birth"] = date_time["datetime"].replace(" ", "T", 1)

@@ -180,18 +180,19 @@ def _parse_aspect(raw: Any, ctx: Ctx) -> Aspect | None:
         if not isinstance(value, str):
             raise ctx.at(key).error(f"expected a point name, got {describe(value)}")
         names.append(canonical_point(value))
-    if None in names or names[0] == names[1]:
+    p1, p2 = names
+    if p1 is None or p2 is None or p1 == p2:
         return None  # an aspect to a point the model does not carry (Ceres, Vertex...)
     key = "orbit" if "orbit" in obj else "orb"
     if obj.get(key) is None:
         raise ctx.error("aspect has no 'orbit'")
     orb = abs(as_number(obj[key], ctx.at(key)))
-    return Aspect(p1=names[0], p2=names[1], kind=aspect_kind(obj.get("aspect"), ctx.at("aspect")), orb=orb)
+    return Aspect(p1=p1, p2=p2, kind=aspect_kind(obj.get("aspect"), ctx.at("aspect")), orb=orb)
 
 
 def distribution_dominants(doc: dict, ctx: Ctx) -> tuple[str | None, str | None]:
     """Dominants from ``element_distribution`` / ``quality_distribution`` when present."""
-    result = []
+    result: list[str | None] = []
     for key, names in (("element_distribution", ELEMENTS), ("quality_distribution", MODALITIES)):
         raw = doc.get(key)
         if raw is None:

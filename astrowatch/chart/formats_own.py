@@ -76,7 +76,7 @@ def parse_point(raw: Any, name: str, ctx: Ctx) -> tuple[Point, bool]:
 
 def _point_specs(doc: dict, ctx: Ctx) -> list[tuple[Any, Any, Ctx]]:
     """(name, spec, ctx) from top-level point keys and from ``planets`` (object or list)."""
-    specs = [(k, v, ctx.at(k)) for k, v in doc.items()
+    specs: list[tuple[Any, Any, Ctx]] = [(k, v, ctx.at(k)) for k, v in doc.items()
              if k not in _RESERVED and isinstance(k, str) and canonical_point(k)]
     planets = doc.get("planets")
     pctx = ctx.at("planets")
@@ -160,9 +160,9 @@ def parse_own(doc: dict, ctx: Ctx, *, user: str) -> Chart:
         if value:
             extra[key] = value
     for key in ("lat", "lon"):
-        value = opt_number(doc, key, ctx)
-        if value is not None:
-            extra[key] = value
+        number = opt_number(doc, key, ctx)
+        if number is not None:
+            extra[key] = number
     if approximate:
         extra["approximate"] = approximate
     style = (opt_str(doc, "style", ctx) or "").strip() or None

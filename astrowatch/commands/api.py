@@ -7,11 +7,12 @@ socket listens.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import sys
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.api.auth import load_token, require_token_off_loopback
     from astrowatch.core.errors import NotFound
     from astrowatch.runtime.logsetup import setup_logging

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import functools
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from astrowatch.core.jobs import BackendName, JobKind
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -79,13 +83,13 @@ def _image_types() -> tuple[str, str]:
     return (WARN, f"{detail}; such files will fail until fixed: {', '.join(missing)}") if missing else (OK, detail)
 
 
-def _backend(config, kind: str) -> tuple[str, str]:
+def _backend(config, kind: JobKind) -> tuple[str, str]:
     from astrowatch.backends.base import create_backend, resolve_auto
     from astrowatch.core.errors import BackendUnavailable
 
     name = getattr(config, kind).backend
     why = ""
-    if name == "auto":
+    if name == BackendName.AUTO:
         name, why = resolve_auto(kind, config)
         why = f" (auto: {why})"
     backend = create_backend(name, kind, config)
@@ -99,7 +103,7 @@ def _backend(config, kind: str) -> tuple[str, str]:
     return OK, f"{name}{why} ready"
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
     results: list[tuple[str, str, str]] = []
@@ -114,8 +118,8 @@ def main(args) -> int:
         _check(results, "shared with the group", lambda: _group(config))
         _check(results, "inotify", lambda: _inotify(config))
         _check(results, "photo types", _image_types)
-        for kind in ("astro", "enhance"):
-            _check(results, f"{kind} backend", lambda k=kind: _backend(config, k))
+        for kind in JobKind:
+            _check(results, f"{kind} backend", functools.partial(_backend, config, kind))
     for status, name, detail in results:
         print(f"[{status:>4}] {name}: {detail}")
     return 1 if any(s == FAIL for s, _, _ in results) else 0

@@ -6,8 +6,10 @@ waited for), 1 when ``--timeout`` expired first.
 
 from __future__ import annotations
 
+import argparse
+
 from astrowatch.commands.run import start
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     return start(args, drain=True, timeout=args.timeout)

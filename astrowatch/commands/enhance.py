@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from astrowatch.commands.generate import one_shot_context, write_result
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.core.config import Config
     from astrowatch.pipeline.steps import enhance_image
     from astrowatch.runtime.daemon import resolve_backends

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -27,7 +28,7 @@ def write_result(outcome, output: Path, job_id: str, kind: str) -> None:
     atomic_write_bytes(output, result_bytes(r.image, fmt, infotext=r.infotext, meta={"job_id": job_id, "kind": kind}))
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.chart.parse import parse_chart_file
     from astrowatch.core.config import Config
     from astrowatch.runtime.daemon import resolve_backends

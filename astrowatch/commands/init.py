@@ -10,6 +10,7 @@ read-only.
 
 from __future__ import annotations
 
+import argparse
 import os
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,7 @@ def _write_template(path: Path) -> None:
                                f"{path}), then run init again") from None
 
 
-def _config_path(args) -> tuple[Path, bool]:
+def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
     """(the config to use, whether it was named by --config / $ASTROWATCH_CONFIG)."""
     from astrowatch.core.config import CONFIG_ENV
 
@@ -54,7 +55,7 @@ def _next_step(config_path: Path, named: bool, args) -> str:
     return f"astrowatch run   (the config comes from ${CONFIG_ENV}; or: systemctl enable --now astrowatch)"
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.sharing import group_name, share_tree

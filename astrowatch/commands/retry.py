@@ -26,6 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from astrowatch.core.jobs import JobKind, JobState
+
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job, Ledger
@@ -78,7 +80,7 @@ def restore_input(ledger: Ledger, layout: Layout, job: Job, *, check: bool = Tru
     if not check:
         return
     try:
-        if job.kind == "astro":
+        if job.kind == JobKind.ASTRO:
             if not (archive / job.source_name).is_file():
                 raise InputError("no snapshot")
         else:
@@ -90,7 +92,7 @@ def restore_input(ledger: Ledger, layout: Layout, job: Job, *, check: bool = Tru
 
 def newer_theme(ledger: Ledger, job: Job) -> Job | None:
     """For a theme: a job made since from different content (retrying the old one is pointless)."""
-    if job.kind != "astro":
+    if job.kind != JobKind.ASTRO:
         return None
     newest = ledger.jobs_for_source(job.user, job.source)[0]
     return newest if newest.source_sha256 != job.source_sha256 else None
@@ -105,7 +107,7 @@ def retry(ledger: Ledger, layout: Layout, job: Job) -> str:
     if child is not None:
         restore_input(ledger, layout, job, check=False)  # finishes an interrupted retry
         return f"{job.id}: already retried as job {child.id} (state: {child.state})"
-    if job.state != "failed":
+    if job.state != JobState.FAILED:
         raise NotFound(f"job {job.id} has not failed (state: {job.state}); only failed jobs are retried")
     if (newer := newer_theme(ledger, job)) is not None:
         raise NotFound(f"job {job.id}: {job.source} has newer content since (job {newer.id}); not retried")
@@ -117,11 +119,11 @@ def retry(ledger: Ledger, layout: Layout, job: Job) -> str:
 
 
 def select_failed(ledger: Ledger, user: str | None, since: float | None) -> list[Job]:
-    return [j for j in ledger.by_state("failed") if (user is None or j.user == user)
+    return [j for j in ledger.by_state(JobState.FAILED) if (user is None or j.user == user)
             and (since is None or j.updated_at >= since) and ledger.child_of(j.id) is None]
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.core.errors import AstrowatchError, ConfigError
     from astrowatch.runtime.settings import load_config
     from astrowatch.storage.layout import Layout

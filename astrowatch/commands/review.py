@@ -8,12 +8,14 @@ not running).  ``redo --set section.key=value`` (the spelling of ``generate``/``
 
 from __future__ import annotations
 
+import argparse
 import json
 
+from astrowatch.core.jobs import Decision, JobState
 from astrowatch.review.inbox import FOLDER, apply_sets, find_inbox_item, force, move, redo_overrides
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.core.errors import NotFound
     from astrowatch.runtime.settings import load_config
     from astrowatch.storage.layout import Layout
@@ -29,7 +31,7 @@ def main(args) -> int:
         print("[]" if args.json else f"inbox is empty (no ledger yet under {layout.root})")
         return 0
     if args.action == "list":
-        jobs = ledger.by_state("inbox")
+        jobs = ledger.by_state(JobState.INBOX)
         rows = [{"job_id": j.id, "user": j.user, "kind": j.kind,
                  "image": f"inbox/{j.user}/{(j.result or {}).get('image')}"} for j in jobs]
         if args.json:
@@ -40,9 +42,9 @@ def main(args) -> int:
     items = args.item if isinstance(args.item, list) else [args.item]
     for item in items:
         job, image = find_inbox_item(ledger, layout, item)
-        if args.action == "redo" and args.set:
+        if args.action == Decision.REDO and args.set:
             apply_sets(image.with_suffix(".json"), redo_overrides(config, job.kind, args.set))
-        if args.action == "approve" and getattr(args, "force", False):
+        if args.action == Decision.APPROVE and getattr(args, "force", False):
             force(image.with_suffix(".json"))
         dest = move(image, layout.root / FOLDER[args.action])
         print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {args.action} it")

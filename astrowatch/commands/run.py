@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 
-def start(args, *, drain: bool, timeout: float | None = None) -> int:
+
+def start(args: argparse.Namespace, *, drain: bool, timeout: float | None = None) -> int:
     from astrowatch.runtime.daemon import Daemon
     from astrowatch.runtime.logsetup import setup_logging
     from astrowatch.runtime.settings import load_config
@@ -13,5 +15,5 @@ def start(args, *, drain: bool, timeout: float | None = None) -> int:
     return Daemon(config, drain=drain, drain_timeout=timeout).run()
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     return start(args, drain=False)

@@ -7,6 +7,7 @@ learned default parameters (``feedback.candidates``).  Works whether the daemon 
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ def duration(seconds: float | None) -> str | None:
 
 
 def _header(info: dict[str, Any]) -> list[str]:
+    from astrowatch.review.stats import BACKLOG_KEY, INBOX_KEY
+
     since = f" since {info['since']}" if info["since"] else ""
     lines = [f"data folder: {info['data_dir']}",
              f"decisions{since}: {info['decisions']} (approve {info['approve']}, reject {info['reject']}, "
@@ -50,9 +53,9 @@ def _header(info: dict[str, Any]) -> list[str]:
     if info["decisions"]:
         lines.append(f"median time to review: {duration(info['median_review_s']) or '-'}; "
                      f"captions edited: {info['captions_edited']}")
-    inbox = info["inbox"]
-    if inbox["waiting"]:
-        lines.append(f"waiting in the inbox: {inbox['waiting']} (oldest {duration(inbox['oldest_s'])})")
+    inbox = info[INBOX_KEY]
+    if inbox[BACKLOG_KEY]:
+        lines.append(f"waiting in the inbox: {inbox[BACKLOG_KEY]} (oldest {duration(inbox['oldest_s'])})")
     return lines
 
 
@@ -132,7 +135,7 @@ def plot(info: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.pipeline.feedback import report
     from astrowatch.review.stats import collect, parse_since
     from astrowatch.runtime.settings import load_config

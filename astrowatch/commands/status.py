@@ -6,9 +6,11 @@ Works whether or not the daemon runs, for anyone in the service's group: it read
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
+from astrowatch.core.jobs import JobState
 from astrowatch.runtime.status import collect
 
 
@@ -55,7 +57,8 @@ def _worker_line(w: dict[str, Any]) -> str:
 def render(info: dict[str, Any]) -> str:
     d = info["daemon"]
     lines = [f"data folder: {info['data_dir']}"]
-    if d.get("running"):
+    up = bool(d.get("running"))  # daemon.json's flag (not a job state)
+    if up:
         lines.append(f"daemon: running (pid {d['pid']}), backends: "
                      + ", ".join(f"{k}={v}" for k, v in d.get("backends", {}).items()))
         for w in d.get("workers", []):
@@ -67,8 +70,9 @@ def render(info: dict[str, Any]) -> str:
     if info.get("note"):
         lines.append(info["note"])
     lines.append("jobs: " + (", ".join(f"{s} {n}" for s, n in info["counts"].items()) or "none"))
-    lines.append(f"inbox ({len(info['inbox'])}):")
-    lines += [f"  {i['image']}  [{i['kind']}, {i['backend']}, job {i['job_id']}]" for i in info["inbox"]] or ["  (empty)"]
+    inbox = info[JobState.INBOX]
+    lines.append(f"inbox ({len(inbox)}):")
+    lines += [f"  {i['image']}  [{i['kind']}, {i['backend']}, job {i['job_id']}]" for i in inbox] or ["  (empty)"]
     disk, sizes = info.get("disk") or {}, info.get("sizes_mb") or {}
     if disk.get("full"):
         lines.append(f"DISK FULL: {disk['free_mb']} MB free under data_dir (limits.min_free_mb="
@@ -77,17 +81,17 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"disk: {disk.get('free_mb')} MB free under data_dir")
     if sizes:
         lines.append("sizes: " + ", ".join(f"{k} {v} MB" for k, v in sizes.items()))
-    if info.get("waiting"):
-        lines.append(f"waiting ({len(info['waiting'])}): " + "; ".join(
-            f"{w['job_id']} ({w['reason']})" for w in info["waiting"][:5]))
-    paused = {n: why for w in d.get("workers", []) if d.get("running") for n, why in (w.get("paused") or {}).items()}
+    if waiting := info.get(JobState.WAITING):
+        lines.append(f"waiting ({len(waiting)}): " + "; ".join(
+            f"{w['job_id']} ({w['reason']})" for w in waiting[:5]))
+    paused = {n: why for w in d.get("workers", []) if up for n, why in (w.get("paused") or {}).items()}
     lines += [f"paused backend {n}: {why} (fix it, then 'systemctl reload astrowatch')" for n, why in paused.items()]
     lines.append("recent failures:")
     lines += [f"  {f['at']}  {f['source']}: {f['reason']}" for f in info["failures"]] or ["  (none)"]
     return "\n".join(lines)
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
     info = collect(load_config(args.config))

@@ -9,6 +9,7 @@ start when it is stopped.  The helpers below are the page's logic (tested withou
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from astrowatch.ui.views import login_required
 APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     import importlib.util
 
     from astrowatch.core.config import CONFIG_ENV

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 
-def main(args) -> int:
+
+def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.logsetup import setup_logging
     from astrowatch.runtime.remote_worker import serve
     from astrowatch.runtime.settings import load_config

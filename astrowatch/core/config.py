@@ -19,12 +19,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from astrowatch.core.errors import ConfigError
+from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS
 
 CONFIG_ENV = "ASTROWATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "config.yaml"
 
-ASTRO_BACKENDS = ("auto", "wheel", "fake", "sdxl", "sdapi", "openai")
-ENHANCE_BACKENDS = ("auto", "lanczos", "fake", "sdapi", "sdxl")
+# the backend names a config may choose (plain strings: the Literal types accept and report them as such)
+_ASTRO_NAMES = tuple(b.value for b in ASTRO_BACKENDS)
+_ENHANCE_NAMES = tuple(b.value for b in ENHANCE_BACKENDS)
 LORA_NAME = re.compile(r"[\w.\- {}]+")  # no ':' ',' '<' '>': they would break <lora:name:weight>
 SCHEDULERS = ("dpmpp_2m_karras", "euler_a", "euler", "dpmpp_2m_sde_karras", "ddim")
 
@@ -41,7 +43,7 @@ class WatchConfig(Section):
 
 
 class AstroConfig(Section):
-    backend: Literal[ASTRO_BACKENDS] = "auto"  # type: ignore[valid-type]
+    backend: Literal[_ASTRO_NAMES] = "auto"  # type: ignore[valid-type]
     language: Literal["fr", "en"] = "fr"
     style: str = "figuratif"
     styles_file: Path | None = None
@@ -50,7 +52,7 @@ class AstroConfig(Section):
 
 
 class EnhanceConfig(Section):
-    backend: Literal[ENHANCE_BACKENDS] = "auto"  # type: ignore[valid-type]
+    backend: Literal[_ENHANCE_NAMES] = "auto"  # type: ignore[valid-type]
     scale_factor: float = Field(2.0, ge=1.0, le=8.0)
     upscaler: str = "R-ESRGAN 4x+"
     denoising_strength: float = Field(0.0, ge=0.0, le=1.0)

@@ -58,7 +58,7 @@ class Style:
     max_aspects: int = DEFAULT_MAX_ASPECTS
 
 
-def fragment(raw: Any, *, fill: Mapping[str, str] | None = None) -> Fragment:
+def fragment(raw: Any, *, fill: Mapping[str, Fragment] | None = None) -> Fragment:
     """A :class:`Fragment` from its YAML mapping; ``fill`` formats ``{a}``/``{b}`` templates."""
     fill = fill or {}
     if not isinstance(raw, Mapping):
@@ -74,12 +74,12 @@ def fragment(raw: Any, *, fill: Mapping[str, str] | None = None) -> Fragment:
 class _Fill(dict):
     """format_map helper: ``{a}`` takes the value for the fragment's language (prompt/fr/en)."""
 
-    def __init__(self, values: Mapping[str, Any], lang: str) -> None:
+    def __init__(self, fragments: Mapping[str, Fragment], lang: str) -> None:
         super().__init__()
-        self.values, self.lang = values, lang
+        self.fragments, self.lang = fragments, lang
 
     def __missing__(self, key: str) -> str:
-        value = self.values[key]
+        value = self.fragments[key]
         return value.prompt if self.lang == "prompt" else getattr(value, self.lang, str(value))
 
 

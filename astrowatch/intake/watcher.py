@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from astrowatch.intake.poller import LightPoller
 from astrowatch.storage.layout import DECISION_FOLDERS, IGNORED_DIRS, Layout, is_ignored_name
@@ -113,7 +114,7 @@ class Watcher:
         self.polling = polling
         self.polling_interval = polling_interval
         self.handler = _Handler(on_file, on_dir)
-        self.observer: Observer | LightPoller | None = None
+        self.observer: BaseObserver | LightPoller | None = None
         self.restarts = 0
 
     def roots(self) -> list[Path]:
@@ -133,6 +134,7 @@ class Watcher:
     def _start(self, polling: bool) -> None:
         for root in self.roots():
             root.mkdir(parents=True, exist_ok=True)
+        observer: BaseObserver | LightPoller
         if polling:  # our own light poller: watchdog's stats every file at every poll
             observer = LightPoller([str(r) for r in self.roots()], self.polling_interval,
                                    on_file=self.handler.on_file, on_dir=self.handler.on_dir)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from astrowatch.core.jobs import JobKind
 from astrowatch.pipeline.publish import result_stem
 from astrowatch.storage.files import sha256_file
 from astrowatch.storage.images import RESULT_SUFFIX, atomic_write_bytes, atomic_write_text, fsync_dir, move_out
@@ -138,11 +139,11 @@ def queue_child(ledger: Ledger, layout: Layout, parent: Job, params: dict) -> tu
     from astrowatch.storage.ledger import new_job_id
 
     child_id = new_job_id()
-    if parent.kind == "astro":
+    if parent.kind == JobKind.ASTRO:
         copy_snapshot(layout, parent, child_id)
     child, created = ledger.create_child(parent, params=params, job_id=child_id)
     if not created:
         shutil.rmtree(layout.archive_dir(parent.user, child_id), ignore_errors=True)
-        if parent.kind == "astro":
+        if parent.kind == JobKind.ASTRO:
             copy_snapshot(layout, parent, child.id)  # after a crash between the two steps
     return child, created

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from astrowatch.core.jobs import Decision, JobKind
 from astrowatch.core.tunables import norm as _norm
 from astrowatch.storage.jsonlog import read_jsonl_all, rotated_files
 
@@ -35,7 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
 
 log = structlog.get_logger("astrowatch.feedback")
-KINDS = ("astro", "enhance")
+KINDS = tuple(JobKind)
+DECISIONS = frozenset(Decision)  # a reviews.jsonl record with another "decision" is not ours
 LEARNED_KEY = "_learned"
 _cache: dict[Path, tuple[int, int, list[dict[str, Any]]]] = {}
 _cache_lock = threading.Lock()
@@ -65,7 +67,7 @@ def read_decisions(path: Path) -> list[dict[str, Any]]:
     latest: dict[str, dict[str, Any]] = {}
     for record in read_jsonl_all(path):
         job_id = record.get("job_id")
-        if isinstance(job_id, str) and record.get("decision") in ("approve", "reject", "redo"):
+        if isinstance(job_id, str) and record.get("decision") in DECISIONS:
             latest.pop(job_id, None)  # re-insert: the order is that of the last decision
             latest[job_id] = record
     records = list(latest.values())
@@ -112,9 +114,9 @@ def tally(records: Iterable[dict[str, Any]], key: str, candidates: list[Any]) ->
         i = _index(params[param], candidates)
         if i is not None:
             tallies[i].decisions += 1
-            tallies[i].approved += record.get("decision") == "approve"
+            tallies[i].approved += record.get("decision") == Decision.APPROVE
         overrides = record.get("overrides")
-        if record.get("decision") == "redo" and isinstance(overrides, dict) and param in overrides \
+        if record.get("decision") == Decision.REDO and isinstance(overrides, dict) and param in overrides \
                 and not same(overrides[param], params[param]):
             j = _index(overrides[param], candidates)
             if j is not None:  # a redo asking for X is a vote for X

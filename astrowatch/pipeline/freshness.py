@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from astrowatch.core.errors import NotFound
+from astrowatch.core.jobs import Decision, JobKind, JobState
 from astrowatch.pipeline.publish import result_stem
 from astrowatch.storage.images import atomic_write_json, read_json_or_none
 
@@ -38,7 +39,7 @@ def _root(ledger: Ledger, job: Job) -> Job:
 
 def newer_result(ledger: Ledger, job: Job) -> Job | None:
     """The newest delivered or waiting result of the same theme file drawn from newer content."""
-    if job.kind != "astro":
+    if job.kind != JobKind.ASTRO:
         return None
     jobs = ledger.jobs_for_source(job.user, job.source)
     version: dict[str, float] = {}
@@ -53,11 +54,12 @@ def newer_result(ledger: Ledger, job: Job) -> Job | None:
 
 def _counts(job: Job) -> bool:
     """A result that is, or is about to be, the user's chart: delivered, waiting, being approved."""
-    return job.state in ("inbox", "delivered") or (job.state == "deciding" and job.decision == "approve")
+    return job.state in (JobState.INBOX, JobState.DELIVERED) or (job.state == JobState.DECIDING
+                                                                  and job.decision == Decision.APPROVE)
 
 
 def stale_note(job: Job, newer: Job) -> str:
-    where = "already delivered" if newer.state == "delivered" else "waiting in the inbox"
+    where = "already delivered" if newer.state == JobState.DELIVERED else "waiting in the inbox"
     return (f"a newer chart of {job.user} exists (job {newer.id}, {where}): this result was drawn from an "
             f"older {job.source_name}. To deliver it anyway: astrowatch review approve {job.id} --force "
             "(or set \"force\": true in its .json sidecar and move the image into approved/ again)")
@@ -65,11 +67,11 @@ def stale_note(job: Job, newer: Job) -> str:
 
 def mark_stale(ledger: Ledger, layout: Layout, job: Job) -> list[str]:
     """After ``job`` reached the inbox: mark every result of its theme file now stale (idempotent)."""
-    if job.kind != "astro":
+    if job.kind != JobKind.ASTRO:
         return []
     marked = []
     for other in ledger.jobs_for_source(job.user, job.source):
-        if other.state != "inbox":
+        if other.state != JobState.INBOX:
             continue
         newer = newer_result(ledger, other)
         sidecar_path = layout.inbox_dir(other.user) / f"{result_stem(other)}.json"

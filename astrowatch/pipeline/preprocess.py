@@ -93,6 +93,7 @@ def to_srgb(img: Image.Image, name: str) -> tuple[Image.Image, dict[str, Any] | 
                                         renderingIntent=ImageCms.Intent.PERCEPTUAL)
     except (OSError, ImageCms.PyCMSError, ValueError) as exc:
         raise InputError(f"{name}: cannot apply its ICC colour profile {desc!r} ({exc})") from None
+    assert out is not None  # None only for a conversion in place (inPlace=True), not asked for here
     return out, {"profile": desc, "converted": True}
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astrowatch.core.jobs import JobKind
 from astrowatch.storage.files import safe_display_name, sha256_file
 from astrowatch.storage.images import (
     RESULT_SUFFIX,
@@ -81,7 +82,7 @@ def publish(job: Job, layout: Layout) -> None:
         if src.exists():
             os.replace(src, inbox / src.name)
     fsync_dir(inbox)
-    if job.kind == "enhance" and job.parent_id is None:  # a redo reads the parent's archived copy
+    if job.kind == JobKind.ENHANCE and job.parent_id is None:  # a redo reads the parent's archived copy
         move_source_to(job, layout, layout.archive_dir(job.user, job.id))
     shutil.rmtree(work, ignore_errors=True)
 
@@ -134,7 +135,7 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
         stem, dot, ext = name.rpartition(".")
         name = f"{stem}.{job.id}.{ext}" if dot else f"{name}.{job.id}"
         error_path = folder / f"{name}.error.json"
-    if job.kind == "astro":
+    if job.kind == JobKind.ASTRO:
         snapshot = layout.archive_dir(job.user, job.id) / job.source_name
         original = layout.abs(job.source)
         src = snapshot if snapshot.exists() else original
@@ -147,7 +148,7 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "retry": "bad input: fix it and drop it again; otherwise (backend, key, config fixed): "
                        f"astrowatch retry {job.id}"}
-    if job.kind == "enhance":
+    if job.kind == JobKind.ENHANCE:
         from astrowatch.core.formats import accepted_text
 
         record["accepted"] = accepted_text()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from astrowatch.core.jobs import JobState
 from astrowatch.pipeline.publish import result_stem, write_failed
 from astrowatch.storage.images import read_json_or_none
 from astrowatch.storage.jsonlog import append_jsonl, read_jsonl_all
@@ -43,7 +44,8 @@ def log_published_once(layout: Layout, job: Job) -> bool:
     sidecar = read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json") or {}
     if not sidecar:  # moved on by a reviewer already: what the ledger recorded at publishing
         sidecar = {k: v for k, v in (job.result or {}).items() if k != "description"}
-    timings = sidecar.get("timings") if isinstance(sidecar.get("timings"), dict) else {}
+    raw_timings = sidecar.get("timings")
+    timings: dict[str, Any] = raw_timings if isinstance(raw_timings, dict) else {}
     log_generation(layout, job, "ok", float(timings.get("run_s") or 0.0), sidecar=sidecar,
                    worker="recovery")
     return True
@@ -60,5 +62,5 @@ def _ran_on(sidecar: dict[str, Any], thread: str | None, device: str | None) -> 
 def finish_failed(ledger: Ledger, layout: Layout, job: Job) -> None:
     """Idempotent end of a failure: the ``failed/`` entry, then the final state."""
     entry = write_failed(job, layout, job.error or "unknown error")
-    ledger.transition(job.id, "failing", "failed")
+    ledger.transition(job.id, JobState.FAILING, JobState.FAILED)
     log.error("job failed", job_id=job.id, user=job.user, reason=job.error, entry=layout.rel(entry))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astrowatch.core.jobs import Decision, JobKind, JobState
 from astrowatch.storage.images import read_json_or_none, read_text_or_none
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.ledger import Job, Ledger
 
 
-FOLDER = {"approve": "approved", "reject": "rejected", "redo": "redo"}
+FOLDER = {decision: decision.folder for decision in Decision}
 
 
 def find_inbox_item(ledger, layout, item: str):
@@ -35,7 +36,7 @@ def find_inbox_item(ledger, layout, item: str):
             raise NotFound(f"{item}: not an astrowatch result name (expected <name>.<job id>.png/.webp/.jpg)")
         item = job_id
     job = ledger.find(item)
-    if job.state != "inbox":
+    if job.state != JobState.INBOX:
         raise NotFound(f"job {job.id} is not waiting in the inbox (state: {job.state})")
     image = layout.inbox_dir(job.user) / (job.result or {}).get("image", "")
     if not image.is_file():
@@ -55,13 +56,14 @@ def move(image: Path, dest_dir: Path) -> Path:
 
 
 # The sections whose keys a redo may override, per job kind (the params are flat: "steps").
-REDO_SECTIONS = {"astro": ("astro", "sdxl", "sdapi", "openai", "fake"), "enhance": ("enhance", "sdxl", "sdapi", "fake")}
+REDO_SECTIONS = {JobKind.ASTRO: ("astro", "sdxl", "sdapi", "openai", "fake"),
+                 JobKind.ENHANCE: ("enhance", "sdxl", "sdapi", "fake")}
 
 
 JOB_KEYS = ("seed",)  # read by the pipeline, not a config key
 
 
-def redo_overrides(config, kind: str, pairs: list[str]) -> dict:
+def redo_overrides(config, kind: JobKind, pairs: list[str]) -> dict:
     """``--set astro.style=cosmique`` -> ``{"style": "cosmique"}``: the same ``SECTION.KEY`` spelling
     as ``generate``/``enhance``; a key the job cannot use is refused with the valid ones."""
     from astrowatch.core.config import parse_set, settable_keys, unknown_set_key
@@ -134,7 +136,7 @@ class InboxItem:
 def inbox_items(layout: Layout, ledger: Ledger) -> list[InboxItem]:
     """Results waiting for review whose image is still in ``inbox/<user>/`` (oldest first)."""
     items = []
-    for job in ledger.by_state("inbox"):
+    for job in ledger.by_state(JobState.INBOX):
         name = (job.result or {}).get("image")
         if not name:
             continue
@@ -176,14 +178,14 @@ def parse_params(text: str) -> dict[str, Any]:
 
     try:
         params = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InputError(f"parameters are not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(params, dict):
         raise InputError("parameters must be a JSON object, e.g. {\"steps\": 40}")
     return params
 
 
-def decide(layout: Layout, item: InboxItem, decision: str, *, caption: str | None = None,
+def decide(layout: Layout, item: InboxItem, decision: Decision, *, caption: str | None = None,
            params: dict[str, Any] | None = None) -> Path:
     """Save the caption, write redo params into the sidecar, then move the image like a reviewer."""
     from astrowatch.core.errors import NotFound
@@ -193,13 +195,13 @@ def decide(layout: Layout, item: InboxItem, decision: str, *, caption: str | Non
         raise NotFound(f"{item.image.name} is not in the inbox any more (decided elsewhere?)")
     if caption is not None:
         save_caption(item, caption)
-    if decision == "redo" and params is not None:
+    if decision == Decision.REDO and params is not None:
         sidecar = item.sidecar()
         if not sidecar:
             raise NotFound(f"{item.sidecar_path.name} is missing or unreadable: a redo needs the sidecar")
         sidecar["params"] = params
         atomic_write_json(item.sidecar_path, sidecar)
-    return move(item.image, layout.root / FOLDER[decision])
+    return move(item.image, layout.root / decision.folder)
 
 
 def waiting_for(job: Job) -> str:

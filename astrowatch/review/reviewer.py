@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from astrowatch.core.errors import NotFound
+from astrowatch.core.errors import LedgerError, NotFound
 from astrowatch.core.formats import IMAGE_EXTENSIONS
-from astrowatch.core.testhooks import hold
+from astrowatch.core.jobs import Decision, IngestOutcome, JobKind, JobState
 from astrowatch.pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
 from astrowatch.pipeline.freshness import newer_result, stale_note
 from astrowatch.pipeline.publish import refuse_file, result_stem
@@ -33,9 +33,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger("astrowatch.review")
 VIA_KEY = "decided_via"  # sidecar key set by the HTTP API before it moves a result
 JOB_STEM = re.compile(r"\.([0-9a-f]{12})$")
-FINAL = {("approve", "astro"): "delivered", ("approve", "enhance"): "filed",
-         ("reject", "astro"): "rejected", ("reject", "enhance"): "rejected",
-         ("redo", "astro"): "redone", ("redo", "enhance"): "redone"}
+FINAL: dict[tuple[Decision, JobKind], JobState] = {
+    (Decision.APPROVE, JobKind.ASTRO): JobState.DELIVERED, (Decision.APPROVE, JobKind.ENHANCE): JobState.FILED,
+    (Decision.REJECT, JobKind.ASTRO): JobState.REJECTED, (Decision.REJECT, JobKind.ENHANCE): JobState.REJECTED,
+    (Decision.REDO, JobKind.ASTRO): JobState.REDONE, (Decision.REDO, JobKind.ENHANCE): JobState.REDONE}
 
 
 def job_id_from_name(path: Path) -> str | None:
@@ -54,26 +55,26 @@ class Reviewer:
     def handle(self, path: Path) -> str:
         decision = self.layout.decision_of(path)
         if decision is None or not path.is_file() or path.is_symlink():
-            return "ignored"
+            return IngestOutcome.IGNORED
         if path.suffix.lower() in (".json", ".txt"):
             return self._orphan_sidecar(path)
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            return "ignored"
+            return IngestOutcome.IGNORED
         job = self.identify(path)
         if job is None:
             refuse_file(self.layout, "_review", path, f"{path.name} is not an astrowatch result "
                         "(no job id in its name, PNG metadata or sidecar)", move=True)
-            return "failed"
-        if job.state == "inbox":
+            return IngestOutcome.FAILED
+        if job.state == JobState.INBOX:
             return self.decide(job, decision, path)
-        if job.state == "deciding":
+        if job.state == JobState.DECIDING:
             self.finish(job, again=True)
             return "decided"
         if job.state in FINAL.values():
             archive_decided(self.layout, job, path)  # a stray copy after the decision
             return "archived"
         log.warning("decision on a job that is not in the inbox; left in place", job_id=job.id, state=job.state)
-        return "ignored"
+        return IngestOutcome.IGNORED
 
     def identify(self, path: Path) -> Job | None:
         candidates = [job_id_from_name(path)]
@@ -89,7 +90,7 @@ class Reviewer:
                     continue
         return None
 
-    def decide(self, job: Job, decision: str, path: Path) -> str:
+    def decide(self, job: Job, decision: Decision, path: Path) -> str:
         data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time()}
         stem = path.name.rsplit(".", 1)[0]
         inbox = self.layout.inbox_dir(job.user)
@@ -99,18 +100,17 @@ class Reviewer:
         beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
         sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
         data["via"] = decided_via(sidecar)
-        if decision == "approve" and (newer := newer_result(self.ledger, job)) is not None:
+        if decision == Decision.APPROVE and (newer := newer_result(self.ledger, job)) is not None:
             if not (isinstance(sidecar, dict) and sidecar.get("force") is True):
                 return self._bounce(job, path, "not delivered: " + stale_note(job, newer))
             data["forced_over"] = newer.id
-        if decision == "redo":
+        if decision == Decision.REDO:
             if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
                 return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
             data["overrides"] = redo_overrides(job, sidecar["params"])
-        if not self.ledger.transition(job.id, "inbox", "deciding", decision=decision, decision_data=data,
-                                      note=decision):
-            return "ignored"  # someone else decided first
-        hold("deciding", job.id)
+        if not self.ledger.transition(job.id, JobState.INBOX, JobState.DECIDING, decision=decision,
+                                      decision_data=data, note=decision):
+            return IngestOutcome.IGNORED  # someone else decided first
         self.finish(self.ledger.get(job.id))
         return "decided"
 
@@ -118,21 +118,22 @@ class Reviewer:
         """Idempotent end of a decision (also run by crash recovery: ``again``, which logs the
         decision only if the interrupted run had not)."""
         data = job.decision_data or {}
+        if job.decision is None:  # the move to ``deciding`` records the decision with it
+            raise LedgerError(f"job {job.id} is finished as a decision but has none recorded")
         final = FINAL[(job.decision, job.kind)]
         delivered_to = None
         image = self._decided_image(job, data)
-        if job.decision == "approve" and image is not None:
-            if job.kind == "astro":
+        if job.decision == Decision.APPROVE and image is not None:
+            if job.kind == JobKind.ASTRO:
                 delivered_to = deliver_theme(self.layout, job, image)
             else:
                 delivered_to = file_into_dataset(self.layout, self.config, job, image, data.get("caption") or "")
-        elif job.decision == "redo":
+        elif job.decision == Decision.REDO:
             self._queue_redo(job, data.get("overrides") or {})
         archive_decided(self.layout, job, image)
         if not (again and self._logged(job)):
             self._log_decision(job, data, delivered_to)
-        hold("deciding.logged", job.id)
-        if self.ledger.transition(job.id, "deciding", final, note=delivered_to):
+        if self.ledger.transition(job.id, JobState.DECIDING, final, note=delivered_to):
             log.info("review decision done", job_id=job.id, user=job.user, decision=job.decision,
                      delivered_to=delivered_to)
 
@@ -161,7 +162,7 @@ class Reviewer:
         result = job.result or {}
         original_caption = (result.get("description") or "").strip()
         caption = (data.get("caption") or "").strip()
-        inbox_at = next((h["at"] for h in self.ledger.history(job.id) if h["to_state"] == "inbox"), None)
+        inbox_at = next((h["at"] for h in self.ledger.history(job.id) if h["to_state"] == JobState.INBOX), None)
         append_jsonl(self.layout.reviews_log, {
             "job_id": job.id, "user": job.user, "kind": job.kind, "decision": job.decision,
             "delivered_to": delivered_to, "backend": result.get("backend"), "params": result.get("params"),
@@ -196,7 +197,7 @@ class Reviewer:
         if job is not None and job.state in FINAL.values():
             archive_decided(self.layout, job, None, extra=[path])
             return "archived"
-        return "ignored"
+        return IngestOutcome.IGNORED
 
 
 def decided_via(sidecar: Any) -> str:

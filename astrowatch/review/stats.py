@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from astrowatch.core.errors import ConfigError
+from astrowatch.core.jobs import Decision, JobState
 from astrowatch.pipeline.feedback import read_decisions, same
 from astrowatch.storage.jsonlog import read_jsonl_all
 from astrowatch.storage.layout import Layout
@@ -25,7 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
 
 DIMENSIONS = ("kind", "backend", "style", "upscaler", "denoising", "sampler")
-DECISIONS = ("approve", "reject", "redo")
+DECISIONS = tuple(Decision)
+INBOX_KEY, BACKLOG_KEY = "inbox", "waiting"  # the inbox backlog in the output: {"inbox": {"waiting": n, ...}}
 
 
 def parse_since(text: str | None) -> float | None:
@@ -69,7 +71,7 @@ def _first(params: dict[str, Any], *keys: str) -> Any:
 
 def dimension_values(record: dict[str, Any]) -> dict[str, str | None]:
     """The group each decision falls in, per dimension (``None``: not applicable)."""
-    params = record.get("params") if isinstance(record.get("params"), dict) else {}
+    params = _dict(record.get("params"))
     values = {
         "kind": record.get("kind"),
         "backend": record.get("backend") or params.get("backend"),
@@ -81,6 +83,10 @@ def dimension_values(record: dict[str, Any]) -> dict[str, str | None]:
     return {k: None if v is None else str(v) for k, v in values.items()}
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _median(values: Iterable[Any]) -> float | None:
     numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return round(statistics.median(numbers), 3) if numbers else None
@@ -90,7 +96,7 @@ def _row(value: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     counts = Counter(r.get("decision") for r in records)
     n = len(records)
     return {"value": value, "decisions": n, **{d: counts.get(d, 0) for d in DECISIONS},
-            "approval_rate": round(counts.get("approve", 0) / n, 3) if n else None,
+            "approval_rate": round(counts.get(Decision.APPROVE, 0) / n, 3) if n else None,
             "median_review_s": _median(r.get("review_seconds") for r in records)}
 
 
@@ -106,8 +112,8 @@ def group_by(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def changed_overrides(record: dict[str, Any]) -> dict[str, Any]:
     """What a redo asked for: overrides that differ from the params of the result."""
-    overrides = record.get("overrides") if isinstance(record.get("overrides"), dict) else {}
-    params = record.get("params") if isinstance(record.get("params"), dict) else {}
+    overrides = _dict(record.get("overrides"))
+    params = _dict(record.get("params"))
     return {k: v for k, v in overrides.items()
             if not str(k).startswith("_") and (k not in params or not same(params[k], v))}
 
@@ -115,7 +121,7 @@ def changed_overrides(record: dict[str, Any]) -> dict[str, Any]:
 def redo_overrides(records: list[dict[str, Any]], top: int = 10) -> list[dict[str, Any]]:
     counts: Counter[str] = Counter()
     for record in records:
-        if record.get("decision") == "redo":
+        if record.get("decision") == Decision.REDO:
             counts.update(f"{k}={v}" for k, v in changed_overrides(record).items())
     return [{"override": k, "count": n} for k, n in counts.most_common(top)]
 
@@ -137,22 +143,22 @@ def failures(config: Config, since: float | None) -> tuple[list[dict[str, Any]],
 
     layout = Layout(config.data_dir)
     if not layout.ledger_path.exists():
-        return [], {"waiting": 0, "oldest_s": None}
+        return [], {BACKLOG_KEY: 0, "oldest_s": None}
     ledger = open_for_reading(layout)
     try:
         groups: dict[str, list[Any]] = defaultdict(list)
-        for job in ledger.by_state("failed"):
+        for job in ledger.by_state(JobState.FAILED):
             if since is None or job.updated_at >= since:
                 groups[normalise_reason(job.error, job.source_name)].append(job)
-        inbox = ledger.by_state("inbox")
+        inbox = ledger.by_state(JobState.INBOX)
     finally:
         ledger.close()
-    rows = [{"reason": reason, "count": len(jobs), "kinds": sorted({j.kind for j in jobs}),
+    rows: list[dict[str, Any]] = [{"reason": reason, "count": len(jobs), "kinds": sorted({j.kind for j in jobs}),
              "example": {"job_id": jobs[-1].id, "error": jobs[-1].error}}
             for reason, jobs in groups.items()]
     rows.sort(key=lambda r: (-r["count"], r["reason"]))
     oldest = min((j.updated_at for j in inbox), default=None)
-    return rows, {"waiting": len(inbox), "oldest_s": round(time.time() - oldest) if oldest else None}
+    return rows, {BACKLOG_KEY: len(inbox), "oldest_s": round(time.time() - oldest) if oldest else None}
 
 
 def generations(path: Path, since: float | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -193,12 +199,12 @@ def collect(config: Config, since: float | None = None) -> dict[str, Any]:
         "data_dir": str(config.data_dir),
         "since": time.strftime("%Y-%m-%d", time.localtime(since)) if since is not None else None,
         "decisions": len(records), **{d: counts.get(d, 0) for d in DECISIONS},
-        "approval_rate": round(counts.get("approve", 0) / len(records), 3) if records else None,
+        "approval_rate": round(counts.get(Decision.APPROVE, 0) / len(records), 3) if records else None,
         "median_review_s": _median(r.get("review_seconds") for r in records),
         "captions_edited": edited,
         "by": group_by(records),
         "redo_overrides": redo_overrides(records),
         "failures": fails,
-        "inbox": inbox,
+        INBOX_KEY: inbox,
         "generations": gen_summary,
     }

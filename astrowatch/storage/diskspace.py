@@ -94,7 +94,7 @@ class DiskGuard:
                   free_mb=free, min_free_mb=self.min_free_mb, resume_at_mb=self._resume_mb,
                   data_dir=str(self.root), error=str(error) if error is not None else None)
 
-    def _more_room(self, free: int) -> int:
+    def _more_room(self, free: int | None) -> int:
         """After a write failed with ``free`` MB left: twice that plus 10 MB, at most half the disk."""
         try:
             return min(2 * (free or 0) + 10, total_mb(self.root) // 2)

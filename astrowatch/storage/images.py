@@ -82,7 +82,8 @@ def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None):
     if fmt in ("heif", "avif"):
         nclx = img.info.get("nclx_profile") or {}
         img.info.setdefault("bit_depth", isobmff_bit_depth(data))
-        img.info["transfer"] = HDR_TRANSFER.get(nclx.get("transfer_characteristics")) or isobmff_transfer(data)
+        code = nclx.get("transfer_characteristics")
+        img.info["transfer"] = (HDR_TRANSFER.get(code) if isinstance(code, int) else None) or isobmff_transfer(data)
     return img
 
 

@@ -13,11 +13,14 @@ import unicodedata
 from pathlib import Path
 
 from astrowatch.core.errors import UnsafePathError
+from astrowatch.core.jobs import Decision
 
 USERS = "Utilisateurs"
-FOLDERS = ("Utilisateurs", "inbox", "approved", "rejected", "redo", "failed", "datasets", "archive",
+INBOX = "inbox"  # results awaiting review; approved/, rejected/ and redo/ are the Decision folders
+FAILED = "failed"
+FOLDERS = (USERS, INBOX, *(decision.folder for decision in Decision), FAILED, "datasets", "archive",
            "logs", "state")
-DECISION_FOLDERS = {"approved": "approve", "rejected": "reject", "redo": "redo"}
+DECISION_FOLDERS = {decision.folder: decision for decision in Decision}  # folder -> the decision it says
 RESERVED_USERS = frozenset({"_review"})  # failed/_review/ holds files dropped in approved/ etc. that are not ours
 MAX_NAME_BYTES = 200
 
@@ -69,11 +72,11 @@ class Layout:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self.users = self.root / USERS
-        self.inbox = self.root / "inbox"
-        self.approved = self.root / "approved"
-        self.rejected = self.root / "rejected"
-        self.redo = self.root / "redo"
-        self.failed = self.root / "failed"
+        self.inbox = self.root / INBOX
+        self.approved = self.root / Decision.APPROVE.folder
+        self.rejected = self.root / Decision.REJECT.folder
+        self.redo = self.root / Decision.REDO.folder
+        self.failed = self.root / FAILED
         self.datasets = self.root / "datasets"
         self.archive = self.root / "archive"
         self.logs = self.root / "logs"
@@ -147,7 +150,7 @@ class Layout:
     def daemon_state_path(self) -> Path:
         return self.state / "daemon.json"
 
-    def decision_of(self, path: Path) -> str | None:
+    def decision_of(self, path: Path) -> Decision | None:
         """'approve' / 'reject' / 'redo' for a path inside approved/, rejected/ or redo/."""
         try:
             first = Path(self.rel(path)).parts[0]

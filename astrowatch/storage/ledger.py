@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from astrowatch.core.errors import IllegalTransition, LedgerError, NotFound, as_disk_full
-from astrowatch.core.jobs import TERMINAL, TRANSITIONS
+from astrowatch.core.jobs import INTENTS, PENDING, TERMINAL, TRANSITIONS, Decision, JobKind, JobState
 from astrowatch.storage.ledger_monitor import MonitoringQueries
 
 FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
@@ -70,23 +70,33 @@ CREATE TABLE IF NOT EXISTS seen (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 SCHEMA_VERSION = "1"
+# Work the daemon still owes: not yet produced, or an intent to finish (a ``waiting`` job waits
+# for disk space or a paused backend, so it does not keep the daemon busy).
+_BUSY = tuple(sorted((PENDING | INTENTS) - {JobState.WAITING}))
+_TERMINAL = tuple(sorted(TERMINAL))
+_PENDING = tuple(sorted(PENDING))
+
+
+def _marks(values: tuple[object, ...]) -> str:
+    """``?,?,...``: one SQL placeholder per value."""
+    return ",".join("?" * len(values))
 _JSON_FIELDS = ("params", "decision_data", "result")
 
 
 @dataclass
 class Job:
     id: str
-    kind: str
+    kind: JobKind
     user: str
     source: str  # relative to data_dir, e.g. "Utilisateurs/gaby/photo.jpg"
     source_sha256: str
-    state: str
+    state: JobState
     attempts: int = 0
     params: dict[str, Any] = field(default_factory=dict)
     parent_id: str | None = None
     not_before: float = 0.0
     error: str | None = None
-    decision: str | None = None
+    decision: Decision | None = None
     decision_data: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     created_at: float = 0.0
@@ -105,6 +115,9 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     data = dict(row)
     for key in _JSON_FIELDS:
         data[key] = json.loads(data[key]) if data[key] else ({} if key == "params" else None)
+    data["kind"], data["state"] = JobKind(data["kind"]), JobState(data["state"])
+    if data["decision"] is not None:
+        data["decision"] = Decision(data["decision"])
     return Job(**data)
 
 
@@ -177,13 +190,13 @@ class Ledger(MonitoringQueries):
             raise
 
     # -- jobs -------------------------------------------------------------------------------
-    def create_job(self, *, kind: str, user: str, source: str, source_sha256: str,
+    def create_job(self, *, kind: JobKind, user: str, source: str, source_sha256: str,
                    params: dict[str, Any] | None = None, parent_id: str | None = None,
                    job_id: str | None = None) -> Job:
         return self.create_unless_pending(kind=kind, user=user, source=source, source_sha256=source_sha256,
                                           params=params, parent_id=parent_id, job_id=job_id)[0]
 
-    def create_unless_pending(self, *, kind: str, user: str, source: str, source_sha256: str,
+    def create_unless_pending(self, *, kind: JobKind, user: str, source: str, source_sha256: str,
                               params: dict[str, Any] | None = None, parent_id: str | None = None,
                               job_id: str | None = None,
                               same: Callable[[Job], bool] | None = None) -> tuple[Job, bool]:
@@ -193,14 +206,14 @@ class Ledger(MonitoringQueries):
         Returns ``(job, created)``."""
         now = time.time()
         job = Job(id=job_id or new_job_id(), kind=kind, user=user, source=source,
-                  source_sha256=source_sha256, state="queued", params=dict(params or {}),
+                  source_sha256=source_sha256, state=JobState.QUEUED, params=dict(params or {}),
                   parent_id=parent_id, created_at=now, updated_at=now)
         with self._tx() as conn:
             if same is not None:
                 rows = conn.execute(
                     "SELECT * FROM jobs WHERE user = ? AND source = ? AND source_sha256 = ? AND kind = ?"
-                    " AND state IN ('queued','running','waiting') ORDER BY created_at DESC",
-                    (user, source, source_sha256, kind)).fetchall()
+                    f" AND state IN ({_marks(_PENDING)}) ORDER BY created_at DESC",
+                    (user, source, source_sha256, kind, *_PENDING)).fetchall()
                 found = next((j for j in map(_row_to_job, rows) if same(j)), None)
                 if found is not None:
                     return found, False  # leaving the block commits the (read-only) transaction
@@ -218,7 +231,7 @@ class Ledger(MonitoringQueries):
                 return _row_to_job(row), False
             now = time.time()
             child = Job(id=job_id or new_job_id(), kind=parent.kind, user=parent.user, source=parent.source,
-                        source_sha256=parent.source_sha256, state="queued", params=dict(params),
+                        source_sha256=parent.source_sha256, state=JobState.QUEUED, params=dict(params),
                         parent_id=parent.id, created_at=now, updated_at=now)
             self._insert(conn, child)
         return child, True
@@ -233,18 +246,18 @@ class Ledger(MonitoringQueries):
         conn.execute(
             "INSERT INTO jobs(id, kind, user, source, source_sha256, state, attempts, params,"
             " parent_id, created_at, updated_at) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
-            (job.id, job.kind, job.user, job.source, job.source_sha256, "queued", json.dumps(job.params),
+            (job.id, job.kind, job.user, job.source, job.source_sha256, JobState.QUEUED, json.dumps(job.params),
              job.parent_id, job.created_at, job.updated_at),
         )
         conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
-                     (job.id, None, "queued", job.created_at))
+                     (job.id, None, JobState.QUEUED, job.created_at))
 
-    def transition(self, job_id: str, frm: str, to: str, *, note: str | None = None,
+    def transition(self, job_id: str, frm: JobState, to: JobState, *, note: str | None = None,
                    **fields: Any) -> bool:
         """Compare-and-set ``frm`` -> ``to``; also sets ``fields``.  False if the job was not in
         ``frm`` (someone else moved it).  Raises :class:`IllegalTransition` for a move that is
         not in :data:`TRANSITIONS`."""
-        if to not in TRANSITIONS.get(frm, ()):
+        if to not in TRANSITIONS.get(frm, frozenset()):
             raise IllegalTransition(f"job {job_id}: {frm} -> {to} is not an allowed transition")
         now = time.time()
         sets, values = ["state = ?", "updated_at = ?"], [to, now]
@@ -275,16 +288,16 @@ class Ledger(MonitoringQueries):
     def claim_next(self, *, kinds: Iterable[str] | None = None, now: float | None = None) -> Job | None:
         """Atomically take the oldest runnable queued job: queued -> running, attempts + 1."""
         now = time.time() if now is None else now
-        kinds = tuple(kinds or ("astro", "enhance"))
+        kinds = tuple(kinds or JobKind)
         marks = ",".join("?" * len(kinds))
         while True:
             row = self._conn().execute(
-                f"SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ? AND kind IN ({marks})"
-                " ORDER BY not_before, created_at LIMIT 1", (now, *kinds)).fetchone()
+                f"SELECT id FROM jobs WHERE state = ? AND not_before <= ? AND kind IN ({marks})"
+                " ORDER BY not_before, created_at LIMIT 1", (JobState.QUEUED, now, *kinds)).fetchone()
             if row is None:
                 return None
             job = self.get(row["id"])
-            if self.transition(job.id, "queued", "running", attempts=job.attempts + 1):
+            if self.transition(job.id, JobState.QUEUED, JobState.RUNNING, attempts=job.attempts + 1):
                 return self.get(job.id)
 
     def get(self, job_id: str) -> Job:
@@ -345,27 +358,26 @@ class Ledger(MonitoringQueries):
 
     def failure_cause(self, job_id: str) -> str | None:
         """The note recorded when the job went to ``failing`` (:data:`FAILED_FOR_INPUT`, an error class...)."""
-        row = self._conn().execute("SELECT note FROM history WHERE job_id = ? AND to_state = 'failing'"
-                                   " ORDER BY rowid DESC LIMIT 1", (job_id,)).fetchone()
+        row = self._conn().execute("SELECT note FROM history WHERE job_id = ? AND to_state = ?"
+                                   " ORDER BY rowid DESC LIMIT 1", (job_id, JobState.FAILING)).fetchone()
         return row["note"] if row else None
 
     def has_pending(self) -> bool:
-        row = self._conn().execute(
-            "SELECT 1 FROM jobs WHERE state IN ('queued','running','publishing','deciding','failing') LIMIT 1"
-        ).fetchone()
+        row = self._conn().execute(f"SELECT 1 FROM jobs WHERE state IN ({_marks(_BUSY)}) LIMIT 1", _BUSY).fetchone()
         return row is not None
 
     def finished_before(self, cutoff: float) -> list[tuple[str, str]]:
         """(id, user) of finished jobs (:data:`TERMINAL`) last changed before ``cutoff`` that no
         unfinished job descends from (a redo reads its parent's archived original): the jobs
         whose archive folder retention may remove."""
-        final = ",".join(f"'{s}'" for s in sorted(TERMINAL))
+        final = _marks(_TERMINAL)
         rows = self._conn().execute(
             f"WITH RECURSIVE keep(id) AS (SELECT parent_id FROM jobs WHERE state NOT IN ({final})"
             " AND parent_id IS NOT NULL UNION SELECT j.parent_id FROM jobs j JOIN keep k ON j.id = k.id"
             " WHERE j.parent_id IS NOT NULL)"
             f" SELECT id, user FROM jobs WHERE state IN ({final}) AND updated_at < ?"
-            " AND id NOT IN (SELECT id FROM keep WHERE id IS NOT NULL) ORDER BY updated_at", (cutoff,))
+            " AND id NOT IN (SELECT id FROM keep WHERE id IS NOT NULL) ORDER BY updated_at",
+            (*_TERMINAL, *_TERMINAL, cutoff))
         return [(r["id"], r["user"]) for r in rows]
 
     # -- seen files (so start-up scans do not re-hash what did not change) -------------------

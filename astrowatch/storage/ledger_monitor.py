@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from astrowatch.core.jobs import JobState
+
 
 class MonitoringQueries:
     def _conn(self) -> sqlite3.Connection:  # pragma: no cover - provided by Ledger
@@ -21,7 +23,8 @@ class MonitoringQueries:
         """Failed jobs by the note of their ``-> failing`` move (the exception class)."""
         rows = self._conn().execute(
             "SELECT h.note AS cause, COUNT(*) AS n FROM history h JOIN jobs j ON j.id = h.job_id"
-            " WHERE h.to_state = 'failing' AND j.state IN ('failing', 'failed') GROUP BY h.note")
+            " WHERE h.to_state = ? AND j.state IN (?, ?) GROUP BY h.note",
+            (JobState.FAILING, JobState.FAILING, JobState.FAILED))
         return {r["cause"]: r["n"] for r in rows}
 
     def generation_seconds(self, after: int = 0) -> tuple[list[tuple[str | None, float]], int]:
@@ -29,9 +32,9 @@ class MonitoringQueries:
         ``running``, to ``publishing``), and the last history row seen: callers add up increments."""
         rows = self._conn().execute(
             "SELECT p.rowid AS seq, json_extract(j.result, '$.backend') AS backend, p.at - (SELECT MAX(r.at)"
-            " FROM history r WHERE r.job_id = p.job_id AND r.to_state = 'running' AND r.rowid < p.rowid) AS seconds"
-            " FROM history p JOIN jobs j ON j.id = p.job_id WHERE p.rowid > ? AND p.to_state = 'publishing'"
-            " ORDER BY p.rowid", (after,)).fetchall()
+            " FROM history r WHERE r.job_id = p.job_id AND r.to_state = ? AND r.rowid < p.rowid) AS seconds"
+            " FROM history p JOIN jobs j ON j.id = p.job_id WHERE p.rowid > ? AND p.to_state = ?"
+            " ORDER BY p.rowid", (JobState.RUNNING, after, JobState.PUBLISHING)).fetchall()
         last = rows[-1]["seq"] if rows else after  # writers are serialised: rowids grow in commit order
         return [(r["backend"], r["seconds"]) for r in rows if r["seconds"] is not None], last
 

@@ -68,7 +68,7 @@ def prune_cache(layout: Layout, max_mb: float) -> int:
     if max_mb <= 0:
         return 0
     entries: dict[Path, list[float]] = {}  # stem -> [bytes, newest mtime]
-    total = 0
+    total = 0.0
     for path in layout.cache.glob("*/*"):
         try:
             st = path.lstat()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -16,6 +15,7 @@ import streamlit as st
 from astrowatch.backends.base import progress_text
 from astrowatch.core.config import find_config
 from astrowatch.core.errors import AstrowatchError
+from astrowatch.core.jobs import Decision, JobKind
 from astrowatch.review.inbox import InboxItem, decide, inbox_items, original_path, parse_params, save_caption, waiting_for
 from astrowatch.runtime.settings import load_config
 from astrowatch.runtime.status import daemon_state
@@ -24,7 +24,7 @@ from astrowatch.storage.ledger import Ledger
 from astrowatch.storage.ledger_readonly import open_for_reading
 from astrowatch.ui.views import LOGIN_ENV, chart_wheel, original_preview
 
-VERB = {"approve": "approved", "reject": "rejected", "redo": "sent back for a redo"}
+VERB = {Decision.APPROVE: "approved", Decision.REJECT: "rejected", Decision.REDO: "sent back for a redo"}
 
 
 @st.cache_resource(show_spinner=False)
@@ -54,11 +54,11 @@ def _flash() -> None:
         (st.success if kind == "ok" else st.error)(text)
 
 
-def _act(layout: Layout, item: InboxItem, decision: str) -> None:
+def _act(layout: Layout, item: InboxItem, decision: Decision) -> None:
     job_id = item.job.id
     caption = st.session_state.get(f"caption-{job_id}")
     try:
-        params = parse_params(st.session_state.get(f"params-{job_id}", "{}")) if decision == "redo" else None
+        params = parse_params(st.session_state.get(f"params-{job_id}", "{}")) if decision == Decision.REDO else None
         dest = decide(layout, item, decision, caption=caption, params=params)
     except AstrowatchError as exc:
         st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
@@ -90,11 +90,12 @@ def _sidebar(config: Any, layout: Layout, items: list[InboxItem]) -> str | None:
     st.sidebar.title("astrowatch")
     daemon = daemon_state(layout)
     st.sidebar.caption(f"data folder `{layout.root}`")
-    if daemon.get("running"):
+    up = bool(daemon.get("running"))  # daemon.json's flag (not a job state)
+    if up:
         st.sidebar.success(f"daemon running (pid {daemon.get('pid')}): decisions apply within seconds")
     else:
         st.sidebar.info("daemon stopped: decisions apply at its next start")
-    if daemon.get("running"):
+    if up:
         with st.sidebar:
             _running_now(layout)
     users = sorted({i.job.user for i in items})
@@ -109,7 +110,7 @@ def _sidebar(config: Any, layout: Layout, items: list[InboxItem]) -> str | None:
 
 def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
     job = item.job
-    if job.kind == "astro":
+    if job.kind == JobKind.ASTRO:
         snapshot = layout.archive_dir(job.user, job.id) / job.source_name
         mtime = snapshot.stat().st_mtime if snapshot.exists() else 0.0
         wheel = _wheel(job.id, str(snapshot), mtime)
@@ -129,15 +130,15 @@ def _controls(layout: Layout, item: InboxItem, sidecar: dict[str, Any]) -> None:
     job_id = item.job.id
     decide_cols = st.columns(2)
     decide_cols[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act,
-                          args=(layout, item, "approve"))
-    decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act, args=(layout, item, "reject"))
+                          args=(layout, item, Decision.APPROVE))
+    decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act, args=(layout, item, Decision.REJECT))
     st.text_area("Description (line 1 is the training caption)", value=item.caption(), key=f"caption-{job_id}",
                  height=150)
     st.button("Save description", key=f"save-{job_id}", on_click=_save, args=(item,))
     params = sidecar.get("params") if isinstance(sidecar.get("params"), dict) else {}
     st.text_area("Parameters (edit, then redo)", value=json.dumps(params, indent=2, ensure_ascii=False),
                  key=f"params-{job_id}", height=170)
-    st.button("Redo with these settings", key=f"redo-{job_id}", on_click=_act, args=(layout, item, "redo"))
+    st.button("Redo with these settings", key=f"redo-{job_id}", on_click=_act, args=(layout, item, Decision.REDO))
 
 
 def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
@@ -199,7 +200,7 @@ def page() -> None:
     _flash()
     shown = [i for i in items if user is None or i.job.user == user]
     if not shown:
-        st.info(f"The inbox is empty. New results appear in `{Path(layout.root, 'inbox')}/<user>/`.")
+        st.info(f"The inbox is empty. New results appear in `{layout.inbox}/<user>/`.")
         return
     st.caption(f"{len(shown)} result(s) waiting. Approve, reject, or edit the parameters and redo; "
                "each button moves the file exactly as you would by hand.")
