@@ -12,8 +12,8 @@ from enum import StrEnum
 
 
 class JobState(StrEnum):
-    """Where a job is.  States ending in ``-ing`` other than ``running`` are *intents*: the decision
-    is recorded first, then idempotent file operations finish it (again, after a crash)."""
+    """Where a job is.  ``publishing``, ``deciding`` and ``failing`` are *intents* (:data:`INTENTS`):
+    the decision is recorded first, then idempotent file operations finish it (again, after a crash)."""
 
     QUEUED = "queued"
     RUNNING = "running"
