@@ -80,7 +80,7 @@ def _image_types() -> tuple[str, str]:
 
 
 def _backend(config, kind: str) -> tuple[str, str]:
-    from astrowatch.backends.base import create_backend, resolve_auto
+    from astrowatch.backends.registry import create_backend, resolve_auto
     from astrowatch.core.errors import BackendUnavailable
 
     name = getattr(config, kind).backend

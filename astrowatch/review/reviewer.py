@@ -18,7 +18,6 @@ import structlog
 
 from astrowatch.core.errors import NotFound
 from astrowatch.core.formats import IMAGE_EXTENSIONS
-from astrowatch.core.testhooks import hold
 from astrowatch.pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
 from astrowatch.pipeline.freshness import newer_result, stale_note
 from astrowatch.pipeline.publish import refuse_file, result_stem
@@ -110,7 +109,6 @@ class Reviewer:
         if not self.ledger.transition(job.id, "inbox", "deciding", decision=decision, decision_data=data,
                                       note=decision):
             return "ignored"  # someone else decided first
-        hold("deciding", job.id)
         self.finish(self.ledger.get(job.id))
         return "decided"
 
@@ -131,7 +129,6 @@ class Reviewer:
         archive_decided(self.layout, job, image)
         if not (again and self._logged(job)):
             self._log_decision(job, data, delivered_to)
-        hold("deciding.logged", job.id)
         if self.ledger.transition(job.id, "deciding", final, note=delivered_to):
             log.info("review decision done", job_id=job.id, user=job.user, decision=job.decision,
                      delivered_to=delivered_to)
