@@ -10,8 +10,6 @@ resumed at the next start); SIGHUP = re-read the config.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import threading
 import time
@@ -20,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from astrowatch.backends.base import CancelToken, progress_text
+from astrowatch.backends.base import CancelToken
 from astrowatch.backends.registry import resolve_auto
 from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError, ConfigError, as_disk_full
@@ -33,9 +31,9 @@ from astrowatch.runtime.executor import dispatchers
 from astrowatch.runtime.notify import Notifier
 from astrowatch.runtime.recovery import recover
 from astrowatch.runtime.settings import load_config
+from astrowatch.runtime.statefile import state_record, status_line, write_state_file
 from astrowatch.runtime.worker import Worker
 from astrowatch.storage.diskspace import DiskGuard
-from astrowatch.storage.images import atomic_write_text
 from astrowatch.storage.layout import Layout, display
 from astrowatch.storage.ledger import Ledger
 from astrowatch.storage.lock import DaemonLock
@@ -358,35 +356,10 @@ class Daemon:
 
     # -- status ---------------------------------------------------------------------------------------
     def status_line(self) -> str:
-        counts = self.ledger.counts()
-        busy = [w for w in self.workers if w.current]
-        line = (f"queued={counts.get(JobState.QUEUED, 0)} waiting={counts.get(JobState.WAITING, 0)} "
-                f"inbox={counts.get(JobState.INBOX, 0)} failed={counts.get(JobState.FAILED, 0)} "
-                f"{'busy' if busy else 'idle'}")
-        if self.disk.full:
-            line += f" {self.disk.reason()} (jobs wait)"
-        for w in busy:
-            snap = w.progress.snapshot()
-            if snap:
-                line += f"; {snap['job_id']}: {progress_text(snap)}"
-        return line
+        return status_line(self.ledger.counts(), self.workers, self.disk)
 
     def write_state(self, stopped: bool = False) -> None:
-        state = {
-            "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "stopped": stopped,
-            "config": str(self.config.source) if self.config.source else None, "backends": self.defaults,
-            "watch": {"mode": "polling" if self.watcher.polling else "inotify",
-                      "observer_restarts": self.watcher.restarts,
-                      "pending_files": len(self.tracker)},
-            "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
-                         "progress": w.progress.snapshot(), "backends": w.pool.describe(),
-                         "paused": dict(w.paused)} for w in self.workers],
-            "disk": self.disk.status(),
-        }
-        try:
-            atomic_write_text(self.layout.daemon_state_path, json.dumps(state, indent=2, default=str))
-        except OSError as exc:
-            if as_disk_full(exc) is not None:
-                self.disk.report(exc)  # logged once per episode, not every 2 s
-            else:
-                log.warning("cannot write daemon state", error=str(exc))
+        state = state_record(started_at=self.started_at, config=self.config, defaults=self.defaults,
+                             watcher=self.watcher, pending_files=len(self.tracker), workers=self.workers,
+                             disk=self.disk, stopped=stopped)
+        write_state_file(self.layout.daemon_state_path, state, self.disk)
