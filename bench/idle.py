@@ -75,24 +75,18 @@ def _count_jobs(db: Path) -> int:
 
 def time_rescan(cfg_path: Path, repeats: int = 3) -> dict[str, Any]:
     """``Daemon.rescan()`` over the ledgered folders, in this process: CPU and wall seconds."""
-    from astrowatch.intake.ingest import Ingest
-    from astrowatch.review.reviewer import Reviewer
     from astrowatch.runtime.daemon import Daemon
     from astrowatch.runtime.settings import load_config
-    from astrowatch.storage.ledger import Ledger
 
     config = load_config(cfg_path)
-    d = Daemon(config)
-    d.ledger = Ledger(d.layout.ledger_path)
-    d.reviewer = Reviewer(config, d.layout, d.ledger)
-    d.ingest = Ingest(config, d.layout, d.ledger, d.reviewer)
+    d = Daemon(config)  # holds the data folder's lock and its ledger until close()
     cpu, wall, fed = [], [], []
     for _ in range(repeats):
         c0, w0 = time.process_time(), time.perf_counter()
         fed.append(d.rescan())
         cpu.append(time.process_time() - c0)
         wall.append(time.perf_counter() - w0)
-    d.ledger.close()
+    d.close()
     return {"cpu_seconds_median": round(common.median(cpu), 3), "wall_seconds_median": round(common.median(wall), 3),
             "files_fed_to_tracker": fed, "amortised_pct_over_300s": round(common.median(cpu) / 300 * 100, 3)}
 

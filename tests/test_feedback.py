@@ -226,8 +226,8 @@ def test_enhance_with_learn_off_keeps_params_empty_and_underscore_keys_never_rea
     out = _ingest_and_run(env, photo)
     assert out["job"].params == {} and "learned" not in out["sidecar"]
     # Same image and params plus a reserved "_" key: the backend sees the same task (cache hit).
+    from astrowatch.backends.pool import BackendPool
     from astrowatch.pipeline.steps import JobContext, enhance_image
-    from astrowatch.runtime.worker import BackendPool
 
     pool = BackendPool(env.config)
     archived = env.layout.archive_dir("gaby", out["job"].id) / "photo.png"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from astrowatch.backends.base import CancelToken, EnhanceTask, create_backend
+from astrowatch.backends.base import CancelToken, EnhanceTask
 from astrowatch.backends.lanczos import LanczosBackend
+from astrowatch.backends.registry import create_backend
 from astrowatch.core.config import Config
 from astrowatch.core.errors import InputError, Interrupted
 from astrowatch.pipeline.preprocess import preprocess

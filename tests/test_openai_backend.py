@@ -14,10 +14,11 @@ import pytest
 import requests
 from openai_server import FakeOpenAI, error_body
 
-from astrowatch.backends.base import AstroTask, CancelToken, create_backend
+from astrowatch.backends.base import AstroTask, CancelToken
 from astrowatch.backends.infotext import parse_infotext
 from astrowatch.backends.openai.backend import OpenAIBackend
 from astrowatch.backends.openai.support import redact, resolve_api_key, retry_after_seconds
+from astrowatch.backends.registry import create_backend
 from astrowatch.chart.model import Chart
 from astrowatch.core.errors import (
     BackendError,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from astrowatch.backends.base import AstroTask, CancelToken, create_backend
+from astrowatch.backends.base import AstroTask, CancelToken
+from astrowatch.backends.registry import create_backend
 from astrowatch.backends.wheel.backend import WheelBackend, dominant_element, render_wheel, wheel_description
 from astrowatch.backends.wheel.layout import (
     MIN_SEPARATION,

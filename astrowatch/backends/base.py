@@ -1,4 +1,5 @@
-"""The one small interface every backend implements, and the registry that picks one by name.
+"""The one small interface every backend implements (the registry that picks one by name is
+:mod:`astrowatch.backends.registry`).
 
 A backend turns a task into a :class:`Result` (a PIL image plus what produced it).  It does
 not touch the data folders, the ledger or the review flow: the worker does that.  Heavy
@@ -8,32 +9,19 @@ modules are imported only when chosen, so the CLI and the daemon core stay light
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import inspect
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from astrowatch.core.errors import ConfigError, Interrupted
+from astrowatch.core.errors import Interrupted
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
 
     from astrowatch.chart import Chart
     from astrowatch.core.config import Config
-
-# name -> "module:Class"; modules are imported on first use only.
-REGISTRY: dict[str, str] = {
-    "wheel": "astrowatch.backends.wheel.backend:WheelBackend",
-    "lanczos": "astrowatch.backends.lanczos:LanczosBackend",
-    "fake": "astrowatch.backends.fake:FakeBackend",
-    "sdxl": "astrowatch.backends.sdxl.backend:SdxlBackend",
-    "sdapi": "astrowatch.backends.sdapi.backend:SdapiBackend",
-    "openai": "astrowatch.backends.openai.backend:OpenAIBackend",
-}
 
 
 class CancelToken:
@@ -201,72 +189,3 @@ class Backend:
 
     def enhance(self, task: EnhanceTask) -> Result:
         raise NotImplementedError(f"backend {self.name!r} does not enhance images")
-
-
-def backend_class(name: str) -> type[Backend]:
-    try:
-        target = REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown backend {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-    module_name, _, cls_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        extra = "sdxl" if name == "sdxl" else "all"
-        raise ConfigError(
-            f"backend {name!r} cannot be loaded: {exc}", hint=f"pip install 'astrowatch[{extra}]'"
-        ) from None
-    return getattr(module, cls_name)
-
-
-def create_backend(name: str, kind: str, config: Config, *, device: str | None = None) -> Backend:
-    """Instantiate a backend; ``device`` goes to backends that own a device (one per worker)."""
-    cls = backend_class(name)
-    if kind not in cls.kinds:
-        raise ConfigError(f"{kind}.backend: {name!r} cannot do {kind} jobs")
-    if device is not None and "device" in inspect.signature(cls.__init__).parameters:
-        return cls(config, device=device)
-    return cls(config)
-
-
-def _resolve_remote_auto(kind: str, config: Config) -> tuple[str, str]:
-    """``auto`` when the model runs on workers (``executor: celery``): the coordinator cannot probe
-    their GPUs."""
-    if config.sdxl.model:
-        return "sdxl", "executor: celery and sdxl.model is set: the workers run SDXL"
-    name = "wheel" if kind == "astro" else "lanczos"
-    return name, f"executor: celery and no sdxl.model: the workers run {name}"
-
-
-def resolve_auto(kind: str, config: Config) -> tuple[str, str]:
-    """Pick the best available backend for ``kind``; returns (name, why)."""
-    if getattr(config, "executor", "local") == "celery":
-        return _resolve_remote_auto(kind, config)
-    if kind == "astro":
-        if config.sdxl.model:
-            if importlib.util.find_spec("diffusers") is not None:
-                return "sdxl", "sdxl.model is set and diffusers is installed"
-        if _sdapi_reachable(config):
-            return "sdapi", f"a WebUI answers at {config.sdapi.url}"
-        return "wheel", "no model configured and no WebUI reachable: rendering the chart wheel"
-    if _sdapi_reachable(config):
-        return "sdapi", f"a WebUI answers at {config.sdapi.url}"
-    if config.sdxl.model and importlib.util.find_spec("diffusers") is not None:
-        return "sdxl", "sdxl.model is set and diffusers is installed"
-    return "lanczos", "no WebUI reachable and no model configured: Pillow Lanczos upscale"
-
-
-def _sdapi_reachable(config: Config) -> bool:
-    """A quick TCP connect to the WebUI's host:port (no HTTP, no dependency)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(config.sdapi.url)
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-

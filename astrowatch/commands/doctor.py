@@ -84,7 +84,7 @@ def _image_types() -> tuple[str, str]:
 
 
 def _backend(config, kind: JobKind) -> tuple[str, str]:
-    from astrowatch.backends.base import create_backend, resolve_auto
+    from astrowatch.backends.registry import create_backend, resolve_auto
     from astrowatch.core.errors import BackendUnavailable
 
     name = getattr(config, kind).backend

@@ -12,8 +12,8 @@ from pathlib import Path
 def one_shot_context(config, cancel=None):
     """A JobContext with its own backend pool (the worker's pool class), for CLI one-offs."""
     from astrowatch.backends.base import CancelToken
+    from astrowatch.backends.pool import BackendPool
     from astrowatch.pipeline.steps import JobContext
-    from astrowatch.runtime.worker import BackendPool
     from astrowatch.storage.layout import Layout
 
     pool = BackendPool(config)

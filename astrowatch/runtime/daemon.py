@@ -2,15 +2,14 @@
 
 Threads: the main thread (this loop: stability tracker, ingest, decisions, rescans,
 supervision, systemd notifications), watchdog's observer threads (record paths only), and one
-worker thread per device (all model work).  Signal handlers only set flags (huey's rule):
+worker thread per device (all model work).  Supervision is a list of periodic chores
+(:mod:`astrowatch.runtime.chores`).  Signal handlers only set flags (huey's rule):
 SIGTERM/SIGINT once = finish the current image and exit; twice = interrupt it (the job is
 resumed at the next start); SIGHUP = re-read the config.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import threading
 import time
@@ -19,19 +18,22 @@ from typing import Any
 
 import structlog
 
-from astrowatch.backends.base import CancelToken, progress_text, resolve_auto
+from astrowatch.backends.base import CancelToken
+from astrowatch.backends.registry import resolve_auto
 from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError, ConfigError, as_disk_full
+from astrowatch.core.jobs import BackendName, JobKind, JobState
 from astrowatch.intake.ingest import Ingest
 from astrowatch.intake.watcher import StabilityTracker, Watcher, scan
 from astrowatch.review.reviewer import Reviewer
+from astrowatch.runtime.chores import Chore, Chores
 from astrowatch.runtime.executor import dispatchers
 from astrowatch.runtime.notify import Notifier
 from astrowatch.runtime.recovery import recover
 from astrowatch.runtime.settings import load_config
+from astrowatch.runtime.statefile import state_record, status_line, write_state_file
 from astrowatch.runtime.worker import Worker
 from astrowatch.storage.diskspace import DiskGuard
-from astrowatch.storage.images import atomic_write_text
 from astrowatch.storage.layout import Layout, display
 from astrowatch.storage.ledger import Ledger
 from astrowatch.storage.lock import DaemonLock
@@ -46,16 +48,20 @@ STATUS_BUSY_EVERY = 0.75  # ... and while a job runs: with the 0.5 s tick, once 
 
 def resolve_backends(config: Config) -> dict[str, str]:
     chosen = {}
-    for kind in ("astro", "enhance"):
+    for kind in JobKind:
         name = getattr(config, kind).backend
-        if name == "auto":
+        if name == BackendName.AUTO:
             name, why = resolve_auto(kind, config)
-            log.info("backend chosen", kind=kind, backend=name, why=why)
-        chosen[kind] = name
+            log.info("backend chosen", kind=kind.value, backend=name, why=why)
+        chosen[kind.value] = name  # plain strings: logged and written to the state file as they are
     return chosen
 
 
 class Daemon:
+    """One daemon per data folder: it holds the folder's lock (``state/daemon.lock``) from its
+    construction until :meth:`run` returns (or :meth:`close`), so a second one is refused before it
+    opens anything."""
+
     def __init__(self, config: Config, *, drain: bool = False, drain_timeout: float | None = None,
                  notifier: Notifier | None = None) -> None:
         self.config = config
@@ -71,17 +77,30 @@ class Daemon:
         self._wakeup = threading.Event()
         self._dirs_to_scan: set[str] = set()
         self._dirs_lock = threading.Lock()
-        self._last = {"rescan": time.monotonic(), "watchdog": 0.0, "status": 0.0, "retention": -float("inf")}
         self.disk = DiskGuard(self.layout.root, config.limits.min_free_mb)
         self._disk_episodes = 0
         self.started_at = time.time()
+        self.chores = Chores(self._chores(), guard=self._guard_chore)
+        self._lock = DaemonLock(self.layout.state).acquire()
+        try:
+            self.layout.ensure()
+            self.ledger = Ledger(self.layout.ledger_path)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.reviewer = Reviewer(self.config, self.layout, self.ledger, wake=self._wake_workers)
+        self.ingest = Ingest(self.config, self.layout, self.ledger, self.reviewer, wake=self._wake_workers)
+        self.watcher = Watcher(self.layout, polling=self.config.watch.polling,
+                               polling_interval=self.config.watch.polling_interval,
+                               on_file=self._on_file, on_dir=self._queue_dir_scan)
+
+    def close(self) -> None:
+        """Release the ledger and the data folder's lock (:meth:`run` does it when it returns)."""
+        self.ledger.close()
+        self._lock.release()
 
     # -- start-up ---------------------------------------------------------------------------------
     def setup(self) -> None:
-        self.layout.ensure()
-        self.ledger = Ledger(self.layout.ledger_path)
-        self.reviewer = Reviewer(self.config, self.layout, self.ledger, wake=self._wake_workers)
-        self.ingest = Ingest(self.config, self.layout, self.ledger, self.reviewer, wake=self._wake_workers)
         try:
             recover(self.config, self.layout, self.ledger, self.reviewer)
         except OSError as exc:  # a full disk: one line and exit code 73 (systemd restarts us), no traceback
@@ -94,16 +113,13 @@ class Daemon:
         self.workers = [self._new_worker(i, d) for i, d in enumerate(self._devices())]
         for worker in self.workers:
             worker.preload()
-        self.watcher = Watcher(self.layout, polling=self.config.watch.polling,
-                               polling_interval=self.config.watch.polling_interval,
-                               on_file=self._on_file, on_dir=self._queue_dir_scan)
         self.watcher.start()
         self.rescan()
 
     def _devices(self) -> list[str | None]:
         if (remote := dispatchers(self.config)) is not None:
             return [None] * remote  # executor: celery: one dispatcher thread per job in flight
-        if "sdxl" in self.defaults.values() and self.config.sdxl.devices:
+        if BackendName.SDXL in self.defaults.values() and self.config.sdxl.devices:
             return list(self.config.sdxl.devices)
         return [None]
 
@@ -131,8 +147,10 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> int:
-        with DaemonLock(self.layout.state):  # one daemon per data folder, for its whole life
+        try:
             return self._run()
+        finally:
+            self.close()  # the lock goes last: one daemon per data folder, for its whole life
 
     def _run(self) -> int:
         self._install_signals()
@@ -156,7 +174,7 @@ class Daemon:
     def _drain_done(self) -> int | None:
         """None while a drain has work left; else its exit status (1 if the timeout expired)."""
         if self._drained():
-            waiting = self.ledger.counts().get("waiting", 0)
+            waiting = self.ledger.counts().get(JobState.WAITING, 0)
             log.info("drain complete", waiting_for_a_backend=waiting,
                      note="waiting jobs run when their backend is back" if waiting else None)
             return 0
@@ -190,10 +208,11 @@ class Daemon:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
         for folder in dirs:
             self._guarded("scan new folder", self.rescan, Path(folder))
-        self._guarded("supervise", self._supervise)
+        self.chores.tick()
 
-    def _guarded(self, what: str, fn: Any, *args: Any) -> Any:
+    def _guarded(self, what: str, fn: Any, *args: Any, chore: str | None = None) -> Any:
         """Bad input must never crash the daemon: log the error with the path and go on."""
+        where = {"chore": chore} if chore else {}
         try:
             return fn(*args)
         except Exception as exc:
@@ -203,44 +222,61 @@ class Daemon:
                 if what == "take file":
                     self.tracker.touch(args[0], delay=DISK_RETRY_S)
             elif isinstance(exc, AstrowatchError):
-                log.error(f"could not {what}", path=display(args[0]) if args else None, error=str(exc))
+                log.error(f"could not {what}", path=display(args[0]) if args else None, error=str(exc), **where)
             else:
-                log.exception(f"unexpected error: {what}", path=display(args[0]) if args else None)
+                log.exception(f"unexpected error: {what}", path=display(args[0]) if args else None, **where)
         return None
 
-    def _supervise(self) -> None:
-        now = time.monotonic()
+    def _guard_chore(self, name: str, fn: Any) -> Any:
+        return self._guarded("supervise", fn, chore=name)
+
+    # -- supervision: the periodic chores ---------------------------------------------------------
+    def _chores(self) -> list[Chore]:
+        return [
+            Chore("watcher", self._supervise_watcher),
+            Chore("rescan", self._rescan_all, every=lambda: self.config.watch.rescan_seconds or None,
+                  last=time.monotonic()),
+            Chore("workers", self._restart_dead_workers),
+            # retention only while the disk is fine and no decision waits for space ("disk" below)
+            Chore("retention", self._apply_retention, every=lambda: self.config.retention.check_seconds,
+                  when=lambda: not self.disk.full and self.disk.episodes == self._disk_episodes and self._idle()),
+            Chore("disk", self._watch_disk),
+            Chore("watchdog", self.notifier.watchdog,
+                  every=lambda: self.notifier.watchdog_seconds / 2 if self.notifier.watchdog_seconds else None,
+                  when=self.healthy),
+            Chore("status", self._report_status,  # progress: state file at least once a second
+                  every=lambda: STATUS_BUSY_EVERY if any(w.current for w in self.workers) else STATUS_IDLE_EVERY),
+        ]
+
+    def _supervise_watcher(self) -> None:
         if self.watcher.supervise():
             self.rescan()
-        every = self.config.watch.rescan_seconds
-        if every and now - self._last["rescan"] >= every:
-            self._last["rescan"] = now
-            self.rescan()
+
+    def _rescan_all(self) -> None:
+        self.rescan()
+
+    def _restart_dead_workers(self) -> None:
         for i, worker in enumerate(self.workers):
             if not worker.is_alive() and not self.cancel.stopping:
                 log.error("worker thread died; starting a new one", worker=worker.name)
                 self.workers[i] = self._new_worker(i, worker.pool.device)
                 self.workers[i].start()
+
+    def _watch_disk(self) -> None:
         if self.disk.full:
             self.disk.low()  # ends the episode once space is back
         elif self.disk.episodes != self._disk_episodes:  # space is back: finish what it stopped
             self._disk_episodes = self.disk.episodes
-            for job in self.ledger.by_state("deciding"):
+            for job in self.ledger.by_state(JobState.DECIDING):
                 self._guarded("finish a decision", self.reviewer.finish, job)
-        elif now - self._last["retention"] >= self.config.retention.check_seconds and self._idle():
-            self._last["retention"] = now
-            done = apply_retention(self.config.retention, self.layout, self.ledger)
-            if done["more"]:  # a large backlog: the next batch soon, between other work
-                self._last["retention"] = now - self.config.retention.check_seconds + 5.0
-        wd = self.notifier.watchdog_seconds
-        if wd and now - self._last["watchdog"] >= wd / 2 and self.healthy():
-            self._last["watchdog"] = now
-            self.notifier.watchdog()
-        busy = any(w.current for w in self.workers)  # progress: state file at least once a second
-        if now - self._last["status"] >= (STATUS_BUSY_EVERY if busy else STATUS_IDLE_EVERY):
-            self._last["status"] = now
-            self.notifier.status(self.status_line())
-            self.write_state()
+
+    def _apply_retention(self) -> float | None:
+        done = apply_retention(self.config.retention, self.layout, self.ledger)
+        return 5.0 if done["more"] else None  # a large backlog: the next batch soon, between other work
+
+    def _report_status(self) -> None:
+        self.notifier.status(self.status_line())
+        self.write_state()
 
     def healthy(self) -> bool:
         return self.watcher.alive() and all(w.is_alive() for w in self.workers)
@@ -304,9 +340,7 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: finishing the current image (send SIGTERM again to interrupt it)")
         self.cancel.request_stop()
-        watcher = getattr(self, "watcher", None)
-        if watcher is not None:
-            watcher.stop()
+        self.watcher.stop()
         for worker in self.workers:
             worker.wake()
             while worker.is_alive():
@@ -315,43 +349,17 @@ class Daemon:
                     self._signals.clear()
                     log.warning("second stop signal: interrupting the current image")
                     self.cancel.request_interrupt()
-        if hasattr(self, "ledger"):
-            self.write_state(stopped=True)
-            self.ledger.close()
+        self.write_state(stopped=True)
+        self.ledger.close()
         self.notifier.close()
         log.info("stopped")
 
     # -- status ---------------------------------------------------------------------------------------
     def status_line(self) -> str:
-        counts = self.ledger.counts() if hasattr(self, "ledger") else {}
-        busy = [w for w in self.workers if w.current]
-        line = (f"queued={counts.get('queued', 0)} waiting={counts.get('waiting', 0)} "
-                f"inbox={counts.get('inbox', 0)} failed={counts.get('failed', 0)} "
-                f"{'busy' if busy else 'idle'}")
-        if self.disk.full:
-            line += f" {self.disk.reason()} (jobs wait)"
-        for w in busy:
-            snap = w.progress.snapshot()
-            if snap:
-                line += f"; {snap['job_id']}: {progress_text(snap)}"
-        return line
+        return status_line(self.ledger.counts(), self.workers, self.disk)
 
     def write_state(self, stopped: bool = False) -> None:
-        state = {
-            "pid": os.getpid(), "started_at": self.started_at, "updated_at": time.time(), "stopped": stopped,
-            "config": str(self.config.source) if self.config.source else None, "backends": self.defaults,
-            "watch": {"mode": "polling" if getattr(self, "watcher", None) and self.watcher.polling else "inotify",
-                      "observer_restarts": getattr(getattr(self, "watcher", None), "restarts", 0),
-                      "pending_files": len(self.tracker)},
-            "workers": [{"name": w.name, "device": w.pool.device, "current_job": w.current, "stats": w.stats,
-                         "progress": w.progress.snapshot(), "backends": w.pool.describe(),
-                         "paused": dict(w.paused)} for w in self.workers],
-            "disk": self.disk.status(),
-        }
-        try:
-            atomic_write_text(self.layout.daemon_state_path, json.dumps(state, indent=2, default=str))
-        except OSError as exc:
-            if as_disk_full(exc) is not None:
-                self.disk.report(exc)  # logged once per episode, not every 2 s
-            else:
-                log.warning("cannot write daemon state", error=str(exc))
+        state = state_record(started_at=self.started_at, config=self.config, defaults=self.defaults,
+                             watcher=self.watcher, pending_files=len(self.tracker), workers=self.workers,
+                             disk=self.disk, stopped=stopped)
+        write_state_file(self.layout.daemon_state_path, state, self.disk)

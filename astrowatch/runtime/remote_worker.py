@@ -19,14 +19,17 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
 from astrowatch import __version__
-from astrowatch.backends.base import AstroTask, CancelToken, EnhanceTask, Result, resolve_auto
+from astrowatch.backends.base import AstroTask, CancelToken, EnhanceTask, Result
+from astrowatch.backends.pool import BackendPool
+from astrowatch.backends.registry import resolve_auto
 from astrowatch.backends.remote import protocol as proto
 from astrowatch.core.errors import AstrowatchError, PermanentBackendError
+from astrowatch.core.jobs import BackendName, JobKind
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -34,12 +37,16 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger("astrowatch.remote.worker")
 
 
+class RemoteStats(TypedDict):
+    jobs: int
+    seconds: float
+    last_seconds: float | None
+
+
 class WorkerRuntime:
     """The backends of one worker process and what it is doing (for ``status``)."""
 
     def __init__(self, config: Config, device: str | None, name: str) -> None:
-        from astrowatch.runtime.worker import BackendPool
-
         self.config = config.model_copy(update={"executor": "local"})
         self.device, self.name = device, name
         self.pool = BackendPool(self.config, device)
@@ -47,23 +54,23 @@ class WorkerRuntime:
         self.cancel = CancelToken()
         self.current: str | None = None
         self.lock = threading.Lock()
-        self.stats = {"jobs": 0, "seconds": 0.0, "last_seconds": None}
+        self.stats: RemoteStats = {"jobs": 0, "seconds": 0.0, "last_seconds": None}
         self.tmp = Path(tempfile.mkdtemp(prefix="astrowatch-worker-"))
         self._redis: Any = None
 
     def load(self) -> None:
         """Start the configured backends now; raises (the worker exits) if one cannot load."""
-        for kind in ("astro", "enhance"):
+        for kind in JobKind:
             name = getattr(self.config, kind).backend
-            if name == "auto":
+            if name == BackendName.AUTO:
                 name, why = resolve_auto(kind, self.config)
-                log.info("backend chosen", kind=kind, backend=name, why=why)
-            self.defaults[kind] = name
+                log.info("backend chosen", kind=kind.value, backend=name, why=why)
+            self.defaults[kind.value] = name  # plain strings: logged and reported as they are
             self.pool.get(kind, name)
         log.info("backends loaded", backends=self.defaults, load_seconds=self.pool.load_seconds, device=self.device)
 
     def info(self) -> dict[str, Any]:
-        st = dict(self.stats)
+        st: dict[str, Any] = dict(self.stats)
         st["s_per_image"] = round(st["seconds"] / st["jobs"], 3) if st["jobs"] else None
         backends = self.pool.describe()
         return {"name": self.name, "device": self.device, "pid": os.getpid(), "astrowatch": __version__,
@@ -117,7 +124,7 @@ class WorkerRuntime:
     def run(self, payload: dict[str, Any]) -> Result:
         data_dir = self.config.data_dir if self.config.celery.shared_data_dir else None
         backend = self.pool.get(payload["kind"], payload["backend"])
-        if payload["kind"] == "astro":
+        if payload["kind"] == JobKind.ASTRO:
             init = None
             if payload.get("init_image"):
                 blob = payload["init_image"]

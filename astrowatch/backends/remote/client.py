@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from astrowatch.backends.base import REGISTRY, AstroTask, Backend, CancelToken, EnhanceTask, Result
+from astrowatch.backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Result
+from astrowatch.backends.registry import REGISTRY
 from astrowatch.backends.remote import protocol as proto
 from astrowatch.core.errors import BackendError, BackendUnavailable, ConfigError, InputError
 from astrowatch.storage.layout import Layout
