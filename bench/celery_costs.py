@@ -18,6 +18,7 @@ Writes ``bench/out/celery_costs.json``.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import io
@@ -29,8 +30,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT)]
 from celery_support import RedisServer  # noqa: E402
+from common import OUT  # noqa: E402
 
 
 def photo_like(side: int):
@@ -45,7 +47,7 @@ def photo_like(side: int):
     return Image.fromarray(arr, "RGB")
 
 
-def redis_bytes() -> list[dict]:
+def redis_bytes(sizes_mb: tuple[int, ...] = (1, 4, 16)) -> list[dict]:
     from astrowatch.backends.remote.app import make_app
     from astrowatch.backends.remote.protocol import TASK_NAME
     from astrowatch.runtime.settings import config_from_mapping
@@ -56,7 +58,7 @@ def redis_bytes() -> list[dict]:
         cfg = config_from_mapping({"executor": "celery", "celery": {"broker_url": redis.url}}, base_dir=Path("."))
         app = make_app(cfg)
         client = redis.client()
-        for mb in (1, 4, 16):
+        for mb in sizes_mb:
             data = os.urandom(mb * 1024 * 1024)
             payload = {"schema": 1, "image": {"b64": base64.b64encode(data).decode(), "name": "x.png"}}
             app.send_task(TASK_NAME, args=[payload], task_id=f"cost{mb}", queue="astrowatch")
@@ -73,7 +75,7 @@ def redis_bytes() -> list[dict]:
     return rows
 
 
-def result_costs() -> dict:
+def result_costs(side: int = 1024) -> dict:
     """A 1024x1024 result: what the worker sends, and the coordinator's CPU to check and write it —
     as shipped (sha256, bytes kept, text chunks inserted) and, for comparison, decoding the pixels
     and encoding the inbox PNG again (what the first version did)."""
@@ -83,7 +85,7 @@ def result_costs() -> dict:
     from astrowatch.backends.remote.protocol import decode_result, result_ok
     from astrowatch.storage.images import write_png
 
-    img = photo_like(1024)
+    img = photo_like(side)
     store: dict[str, bytes] = {}
     t0 = time.perf_counter()
     data = json.dumps(result_ok(Result(image=img, backend="fake", infotext="x"), worker="w", device=None, seconds=1,
@@ -124,7 +126,7 @@ def result_costs() -> dict:
                 fn(tmp)
             return round(200 * (time.process_time() - t0), 1)
 
-    return {"side": 1024, "png_mb": round(len(next(iter(store.values()))) / 2**20, 2),
+    return {"side": side, "png_mb": round(len(next(iter(store.values()))) / 2**20, 2),
             "result_json_kb": round(len(data) / 1024, 1), "inline_result_json_mb": round(len(inline) / 2**20, 2),
             "worker_encode_ms": round(1000 * encode_worker, 1),
             "coordinator_check_and_write_ms": median_ms(shipped), "coordinator_check_and_write_cpu_ms": cpu_ms(shipped),
@@ -182,12 +184,16 @@ def big_ledger(n: int = 1_000_000) -> dict:
 
 
 def main() -> int:
-    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg": os.getloadavg(), "redis": redis_bytes(),
-           "result": result_costs(), "ledger": ledger_rate(),
-           "ledger_1m": big_ledger()}
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="a seconds-long run: 1 MB input, a 256 px result, "
+                    "100 ledger jobs, a 10 000-job ledger")
+    smoke = ap.parse_args().smoke
+    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_avg": os.getloadavg(),
+           "redis": redis_bytes((1,) if smoke else (1, 4, 16)), "result": result_costs(256 if smoke else 1024),
+           "ledger": ledger_rate(100 if smoke else 2000), "ledger_1m": big_ledger(10_000 if smoke else 1_000_000)}
     print(json.dumps(out, indent=2))
-    (ROOT / "bench" / "out").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "out" / "celery_costs.json").write_text(json.dumps(out, indent=2))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "celery_costs.json").write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -9,13 +9,14 @@ idle cost grows with ``celery.max_in_flight``.  Uses the tests' config (``rescan
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT), str(ROOT / "bench")]
 from celery_scale import cpu_seconds  # noqa: E402
 from celery_support import RedisServer, celery_section  # noqa: E402
 from harness import DaemonProcess, write_config  # noqa: E402
@@ -30,13 +31,17 @@ def idle_pct(cfg: Path, seconds: float = 20.0) -> float:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="a seconds-long run: 1 s windows, max_in_flight 1 only")
+    smoke = ap.parse_args().smoke
+    seconds = 1.0 if smoke else 20.0
     redis = RedisServer().start()
     tmp = Path(tempfile.mkdtemp(prefix="aw-celery-idle-"))
     try:
-        for n in (16, 1):
+        for n in (1,) if smoke else (16, 1):
             cfg = write_config(tmp / f"c{n}", executor="celery", celery=celery_section(redis, max_in_flight=n))
-            print(f"executor: celery, max_in_flight {n}: {idle_pct(cfg)} % of a core")
-        print(f"executor: local: {idle_pct(write_config(tmp / 'local'))} % of a core")
+            print(f"executor: celery, max_in_flight {n}: {idle_pct(cfg, seconds)} % of a core")
+        print(f"executor: local: {idle_pct(write_config(tmp / 'local'), seconds)} % of a core")
     finally:
         redis.close()
     return 0

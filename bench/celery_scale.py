@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+sys.path[:0] = [str(ROOT / "tests" / "support"), str(ROOT)]
 from celery_support import RedisServer, WorkerProcess, celery_section  # noqa: E402
+from common import OUT, parse_args  # noqa: E402
 from harness import DaemonProcess, drop_theme, wait_until, write_config  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -116,15 +117,14 @@ def main() -> int:
     ap.add_argument("--workers", default="0,1,2,4", help="0 = baseline: executor local, one in-process worker")
     ap.add_argument("--jobs-per-worker", type=int, default=8)
     ap.add_argument("--delay", type=float, default=1.0)
-    args = ap.parse_args()
+    args = parse_args(ap, workers="1", jobs_per_worker=2, delay=0.1)
     runs = []
     for n in (int(x) for x in args.workers.split(",")):
         r = run_once(n, max(n, 1) * args.jobs_per_worker, args.delay)
         print(json.dumps(r), flush=True)
         runs.append(r)
-    out = ROOT / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "celery_scale.json").write_text(json.dumps({
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "celery_scale.json").write_text(json.dumps({
         "command": " ".join(sys.argv), "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                                    "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs}, indent=2))

@@ -1,12 +1,13 @@
 """Shared helpers for the CPU benchmarks: the real daemon as a subprocess, /proc readings, results.
 
-Nothing here is imported by the daemon.  ``tests/harness.py`` is loaded by path (``DaemonProcess``:
+Nothing here is imported by the daemon.  ``tests/support/harness.py`` is loaded by path (``DaemonProcess``:
 the real ``python -m astrowatch run`` with a real ``NOTIFY_SOCKET``); ``BenchDaemon`` adds the arrival
 time of every sd_notify datagram so READY=1 can be timed to the millisecond.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import json
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out"
+# Results: bench/out, or ASTROWATCH_BENCH_OUT (make bench-smoke: build/bench-smoke).
+OUT = Path(os.environ.get("ASTROWATCH_BENCH_OUT") or ROOT / "bench" / "out").resolve()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -37,7 +39,7 @@ if str(ROOT) not in sys.path:
 
 
 def _load_harness() -> Any:
-    spec = importlib.util.spec_from_file_location("astrowatch_test_harness", ROOT / "tests" / "harness.py")
+    spec = importlib.util.spec_from_file_location("astrowatch_test_harness", ROOT / "tests" / "support" / "harness.py")
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     sys.modules[spec.name] = module
@@ -203,6 +205,18 @@ def save(name: str, result: dict[str, Any]) -> Path:
     path = OUT / f"{name}.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None = None, **smoke: Any) -> argparse.Namespace:
+    """``ap.parse_args`` plus ``--smoke``: the arguments named in ``smoke`` take those seconds-long
+    values (``make bench-smoke``: the script runs end to end; its figures mean nothing)."""
+    sizes = " ".join(f"--{name.replace('_', '-')} {value}" for name, value in smoke.items())
+    ap.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {sizes}")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        for name, value in smoke.items():
+            setattr(args, name, value)
+    return args
 
 
 def verdict(ok: bool | None) -> str:

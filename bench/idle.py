@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--modes", default="inotify,polling")
-    args = ap.parse_args(argv)
+    args = common.parse_args(ap, argv, files=200, users=10, seconds=2.0)
     result = run(args.files, args.users, args.seconds, tuple(args.modes.split(",")))
     result["command"] = "bench/idle.py " + " ".join(argv if argv is not None else sys.argv[1:])
     path = common.save("idle", result)

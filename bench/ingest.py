@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stability", type=float, default=2.0)
     ap.add_argument("--runs", type=int, default=1, help="repeat and report the median p50/p99")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data folder")
-    args = ap.parse_args(argv)
+    args = common.parse_args(ap, argv, files=40, users=4, seconds=1.0, stability=0.3, runs=1)
     runs = [run(args.files, args.users, args.seconds, args.stability, args.keep) for _ in range(args.runs)]
     result = dict(runs[-1])
     result["runs"] = [{"p50": r["latency_ms"]["p50"], "p99": r["latency_ms"]["p99"], "jobs": r["jobs"],

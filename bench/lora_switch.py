@@ -3,7 +3,7 @@
     .venv/bin/python bench/lora_switch.py [--images 30] [--steps 4] [--size 64] [--threads 1]
                                           [--model DIR --device cuda --dtype bfloat16]
 
-In this process, ``SdxlBackend`` over ``tests/sdxl_tiny`` pipelines (or ``--model``), with
+In this process, ``SdxlBackend`` over ``tests/support/sdxl_tiny`` pipelines (or ``--model``), with
 ``sdxl.loras: [{path: datasets/{user}/lora/{user}.safetensors}]`` and two users who have a LoRA
 file (made with peft, saved with diffusers' ``save_lora_weights``, rank 4 on every attention
 projection of the UNet and both text encoders) and one who has none.  Per job, as the daemon
@@ -83,12 +83,12 @@ def main() -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    args = parser.parse_args()
+    args = common.parse_args(parser, images=2, steps=2)
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
 
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(common.ROOT / "tests"))
+    sys.path.insert(0, str(common.ROOT / "tests" / "support"))
     from lora_tiny import make_sdxl_lora
 
     with common.scratch("lora_switch") as data:

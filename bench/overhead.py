@@ -4,7 +4,7 @@ bare diffusers loop with the same model, settings, prompts and seeds, in one run
     .venv/bin/python bench/overhead.py [--images 50] [--steps 4] [--size 64] [--threads 1]
                                        [--init-image wheel|none|both] [--model DIR --device cuda --dtype bfloat16]
 
-1. ``tests/sdxl_tiny.build_tiny_sdxl`` writes the tiny random SDXL (``save_pretrained``, offline).
+1. ``tests/support/sdxl_tiny.build_tiny_sdxl`` writes the tiny random SDXL (``save_pretrained``, offline).
 2. N user folders, each with a ``theme_<user>.json`` (the test fixtures in turn).
 3. ``python -m astrowatch drain`` with ``astro.backend: sdxl``, ``sdxl.model: <base>``, ``device: cpu``,
    ``dtype: float32``, ``width/height: --size``, ``steps: --steps``, the default scheduler
@@ -53,8 +53,8 @@ FIXTURES = sorted((common.ROOT / "tests" / "fixtures" / "themes").glob("*.json")
 
 
 def build_model(dest: Path, wait_seconds: float = 600) -> tuple[Path, Path]:
-    """``tests/sdxl_tiny.build_tiny_sdxl`` (written by another helper: wait for it if missing)."""
-    sys.path.insert(0, str(common.ROOT / "tests"))
+    """``tests/support/sdxl_tiny.build_tiny_sdxl`` (written by another helper: wait for it if missing)."""
+    sys.path.insert(0, str(common.ROOT / "tests" / "support"))
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
@@ -63,7 +63,7 @@ def build_model(dest: Path, wait_seconds: float = 600) -> tuple[Path, Path]:
         except ImportError:
             if time.monotonic() > deadline:
                 raise
-            common.log("tests/sdxl_tiny.py not there yet; retrying in 30 s")
+            common.log("tests/support/sdxl_tiny.py not there yet; retrying in 30 s")
             time.sleep(30)
     return build_tiny_sdxl(dest)
 
@@ -247,7 +247,7 @@ def run(images: int = 50, steps: int = 4, size: int = 64, threads: int = 1, init
         return {"params": {"images": images, "steps": steps, "size": f"{size}x{size}", "dtype": dtype,
                            "device": device, "scheduler": "dpmpp_2m_karras", "cfg_scale": 7.0,
                            "torch_threads": threads,
-                           "model": str(model) if model else "tests/sdxl_tiny.py (random weights)"},
+                           "model": str(model) if model else "tests/support/sdxl_tiny.py (random weights)"},
                 "model_build_s": round(build_s, 1), "daemon": daemons, "bare": bare, "bare_compel": bare_c,
                 "backend_inprocess": backend,
                 "target": f"daemon / bare seconds per image <= {target}",
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--target", type=float, default=TARGET_RATIO,
                     help=f"pass if daemon / bare <= this (default {TARGET_RATIO}; the GPU target is 1.03)")
-    args = ap.parse_args(argv)
+    args = common.parse_args(ap, argv, images=2, steps=2, init_image="wheel")
     inits = ("wheel", "none") if args.init_image == "both" else (args.init_image,)
     result = run(args.images, args.steps, args.size, args.threads, inits, args.keep,
                  args.model.resolve() if args.model else None, args.device, args.dtype, args.target)

@@ -35,13 +35,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def photo_bytes(source: str) -> bytes:
+def photo_bytes(source: str, width: int = 4032, height: int = 3024) -> bytes:
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(12)
-    field = Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).resize((4032, 3024), Image.BICUBIC)
-    grain = rng.normal(0, 6, (3024, 4032, 3))
+    field = Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
+    grain = rng.normal(0, 6, (height, width, 3))
     img = Image.fromarray(np.clip(np.asarray(field, dtype=np.float64) + grain, 0, 255).astype(np.uint8))
     buf = io.BytesIO()
     if source == "heic":
@@ -95,11 +95,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--source", choices=("jpeg", "heic"), default="jpeg")
-    args = parser.parse_args()
-    photo = photo_bytes(args.source)
+    parser.add_argument("--width", type=int, default=4032)
+    parser.add_argument("--height", type=int, default=3024)
+    args = common.parse_args(parser, runs=1, width=800, height=600)
+    photo = photo_bytes(args.source, args.width, args.height)
     load0 = common.loadavg()
     name = "phone.heic" if args.source == "heic" else "phone.jpg"
-    common.log(f"source {name}: 4032x3024, {len(photo)} bytes")
+    common.log(f"source {name}: {args.width}x{args.height}, {len(photo)} bytes")
     rows = []
     for label, variant in VARIANTS.items():
         runs = [one_run(variant, photo, name) for _ in range(args.runs)]

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--idle-sleep", type=float, default=None)
-    args = ap.parse_args(argv)
+    args = common.parse_args(ap, argv, seconds=1.0, files=200, users=10)
 
     tmp = Path(tempfile.mkdtemp(prefix="aw-prof-idle-"))
     prep = common.prepare_ledgered(tmp, args.files, args.users)

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="experiment: move dropped photos to archive/ by link+unlink instead of rename")
     ap.add_argument("--deadline-sleep", action="store_true",
                     help="experiment: main loop sleeps until the tracker's next deadline (max 50 ms)")
-    args = ap.parse_args(argv)
+    args = common.parse_args(ap, argv, files=40, users=4, seconds=1.0, stability=0.3)
     _experiments(args)
 
     from astrowatch.intake import ingest as ingest_mod

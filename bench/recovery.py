@@ -108,7 +108,7 @@ def run(runs: int = 5) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=5)
-    args = ap.parse_args(argv)
+    args = common.parse_args(ap, argv, runs=1)
     result = run(args.runs)
     result["command"] = "bench/recovery.py " + " ".join(argv if argv is not None else sys.argv[1:])
     path = common.save("recovery", result)

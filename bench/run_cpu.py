@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default=",".join(PLAN), help="comma-separated subset of " + ",".join(PLAN))
     ap.add_argument("--table-only", action="store_true", help="print the table from bench/out/*.json")
+    ap.add_argument("--smoke", action="store_true", help="each benchmark with --smoke (seconds-long sizes)")
     args = ap.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in PLAN]
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.monotonic()
     if not args.table_only:
         for name in names:
-            cmd = [sys.executable, str(BENCH / f"{name}.py"), *PLAN[name]]
+            cmd = [sys.executable, str(BENCH / f"{name}.py"), *(["--smoke"] if args.smoke else PLAN[name])]
             common.log(f"run_cpu: {' '.join(cmd[1:])}")
             t = time.monotonic()
             proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)

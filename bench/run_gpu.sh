@@ -57,7 +57,7 @@ case "$step" in
     "$PY" bench/sdxl_gpu.py "${gpu[@]}" --cases none --save "$MODEL" 2>&1 | tee "$OUT/save.log"
     "$PY" bench/overhead.py --model "$MODEL" "${daemon[@]}" --threads 1 --init-image none --target "$target" \
       2>&1 | tee "$OUT/overhead.log"
-    cp bench/out/overhead.json "$OUT/overhead.json" ;;
+    cp "${ASTROWATCH_BENCH_OUT:-bench/out}/overhead.json" "$OUT/overhead.json" ;;
   compile)
     "$PY" bench/sdxl_gpu.py "${gpu[@]}" --cases compile --out "$OUT/sdxl_gpu_compile.md" 2>&1 | tee "$OUT/sdxl_gpu_compile.log" ;;
 esac

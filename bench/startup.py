@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-runs", type=int, default=5)
     ap.add_argument("--files", type=int, default=10_000)
     ap.add_argument("--users", type=int, default=200)
-    args = ap.parse_args(argv)
+    args = common.parse_args(ap, argv, help_runs=1, ready_runs=1, files=200, users=10)
     result = run(args.help_runs, args.ready_runs, args.files, args.users)
     result["command"] = "bench/startup.py " + " ".join(argv if argv is not None else sys.argv[1:])
     path = common.save("startup", result)

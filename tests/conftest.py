@@ -4,12 +4,24 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from harness import DaemonProcess, write_config
 from sdxl_fixtures import tiny_sdxl  # noqa: F401  (session fixture: the tiny offline SDXL)
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog():
+    """A test that runs a command in-process (``cli.main``) configures structlog for the whole
+    process (log level included); put back what was there, so the next test's ``capture_logs``
+    sees every level whatever ran before it."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture

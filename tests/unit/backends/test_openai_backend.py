@@ -1,4 +1,4 @@
-"""OpenAI Images backend against a real HTTP server on 127.0.0.1 (tests/openai_server.py)."""
+"""OpenAI Images backend against a real HTTP server on 127.0.0.1 (tests/support/openai_server.py)."""
 
 from __future__ import annotations
 

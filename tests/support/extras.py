@@ -3,7 +3,7 @@
 ``require("diffusers", "sdxl")`` imports the module.  When its distribution is installed (as
 ``make test`` installs ``.[all]``), an ImportError is a test *error*, never a silent skip: a
 broken install must not turn CI green.  Only when the distribution is absent does the test skip,
-with a reason that ``tests/check_skips.py`` refuses in CI (it is not in tests/skip_allowlist.txt).
+with a reason that ``tests/support/check_skips.py`` refuses in CI (it is not in tests/support/skip_allowlist.txt).
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def _call(url: str, body: dict | None = None) -> dict:
 
 def test_runnable_as_a_program_with_a_control_endpoint(tmp_path):
     port = _free_port()
-    script = Path(__file__).resolve().parent / "webui_server.py"
+    script = Path(__file__).resolve().parents[1] / "support" / "webui_server.py"
     proc = subprocess.Popen([sys.executable, str(script), "--port", str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert "listening on" in proc.stdout.readline()

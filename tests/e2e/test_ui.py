@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 import yaml
 from extras import require
+from feedback_env import Env, _ingest_and_run
 from harness import corrected_theme_bytes, make_image, theme_bytes
-from test_feedback import Env, _ingest_and_run
 
 from astrowatch.cli import main
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((Path(found) for name in BROWSERS if (found := shutil.which(name))), None)
-APP = Path(__file__).resolve().parents[1] / "astrowatch" / "ui" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "astrowatch" / "ui" / "app.py"
 
 
 @pytest.fixture

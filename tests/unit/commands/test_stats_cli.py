@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from extras import require
-from test_feedback import KEY, Env
+from feedback_env import KEY, Env
 
 from astrowatch.cli import main
 from astrowatch.review.stats import denoising_band, normalise_reason

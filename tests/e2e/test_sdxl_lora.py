@@ -1,5 +1,5 @@
 """LoRA adapters on the tiny offline SDXL: real diffusers + peft, LoRA files made by peft and saved
-with diffusers' ``save_lora_weights`` (tests/lora_tiny.py), loaded through ``SdxlBackend``."""
+with diffusers' ``save_lora_weights`` (tests/support/lora_tiny.py), loaded through ``SdxlBackend``."""
 
 from __future__ import annotations
 

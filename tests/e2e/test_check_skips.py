@@ -1,4 +1,4 @@
-"""No silent skips in CI: tests/check_skips.py and the extras helper."""
+"""No silent skips in CI: tests/support/check_skips.py and the extras helper."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from extras import require
 
-SCRIPT = Path(__file__).with_name("check_skips.py")
+SCRIPT = Path(__file__).resolve().parents[1] / "support" / "check_skips.py"
 
 
 def run_on(tmp_path: Path, body: str) -> subprocess.CompletedProcess:

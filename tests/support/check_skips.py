@@ -1,7 +1,7 @@
-"""Fail CI on a skip that is not allowed: ``python tests/check_skips.py build/junit.xml``.
+"""Fail CI on a skip that is not allowed: ``python tests/support/check_skips.py build/junit.xml``.
 
 Prints every skipped test with its reason, then exits 1 if any reason matches none of the
-patterns in ``tests/skip_allowlist.txt`` (one regular expression per line, ``#`` comments).
+patterns in ``tests/support/skip_allowlist.txt`` (one regular expression per line, ``#`` comments).
 A missing extra, a missing CLIP vocabulary or a broken fixture therefore turns CI red instead
 of silently green.
 """
@@ -34,7 +34,7 @@ def skips(junit: Path) -> list[tuple[str, str]]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python tests/check_skips.py JUNIT.xml", file=sys.stderr)
+        print("usage: python tests/support/check_skips.py JUNIT.xml", file=sys.stderr)
         return 2
     junit = Path(argv[0])
     if not junit.is_file():

@@ -12,7 +12,7 @@ import pytest
 
 from astrowatch.cli import main
 
-THEMES = Path(__file__).parent / "fixtures" / "themes"
+THEMES = Path(__file__).resolve().parents[2] / "fixtures" / "themes"
 FIXTURES = sorted(p.name for p in THEMES.glob("*.json"))
 MINIMAL = THEMES / "astrowatch_minimal.json"
 

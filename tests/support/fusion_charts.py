@@ -100,7 +100,7 @@ def clip_vocab_wheel() -> Path | None:
     named = os.environ.get("ASTROWATCH_CLIP_WHEEL")
     if named:
         return Path(named)
-    found = sorted((Path(__file__).resolve().parents[1] / "build" / "wheels").glob("open_clip_torch-*.whl"))
+    found = sorted((Path(__file__).resolve().parents[2] / "build" / "wheels").glob("open_clip_torch-*.whl"))
     return found[-1] if found else None
 
 
@@ -140,7 +140,7 @@ def real_clip_tokenizer_dir(wheel: Path, root: Path) -> Path:
 def real_clip_tokenizer(tmp: Path) -> Any:
     """The real CLIP tokenizer: ``$ASTROWATCH_CLIP_TOKENIZER`` (an SDXL ``tokenizer/`` folder), else
     one built from the vocabulary in the ``open-clip-torch`` wheel; skips (a reason CI refuses:
-    tests/skip_allowlist.txt) when neither is there."""
+    tests/support/skip_allowlist.txt) when neither is there."""
     import pytest
     from transformers import CLIPTokenizer
 

@@ -11,7 +11,7 @@ from astrowatch.core.config import Config
 from astrowatch.core.errors import ConfigError
 from astrowatch.runtime.settings import apply_overrides, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _write(tmp_path, data):

@@ -3,7 +3,7 @@
 Goldens live in ``tests/golden/fusion/``.  After an intended change in wording, regenerate
 them and review the diff by eye::
 
-    ASTROWATCH_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/test_fusion.py -k golden -p no:cacheprovider
+    ASTROWATCH_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/unit/fusion/test_fusion.py -k golden -p no:cacheprovider
 
 The approximate counter is checked against the real CLIP tokenizer: ``$ASTROWATCH_CLIP_TOKENIZER``
 (an SDXL ``tokenizer/`` folder), else one built from the BPE vocabulary shipped in the
@@ -34,7 +34,7 @@ from astrowatch.fusion.compact import clean
 from astrowatch.fusion.data import correspondences, fragment
 from astrowatch.fusion.tokens import word_table
 
-GOLDEN = Path(__file__).parent / "golden" / "fusion"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "fusion"
 UPDATE = os.environ.get("ASTROWATCH_UPDATE_GOLDEN") == "1"
 
 
@@ -255,12 +255,12 @@ def test_approximation_never_under_counts_the_real_clip(real_clip: Any) -> None:
 
 def test_deterministic_byte_for_byte_across_processes() -> None:
     here = json.dumps(fuse(leo_chart(), cfg()).to_dict(), ensure_ascii=False, sort_keys=True)
-    code = ("import json, sys; sys.path.insert(0, 'tests'); from fusion_charts import leo_chart;"
+    code = ("import json, sys; sys.path.insert(0, 'tests/support'); from fusion_charts import leo_chart;"
             "from astrowatch.core.config import Config; from astrowatch.fusion import fuse;"
             "print(json.dumps(fuse(leo_chart(), Config()).to_dict(), ensure_ascii=False, sort_keys=True));"
             "bad = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules];"
             "sys.exit(f'heavy imports: {bad}' if bad else 0)")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONIOENCODING": "utf-8"}
     out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
                          encoding="utf-8", check=True).stdout.strip()
@@ -301,7 +301,7 @@ def test_seed_from_birth_data_when_the_file_has_it() -> None:
     assert chart_seed(dataclasses.replace(a, user="someone")) != chart_seed(a)
 
 
-THEMES = Path(__file__).parent / "fixtures" / "themes"
+THEMES = Path(__file__).resolve().parents[2] / "fixtures" / "themes"
 # Every fixture is Gaby's chart (born 1990-08-04 15:30 CEST in Lyon), exported by a different producer.
 SAME_PERSON = sorted(THEMES.glob("*.json"))
 

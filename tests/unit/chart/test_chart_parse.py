@@ -21,7 +21,7 @@ from astrowatch.chart.model import Aspect, Chart, Point
 from astrowatch.chart.parse import json_depth, parse_chart_bytes, parse_chart_file
 from astrowatch.core.errors import InputError, NotFound
 
-THEMES = Path(__file__).parent / "fixtures" / "themes"
+THEMES = Path(__file__).resolve().parents[2] / "fixtures" / "themes"
 
 # file -> (source_format, one aspect it must contain: (p1, p2, kind, orb))
 FORMATS = {

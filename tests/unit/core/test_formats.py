@@ -11,7 +11,7 @@ from PIL import Image
 
 from astrowatch.core.formats import ACCEPTED, IMAGE_EXTENSIONS, accepted_short, accepted_text, sniff, unusable_reason
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _ftyp(major: bytes, *compatible: bytes) -> bytes:

@@ -12,7 +12,7 @@ answer), ``fail`` the next N requests with ``fail_status`` (a proxy-style text b
 whose images are base64 of bytes that are not an image), as a broken proxy or extension might.  ``GET /_control``
 returns the counters.  Progress, interrupt and control requests are never faulted.
 
-    python tests/webui_server.py --port 7861 [--auth user:pass] [--slow 2]
+    python tests/support/webui_server.py --port 7861 [--auth user:pass] [--slow 2]
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from astrowatch.backends.sdxl.prompt import (  # noqa: E402
 )
 from astrowatch.core.errors import InputError  # noqa: E402
 
-GOLDEN = Path(__file__).parent / "golden" / "fusion"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "fusion"
 SDXL_GOLDENS = sorted(GOLDEN.glob("*--sdxl--*.json"))
 # pieces of prompts, in and out of the fast subset: words (accents, apostrophes, digits,
 # unicode letters and digits), commas and whitespace, weight groups, stray parentheses

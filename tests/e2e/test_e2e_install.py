@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from harness import TEST_CONFIG, drop_theme, make_image, wait_until, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(bool(os.environ.get("ASTROWATCH_SKIP_INSTALL_TEST")), reason="ASTROWATCH_SKIP_INSTALL_TEST set"),

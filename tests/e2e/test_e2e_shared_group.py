@@ -26,7 +26,7 @@ import pytest
 import yaml
 from harness import TEST_CONFIG, DaemonProcess, make_image, theme_bytes, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_ids(start: int, n: int) -> list[int]:

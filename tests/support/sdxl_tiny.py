@@ -10,7 +10,7 @@ The refiner is a ``StableDiffusionXLImg2ImgPipeline`` with only ``text_encoder_2
 cross-attends to text_encoder_2's hidden size only (32) and its time embedding carries 5 ids
 (original size, crop, aesthetic score) -> ``projection_class_embeddings_input_dim = 5*8 + 32 = 72``.
 
-Usage: ``python tests/sdxl_tiny.py OUT_DIR`` writes ``OUT_DIR/base`` and ``OUT_DIR/refiner``.
+Usage: ``python tests/support/sdxl_tiny.py OUT_DIR`` writes ``OUT_DIR/base`` and ``OUT_DIR/refiner``.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def build_tiny_sdxl(dest: Path) -> tuple[Path, Path]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        print("usage: python tests/sdxl_tiny.py OUT_DIR", file=sys.stderr)
+        print("usage: python tests/support/sdxl_tiny.py OUT_DIR", file=sys.stderr)
         return 2
     base_dir, refiner_dir = build_tiny_sdxl(Path(argv[0]))
     print(f"base: {base_dir}\nrefiner: {refiner_dir}")
