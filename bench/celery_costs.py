@@ -48,7 +48,7 @@ def photo_like(side: int):
 
 
 def redis_bytes(sizes_mb: tuple[int, ...] = (1, 4, 16)) -> list[dict]:
-    from astrowatch.backends.remote.app import make_app
+    from astrowatch.backends.remote.celery_app import make_app
     from astrowatch.backends.remote.protocol import TASK_NAME
     from astrowatch.runtime.settings import config_from_mapping
 

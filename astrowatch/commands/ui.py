@@ -4,7 +4,7 @@ The page only reads the ledger and moves files, exactly like a reviewer would: a
 the inbox image (sidecars first) into ``approved/``, ``rejected/`` or ``redo/`` with the helper
 ``astrowatch review`` uses, so the daemon stays the only place that acts — now, or at its next
 start when it is stopped.  The helpers below are the page's logic (tested without a browser);
-``astrowatch/ui/app.py`` only draws them.
+``astrowatch/ui/page.py`` only draws them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from astrowatch.ui.views import login_required
 
-APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+APP = Path(__file__).resolve().parents[1] / "ui" / "page.py"
 
 
 def main(args: argparse.Namespace) -> int:

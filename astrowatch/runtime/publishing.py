@@ -21,7 +21,7 @@ from astrowatch.pipeline.publish import locate_source, publish, result_stem, wri
 from astrowatch.pipeline.records import finish_failed, log_generation
 from astrowatch.pipeline.steps import SNAPSHOT_FROM, JobContext, run_astro, run_enhance
 from astrowatch.runtime.diskwait import DiskWaits
-from astrowatch.runtime.stats import WorkerStats, record_job
+from astrowatch.runtime.worker_stats import WorkerStats, record_job
 from astrowatch.storage.layout import Layout
 from astrowatch.storage.ledger import Job, Ledger
 

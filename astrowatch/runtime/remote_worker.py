@@ -168,7 +168,7 @@ class WorkerRuntime:
     # -- a task that kills its worker must not loop forever ------------------------------------------
     def _redis_client(self) -> Any:
         if self._redis is None:
-            from astrowatch.backends.remote.app import redis_client
+            from astrowatch.backends.remote.celery_app import redis_client
 
             self._redis = redis_client(self.config)
         return self._redis
@@ -216,7 +216,7 @@ def default_name(device: str | None) -> str:
 
 def serve(config: Config, *, device: str | None, name: str | None) -> int:
     """Load the backends, then consume tasks until SIGTERM (which lets the current image finish)."""
-    from astrowatch.backends.remote.app import make_app, redact
+    from astrowatch.backends.remote.celery_app import make_app, redact
 
     runtime = WorkerRuntime(config, device, name or default_name(device))
     try:

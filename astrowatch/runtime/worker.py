@@ -37,7 +37,7 @@ from astrowatch.runtime.diskwait import DiskWaits
 from astrowatch.runtime.health import BackendHealth
 from astrowatch.runtime.policy import Action, next_step
 from astrowatch.runtime.publishing import Publisher
-from astrowatch.runtime.stats import WorkerStats, new_stats
+from astrowatch.runtime.worker_stats import WorkerStats, new_stats
 from astrowatch.storage.diskspace import DiskGuard
 from astrowatch.storage.layout import Layout
 from astrowatch.storage.ledger import Job, Ledger

@@ -1,5 +1,5 @@
 """What the review page shows beside the inbox: previews of originals, the chart wheel, the login
-rule.  Plain Python, tested without a browser; :mod:`astrowatch.ui.app` only draws them."""
+rule.  Plain Python, tested without a browser; :mod:`astrowatch.ui.page` only draws them."""
 
 from __future__ import annotations
 

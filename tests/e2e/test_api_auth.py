@@ -106,7 +106,7 @@ def test_the_review_page_asks_for_the_token_beyond_loopback(tmp_path, monkeypatc
     monkeypatch.setenv("ASTROWATCH_CONFIG", str(config_path))
     monkeypatch.setenv(TOKEN_ENV, GOOD)
     assert login_required(load_config(config_path), "0.0.0.0") is True
-    app = Path(__file__).resolve().parents[2] / "astrowatch" / "ui" / "app.py"
+    app = Path(__file__).resolve().parents[2] / "astrowatch" / "ui" / "page.py"
     at = AppTest.from_file(str(app), default_timeout=30).run()
     assert not at.exception and [t.value for t in at.title] == ["astrowatch review"] and not at.info
     at.text_input(key="login-token").input("not-the-token-at-all").run()

@@ -174,7 +174,7 @@ def test_broker_down_twenty_seconds_jobs_wait_then_finish(tmp_path, redis_server
 def test_worker_whose_backend_cannot_load_exits_and_takes_no_job(tmp_path, redis_server):
     redis = redis_server()
     cfg = coordinator(tmp_path, redis)
-    from astrowatch.backends.remote.app import make_app
+    from astrowatch.backends.remote.celery_app import make_app
     from astrowatch.backends.remote.protocol import TASK_NAME
     from astrowatch.runtime.settings import load_config
 
@@ -192,7 +192,7 @@ def test_worker_whose_backend_cannot_load_exits_and_takes_no_job(tmp_path, redis
 def test_worker_refuses_a_payload_schema_it_does_not_speak_and_foreign_task_names(tmp_path, redis_server, workers):
     redis = redis_server()
     w = workers("a", redis).start()
-    from astrowatch.backends.remote.app import make_app
+    from astrowatch.backends.remote.celery_app import make_app
     from astrowatch.backends.remote.protocol import TASK_NAME
     from astrowatch.runtime.settings import load_config
 

@@ -31,7 +31,7 @@ from astrowatch.cli import main
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM = next((Path(found) for name in BROWSERS if (found := shutil.which(name))), None)
-APP = Path(__file__).resolve().parents[2] / "astrowatch" / "ui" / "app.py"
+APP = Path(__file__).resolve().parents[2] / "astrowatch" / "ui" / "page.py"
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ OPTIONAL = {
              "astrowatch.backends.sdxl.prompt", "astrowatch.backends.sdxl.lora",
              # exact CLIP token counts with a local model's tokenizer, guarded by has_transformers()
              "astrowatch.fusion.tokens", "astrowatch.fusion.clipwords"),
-    "ui": ("astrowatch.ui.app", "astrowatch.commands.ui"),
+    "ui": ("astrowatch.ui.page", "astrowatch.commands.ui"),
     "plot": ("astrowatch.commands.stats", "astrowatch.review.stats"),
     "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),
-    "celery": ("astrowatch.backends.remote.app", "astrowatch.backends.remote.client", "astrowatch.runtime.remote_worker"),
+    "celery": ("astrowatch.backends.remote.celery_app", "astrowatch.backends.remote.client", "astrowatch.runtime.remote_worker"),
 }
 IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "pillow_heif": "pillow-heif",
                "prometheus_client": "prometheus-client"}  # import name -> distribution name

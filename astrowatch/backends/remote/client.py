@@ -38,7 +38,7 @@ _APPS_LOCK = threading.Lock()
 
 def shared_app(config: Config) -> Any:
     """One Celery app per broker settings, shared by the coordinator's dispatcher threads."""
-    from astrowatch.backends.remote.app import make_app, urls
+    from astrowatch.backends.remote.celery_app import make_app, urls
 
     key = (urls(config), config.celery.model_dump_json())
     with _APPS_LOCK:
@@ -75,7 +75,7 @@ class RemoteBackend(Backend):
     def redis(self) -> Any:
         client = getattr(self._local, "redis", None)
         if client is None:
-            from astrowatch.backends.remote.app import redis_client
+            from astrowatch.backends.remote.celery_app import redis_client
 
             client = self._local.redis = redis_client(self.config)
         return client
@@ -86,7 +86,7 @@ class RemoteBackend(Backend):
                 "backend": section.model_dump(mode="json") if section is not None else None}
 
     def describe(self) -> dict[str, Any]:
-        from astrowatch.backends.remote.app import redact
+        from astrowatch.backends.remote.celery_app import redact
 
         return {"name": self.name, "executor": "celery", "broker": redact(self.config.celery.broker_url),
                 "queue": self.config.celery.queue}

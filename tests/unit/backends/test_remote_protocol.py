@@ -11,7 +11,7 @@ from harness import theme_bytes
 
 from astrowatch.backends.base import AstroTask, EnhanceTask, Result
 from astrowatch.backends.remote import protocol as proto
-from astrowatch.backends.remote.app import redact, settings, urls, with_auth
+from astrowatch.backends.remote.celery_app import redact, settings, urls, with_auth
 from astrowatch.chart.parse import parse_chart_bytes
 from astrowatch.core.errors import BackendError, BackendUnavailable, ConfigError, InputError
 from astrowatch.runtime.settings import config_from_mapping
