@@ -142,6 +142,10 @@ class Layout:
     def work_dir(self, job_id: str) -> Path:
         return self.work / check_name(job_id, "job id")
 
+    def remote_dir(self, job_id: str) -> Path:
+        """``executor: celery`` with a shared data folder: a job's input for the GPU hosts."""
+        return self.state / "remote" / check_name(job_id, "job id")
+
     @property
     def ledger_path(self) -> Path:
         return self.state / "ledger.sqlite3"

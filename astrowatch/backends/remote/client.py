@@ -141,7 +141,7 @@ class RemoteBackend(Backend):
         return proto._blob(data, name, None)
 
     def _shared_dir(self, job_id: str) -> Path:
-        return Path(self.config.data_dir) / "state" / "remote" / job_id
+        return Layout(self.config.data_dir).remote_dir(job_id)
 
     def _run(self, payload: dict[str, Any], job_id: str, cancel: CancelToken) -> Result:
         errors = broker_errors()
