@@ -17,13 +17,15 @@ from harness import inbox_images, make_image, theme_bytes, wait_until, write_con
 pytestmark = pytest.mark.slow
 
 
-def jobs(data):
+def ledger_rows(data, columns=("id", "kind", "user", "source", "state", "attempts", "error")):
+    """Every job, oldest first, as a dict of ``columns`` (read straight from the SQLite file)."""
     conn = sqlite3.connect(data / "state" / "ledger.sqlite3")
     try:
-        return [dict(zip(("id", "source", "state", "attempts", "error"), row, strict=False))
-                for row in conn.execute("SELECT id, source, state, attempts, error FROM jobs ORDER BY created_at")]
+        query = f"SELECT {', '.join(columns)} FROM jobs ORDER BY created_at"
+        return [dict(zip(columns, row, strict=True)) for row in conn.execute(query)]
     finally:
         conn.close()
+
 
 
 def start_with_a_running_job(tmp_path, daemon_factory, name="photo.jpg", **config):
@@ -33,7 +35,7 @@ def start_with_a_running_job(tmp_path, daemon_factory, name="photo.jpg", **confi
     user = d.data / "Utilisateurs" / "gaby"
     user.mkdir(parents=True, exist_ok=True)
     make_image(user / name)
-    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="job running")
+    wait_until(lambda: any(j["state"] == "running" for j in ledger_rows(d.data)), what="job running")
     return cfg, d, user
 
 
@@ -56,7 +58,7 @@ def test_slow_chunked_write_and_part_rename_make_one_job_each(tmp_path, daemon_f
     os.replace(partial, user / "copied.png")
     wait_until(lambda: len(inbox_images(d.data)) == 2, what="two results")
     time.sleep(2.5)  # a periodic rescan passes
-    assert sorted(j["source"] for j in jobs(d.data)) == ["Utilisateurs/gaby/copied.png", "Utilisateurs/gaby/slow.png"]
+    assert sorted(j["source"] for j in ledger_rows(d.data)) == ["Utilisateurs/gaby/copied.png", "Utilisateurs/gaby/slow.png"]
     assert len(inbox_images(d.data)) == 2
     assert not list((d.data / "failed").rglob("*"))
 
@@ -89,7 +91,7 @@ def test_sigkill_mid_job_resumes_once(tmp_path, daemon_factory):
     sidecar = json.loads(image.with_suffix(".json").read_text())
     assert sidecar["attempt"] == 2  # the killed attempt counted
     # the image lands in the inbox a moment before the ledger records it (publish, then the transition)
-    wait_until(lambda: [j["state"] for j in jobs(d.data)] == ["inbox"], what="the job recorded in the inbox")
+    wait_until(lambda: [j["state"] for j in ledger_rows(d.data)] == ["inbox"], what="the job recorded in the inbox")
     assert not (user / "photo.jpg").exists()
     assert d2.stop() == 0
 
@@ -108,15 +110,6 @@ def test_killed_past_max_attempts_goes_to_failed_with_reason(tmp_path, daemon_fa
 
 USERS = ("gaby", "lou", "noe")
 SETTLED = {"inbox", "filed", "delivered", "rejected"}
-
-
-def ledger_rows(data):
-    conn = sqlite3.connect(data / "state" / "ledger.sqlite3")
-    try:
-        return [dict(zip(("id", "kind", "user", "source", "state"), row, strict=True))
-                for row in conn.execute("SELECT id, kind, user, source, state FROM jobs ORDER BY created_at")]
-    finally:
-        conn.close()
 
 
 def files_under(folder):
@@ -254,17 +247,17 @@ def test_sigterm_finishes_current_image_second_interrupts(tmp_path, daemon_facto
     cfg, d, user = start_with_a_running_job(tmp_path, daemon_factory, "a.jpg", fake={"hang_seconds": 1.5})
     d.signal(signal.SIGTERM)
     assert d.proc.wait(20) == 0
-    assert [j["state"] for j in jobs(d.data)] == ["inbox"]  # the image was finished
+    assert [j["state"] for j in ledger_rows(d.data)] == ["inbox"]  # the image was finished
 
     write_config(tmp_path, enhance={"backend": "fake"}, fake={"hang_seconds": 60})
     make_image(user / "b.jpg")
     d2 = daemon_factory(cfg).start()
-    wait_until(lambda: any(j["state"] == "running" for j in jobs(d.data)), what="running")
+    wait_until(lambda: any(j["state"] == "running" for j in ledger_rows(d.data)), what="running")
     d2.signal(signal.SIGTERM)
     wait_until(lambda: "stopping: finishing the current image" in d2.log(), what="the first SIGTERM handled")
     d2.signal(signal.SIGTERM)
     assert d2.proc.wait(10) == 0
-    b = next(j for j in jobs(d.data) if j["source"].endswith("b.jpg"))
+    b = next(j for j in ledger_rows(d.data) if j["source"].endswith("b.jpg"))
     assert b["state"] == "queued" and b["attempts"] == 0  # resumed at the next start, attempt not burnt
 
 
