@@ -75,12 +75,12 @@ SCHEMA_VERSION = "1"
 _BUSY = tuple(sorted((PENDING | INTENTS) - {JobState.WAITING}))
 _TERMINAL = tuple(sorted(TERMINAL))
 _PENDING = tuple(sorted(PENDING))
+_JSON_FIELDS = ("params", "decision_data", "result")
 
 
 def _marks(values: tuple[object, ...]) -> str:
     """``?,?,...``: one SQL placeholder per value."""
     return ",".join("?" * len(values))
-_JSON_FIELDS = ("params", "decision_data", "result")
 
 
 @dataclass
