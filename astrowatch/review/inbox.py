@@ -15,19 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astrowatch.core.config import parse_set, settable_keys, unknown_set_key
+from astrowatch.core.errors import InputError, NotFound
 from astrowatch.core.jobs import Decision, JobKind, JobState
-from astrowatch.storage.images import read_json_or_none, read_text_or_none
+from astrowatch.storage.images import atomic_write_json, atomic_write_text, read_json_or_none, read_text_or_none
 
 if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.core.config import Config
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job, Ledger
 
 
-FOLDER = {decision: decision.folder for decision in Decision}
+FOLDER = {decision: decision.folder for decision in Decision}  # approve -> approved/, ...
 
 
-def find_inbox_item(ledger, layout, item: str):
-    from astrowatch.core.errors import NotFound
+def find_inbox_item(ledger: Ledger, layout: Layout, item: str) -> tuple[Job, Path]:
+    """The inbox job and image named by ``item``: a job id (or a unique prefix) or a result file name."""
     from astrowatch.review.reviewer import job_id_from_name
 
     if os.sep in item or item.lower().endswith((".png", ".webp", ".jpg", ".jpeg")):
@@ -45,6 +48,7 @@ def find_inbox_item(ledger, layout, item: str):
 
 
 def move(image: Path, dest_dir: Path) -> Path:
+    """Move a result into a decision folder the way a reviewer would: sidecars first, image last."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     stem = image.name.rsplit(".", 1)[0]
     for suffix in (".json", ".txt"):  # sidecars first, image last (the daemon acts on the image)
@@ -63,15 +67,13 @@ REDO_SECTIONS = {JobKind.ASTRO: ("astro", "sdxl", "sdapi", "openai", "fake"),
 JOB_KEYS = ("seed",)  # read by the pipeline, not a config key
 
 
-def redo_overrides(config, kind: JobKind, pairs: list[str]) -> dict:
+def redo_overrides(config: Config, kind: JobKind, pairs: list[str]) -> dict[str, Any]:
     """``--set astro.style=cosmique`` -> ``{"style": "cosmique"}``: the same ``SECTION.KEY`` spelling
     as ``generate``/``enhance``; a key the job cannot use is refused with the valid ones."""
-    from astrowatch.core.config import parse_set, settable_keys, unknown_set_key
-
     sections = REDO_SECTIONS[kind]
     valid = settable_keys(config.model_dump(mode="json", exclude={"source"}), sections)
     valid += [f"{kind}.{key}" for key in JOB_KEYS]
-    overrides = {}
+    overrides: dict[str, Any] = {}
     for pair in pairs:
         parts, value = parse_set(pair)
         if ".".join(parts) not in valid:
@@ -80,12 +82,9 @@ def redo_overrides(config, kind: JobKind, pairs: list[str]) -> dict:
     return overrides
 
 
-def edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict], None]) -> dict:
+def edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Read-modify-write the result's sidecar (atomically: the daemon may read it as soon as the
     image moves).  An unreadable one is a clear error naming the file."""
-    from astrowatch.core.errors import NotFound
-    from astrowatch.storage.images import atomic_write_json, read_json_or_none
-
     data = read_json_or_none(sidecar_path)
     if not isinstance(data, dict):
         raise NotFound(f"{sidecar_path.name}: {what} needs the result's readable .json sidecar in the inbox")
@@ -94,7 +93,8 @@ def edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict], None]) ->
     return data
 
 
-def apply_sets(sidecar_path: Path, overrides: dict) -> dict:
+def apply_sets(sidecar_path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``redo --set``: the overrides merged into the sidecar's ``params``."""
     data = edit_sidecar(sidecar_path, "--set", lambda d: d.setdefault("params", {}).update(overrides))
     return data["params"]
 
@@ -148,8 +148,6 @@ def inbox_items(layout: Layout, ledger: Ledger) -> list[InboxItem]:
 
 def original_path(layout: Layout, ledger: Ledger, job: Job) -> Path | None:
     """The archived input of an enhance job (a redo reads its parent's copy)."""
-    from astrowatch.core.errors import NotFound
-
     current: Job | None = job
     while current is not None:
         path = layout.archive_dir(current.user, current.id) / current.source_name
@@ -164,8 +162,6 @@ def original_path(layout: Layout, ledger: Ledger, job: Job) -> Path | None:
 
 def save_caption(item: InboxItem, text: str) -> bool:
     """Write the description beside the image; ``False`` when nothing changed."""
-    from astrowatch.storage.images import atomic_write_text
-
     text = text.rstrip("\n") + "\n"
     if text == item.caption():
         return False
@@ -174,8 +170,7 @@ def save_caption(item: InboxItem, text: str) -> bool:
 
 
 def parse_params(text: str) -> dict[str, Any]:
-    from astrowatch.core.errors import InputError
-
+    """The redo parameters a reviewer typed (a JSON object), or an :class:`InputError` saying why not."""
     try:
         params = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -188,9 +183,6 @@ def parse_params(text: str) -> dict[str, Any]:
 def decide(layout: Layout, item: InboxItem, decision: Decision, *, caption: str | None = None,
            params: dict[str, Any] | None = None) -> Path:
     """Save the caption, write redo params into the sidecar, then move the image like a reviewer."""
-    from astrowatch.core.errors import NotFound
-    from astrowatch.storage.images import atomic_write_json
-
     if not item.image.is_file():
         raise NotFound(f"{item.image.name} is not in the inbox any more (decided elsewhere?)")
     if caption is not None:
