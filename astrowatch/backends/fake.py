@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astrowatch.backends.base import AstroTask, Backend, EnhanceTask, Result
 from astrowatch.core.errors import BackendError, BackendUnavailable, InputError, PermanentBackendError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 _ERRORS = {"input": InputError, "backend": BackendError, "permanent": PermanentBackendError,
            "unavailable": BackendUnavailable}
@@ -41,7 +44,7 @@ class FakeBackend(Backend):
         if kind != "none":
             raise _ERRORS[kind](f"fake {kind} error")
 
-    def _image(self, seed: int, size: tuple[int, int]):
+    def _image(self, seed: int, size: tuple[int, int]) -> Image.Image:
         from PIL import Image
 
         digest = hashlib.sha256(str(seed).encode()).digest()

@@ -10,6 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import socket
+
+    from astrowatch.core.config import Config
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     return serve(config, host, port, token)
 
 
-def serve(config, host: str, port: int, token: str | None) -> int:
+def serve(config: Config, host: str, port: int, token: str | None) -> int:
     import structlog
     import uvicorn
 
@@ -40,7 +46,7 @@ def serve(config, host: str, port: int, token: str | None) -> int:
     log = structlog.get_logger("astrowatch.api")
 
     class Server(uvicorn.Server):
-        async def startup(self, sockets=None) -> None:
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
                 log.info("listening", url=f"http://{host}:{port}", data_dir=str(config.data_dir),

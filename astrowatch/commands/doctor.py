@@ -8,8 +8,12 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from astrowatch.core.jobs import BackendName, JobKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.core.config import Config
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -22,7 +26,7 @@ def _check(results: list[tuple[str, str, str]], name: str, fn: Callable[[], tupl
     results.append((status, name, detail))
 
 
-def _folders(config) -> tuple[str, str]:
+def _folders(config: Config) -> tuple[str, str]:
     from astrowatch.storage.layout import FOLDERS
 
     missing, readonly = [], []
@@ -44,7 +48,7 @@ def _folders(config) -> tuple[str, str]:
     return (OK if free > 2 else WARN), f"all folders writable under {config.data_dir}; {free:.1f} GiB free"
 
 
-def _group(config) -> tuple[str, str]:
+def _group(config: Config) -> tuple[str, str]:
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.sharing import group_members, group_name, group_problems
 
@@ -57,7 +61,7 @@ def _group(config) -> tuple[str, str]:
                 "read the inbox and the ledger")
 
 
-def _inotify(config) -> tuple[str, str]:
+def _inotify(config: Config) -> tuple[str, str]:
     if config.watch.polling:
         return OK, f"polling every {config.watch.polling_interval} s (inotify not used)"
     try:
@@ -83,7 +87,7 @@ def _image_types() -> tuple[str, str]:
     return (WARN, f"{detail}; such files will fail until fixed: {', '.join(missing)}") if missing else (OK, detail)
 
 
-def _backend(config, kind: JobKind) -> tuple[str, str]:
+def _backend(config: Config, kind: JobKind) -> tuple[str, str]:
     from astrowatch.backends.registry import create_backend, resolve_auto
     from astrowatch.core.errors import BackendUnavailable
 

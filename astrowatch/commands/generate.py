@@ -7,9 +7,16 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.backends.base import CancelToken
+    from astrowatch.backends.pool import BackendPool
+    from astrowatch.core.config import Config
+    from astrowatch.pipeline.steps import JobContext, Outcome
 
 
-def one_shot_context(config, cancel=None):
+def one_shot_context(config: Config, cancel: CancelToken | None = None) -> tuple[JobContext, BackendPool]:
     """A JobContext with its own backend pool (the worker's pool class), for CLI one-offs."""
     from astrowatch.backends.base import CancelToken
     from astrowatch.backends.pool import BackendPool
@@ -20,7 +27,7 @@ def one_shot_context(config, cancel=None):
     return JobContext(config, Layout(config.data_dir), pool.get, cancel or CancelToken()), pool
 
 
-def write_result(outcome, output: Path, job_id: str, kind: str) -> None:
+def write_result(outcome: Outcome, output: Path, job_id: str, kind: str) -> None:
     from astrowatch.storage.images import atomic_write_bytes, result_bytes
 
     r = outcome.result

@@ -42,7 +42,7 @@ def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
     return root / "config.yaml", False
 
 
-def _next_step(config_path: Path, named: bool, args) -> str:
+def _next_step(config_path: Path, named: bool, args: argparse.Namespace) -> str:
     from astrowatch.core.config import CONFIG_ENV
 
     if not named:

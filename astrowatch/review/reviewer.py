@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +46,7 @@ def job_id_from_name(path: Path) -> str | None:
 
 
 class Reviewer:
-    def __init__(self, config: Config, layout: Layout, ledger: Ledger, wake=lambda: None) -> None:
+    def __init__(self, config: Config, layout: Layout, ledger: Ledger, wake: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.layout = layout
         self.ledger = ledger

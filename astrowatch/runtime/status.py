@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.core.config import Config
+    from astrowatch.storage.layout import Layout
 
 
-def collect(config) -> dict[str, Any]:
+def collect(config: Config) -> dict[str, Any]:
     from astrowatch.core.jobs import STATES
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger_readonly import open_for_reading
@@ -39,7 +43,7 @@ def collect(config) -> dict[str, Any]:
             **room(config, layout)}
 
 
-def room(config, layout) -> dict[str, Any]:
+def room(config: Config, layout: Layout) -> dict[str, Any]:
     """Free space under data_dir (and whether jobs wait for it), and what retention bounds."""
     from astrowatch.storage.diskspace import DiskGuard
     from astrowatch.storage.retention import sizes_mb
@@ -50,7 +54,7 @@ def room(config, layout) -> dict[str, Any]:
             "sizes_mb": sizes_mb(layout)}
 
 
-def remote(config) -> dict[str, Any]:
+def remote(config: Config) -> dict[str, Any]:
     """executor: celery: the GPU hosts' workers, from Celery's remote control (a broadcast, 1 s)."""
     if getattr(config, "executor", "local") != "celery":
         return {}
@@ -59,7 +63,7 @@ def remote(config) -> dict[str, Any]:
     return {"executor": "celery", "remote_workers": remote_workers(config)}
 
 
-def daemon_state(layout) -> dict[str, Any]:
+def daemon_state(layout: Layout) -> dict[str, Any]:
     try:
         state = json.loads(layout.daemon_state_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

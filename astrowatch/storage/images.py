@@ -13,11 +13,14 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from astrowatch.core.errors import InputError
 from astrowatch.core.formats import EXT_FORMAT, HEAD_BYTES, accepted_text, label, sniff, unusable_reason
 from astrowatch.storage.files import file_mode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 PNG_META_KEY = "astrowatch"  # our own tEXt chunk: JSON with the job id
 RESULT_SUFFIX = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}  # enhance.format -> file suffix
@@ -44,7 +47,7 @@ def register_heif() -> bool:
     return True
 
 
-def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None):
+def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None) -> Image.Image:
     """Decode an image fully (first frame; HEIF: the primary image), refusing what is not safe.
 
     Raises :class:`InputError` (never retried) naming the file and the reason: empty file,
@@ -129,7 +132,7 @@ def isobmff_transfer(data: bytes) -> str | None:
     return HDR_TRANSFER.get(int.from_bytes(colr[6:8], "big"))
 
 
-def png_bytes(image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
+def png_bytes(image: Image.Image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
     """Encode ``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk.  An image that
     arrived already encoded (``encoded_png``: a remote worker's result) keeps its bytes: the text
     chunks are inserted, nothing is decoded or compressed again."""
@@ -219,11 +222,11 @@ def read_json_or_none(path: Path) -> Any:
         return None
 
 
-def write_png(path: Path, image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> None:
+def write_png(path: Path, image: Image.Image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> None:
     atomic_write_bytes(path, png_bytes(image, infotext=infotext, meta=meta))
 
 
-def result_bytes(image, fmt: str, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
+def result_bytes(image: Image.Image, fmt: str, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
     """A result encoded as ``enhance.format``: png, webp (lossless) or jpeg (quality 95).
 
     WebP and JPEG carry the A1111 infotext in EXIF UserComment (where the WebUI writes it) and
@@ -259,7 +262,7 @@ def _xmp(text: str) -> bytes:
             "</rdf:RDF></x:xmpmeta>").encode()
 
 
-def _meta_text(img) -> str | None:
+def _meta_text(img: Image.Image) -> str | None:
     if hasattr(img, "text"):  # PNG
         return img.text.get(PNG_META_KEY)
     comment = img.info.get("comment") or b""

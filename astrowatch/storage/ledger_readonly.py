@@ -17,9 +17,13 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from astrowatch.core.errors import AccessDenied, LedgerError, NotFound
 from astrowatch.storage.ledger import Ledger
+
+if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.storage.layout import Layout
 
 GROUP_HINT = ("reviewers need to be in the service's group (check with 'id'; after 'usermod -aG' log in "
               "again) and the data folder must be group-readable: run 'astrowatch doctor'")
@@ -79,6 +83,6 @@ def _probe(uri: str) -> sqlite3.Connection:
     return conn
 
 
-def open_for_reading(layout) -> ReadOnlyLedger:
+def open_for_reading(layout: Layout) -> ReadOnlyLedger:
     """The read-only ledger of a data folder (raises NotFound when the daemon never ran there)."""
     return ReadOnlyLedger(layout.ledger_path)
