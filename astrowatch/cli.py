@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _daemon_commands(sub: argparse._SubParsersAction) -> None:
+def _daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the daemon in the foreground (systemd Type=notify aware)")
     _add_config(p)
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
@@ -69,7 +69,7 @@ def _daemon_commands(sub: argparse._SubParsersAction) -> None:
 
 
 
-def _review_commands(sub: argparse._SubParsersAction) -> None:
+def _review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("review", help="list the inbox or decide on a result (same as moving the file)")
     _add_config(p)
     rsub = p.add_subparsers(dest="action", metavar="ACTION")
@@ -106,7 +106,7 @@ def _since(text: str) -> float:
     return since_arg(text)
 
 
-def _one_shot_commands(sub: argparse._SubParsersAction) -> None:
+def _one_shot_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("prompt", help="print the fused prompt for a natal chart JSON")
     _add_config(p)
     p.add_argument("theme", help="theme_<user>.json")

@@ -115,9 +115,10 @@ class Guard:
     def __init__(self, app: Any) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         t0, status = time.perf_counter(), [0]
 
         async def send_logged(message: MutableMapping[str, Any]) -> None:
@@ -138,7 +139,7 @@ class Guard:
                  ms=round((time.perf_counter() - t0) * 1000, 2))
 
     @staticmethod
-    async def _read_body(scope: dict, receive: Any) -> Any:
+    async def _read_body(scope: dict[str, Any], receive: Any) -> Any:
         """A ``receive`` replaying the whole body, or ``None`` when it is too large."""
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
@@ -156,7 +157,7 @@ class Guard:
                 break
         pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        async def replay() -> dict:
+        async def replay() -> dict[str, Any]:
             return pending.pop() if pending else await receive()
 
         return replay

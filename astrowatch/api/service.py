@@ -201,7 +201,7 @@ class Service:
 
         recorded = (job.result or {}).get("backend")
         if recorded:
-            return recorded
+            return str(recorded)
         default = getattr(self.config, job.kind).backend
         if default == BackendName.AUTO:  # what the running daemon resolved it to
             default = (daemon_state(self.layout).get("backends") or {}).get(job.kind, default)

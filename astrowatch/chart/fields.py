@@ -67,7 +67,7 @@ def describe(value: Any) -> str:
 # --- primitive readers ---------------------------------------------------------------------
 
 
-def as_dict(value: Any, ctx: Ctx) -> dict:
+def as_dict(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ctx.error(f"expected an object, got {describe(value)}")
     return value
@@ -86,12 +86,12 @@ def as_number(value: Any, ctx: Ctx) -> float:
     return number
 
 
-def opt_number(obj: dict, key: str, ctx: Ctx) -> float | None:
+def opt_number(obj: dict[str, Any], key: str, ctx: Ctx) -> float | None:
     value = obj.get(key)
     return None if value is None else as_number(value, ctx.at(key))
 
 
-def opt_str(obj: dict, key: str, ctx: Ctx) -> str | None:
+def opt_str(obj: dict[str, Any], key: str, ctx: Ctx) -> str | None:
     value = obj.get(key)
     if value is None:
         return None
@@ -100,7 +100,7 @@ def opt_str(obj: dict, key: str, ctx: Ctx) -> str | None:
     return value
 
 
-def opt_bool(obj: dict, key: str, ctx: Ctx) -> bool | None:
+def opt_bool(obj: dict[str, Any], key: str, ctx: Ctx) -> bool | None:
     value = obj.get(key)
     if value is None:
         return None

@@ -42,7 +42,7 @@ IMMANUEL_IDS = {
 _HOUSE_BASE = 2000000
 
 
-def looks_like_immanuel(doc: dict) -> bool:
+def looks_like_immanuel(doc: dict[str, Any]) -> bool:
     return isinstance(doc.get("objects"), dict)
 
 
@@ -74,7 +74,7 @@ def _house(raw: Any, ctx: Ctx) -> int | None:
     return parse_house(raw, ctx)
 
 
-def parse_object(obj: dict, name: str, ctx: Ctx) -> Point:
+def parse_object(obj: dict[str, Any], name: str, ctx: Ctx) -> Point:
     longitude = _angle(obj.get("longitude"), ctx.at("longitude"))
     degree = _angle(obj.get("sign_longitude"), ctx.at("sign_longitude"))
     sign = _sign(obj.get("sign"), ctx.at("sign"))
@@ -87,14 +87,14 @@ def parse_object(obj: dict, name: str, ctx: Ctx) -> Point:
                        house=_house(obj.get("house"), ctx.at("house")), retrograde=retrograde)
 
 
-def _object_ids(key: str, obj: dict) -> list[str]:
+def _object_ids(key: str, obj: dict[str, Any]) -> list[str]:
     ids = [str(key)]
     if isinstance(obj.get("index"), int):
         ids.append(str(obj["index"]))
     return ids
 
 
-def _names(objects: dict, ctx: Ctx, *, by_id: bool) -> dict[str, str]:
+def _names(objects: dict[str, Any], ctx: Ctx, *, by_id: bool) -> dict[str, str]:
     """Object key -> canonical point, from English names or (``by_id``) immanuel's ids."""
     names: dict[str, str] = {}
     for key, raw in objects.items():
@@ -110,7 +110,7 @@ def _names(objects: dict, ctx: Ctx, *, by_id: bool) -> dict[str, str]:
     return names
 
 
-def parse_objects(objects: dict, ctx: Ctx) -> tuple[dict[str, Point], dict[str, str]]:
+def parse_objects(objects: dict[str, Any], ctx: Ctx) -> tuple[dict[str, Point], dict[str, str]]:
     """Points, plus a map from every object id to its canonical name (for aspects)."""
     names = _names(objects, ctx, by_id=False) or _names(objects, ctx, by_id=True)
     points: dict[str, Point] = {}
@@ -162,7 +162,7 @@ def parse_aspects(raw: Any, ids: dict[str, str], ctx: Ctx) -> list[Aspect]:
     return aspects
 
 
-def _kind(obj: dict, ctx: Ctx) -> str:
+def _kind(obj: dict[str, Any], ctx: Ctx) -> str:
     if obj.get("aspect") is not None:
         kind = kind_from_angle(as_number(obj["aspect"], ctx.at("aspect")))
         if kind:
@@ -170,7 +170,7 @@ def _kind(obj: dict, ctx: Ctx) -> str:
     return aspect_kind(obj.get("type"), ctx.at("type"))
 
 
-def _orb(obj: dict, ctx: Ctx) -> float:
+def _orb(obj: dict[str, Any], ctx: Ctx) -> float:
     if obj.get("difference") is not None:
         return abs(_angle(obj["difference"], ctx.at("difference")) or 0.0)
     if obj.get("orb") is not None:
@@ -178,7 +178,7 @@ def _orb(obj: dict, ctx: Ctx) -> float:
     raise ctx.error("aspect has neither 'difference' nor 'orb'")
 
 
-def weighting_dominants(doc: dict, ctx: Ctx) -> tuple[str | None, str | None]:
+def weighting_dominants(doc: dict[str, Any], ctx: Ctx) -> tuple[str | None, str | None]:
     """Dominants from ``weightings`` (number of objects per element / modality)."""
     raw = doc.get("weightings")
     if raw is None:
@@ -198,7 +198,7 @@ def weighting_dominants(doc: dict, ctx: Ctx) -> tuple[str | None, str | None]:
     return result[0], result[1]
 
 
-def _coordinates(coordinates: dict) -> dict:
+def _coordinates(coordinates: dict[str, Any]) -> dict[str, Any]:
     """``{"latitude": {"raw": 45.764, ...}, "longitude": {...}}`` -> ``{"lat": ..., "lon": ...}``."""
     found = {}
     for key, target in (("latitude", "lat"), ("longitude", "lon")):
@@ -209,9 +209,9 @@ def _coordinates(coordinates: dict) -> dict:
     return found
 
 
-def immanuel_extras(doc: dict) -> dict:
+def immanuel_extras(doc: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
-    native: dict = doc["native"] if isinstance(doc.get("native"), dict) else doc
+    native: dict[str, Any] = doc["native"] if isinstance(doc.get("native"), dict) else doc
     date_time = native.get("date_time") or doc.get("natal_date")
     if isinstance(date_time, dict) and isinstance(date_time.get("datetime"), str):
         extra["birth"] = date_time["datetime"].replace(" ", "T", 1)
@@ -228,7 +228,7 @@ def immanuel_extras(doc: dict) -> dict:
     return extra
 
 
-def parse_immanuel(doc: dict, ctx: Ctx, *, user: str) -> Chart:
+def parse_immanuel(doc: dict[str, Any], ctx: Ctx, *, user: str) -> Chart:
     points, ids = parse_objects(as_dict(doc["objects"], ctx.at("objects")), ctx.at("objects"))
     chart = Chart(user=user, points=points, source_format="immanuel", extra=immanuel_extras(doc))
     chart.houses = parse_houses(doc.get("houses"), ctx.at("houses"))

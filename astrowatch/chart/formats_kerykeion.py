@@ -52,7 +52,7 @@ _SUBJECT_MARKERS = ("zodiac_type", "houses_system_identifier", "iso_formatted_ut
 _DUAL_CHART_TYPES = ("Transit", "Synastry", "DualReturnChart", "Return")
 
 
-def looks_like_subject(doc: dict) -> bool:
+def looks_like_subject(doc: dict[str, Any]) -> bool:
     """True if some point or house is a kerykeion point object, or kerykeion's settings are there."""
     if any(key in doc for key in _SUBJECT_MARKERS):
         return True
@@ -79,7 +79,7 @@ def parse_point(raw: Any, name: str, ctx: Ctx) -> Point:
     )
 
 
-def parse_houses(doc: dict, ctx: Ctx) -> list[House]:
+def parse_houses(doc: dict[str, Any], ctx: Ctx) -> list[House]:
     houses = []
     for number, key in enumerate(HOUSE_KEYS, start=1):
         if doc.get(key) is None:
@@ -89,7 +89,7 @@ def parse_houses(doc: dict, ctx: Ctx) -> list[House]:
     return houses
 
 
-def parse_points(doc: dict, ctx: Ctx) -> dict[str, Point]:
+def parse_points(doc: dict[str, Any], ctx: Ctx) -> dict[str, Point]:
     points: dict[str, Point] = {}
     for key, name in SUBJECT_POINT_KEYS:
         if name in points or doc.get(key) is None:
@@ -98,7 +98,7 @@ def parse_points(doc: dict, ctx: Ctx) -> dict[str, Point]:
     return points
 
 
-def _derive_angles(doc: dict, points: dict[str, Point], houses: list[House]) -> None:
+def _derive_angles(doc: dict[str, Any], points: dict[str, Point], houses: list[House]) -> None:
     """Old dumps have no ``ascendant``/``medium_coeli``: take them from the 1st/10th cusps."""
     system = doc.get("houses_system_identifier", "P")
     if not isinstance(system, str) or system not in _QUADRANT_SYSTEMS:
@@ -110,7 +110,7 @@ def _derive_angles(doc: dict, points: dict[str, Point], houses: list[House]) -> 
             points[name] = Point(name=name, sign=cusp.sign, longitude=cusp.longitude, house=number)
 
 
-def subject_extras(doc: dict, ctx: Ctx) -> dict:
+def subject_extras(doc: dict[str, Any], ctx: Ctx) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     for key, target in (("name", "name"), ("city", "city"), ("nation", "nation"),
                         ("houses_system_name", "house_system")):
@@ -138,7 +138,7 @@ def subject_extras(doc: dict, ctx: Ctx) -> dict:
     return extra
 
 
-def _birth_from_parts(doc: dict) -> str | None:
+def _birth_from_parts(doc: dict[str, Any]) -> str | None:
     parts = [doc.get(k) for k in ("year", "month", "day", "hour", "minute")]
     if not all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
         return None
@@ -190,7 +190,7 @@ def _parse_aspect(raw: Any, ctx: Ctx) -> Aspect | None:
     return Aspect(p1=p1, p2=p2, kind=aspect_kind(obj.get("aspect"), ctx.at("aspect")), orb=orb)
 
 
-def distribution_dominants(doc: dict, ctx: Ctx) -> tuple[str | None, str | None]:
+def distribution_dominants(doc: dict[str, Any], ctx: Ctx) -> tuple[str | None, str | None]:
     """Dominants from ``element_distribution`` / ``quality_distribution`` when present."""
     result: list[str | None] = []
     for key, names in (("element_distribution", ELEMENTS), ("quality_distribution", MODALITIES)):
@@ -220,7 +220,7 @@ def parse_chart_data(doc: Any, ctx: Ctx, *, user: str, source_format: str = "ker
     return chart
 
 
-def parse_astrologer(doc: dict, ctx: Ctx, *, user: str) -> Chart:
+def parse_astrologer(doc: dict[str, Any], ctx: Ctx, *, user: str) -> Chart:
     """``{"status": "OK", "chart_data" | "subject" | "data": {...}, "aspects"?: [...]}``."""
     status = doc.get("status")
     if status is not None and (not isinstance(status, str) or status.upper() != "OK"):

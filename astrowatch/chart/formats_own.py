@@ -36,11 +36,11 @@ _RESERVED = frozenset({"format", "user", "name", "style", "birth", "city", "luna
                        "planets", "houses", "aspects"})
 
 
-def looks_like_own(doc: dict) -> bool:
+def looks_like_own(doc: dict[str, Any]) -> bool:
     return "planets" in doc or any(canonical_point(k) for k in doc if isinstance(k, str))
 
 
-def check_format(doc: dict, ctx: Ctx) -> None:
+def check_format(doc: dict[str, Any], ctx: Ctx) -> None:
     value = doc.get("format")
     if value is None:
         return
@@ -74,7 +74,7 @@ def parse_point(raw: Any, name: str, ctx: Ctx) -> tuple[Point, bool]:
     return point, longitude is None and degree is None
 
 
-def _point_specs(doc: dict, ctx: Ctx) -> list[tuple[Any, Any, Ctx]]:
+def _point_specs(doc: dict[str, Any], ctx: Ctx) -> list[tuple[Any, Any, Ctx]]:
     """(name, spec, ctx) from top-level point keys and from ``planets`` (object or list)."""
     specs: list[tuple[Any, Any, Ctx]] = [(k, v, ctx.at(k)) for k, v in doc.items()
              if k not in _RESERVED and isinstance(k, str) and canonical_point(k)]
@@ -91,7 +91,7 @@ def _point_specs(doc: dict, ctx: Ctx) -> list[tuple[Any, Any, Ctx]]:
     return specs
 
 
-def parse_points(doc: dict, ctx: Ctx) -> tuple[dict[str, Point], list[str]]:
+def parse_points(doc: dict[str, Any], ctx: Ctx) -> tuple[dict[str, Point], list[str]]:
     points: dict[str, Point] = {}
     approximate: list[str] = []
     for key, spec, pctx in _point_specs(doc, ctx):
@@ -151,7 +151,7 @@ def _computed_orb(kind: str, a: Point | None, b: Point | None) -> float:
     return round(abs(angular_distance(a.longitude, b.longitude) - MAJOR_ASPECTS[kind]), 4)
 
 
-def parse_own(doc: dict, ctx: Ctx, *, user: str) -> Chart:
+def parse_own(doc: dict[str, Any], ctx: Ctx, *, user: str) -> Chart:
     check_format(doc, ctx)
     points, approximate = parse_points(doc, ctx)
     extra: dict[str, Any] = {}

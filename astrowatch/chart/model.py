@@ -9,6 +9,7 @@ true_node, south_node, mean_lilith.  Houses are numbered 1..12.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 SIGNS = (
     "Aries", "Taurus", "Gemini", "Cancer", "Leo", "Virgo",
@@ -74,7 +75,7 @@ class Chart:
     dominant_modality: str | None = None
     style: str | None = None  # optional style requested by the file (own form)
     source_format: str = "unknown"  # "kerykeion", "kerykeion-chart", "astrologer-api", "immanuel", "astrowatch"
-    extra: dict = field(default_factory=dict)  # e.g. {"lunar_phase": "Waxing Crescent"}
+    extra: dict[str, Any] = field(default_factory=dict[str, Any])  # e.g. {"lunar_phase": "Waxing Crescent"}
 
     @property
     def sun(self) -> Point | None:

@@ -86,7 +86,7 @@ def load_json(data: bytes, *, source: str, max_bytes: int = DEFAULT_MAX_BYTES,
         raise InputError(f"{source}: not valid JSON: {exc}") from None
 
 
-def detect_format(doc: dict) -> str | None:
+def detect_format(doc: dict[str, Any]) -> str | None:
     """The producer format of a decoded document, by shape; None if none matches."""
     if "format" in doc:
         return "astrowatch"

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -35,7 +35,7 @@ def default_backend(config: Config) -> str:
     return backend if backend in FUSION_BACKENDS else "sdxl"
 
 
-def render_plain(fusion_dict: dict) -> str:
+def render_plain(fusion_dict: dict[str, Any]) -> str:
     return (f"{fusion_dict['prompt']}\n"
             f"Negative prompt: {fusion_dict['negative_prompt']}\n\n"
             f"{fusion_dict['description']}\n")

@@ -61,8 +61,8 @@ def failed_entry(layout: Layout, job: Job) -> tuple[Path, Path] | None:
 def restore_input(ledger: Ledger, layout: Layout, job: Job, *, check: bool = True) -> None:
     """Put the failed job's input where its retry reads it: the job's archive folder."""
     from astrowatch.core.errors import InputError, NotFound
-    from astrowatch.intake.ingest import sha256_file
     from astrowatch.pipeline.publish import locate_source
+    from astrowatch.storage.files import sha256_file
     from astrowatch.storage.images import move_out
 
     archive = layout.archive_dir(job.user, job.id)

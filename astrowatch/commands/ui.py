@@ -43,5 +43,4 @@ def main(args: argparse.Namespace) -> int:
             "--client.toolbarMode", "viewer"]
     print(f"astrowatch ui: review page on http://{args.host}:{args.port} (data folder {config.data_dir})",
           file=sys.stderr, flush=True)
-    os.execv(sys.executable, argv)
-    return 0  # pragma: no cover — execv does not return
+    os.execv(sys.executable, argv)  # replaces this process: never returns

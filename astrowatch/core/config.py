@@ -108,7 +108,7 @@ class FakeConfig(Section):
     size: int = Field(64, ge=8, le=4096)
 
 
-def _lora_name(v: Any) -> Any:
+def _lora_name(v: str | None) -> str | None:
     if v is not None and not LORA_NAME.fullmatch(v):
         raise ValueError(f"{v!r}: use letters, digits, '{{user}}', '_', '-', '.' and spaces only")
     return v
@@ -147,7 +147,8 @@ class SdapiLoraEntry(Section):
     @field_validator("name")
     @classmethod
     def _plain_name(cls, v: str) -> str:
-        return _lora_name(v)
+        _lora_name(v)
+        return v
 
 
 class SdxlConfig(Section):

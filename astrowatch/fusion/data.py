@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -71,7 +71,7 @@ def fragment(raw: Any, *, fill: Mapping[str, Fragment] | None = None) -> Fragmen
     return Fragment(prompt=prompt, fr=fr, en=en, short=str(short) if short else None)
 
 
-class _Fill(dict):
+class _Fill(dict[str, Any]):
     """format_map helper: ``{a}`` takes the value for the fragment's language (prompt/fr/en)."""
 
     def __init__(self, fragments: Mapping[str, Fragment], lang: str) -> None:
@@ -83,9 +83,10 @@ class _Fill(dict):
         return value.prompt if self.lang == "prompt" else getattr(value, self.lang, str(value))
 
 
-def _read_package_yaml(name: str) -> Any:
+def _read_package_yaml(name: str) -> Mapping[str, Any]:
+    """One of the YAML mappings shipped in ``astrowatch/data/``."""
     text = resources.files("astrowatch").joinpath("data", name).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return cast(Mapping[str, Any], yaml.safe_load(text))
 
 
 @functools.lru_cache(maxsize=1)

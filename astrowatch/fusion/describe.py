@@ -60,7 +60,8 @@ SLOT_NAMES = {
 
 
 def _name(key: str, lang: str) -> str:
-    return point_entry(key)["name"][lang]
+    names: dict[str, str] = point_entry(key)["name"]
+    return names[lang]
 
 
 def _sign(sign: str, lang: str) -> str:

@@ -40,11 +40,11 @@ class Fusion:
     description: str
     style: str
     seed: int
-    tokens: dict  # {"clip_l": {"count", "budget", "dropped", ...}, "clip_g": {...}} or {"approx": ...}
-    chart: dict  # summary: user, sun/moon/ascendant, dominants, aspects used
+    tokens: dict[str, Any]  # {"clip_l": {"count", "budget", "dropped", ...}, "clip_g": {...}} or {"approx": ...}
+    chart: dict[str, Any]  # summary: user, sun/moon/ascendant, dominants, aspects used
     backend: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -100,7 +100,7 @@ def _summary(reading: Reading, kept: set[str]) -> dict[str, Any]:
     }
 
 
-def _tokens(positive: Compacted, negative: Compacted, counter_names: dict[str, str]) -> dict:
+def _tokens(positive: Compacted, negative: Compacted, counter_names: dict[str, str]) -> dict[str, Any]:
     return {
         name: {
             "count": positive.counts[name],

@@ -100,7 +100,7 @@ def tightest_aspects(chart: Chart, limit: int) -> list[Aspect]:
 
 
 def point_entry(key: str) -> Mapping[str, Any]:
-    points = correspondences()["points"]
+    points: Mapping[str, Mapping[str, Any]] = correspondences()["points"]
     return points.get(key) or points["default"]
 
 

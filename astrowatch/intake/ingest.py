@@ -19,7 +19,7 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -45,7 +45,7 @@ NOT_YET_PUBLISHED = PENDING | {JobState.PUBLISHING, JobState.FAILING}
 _NOT_STARTED = (JobState.QUEUED, JobState.WAITING)
 
 
-def _comparable(params: dict) -> dict:
+def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     """A job's params without the learned-defaults explanation (counts that change by themselves)."""
     return {k: v for k, v in params.items() if k != LEARNED_KEY}
 
@@ -180,7 +180,7 @@ class Ingest:
         except AstrowatchError:
             return None
 
-    def _same_render(self, last: Job, chart: Chart, params: dict) -> bool:
+    def _same_render(self, last: Job, chart: Chart, params: dict[str, Any]) -> bool:
         """True if ``last``'s snapshot fuses to the same prompt, seed and parameters as ``chart``."""
         from astrowatch.backends.loras import user_files_newer
         from astrowatch.fusion import render_key
@@ -257,7 +257,7 @@ class Ingest:
         return new_job_id()
 
     # -- refusals without a job ---------------------------------------------------------------
-    def refuse(self, user: str, p: Path, reason: str, *, move: bool, extra: dict | None = None) -> IngestOutcome:
+    def refuse(self, user: str, p: Path, reason: str, *, move: bool, extra: dict[str, Any] | None = None) -> IngestOutcome:
         """A ``failed/<user>/`` entry for an input that cannot even become a job."""
         entry = refuse_file(self.layout, user, p, reason, move=move, extra=extra)
         log.warning("input refused", user=user, file=entry.name, reason=reason)

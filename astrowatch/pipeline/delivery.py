@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from astrowatch.core.jobs import JobKind
 from astrowatch.pipeline.publish import result_stem
@@ -133,7 +133,7 @@ def copy_snapshot(layout: Layout, parent: Job, child_id: str) -> None:
         atomic_write_bytes(dest, src.read_bytes())
 
 
-def queue_child(ledger: Ledger, layout: Layout, parent: Job, params: dict) -> tuple[Job, bool]:
+def queue_child(ledger: Ledger, layout: Layout, parent: Job, params: dict[str, Any]) -> tuple[Job, bool]:
     """The one child job of ``parent`` (a redo or a retry), idempotent.  An astro child's theme
     snapshot is in place before the job exists, so a worker never claims it without one."""
     from astrowatch.storage.ledger import new_job_id

@@ -95,7 +95,7 @@ class Tally:
 
 
 def same(a: Any, b: Any) -> bool:
-    return _norm(a) == _norm(b)
+    return bool(_norm(a) == _norm(b))
 
 
 def _index(value: Any, candidates: list[Any]) -> int | None:

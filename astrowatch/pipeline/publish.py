@@ -162,7 +162,7 @@ def _error_job(path: Path) -> str | None:
 
 
 def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool,
-                extra: dict | None = None) -> Path:
+                extra: dict[str, Any] | None = None) -> Path:
     """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
     folder = layout.failed_dir(folder_name)
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = structlog.get_logger("astrowatch.worker")
 
-def log_generation(layout: Layout, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
+def log_generation(layout: Layout, job: Job, status: str, duration: float, *, sidecar: dict[str, Any] | None = None,
                    error: str | None = None, default_backend: str | None = None, worker: str | None = None,
                    device: str | None = None) -> None:
     """One line of ``logs/generations.jsonl`` (one per generation attempt)."""

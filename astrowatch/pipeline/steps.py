@@ -131,7 +131,7 @@ def lora_plan(backend: Backend, user: str, params: dict[str, Any]) -> LoraPlan |
 def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path, params: dict[str, Any]) -> Path | None:
     """Moodboard if the user has one, else the chart wheel when ``astro.init_image: wheel`` and
     the backend will use it (sdxl with an ``init_strength``): rendering it costs ~0.25 s."""
-    user_dir = ctx.layout.users / chart.user
+    user_dir: Path = ctx.layout.users / chart.user
     for ext in ("png", "jpg", "webp"):
         candidate = user_dir / f"moodboard.{ext}"
         if candidate.is_file() and not candidate.is_symlink():

@@ -96,7 +96,8 @@ def edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict[str, Any]],
 def apply_sets(sidecar_path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """``redo --set``: the overrides merged into the sidecar's ``params``."""
     data = edit_sidecar(sidecar_path, "--set", lambda d: d.setdefault("params", {}).update(overrides))
-    return data["params"]
+    params: dict[str, Any] = data["params"]
+    return params
 
 
 def force(sidecar_path: Path) -> None:

@@ -57,7 +57,7 @@ class Next:
 
 def backoff(attempts: int, retries: RetriesConfig) -> float:
     """Seconds before attempt ``attempts + 1``: exponential, capped."""
-    return min(retries.backoff_seconds * 2 ** (attempts - 1), retries.backoff_max_seconds)
+    return min(retries.backoff_seconds * 2.0 ** (attempts - 1), retries.backoff_max_seconds)
 
 
 def next_step(exc: BaseException, attempts: int, retries: RetriesConfig) -> Next:

@@ -109,7 +109,7 @@ class Publisher:
                 or self.ledger.get(job.id).state == JobState.FAILING:  # again, after a full disk
             finish_failed(self.ledger, self.layout, self.ledger.get(job.id))
 
-    def log_generation(self, job: Job, status: str, duration: float, *, sidecar: dict | None = None,
+    def log_generation(self, job: Job, status: str, duration: float, *, sidecar: dict[str, Any] | None = None,
                        error: str | None = None) -> None:
         log_generation(self.layout, job, status, duration, sidecar=sidecar, error=error,
                        default_backend=self.defaults.get(job.kind), worker=self.worker, device=self.pool.device)

@@ -68,6 +68,8 @@ def daemon_state(layout: Layout) -> dict[str, Any]:
         state = json.loads(layout.daemon_state_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {"running": False}
+    if not isinstance(state, dict):
+        return {"running": False}
     running = not state.get("stopped") and pid_alive(state.get("pid"))
     state["running"] = running
     return state

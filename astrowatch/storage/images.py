@@ -264,7 +264,8 @@ def _xmp(text: str) -> bytes:
 
 def _meta_text(img: Image.Image) -> str | None:
     if hasattr(img, "text"):  # PNG
-        return img.text.get(PNG_META_KEY)
+        text: dict[str, str] = img.text
+        return text.get(PNG_META_KEY)
     comment = img.info.get("comment") or b""
     if isinstance(comment, bytes) and comment.startswith(PNG_META_KEY.encode() + b":"):
         return comment[len(PNG_META_KEY) + 1:].decode("utf-8", "replace")

@@ -382,7 +382,8 @@ class Ledger(MonitoringQueries):
 
     # -- seen files (so start-up scans do not re-hash what did not change) -------------------
     def seen_get(self, path: str) -> sqlite3.Row | None:
-        return self._conn().execute("SELECT * FROM seen WHERE path = ?", (path,)).fetchone()
+        row: sqlite3.Row | None = self._conn().execute("SELECT * FROM seen WHERE path = ?", (path,)).fetchone()
+        return row
 
     def seen_put(self, path: str, *, size: int, mtime_ns: int, sha256: str, job_id: str | None) -> None:
         self._write(

@@ -28,7 +28,7 @@ import urllib3.exceptions
 from requests.auth import AuthBase
 
 from astrowatch.core.errors import BackendError, BackendUnavailable, ConfigError, PermanentBackendError
-from astrowatch.storage.images import sniff
+from astrowatch.core.formats import sniff
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -142,7 +142,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) ->
 
 def backoff_delay(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
     """Jittered exponential back-off (attempt 0, 1, ...), never shorter than ``retry_after``."""
-    delay = min(cap, base * (2 ** attempt)) * random.uniform(0.5, 1.0)
+    delay = min(cap, base * (2.0 ** attempt)) * random.uniform(0.5, 1.0)
     return delay if retry_after is None else max(delay, retry_after)
 
 

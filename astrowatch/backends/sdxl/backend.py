@@ -206,7 +206,8 @@ class SdxlBackend(Backend):
                 out = pipes.base(width=run.width, height=run.height, **common, **embeds.kwargs())
         monitor.check()
         if pipes.refiner is None:
-            return out.images
+            base_images: torch.Tensor = out.images
+            return base_images
         task.cancel.check()
         self._lora().for_refiner(task.params.get("loras"))
         with timings.measure("encode_seconds"):
@@ -216,7 +217,8 @@ class SdxlBackend(Backend):
             out = pipes.refiner(image=out.images, denoising_start=run.refiner_switch, **common,
                                 **refiner_embeds.kwargs())
         monitor.check()
-        return out.images
+        refined: torch.Tensor = out.images
+        return refined
 
     def _init_image(self, task: AstroTask, run: RunParams) -> Image.Image | None:
         """The moodboard / wheel as img2img start, only when the job asks (``init_strength``)."""

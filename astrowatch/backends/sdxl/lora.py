@@ -71,7 +71,8 @@ class AdapterSet:
         self.base, self.refiner = base, refiner
         self.resident: OrderedDict[str, _Resident] = OrderedDict()
         self.active: list[str] = []
-        self._state: tuple[tuple, tuple] | None = None  # (names, weights) set on the base; ((), ()) = disabled
+        # (names, weights) set on the base; ((), ()) = disabled; None = unknown, set it in full
+        self._state: tuple[tuple[str, ...], tuple[float, ...]] | None = None
         self.loads = 0
 
     # -- loading -----------------------------------------------------------------------------
@@ -185,7 +186,8 @@ class AdapterSet:
     def activate(self, plan: LoraPlan | None) -> None:
         """Make the next base image use exactly the plan's adapters and weights (none: the base)."""
         names = self.ensure(plan) if plan is not None and plan.uses else []
-        state = (tuple(names), tuple(u.weight for u in plan.uses) if names else ())  # type: ignore[union-attr]
+        weights = tuple(u.weight for u in plan.uses) if plan is not None and names else ()
+        state = (tuple(names), weights)
         if self.resident and state != self._state:
             if names and self._state in (None, ((), ())):
                 self.base.enable_lora()

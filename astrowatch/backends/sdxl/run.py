@@ -175,7 +175,8 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> np.ndarray:
         latents = latents / vae.config.scaling_factor
     with torch.no_grad():
         image = vae.decode(latents, return_dict=False)[0]
-    return pipe.image_processor.postprocess(image, output_type="np")
+    pixels: np.ndarray = pipe.image_processor.postprocess(image, output_type="np")
+    return pixels
 
 
 def failed_decode(array: np.ndarray) -> str | None:
