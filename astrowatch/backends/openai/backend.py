@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from astrowatch.core.config import Config, OpenAIConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("astrowatch.backends.openai_images")  # as in support.py: one logger for the backend
 
 POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 POLICY_TYPES = frozenset({"image_generation_user_error"})

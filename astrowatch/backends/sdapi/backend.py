@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from astrowatch.core.config import Config
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("astrowatch.backends.sdapi")  # the name it had before the move
 
 OPTIONS, SAMPLERS, UPSCALERS = "/sdapi/v1/options", "/sdapi/v1/samplers", "/sdapi/v1/upscalers"
 LORAS = "/sdapi/v1/loras"

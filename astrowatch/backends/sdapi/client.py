@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.backends.base import CancelToken, Progress
     from astrowatch.core.config import SdapiConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("astrowatch.backends.sdapi_client")  # the name it had before the move
 
 PROGRESS = "/sdapi/v1/progress"
 PROGRESS_POLL = 0.5  # seconds between /progress polls while a job runs (status: at least once a second)
