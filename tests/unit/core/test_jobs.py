@@ -50,7 +50,9 @@ def test_every_state_is_reachable_from_queued():
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(nxt)
-    assert seen == set(JobState)
+    assert seen == set(JobState) == set(TRANSITIONS)
+    assert TERMINAL == {"failed", "delivered", "filed", "rejected", "redone", "superseded"}
+    assert INTENTS <= set(TRANSITIONS)
 
 
 @pytest.mark.parametrize("decision", list(Decision))
