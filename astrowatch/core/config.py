@@ -96,6 +96,9 @@ class LimitsConfig(Section):
     max_image_bytes: int = Field(100_000_000, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
     min_free_mb: int = Field(500, ge=0)  # no job starts with less free under data_dir; 0 = no guard
+    job_timeout_seconds: float = Field(1800.0, gt=0)  # a job running longer is stopped, then retried or failed
+    decode_memory_mb: int = Field(2048, ge=256)  # address-space limit of the child process that decodes a photo
+    decode_timeout_seconds: float = Field(120.0, gt=0)  # the decoding child is killed after this long
 
 
 class FakeConfig(Section):
@@ -264,6 +267,7 @@ class ApiConfig(Section):
     port: int = Field(8600, ge=1, le=65535)
     token_file: Path | None = None  # relative to the config file
     heartbeat_max_age: float = Field(30.0, gt=0.0)  # /healthz: the daemon's state file must be this fresh
+    max_pending_per_user: int = Field(3, ge=1, le=1000)  # queued generation requests per user; more get 429
 
 
 class CeleryConfig(Section):
