@@ -41,16 +41,16 @@ def load_token(config: Config) -> str | None:
 
 
 def _read(path: Path, what: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what}: {path} is not UTF-8 text") from None
-    return _checked(text, f"{what} ({path})")
+    """Checked like the config (owned by the service user or root, writable by nobody else)."""
+    from astrowatch.core.secrets import read_secret_file
+
+    return _checked(read_secret_file(path, what), f"{what} ({path})")
 
 
 def _checked(token: str, what: str) -> str:
+    from astrowatch.core.secrets import remember
+
+    remember(token)
     if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
         raise ConfigError(f"{what}: the API token must be at least {MIN_TOKEN_CHARS} characters without spaces",
                           hint=f"make one with {MAKE_ONE}")

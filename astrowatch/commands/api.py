@@ -22,9 +22,9 @@ def main(args: argparse.Namespace) -> int:
     from astrowatch.api.auth import load_token, require_token_off_loopback
     from astrowatch.core.errors import NotFound
     from astrowatch.runtime.logsetup import setup_logging
-    from astrowatch.runtime.settings import load_config
+    from astrowatch.runtime.settings import load_service_config
 
-    config = load_config(args.config)
+    config = load_service_config(args.config)
     host = args.host or config.api.host
     port = args.port or config.api.port
     token = load_token(config)

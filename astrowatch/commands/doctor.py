@@ -61,6 +61,44 @@ def _group(config: Config) -> tuple[str, str]:
                 "read the inbox and the ledger")
 
 
+def _private_files(config: Config) -> tuple[str, str]:
+    """What ``astrowatch run`` checks before it starts: the config and every secret file it would
+    read owned by the service user (the data folder's owner) or root, writable by nobody else."""
+    from astrowatch.core.secrets import private_problem
+    from astrowatch.runtime.settings import CONFIG_MODE
+
+    try:
+        service_uid = Path(config.data_dir).stat().st_uid
+    except OSError:
+        service_uid = os.geteuid()
+    files: list[tuple[Path, str, int]] = []
+    if config.source is not None:
+        files.append((config.source, "the config", CONFIG_MODE))
+    token_file = config.api.token_file
+    if token_file is not None and not token_file.is_absolute() and config.source is not None:
+        token_file = config.source.parent / token_file
+    for path, what in ((config.openai.api_key_file, "openai.api_key_file"), (token_file, "api.token_file"),
+                       (config.celery.password_file, "celery.password_file"),
+                       (config.sdapi.auth_file, "sdapi.auth_file")):
+        if path is not None:
+            files.append((path, what, 0o600))
+    problems, checked = [], []
+    for path, what, fix_mode in files:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            problems.append(f"{what}: cannot check {path}: {exc.strerror}")
+            continue
+        problem = private_problem(path, st, what, fix_mode=fix_mode, euid=service_uid)
+        if problem is not None:
+            problems.append(str(problem))
+        else:
+            checked.append(what)
+    if problems:
+        return FAIL, "; ".join(problems) + " -- astrowatch run refuses to start until fixed"
+    return OK, f"{', '.join(checked) or 'nothing'} owned by the service user or root, writable by nobody else"
+
+
 def _inotify(config: Config) -> tuple[str, str]:
     if config.watch.polling:
         return OK, f"polling every {config.watch.polling_interval} s (inotify not used)"
@@ -118,6 +156,7 @@ def main(args: argparse.Namespace) -> int:
     except Exception as exc:
         results.append((FAIL, "config", str(exc)))
     if config is not None:
+        _check(results, "config and secret files", lambda: _private_files(config))
         _check(results, "folders", lambda: _folders(config))
         _check(results, "shared with the group", lambda: _group(config))
         _check(results, "inotify", lambda: _inotify(config))

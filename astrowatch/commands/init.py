@@ -5,29 +5,47 @@ With ``--config`` or ``$ASTROWATCH_CONFIG`` naming a config (the service's
 ``/etc/astrowatch/config.yaml``), that config is used as is -- or written from the template if it
 does not exist yet -- and no second ``config.yaml`` appears in DIR.  Whatever the caller's umask,
 every folder of the data tree is made group-writable with the setgid bit, ``state/`` group
-read-only.
+read-only.  The config is the daemon's: it is written ``0640`` whatever the umask, and an existing
+config the caller owns loses any group or other write bit (``astrowatch run`` refuses one that has
+them).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import stat
 from importlib import resources
 from pathlib import Path
 
 
 def _write_template(path: Path) -> None:
     from astrowatch.core.errors import ConfigError
+    from astrowatch.runtime.settings import CONFIG_MODE
 
     template = resources.files("astrowatch").joinpath("config.example.yaml").read_text(encoding="utf-8")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "x", encoding="utf-8") as fh:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, CONFIG_MODE)
+        os.fchmod(fd, CONFIG_MODE)  # the umask only removes bits: 0640 exactly, whatever it is
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(template)
     except PermissionError:
         raise ConfigError(f"{path}: cannot write the config here",
                           hint="create it as root (install -m 0640 -o root -g astrowatch config.yaml "
                                f"{path}), then run init again") from None
+
+
+def _tighten(path: Path) -> None:
+    """An existing config the caller owns loses its group-write and every "other" bit."""
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid != os.geteuid() or not mode & 0o027:
+        return
+    new = mode & 0o750 & ~stat.S_IWGRP
+    os.chmod(path, new)
+    print(f"tightened {path} from {mode:04o} to {new:04o} (the config is the daemon's: the group reads it, "
+          "nobody else)")
 
 
 def _config_path(args: argparse.Namespace) -> tuple[Path, bool]:
@@ -63,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
     config_path, named = _config_path(args)
     if config_path.exists():
         print(f"{'using' if named else 'kept existing'} {config_path}")
+        _tighten(config_path)
     else:
         _write_template(config_path)
         print(f"wrote {config_path}")

@@ -8,8 +8,8 @@ import argparse
 def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.logsetup import setup_logging
     from astrowatch.runtime.remote_worker import serve
-    from astrowatch.runtime.settings import load_config
+    from astrowatch.runtime.settings import load_service_config
 
-    config = load_config(args.config)
+    config = load_service_config(args.config)
     setup_logging(config.log.level, getattr(args, "log_format", None) or config.log.format)
     return serve(config, device=args.device, name=args.name)

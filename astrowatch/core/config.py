@@ -190,9 +190,19 @@ class SdxlConfig(Section):
         return v
 
 
+def _no_credentials_in_url(v: str, key_file: str) -> str:
+    from urllib.parse import urlsplit
+
+    if urlsplit(v).password is not None:
+        raise ValueError(f"put the credentials in {key_file}, not in the URL: the service's group reads "
+                         "the config")
+    return v
+
+
 class SdapiConfig(Section):
     url: str = "http://127.0.0.1:7860"
-    auth: str | None = None  # "user:pass"
+    auth_file: Path | None = None  # holds "user:pass" (the WebUI's --api-auth); relative to the config
+    auth: None = Field(None, exclude=True)  # the old inline "user:pass": refused, naming auth_file
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(600.0, gt=0)
     max_retries: int = Field(4, ge=0)
@@ -209,6 +219,20 @@ class SdapiConfig(Section):
     height: int = 1024
     loras: list[SdapiLoraEntry] = Field(default_factory=list)
 
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _no_inline_auth(cls, v: Any) -> None:
+        """The config holds no secret: the old inline ``auth: "user:pass"`` is refused."""
+        if v is not None:
+            raise ValueError("the WebUI's user:pass no longer lives in the config (the service's group "
+                             "reads it): write it to a file only the service reads (chmod 600) and set "
+                             "sdapi.auth_file to that file")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _no_credentials_in_url(v, "sdapi.auth_file")
+
 
 class OpenAIConfig(Section):
     model: str = "gpt-image-1"
@@ -220,6 +244,11 @@ class OpenAIConfig(Section):
     max_retries: int = Field(4, ge=0)
     retry_backoff: float = Field(1.0, ge=0)  # first wait before a retry (exponential, jittered)
     retry_backoff_max: float = Field(60.0, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _no_credentials_in_url(v, "openai.api_key_file")
 
 
 class DatasetConfig(Section):
@@ -363,6 +392,8 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config", ch
         cfg.openai.api_key_file = (base_dir / cfg.openai.api_key_file).resolve()
     if cfg.celery.password_file is not None:
         cfg.celery.password_file = (base_dir / cfg.celery.password_file).resolve()
+    if cfg.sdapi.auth_file is not None:
+        cfg.sdapi.auth_file = (base_dir / cfg.sdapi.auth_file).resolve()
     if cfg.sdxl.config_dir is not None:
         cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
     for key in ("model", "refiner", "vae"):

@@ -30,7 +30,7 @@ from astrowatch.runtime.chores import Chore, Chores
 from astrowatch.runtime.executor import dispatchers
 from astrowatch.runtime.notify import Notifier
 from astrowatch.runtime.recovery import recover
-from astrowatch.runtime.settings import load_config
+from astrowatch.runtime.settings import load_service_config
 from astrowatch.runtime.statefile import state_record, status_line, write_state_file
 from astrowatch.runtime.worker import Worker
 from astrowatch.storage.diskspace import DiskGuard
@@ -310,7 +310,7 @@ class Daemon:
 
     def reload(self) -> None:
         try:
-            new = load_config(self.config.source) if self.config.source else self.config
+            new = load_service_config(self.config.source) if self.config.source else self.config
         except ConfigError as exc:
             log.error("reload refused: the new config is invalid; keeping the old one", error=str(exc))
             return

@@ -33,6 +33,21 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     return _config.load_config(path, check=check_styles)
 
 
+CONFIG_MODE = 0o640  # the group reads the config (reviewers' commands), nobody but its owner writes it
+
+
+def load_service_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """:func:`load_config` for the service's own processes (``run``, ``drain``, ``api``,
+    ``worker``): the file must also be owned by the service user or root and writable by nobody
+    else (:func:`astrowatch.core.secrets.check_private_file`), else a :class:`ConfigError` (exit
+    78) names the file and the ``chmod``/``chown`` that fixes it.  Reviewers' commands read the
+    config with :func:`load_config` alone: it is not theirs."""
+    from astrowatch.core.secrets import check_private_file
+
+    check_private_file(_config.find_config(path), "the config", fix_mode=CONFIG_MODE)
+    return load_config(path)
+
+
 def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config") -> Config:
     """A config from a mapping (tests, tools), with the same checks as :func:`load_config`."""
     return _config.config_from_mapping(data, base_dir=base_dir, origin=origin, check=check_styles)

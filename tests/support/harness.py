@@ -61,6 +61,7 @@ def write_config(folder: Path, base: dict[str, Any] | None = None, **sections: A
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(merged, sort_keys=False), encoding="utf-8")
+    path.chmod(0o640)  # the daemon refuses a config its group can write, whatever the umask
     return path
 
 

@@ -80,12 +80,15 @@ def _checked_key(value: str, origin: str) -> str:
 
 
 def _read_key_file(path: Path) -> str:
+    from astrowatch.core.secrets import read_secret_file
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_secret_file(path, "the OpenAI API key file")
         mode = path.stat().st_mode
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ConfigError(f"cannot read the OpenAI API key file {path}: {reason}", hint=KEY_HINT) from None
+    except ConfigError as exc:
+        raise ConfigError(exc.message, hint=exc.hint or KEY_HINT) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the OpenAI API key file {path}: {exc.strerror}", hint=KEY_HINT) from None
     if mode & 0o004:
         log.warning("openai: the API key file %s is world-readable; chmod 600 it", path)
     return _checked_key(text, str(path))
@@ -95,7 +98,11 @@ def resolve_api_key(key_file: Path | None, environ: Mapping[str, str] | None = N
     """``$OPENAI_API_KEY`` wins, then ``openai.api_key_file``, then the systemd credential."""
     env = os.environ if environ is None else environ
     if env.get(KEY_ENV, "").strip():
-        return ApiKey(_checked_key(env[KEY_ENV], f"${KEY_ENV}"), "env", f"${KEY_ENV}")
+        from astrowatch.core.secrets import remember
+
+        value = _checked_key(env[KEY_ENV], f"${KEY_ENV}")
+        remember(value)
+        return ApiKey(value, "env", f"${KEY_ENV}")
     if key_file is not None:
         return ApiKey(_read_key_file(key_file), "file", str(key_file))
     cred_dir = env.get(CREDENTIALS_ENV)
@@ -108,8 +115,11 @@ def resolve_api_key(key_file: Path | None, environ: Mapping[str, str] | None = N
 
 def redact(text: str, key: ApiKey | None) -> str:
     """Remove the key, and anything shaped like an OpenAI key, from server-supplied text."""
+    from astrowatch.core.secrets import redact as redact_known
+
     if key is not None and key.value:
         text = text.replace(key.value, "[redacted]")
+    text = redact_known(text)
     return _KEYLIKE.sub(lambda m: f"{m.group(1)}-[redacted]", text)
 
 

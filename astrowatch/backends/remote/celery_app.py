@@ -33,10 +33,11 @@ def password(cfg: CeleryConfig) -> str | None:
             path = Path(creds) / CREDENTIAL_NAME
     if path is None:
         return None
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"celery.password_file: cannot read {path}: {exc.strerror}") from None
+    from astrowatch.core.secrets import read_secret_file, remember
+
+    secret = read_secret_file(path, "celery.password_file")
+    remember(quote(secret, safe=""))  # as it appears in the URLs
+    return secret
 
 
 def with_auth(url: str, user: str | None, secret: str | None) -> str:

@@ -13,7 +13,7 @@ the client polls ``/sdapi/v1/progress`` while the WebUI is busy (bounded: ``read
 and then fails the attempt with a retryable :class:`BackendError` (the worker retries the job
 later), or :class:`BackendUnavailable` if the WebUI is gone.
 
-Errors: 401 -> :class:`CredentialsRejected` (a ConfigError) naming ``sdapi.auth``; 422 and other 4xx, and 500 ->
+Errors: 401 -> :class:`CredentialsRejected` (a ConfigError) naming ``sdapi.auth_file``; 422 and other 4xx, and 500 ->
 :class:`PermanentBackendError` with the server's detail; still unreachable after the retries ->
 :class:`BackendUnavailable`.
 """
@@ -50,7 +50,7 @@ log = logging.getLogger("astrowatch.backends.sdapi_client")  # the name it had b
 PROGRESS = "/sdapi/v1/progress"
 PROGRESS_POLL = 0.5  # seconds between /progress polls while a job runs (status: at least once a second)
 INTERRUPT = "/sdapi/v1/interrupt"
-AUTH_HINT = "set sdapi.auth to the user:pass given to the WebUI's --api-auth"
+AUTH_HINT = "put the user:pass given to the WebUI's --api-auth in the file sdapi.auth_file names"
 UNREACHABLE_HINT = "start the WebUI with --api, or fix sdapi.url"
 WAIT_BUSY_MIN_SECONDS = 60.0  # after a lost answer, wait at least this long for the WebUI to go idle
 INTERRUPTED = "interrupted by shutdown; the WebUI was told to stop (/sdapi/v1/interrupt)"
@@ -137,10 +137,14 @@ class SdapiClient:
         self.session = requests.Session()
         self.session.trust_env = False  # a LAN/local WebUI: no proxy variables, no .netrc
         self.session.headers["User-Agent"] = f"astrowatch/{__version__}"
-        if cfg.auth:
-            user, sep, password = cfg.auth.partition(":")
+        if cfg.auth_file is not None:
+            from astrowatch.core.secrets import read_secret_file, remember
+
+            user, sep, password = read_secret_file(cfg.auth_file, "sdapi.auth_file").partition(":")
             if not sep or not user:
-                raise ConfigError("sdapi.auth must be 'user:pass' (as given to the WebUI's --api-auth)")
+                raise ConfigError(f"sdapi.auth_file: {cfg.auth_file} must hold 'user:pass' "
+                                  "(as given to the WebUI's --api-auth)")
+            remember(password)
             self.session.auth = (user, password)
 
     def close(self) -> None:
@@ -176,7 +180,7 @@ class SdapiClient:
         except requests.RequestException:
             return None
         if resp.status_code == 401:
-            raise CredentialsRejected(f"sdapi.auth: the WebUI at {self.base} refused the credentials (401)",
+            raise CredentialsRejected(f"sdapi.auth_file: the WebUI at {self.base} refused the credentials (401)",
                                       hint=AUTH_HINT)
         if resp.status_code != 200:
             return None
@@ -249,8 +253,8 @@ class SdapiClient:
             except ValueError:
                 raise BackendError(f"{path}: the WebUI answered {status} without JSON") from None
         if status == 401:
-            raise CredentialsRejected(f"sdapi.auth: the WebUI at {self.base} refused the credentials "
-                              f"({'none were sent' if not self.cfg.auth else 'wrong user or password'})",
+            raise CredentialsRejected(f"sdapi.auth_file: the WebUI at {self.base} refused the credentials "
+                              f"({'none were sent' if self.cfg.auth_file is None else 'wrong user or password'})",
                               hint=AUTH_HINT)
         detail = server_detail(resp)
         if status in (502, 503, 504):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
-from sdapi_support import FakeWebUI, astro_task, enhance_task, make_backend, photo
+from sdapi_support import FakeWebUI, astro_task, enhance_task, make_backend, make_config, photo
 
 from astrowatch.backends.infotext import parse_infotext
+from astrowatch.backends.sdapi.backend import SdapiBackend
 from astrowatch.core.errors import BackendError, ConfigError, PermanentBackendError
 
 EXTRAS, IMG2IMG = "/sdapi/v1/extra-single-image", "/sdapi/v1/img2img"
@@ -157,16 +160,37 @@ def test_unknown_samplers_at_startup(server, tmp_path):
     ok.start()  # pre-1.9 name "<sampler> <schedule>" is still accepted by the WebUI
 
 
+def auth_file(tmp_path, text: str | None) -> str | None:
+    if text is None:
+        return None
+    path = tmp_path / f"sdapi_auth_{len(list(tmp_path.glob('sdapi_auth_*')))}"
+    path.write_text(text + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return str(path)
+
+
 def test_auth(tmp_path):
     with FakeWebUI(auth="alice:s3cret") as server:
         for auth in (None, "alice:wrong"):
-            backend = make_backend(server, tmp_path, start=False, sdapi={"auth": auth})
-            with pytest.raises(ConfigError, match="sdapi.auth"):
+            backend = make_backend(server, tmp_path, start=False, sdapi={"auth_file": auth_file(tmp_path, auth)})
+            with pytest.raises(ConfigError, match="sdapi.auth_file"):
                 backend.start()
-        backend = make_backend(server, tmp_path, sdapi={"auth": "alice:s3cret"})
+        backend = make_backend(server, tmp_path, sdapi={"auth_file": auth_file(tmp_path, "alice:s3cret")})
         assert backend.enhance(enhance_task(caption_model="none")).image.size == (200, 160)
     with pytest.raises(ConfigError, match="user:pass"):
-        make_backend(server, tmp_path, start=False, sdapi={"auth": "no-colon"})
+        make_backend(server, tmp_path, start=False, sdapi={"auth_file": auth_file(tmp_path, "no-colon")})
+
+
+def test_auth_inline_in_the_config_is_refused_and_a_group_writable_auth_file_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"sdapi.auth: .*set sdapi.auth_file") as err:
+        make_config("http://127.0.0.1:9", tmp_path, sdapi={"auth": "alice:s3cret"})
+    assert "s3cret" not in str(err.value)
+    with pytest.raises(ConfigError, match="credentials in sdapi.auth_file"):
+        make_config("http://alice:s3cret@127.0.0.1:9", tmp_path)
+    path = auth_file(tmp_path, "alice:s3cret")
+    Path(path).chmod(0o620)
+    with pytest.raises(ConfigError, match=r"writable by its group.*chmod 600"):
+        SdapiBackend(make_config("http://127.0.0.1:9", tmp_path, sdapi={"auth_file": path}))
 
 
 def test_422_detail_is_surfaced_and_not_retried(server, tmp_path):
