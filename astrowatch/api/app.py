@@ -7,6 +7,7 @@ module maps it onto HTTP.  Imported only by ``astrowatch api`` (FastAPI is the `
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -23,7 +24,7 @@ from astrowatch.api.metrics import LedgerCollector, render
 from astrowatch.api.service import ApiError, Service
 from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError
-from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, BackendName, Decision, JobKind
+from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, PENDING, BackendName, Decision, JobKind
 
 log = structlog.get_logger("astrowatch.api")
 MAX_BODY = 64 * 1024
@@ -31,6 +32,7 @@ QUIET_PATHS = frozenset({"/healthz", "/metrics"})
 GENERATION_BACKENDS = tuple(b for b in ASTRO_BACKENDS if b != BackendName.AUTO)
 REDO_BACKENDS = {JobKind.ASTRO: GENERATION_BACKENDS,
                  JobKind.ENHANCE: tuple(b for b in ENHANCE_BACKENDS if b != BackendName.AUTO)}
+RETRY_AFTER_BUSY = "30"  # seconds: a user's pending generations take about that long each on a GPU
 
 
 class Strict(BaseModel):
@@ -178,7 +180,8 @@ def create_app(config: Config, token: str | None) -> FastAPI:
     _errors(app)
     app.include_router(_reads(service), dependencies=[Depends(authorized)])
     app.include_router(_writes(service, config), dependencies=[Depends(authorized)])
-    app.include_router(_operations(service))  # no token: load balancers and Prometheus
+    # no token needed: load balancers and Prometheus; user names in /metrics only with the token
+    app.include_router(_operations(service, token))
     return app
 
 
@@ -211,12 +214,16 @@ def _reads(service: Service) -> APIRouter:
 def _writes(service: Service, config: Config) -> APIRouter:
     router = APIRouter(prefix="/api", responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
     accepted: dict[str, Any] = {"status_code": 202, "response_model": Accepted, "response_model_exclude_none": True}
+    admit = threading.Lock()  # the pending count and the new row, one request at a time per process
 
-    @router.post("/astro-image/{user}", **accepted)
+    @router.post("/astro-image/{user}", responses={429: {"model": ErrorOut}}, **accepted)
     def generate(user: str, request: Request,
                  backend: str | None = Query(None, description=", ".join(GENERATION_BACKENDS)),
                  body: GenerationBody | None = Body(None)) -> dict[str, Any]:
-        return service.request_generation(user, _overrides(config, request, backend, body))[0]
+        overrides = _overrides(config, request, backend, body)
+        with admit:
+            check_pending(service, service.user(user), overrides, config.api.max_pending_per_user)
+            return service.request_generation(user, overrides)[0]
 
     def decision(name: Decision) -> Any:
         def decide(job_id: str, body: DecisionBody | None = Body(None)) -> dict[str, Any]:
@@ -235,7 +242,7 @@ def _writes(service: Service, config: Config) -> APIRouter:
     return router
 
 
-def _operations(service: Service) -> APIRouter:
+def _operations(service: Service, token: str | None) -> APIRouter:
     router = APIRouter()
     collector = LedgerCollector(service)
 
@@ -245,8 +252,9 @@ def _operations(service: Service) -> APIRouter:
         return JSONResponse(info, status_code=200 if ok else 503)
 
     @router.get("/metrics", response_class=Response)
-    def metrics() -> Response:
-        body, content_type = render(collector)
+    def metrics(request: Request) -> Response:
+        with_users = token is not None and token_matches(bearer(request.headers.get("authorization")), token)
+        body, content_type = render(collector, per_user=with_users)
         return Response(body, media_type=content_type)
 
     return router
@@ -272,6 +280,20 @@ def _overrides(config: Config, request: Request, backend: str | None, body: Gene
             raise ApiError(422, f"unknown style {body.style!r}", "valid styles: " + ", ".join(styles))
         overrides["style"] = body.style
     return overrides
+
+
+def check_pending(service: Service, user: str, overrides: dict[str, Any], limit: int) -> None:
+    """``429`` with ``Retry-After`` when ``user`` already has ``limit`` astro jobs not produced yet
+    (queued, running or waiting: whoever asked for them, the daemon's own theme job included).
+    The same request as a pending one is let through: the ledger answers it with that job."""
+    pending = [j for j in service.reader().by_state(*PENDING, kind=JobKind.ASTRO) if j.user == user]
+    if len(pending) < limit:
+        return
+    if any({k: v for k, v in j.params.items() if not k.startswith("_")} == overrides for j in pending):
+        return
+    raise ApiError(429, f"{user} already has {len(pending)} generations pending (api.max_pending_per_user: "
+                   f"{limit})", "retry when one has finished: GET /api/astro-image/{user} shows the latest",
+                   {"Retry-After": RETRY_AFTER_BUSY})
 
 
 def _check_redo_params(service: Service, job_id: str, params: dict[str, Any]) -> None:

@@ -3,6 +3,11 @@
 The ledger is the source of truth, so every API process (and a restart) reports the same
 numbers and nothing needs ``prometheus_client``'s multi-process mode.  Counters and the
 histogram are cumulative because jobs and their history are never deleted.
+
+User names are the upstream app's users: ``astrowatch_inbox_results{user}`` is in the output only
+for a scrape that presents the API token (``render(..., per_user=True)``).  Without the token, or
+where none is configured, ``/metrics`` carries no user name: ``astrowatch_inbox_results_all`` (no
+label) is always there.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class LedgerCollector:
     def describe(self) -> list[Any]:
         return []  # no collect() at registration time (the ledger may not exist yet)
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self, *, per_user: bool = False) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         from astrowatch.api.service import ApiError
@@ -54,7 +59,7 @@ class LedgerCollector:
             ledger = self.service.reader()
         except ApiError:
             return
-        yield from self._jobs(ledger, GaugeMetricFamily)
+        yield from self._jobs(ledger, GaugeMetricFamily, per_user=per_user)
         yield from self._waiting(ledger, GaugeMetricFamily)
         failures = CounterMetricFamily("astrowatch_failures", "failed jobs by reason class", labels=["reason"])
         by_reason: Counter[str] = Counter()
@@ -69,17 +74,22 @@ class LedgerCollector:
         last.add_metric([], ledger.last_entered(JobState.INBOX) or 0.0)
         yield last
 
-    def _jobs(self, ledger: Any, gauge: Any) -> Iterator[Any]:
+    def _jobs(self, ledger: Any, gauge: Any, *, per_user: bool) -> Iterator[Any]:
         jobs = gauge("astrowatch_jobs", "jobs by state and kind", labels=["state", "kind"])
         counts = ledger.counts_by_kind()
         for state in STATES:
             for kind in JobKind:
                 jobs.add_metric([state, kind], counts.get((state, kind), 0))
         yield jobs
-        inbox = gauge("astrowatch_inbox_results", "results waiting for review, per user", labels=["user"])
-        for user, n in sorted(ledger.counts_by_user(JobState.INBOX).items()):
-            inbox.add_metric([user], n)
-        yield inbox
+        by_user = ledger.counts_by_user(JobState.INBOX)
+        total = gauge("astrowatch_inbox_results_all", "results waiting for review, all users")
+        total.add_metric([], sum(by_user.values()))
+        yield total
+        if per_user:  # user names: only for a scrape with the API token
+            inbox = gauge("astrowatch_inbox_results", "results waiting for review, per user", labels=["user"])
+            for user, n in sorted(by_user.items()):
+                inbox.add_metric([user], n)
+            yield inbox
 
     def _waiting(self, ledger: Any, gauge: Any) -> Iterator[Any]:
         waiting_jobs = ledger.by_state(JobState.WAITING)
@@ -115,10 +125,23 @@ def _le(bound: float) -> str:
     return repr(float(bound))
 
 
-def render(collector: LedgerCollector) -> tuple[bytes, str]:
-    """The text exposition and its content type."""
+class _View:
+    """One scrape's view of the collector: with or without the per-user series."""
+
+    def __init__(self, collector: LedgerCollector, per_user: bool) -> None:
+        self.collector, self.per_user = collector, per_user
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        return self.collector.collect(per_user=self.per_user)
+
+
+def render(collector: LedgerCollector, *, per_user: bool = False) -> tuple[bytes, str]:
+    """The text exposition and its content type; ``per_user`` only for a scrape with the token."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    registry.register(_View(collector, per_user))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -156,6 +156,18 @@ def test_a_decision_by_moving_the_file_is_recorded_as_files(stack) -> None:
     assert [r["via"] for r in _decisions(stack, job)] == ["files"]
 
 
+def test_a_flood_of_generation_requests_for_one_user_gets_429_with_retry_after(stack) -> None:
+    _in_inbox(stack, "flood")
+    answers = [stack.api.post("/api/astro-image/flood", json={"seed": seed}) for seed in range(6)]
+    statuses = [r.status_code for r in answers]
+    assert statuses[:3] == [202, 202, 202] and 429 in statuses[3:], statuses
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.headers["retry-after"] == "30" and "max_pending_per_user" in _error(refused, 429)["error"]
+    assert stack.api.post("/api/astro-image/flood", json={"seed": 0}).status_code == 202  # the same: that job
+    for bad in (".hidden", "x" * 300, "%20spaced", "a%01b"):  # user names are checked as folder names
+        _error(stack.api.post(f"/api/astro-image/{bad}"), 400)
+
+
 def test_401_without_the_right_bearer_token(stack) -> None:
     base = stack.api.base
     for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"},
@@ -296,7 +308,10 @@ def test_metrics_parse_and_match_status_json(stack) -> None:
     wait_state(stack.api, "/api/astro-image/ana", {"waiting"})
     status = wait_until(lambda: _quiet(stack), 60, interval=0.3, what="no job in flight")
 
-    resp = requests.get(stack.api.base + "/metrics", timeout=10)
+    public = requests.get(stack.api.base + "/metrics", timeout=10)
+    assert public.status_code == 200 and 'user="' not in public.text  # no user name without the token
+    assert "astrowatch_inbox_results_all" in public.text
+    resp = requests.get(stack.api.base + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert resp.headers["content-type"].startswith("text/plain; version=")
     families = {f.name: f for f in text_string_to_metric_families(resp.text)}
     assert all(name.startswith("astrowatch_") for name in families)

@@ -97,8 +97,8 @@ def test_metrics_count_failures_by_class_and_add_up_the_histogram_once(env) -> N
         _run_next(config, layout)
     collector = LedgerCollector(Service(config))
     for _ in range(2):  # a second scrape must not count the same results again
-        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                   for f in text_string_to_metric_families(render(collector)[0].decode()) for s in f.samples}
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in
+                   text_string_to_metric_families(render(collector, per_user=True)[0].decode()) for s in f.samples}
     assert samples[("astrowatch_failures_total", (("reason", "input"),))] == 1
     assert samples[("astrowatch_image_seconds_count", (("backend", "wheel"),))] == 1
     assert samples[("astrowatch_jobs", (("kind", "astro"), ("state", "failed")))] == 1
@@ -106,3 +106,37 @@ def test_metrics_count_failures_by_class_and_add_up_the_histogram_once(env) -> N
     assert samples[("astrowatch_daemon_up", ())] == 0  # no daemon here
     history = Ledger(layout.ledger_path).history(Service(config).astro_image("kim")["job_id"])
     assert [h["note"] for h in history if h["to_state"] == "failing"] == ["input"]
+
+
+def test_metrics_without_the_token_carry_no_user_name(env) -> None:
+    from astrowatch.api.metrics import LedgerCollector, render
+
+    config, layout = env
+    folder = drop_theme(layout.root, "gaby-secret-name")
+    _take(config, layout, folder / "theme_gaby-secret-name.json")
+    _run_next(config, layout)
+    collector = LedgerCollector(Service(config))
+    public, private = (render(collector, per_user=p)[0].decode() for p in (False, True))
+    assert "gaby-secret-name" not in public and "astrowatch_inbox_results_all 1.0" in public
+    assert 'astrowatch_inbox_results{user="gaby-secret-name"} 1.0' in private
+
+
+def test_pending_generations_per_user_are_bounded_with_429_and_retry_after(env) -> None:
+    from astrowatch.api.app import check_pending
+
+    config, layout = env
+    folder = drop_theme(layout.root, "gaby")
+    _take(config, layout, folder / "theme_gaby.json")
+    _run_next(config, layout)  # the theme's own job is done: nothing pending
+    service = Service(config)
+    for seed in (1, 2, 3):
+        check_pending(service, "gaby", {"seed": seed}, 3)
+        assert service.request_generation("gaby", {"seed": seed})[1]
+    with pytest.raises(ApiError) as err:
+        check_pending(service, "gaby", {"seed": 4}, 3)
+    assert err.value.status == 429 and err.value.headers == {"Retry-After": "30"}
+    assert "3 generations pending" in err.value.error and "api.max_pending_per_user" in err.value.error
+    check_pending(service, "gaby", {"seed": 2}, 3)  # the same request as a pending one: answered with that job
+    check_pending(service, "kim", {"seed": 4}, 3)  # per user
+    _run_next(config, layout)  # one finishes: room for one more
+    check_pending(service, "gaby", {"seed": 4}, 3)
