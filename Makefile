@@ -32,8 +32,9 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -n 2 -p no:cacheprovider -q
 
-# Best effort (root + apt-get only): headless Chromium for the review page's screenshot test and
-# redis-server for the executor: celery tests, which are skipped without them.  The real CLIP
+# Best effort (root + apt-get only): headless Chromium for the review page's screenshot test,
+# redis-server for the executor: celery tests and systemd (for systemd-analyze: the units' verify
+# and exposure test), which are skipped without them.  The real CLIP
 # vocabulary for the token-count check comes from the open-clip-torch wheel, downloaded as a file
 # (--no-deps: never installed, no torchvision).
 # Every skip is printed (-rs) and tests/support/check_skips.py fails on one not in
@@ -42,6 +43,7 @@ CLIP_VOCAB_WHEEL ?= open-clip-torch==3.3.0
 test: $(STAMP) lint docs
 	-@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null) || true
 	-@command -v redis-server >/dev/null || [ -x /usr/bin/redis-server ] || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null) || true
+	-@command -v systemd-analyze >/dev/null || (command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends systemd >/dev/null) || true
 	ls build/wheels/open_clip_torch-*.whl >/dev/null 2>&1 || $(BIN)/python -m pip download --quiet --no-deps --dest build/wheels "$(CLIP_VOCAB_WHEEL)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not long" -p no:cacheprovider -rs --junitxml=build/junit.xml
 	$(BIN)/python tests/support/check_skips.py build/junit.xml
