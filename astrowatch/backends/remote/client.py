@@ -179,7 +179,9 @@ class RemoteBackend(Backend):
                 return meta.get("result")
             if state in ("FAILURE", "REVOKED"):
                 self._forget(job_id)
-                raise BackendError(f"the remote task failed: {meta.get('result')}")
+                from astrowatch.core.secrets import redact
+
+                raise BackendError(f"the remote task failed: {redact(str(meta.get('result')))}")
             if cancel.interrupted:  # the marker stays: the next start re-attaches to the task
                 cancel.check()
             if time.monotonic() - checked > LOST_CHECK_SECONDS:

@@ -83,6 +83,13 @@ def _short_reason(exc: BaseException) -> str:
 
 
 def server_detail(resp: requests.Response) -> str:
+    """The server's explanation, without any secret this process loaded (it becomes a job's error)."""
+    from astrowatch.core.secrets import redact
+
+    return redact(_server_detail(resp))
+
+
+def _server_detail(resp: requests.Response) -> str:
     """The server's explanation: FastAPI ``detail`` (str or list) or the WebUI's error dict."""
     try:
         data = resp.json()

@@ -236,3 +236,15 @@ def test_describe(server, tmp_path):
     info = backend.describe()
     assert info == {"name": "sdapi", "url": server.url, "model": "sd_xl_base_1.0.safetensors [31e35c80fc]",
                     "reachable": True}
+
+
+def test_a_webui_error_that_echoes_the_password_is_redacted(tmp_path):
+    import requests
+
+    from astrowatch.backends.sdapi.client import SdapiClient, server_detail
+
+    SdapiClient(make_config("http://127.0.0.1:9", tmp_path,
+                            sdapi={"auth_file": auth_file(tmp_path, "alice:echoed-Pa55word")}).sdapi)
+    resp = requests.Response()
+    resp.status_code, resp._content = 500, b'{"detail": "bad login alice:echoed-Pa55word"}'
+    assert server_detail(resp) == "bad login [redacted]"  # the whole user:pass line, as read
