@@ -308,8 +308,7 @@ def _check_redo_params(service: Service, job_id: str, params: dict[str, Any]) ->
                            "valid backends: " + ", ".join(REDO_BACKENDS[kind]))
 
 
-def _png(path: Any, request: Request) -> Response:
-    data = path.read_bytes()
+def _png(data: bytes, request: Request) -> Response:
     etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:

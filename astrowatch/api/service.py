@@ -18,6 +18,7 @@ Errors are :class:`ApiError` (HTTP status, message, hint); the FastAPI layer onl
 from __future__ import annotations
 
 import sqlite3
+import stat
 import threading
 import time
 from datetime import UTC, datetime
@@ -25,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from astrowatch.core.errors import AstrowatchError, NotFound, UnsafePathError
+from astrowatch.core.errors import AstrowatchError, InputError, NotFound, UnsafePathError
 from astrowatch.core.jobs import BackendName, Decision, JobKind, JobState
-from astrowatch.storage.images import atomic_write_json, read_json_or_none
+from astrowatch.storage import safefs
 from astrowatch.storage.layout import Layout, check_name, check_user_name
+from astrowatch.storage.safefs import SIDECAR_MAX_BYTES, Unreadable
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -54,6 +56,10 @@ def iso(ts: float | None) -> str | None:
 
 def theme_source(user: str) -> str:
     return f"Utilisateurs/{user}/theme_{user}.json"
+
+
+def bad_params(exc: InputError) -> ApiError:
+    return ApiError(422, exc.message, exc.hint or "see GET /docs for the parameters and their ranges")
 
 
 class Service:
@@ -158,41 +164,57 @@ class Service:
         return items
 
     # -- files ---------------------------------------------------------------------------------------
+    def _regular(self, path: Path) -> bool:
+        """A regular file reached without a symlink (``lstat`` only: a FIFO never blocks a request)."""
+        st = safefs.lstat_or_none(path, root=self.layout.root)
+        return st is not None and stat.S_ISREG(st.st_mode)
+
     def delivered(self, user: str) -> Path | None:
         path = self.layout.user_dir(user) / f"theme_{user}.png"
-        return path if path.is_file() and not path.is_symlink() else None
+        return path if self._regular(path) else None
 
     def inbox_image(self, job: Job) -> Path | None:
         name = (job.result or {}).get("image")
         if job.state != JobState.INBOX or not name:
             return None
         path = self.layout.inbox_dir(job.user) / check_name(name)
-        return path if path.is_file() and not path.is_symlink() else None
+        return path if self._regular(path) else None
 
-    def delivered_image(self, name: str) -> Path:
+    def _image_bytes(self, path: Path | None, missing: ApiError) -> bytes:
+        """The image's bytes, read through :mod:`astrowatch.storage.safefs` (no link, no FIFO, at
+        most ``limits.max_image_bytes``); ``missing`` when there is none, 404 naming why otherwise."""
+        if path is None:
+            raise missing
+        try:
+            return safefs.read_bytes(path, root=self.layout.root, max_bytes=self.config.limits.max_image_bytes,
+                                     what="image").data
+        except Unreadable as exc:
+            if exc.gone:
+                raise missing from None
+            raise ApiError(404, f"{self.layout.rel(path)} is not readable: {exc.message}",
+                           "only a regular file astrowatch wrote is served") from None
+
+    def delivered_image(self, name: str) -> bytes:
         user = self.user(name)
-        path = self.delivered(user)
-        if path is None:
-            raise ApiError(404, f"{user} has no delivered picture yet",
-                           f"GET /api/astro-image/{user} says where its generation stands")
-        return path
+        return self._image_bytes(self.delivered(user), ApiError(
+            404, f"{user} has no delivered picture yet", f"GET /api/astro-image/{user} says where its generation stands"))
 
-    def pending_image(self, job_id: str) -> Path:
+    def pending_image(self, job_id: str) -> bytes:
         job = self.job(job_id)
-        path = self.inbox_image(job)
-        if path is None:
-            raise ApiError(404, f"job {job.id} has no result waiting for review (state: {job.state})",
-                           "a result is served here only while it waits in the inbox")
-        return path
+        return self._image_bytes(self.inbox_image(job), ApiError(
+            404, f"job {job.id} has no result waiting for review (state: {job.state})",
+            "a result is served here only while it waits in the inbox"))
 
     def _prompt(self, job: Job) -> str | None:
         stem = (job.result or {}).get("stem")
         if not stem:
             return None
         for folder in (self.layout.inbox_dir(job.user), self.layout.archive_dir(job.user, job.id)):
-            sidecar = read_json_or_none(folder / f"{stem}.json")
+            sidecar = safefs.read_json_or_none(folder / f"{stem}.json", root=self.layout.root,
+                                               max_bytes=SIDECAR_MAX_BYTES, max_depth=self.config.limits.max_json_depth)
             if isinstance(sidecar, dict):
-                return sidecar.get("prompt")
+                prompt = sidecar.get("prompt")
+                return prompt if isinstance(prompt, str) else None
         return None
 
     def backend_of(self, job: Job) -> str | None:
@@ -211,17 +233,24 @@ class Service:
     def request_generation(self, name: str, overrides: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """A new astro job from the user's current theme with ``overrides`` (backend, seed, style)."""
         from astrowatch.pipeline.steps import SNAPSHOT_FROM
-        from astrowatch.storage.files import sha256_file
+        from astrowatch.review.params import check_params
 
         user = self.user(name)
+        try:
+            overrides = check_params(self.config, JobKind.ASTRO, overrides)
+        except InputError as exc:
+            raise bad_params(exc) from None
         theme = self.layout.user_dir(user) / f"theme_{user}.json"
-        if not theme.is_file() or theme.is_symlink():
-            raise ApiError(404, f"{user} has no theme (Utilisateurs/{user}/theme_{user}.json)",
-                           "the upstream app writes the natal chart there first")
-        sha = sha256_file(theme)
+        try:  # hashed from one descriptor: no link, no FIFO, at most limits.max_json_bytes
+            sha, _st = safefs.sha256_of(theme, root=self.layout.root, max_bytes=self.config.limits.max_json_bytes,
+                                        what="theme")
+        except Unreadable as exc:
+            raise ApiError(404, f"{user} has no readable theme (Utilisateurs/{user}/theme_{user}.json"
+                           + ("" if exc.gone else f": {exc.message}") + ")",
+                           "the upstream app writes the natal chart there first") from None
         ledger = self.reader()
         parent = next((j for j in ledger.jobs_for_source(user, theme_source(user)) if j.source_sha256 == sha
-                       and (self.layout.archive_dir(user, j.id) / j.source_name).is_file()), None)
+                       and self._regular(self.layout.archive_dir(user, j.id) / j.source_name)), None)
         if parent is None:
             raise ApiError(409, f"the daemon has not taken {user}'s current theme yet",
                            "it makes a job for a new theme by itself within seconds; retry after that",
@@ -239,7 +268,7 @@ class Service:
     def decide(self, job_id: str, decision: Decision, *, caption: str | None = None,
                params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Move the inbox image into approved/, rejected/ or redo/ as a reviewer would."""
-        from astrowatch.review.inbox import InboxItem, decide
+        from astrowatch.review.inbox import InboxItem, changed_params, decide, edit_sidecar
         from astrowatch.review.reviewer import VIA_KEY
 
         job = self.job(job_id)
@@ -250,18 +279,31 @@ class Service:
                                + (", its result was already moved: the daemon is applying a decision)"
                                   if job.state == JobState.INBOX else ")"),
                                f"GET /api/jobs/{job.id} shows where it is; GET /api/inbox lists what awaits review")
-            item = InboxItem(job, image)
+            item = InboxItem(job, image, self.layout.root)
             sidecar = item.sidecar()
             if decision == Decision.REDO and not sidecar:
                 raise ApiError(409, f"{item.sidecar_path.name} is missing or unreadable: a redo needs the sidecar",
                                "approve or reject it instead, or restore the sidecar")
-            merged = {**(sidecar.get("params") or {}), **(params or {})} if decision == Decision.REDO else None
-            atomic_write_json(item.sidecar_path, {**sidecar, VIA_KEY: "api"})
+            recorded = sidecar.get("params")
+            merged = {**(recorded if isinstance(recorded, dict) else {}), **(params or {})} \
+                if decision == Decision.REDO else None
+            if merged is not None:
+                try:
+                    changed_params(self.config, job, merged)
+                except InputError as exc:
+                    raise bad_params(exc) from None
+            root = self.layout.root
+            if sidecar:
+                edit_sidecar(item.sidecar_path, "the API", lambda d: d.update({VIA_KEY: "api"}), root=root)
+            else:  # none (or unreadable): the mark alone, so the decision is still logged as the API's
+                safefs.write_json(item.sidecar_path, {VIA_KEY: "api"}, root=root)
             try:
-                decide(self.layout, item, decision, caption=caption, params=merged)
+                decide(self.config, self.layout, item, decision, caption=caption, params=merged)
             except (AstrowatchError, OSError) as exc:
-                if item.sidecar_path.exists():  # not moved: leave no stale mark for a later move by hand
-                    atomic_write_json(item.sidecar_path, sidecar)
+                if safefs.lstat_or_none(item.sidecar_path, root=root) is not None:
+                    safefs.write_json(item.sidecar_path, sidecar, root=root)  # not moved: no stale mark
+                if isinstance(exc, InputError) and not isinstance(exc, UnsafePathError):
+                    raise bad_params(exc) from None
                 raise ApiError(409, f"could not move {image.name}: {exc}",
                                "it was probably decided meanwhile") from None
         return {"job_id": job.id, "decision": decision, "state": job.state, "status_url": f"/api/jobs/{job.id}"}

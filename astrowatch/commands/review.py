@@ -43,9 +43,9 @@ def main(args: argparse.Namespace) -> int:
     for item in items:
         job, image = find_inbox_item(ledger, layout, item)
         if args.action == Decision.REDO and args.set:
-            apply_sets(image.with_suffix(".json"), redo_overrides(config, job.kind, args.set))
+            apply_sets(image.with_suffix(".json"), redo_overrides(config, job.kind, args.set), root=layout.root)
         if args.action == Decision.APPROVE and getattr(args, "force", False):
-            force(image.with_suffix(".json"))
-        dest = move(image, layout.root / FOLDER[args.action])
+            force(image.with_suffix(".json"), root=layout.root)
+        dest = move(image, layout.root / FOLDER[args.action], root=layout.root)
         print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {args.action} it")
     return 0

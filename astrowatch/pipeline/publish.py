@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job, Ledger
 
+RESULT_SHA_KEY = "sha256"  # in a job's result (the ledger): the hash of the image published to the inbox
+RESULT_MAX_BYTES = 1 << 31  # the daemon's own result, hashed from its work folder (no user input)
 REVIEW_HELP = ("Move the image into approved/ to accept it, rejected/ to refuse it, or edit 'params' "
                "here and move the image into redo/ to run it again.")
 
@@ -70,17 +72,35 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
     return sidecar
 
 
-def publish(job: Job, layout: Layout) -> None:
+def publish(job: Job, layout: Layout, ledger: Ledger) -> None:
     """Move the outputs from the work folder into ``inbox/<user>/``, then (enhance) move the
-    dropped original into the job's archive folder.  Safe to repeat."""
+    dropped original into the job's archive folder.  Safe to repeat.
+
+    The image's sha256 is recorded in the job's result (:data:`RESULT_SHA_KEY`) before the image
+    leaves the work folder (the daemon's own, out of the group's reach), so an approval is honoured
+    only for these bytes: a PNG dropped into ``approved/`` under the job's name is not this one."""
+    from astrowatch.storage import safefs
+
+    root = layout.root
     work = layout.work_dir(job.id)
     inbox = layout.inbox_dir(job.user)
-    inbox.mkdir(parents=True, exist_ok=True)
+    safefs.make_dirs(inbox, root)
     stem = result_stem(job)
+    result = dict(ledger.get(job.id).result or {})  # recorded with ``-> publishing`` (``job`` may predate it)
+    image = work / str(result.get("image") or "")
+    if result.get("image") and RESULT_SHA_KEY not in result:
+        try:
+            result[RESULT_SHA_KEY], _st = safefs.sha256_of(image, root=root, max_bytes=RESULT_MAX_BYTES,
+                                                           what="result image")
+        except safefs.Unreadable as exc:
+            if not exc.gone:
+                raise
+        else:
+            ledger.update_fields(job.id, result=result)
     for suffix in (".json", ".txt", *RESULT_SUFFIX.values()):  # image last
         src = work / f"{stem}{suffix}"
-        if src.exists():
-            os.replace(src, inbox / src.name)
+        if safefs.lstat_or_none(src, root=root) is not None:
+            safefs.rename(src, inbox / src.name, root=root)
     fsync_dir(inbox)
     if job.kind == JobKind.ENHANCE and job.parent_id is None:  # a redo reads the parent's archived copy
         move_source_to(job, layout, layout.archive_dir(job.user, job.id))

@@ -7,8 +7,8 @@ daemon then acts on the move exactly as on a reviewer's hand move (:mod:`astrowa
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from astrowatch.core.config import parse_set, settable_keys, unknown_set_key
 from astrowatch.core.errors import InputError, NotFound
 from astrowatch.core.jobs import Decision, JobKind, JobState
-from astrowatch.storage.images import atomic_write_json, atomic_write_text, read_json_or_none, read_text_or_none
+from astrowatch.review.params import check_params
+from astrowatch.storage import safefs
+from astrowatch.storage.safefs import CAPTION_MAX_BYTES, SIDECAR_MAX_BYTES
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -27,6 +29,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 FOLDER = {decision: decision.folder for decision in Decision}  # approve -> approved/, ...
+# what an edit of the sidecar may change: redo parameters (checked by check_params), the
+# reviewer's "force" and the API's mark; job id, hashes, backend record... stay as published
+EDITABLE_SIDECAR_KEYS = frozenset({"params", "force", "decided_via"})
+
+
+def is_file(path: Path, root: Path) -> bool:
+    """A regular file reached without a symlink (``lstat`` only: a FIFO never blocks)."""
+    st = safefs.lstat_or_none(path, root=root)
+    return st is not None and stat.S_ISREG(st.st_mode)
 
 
 def find_inbox_item(ledger: Ledger, layout: Layout, item: str) -> tuple[Job, Path]:
@@ -42,20 +53,21 @@ def find_inbox_item(ledger: Ledger, layout: Layout, item: str) -> tuple[Job, Pat
     if job.state != JobState.INBOX:
         raise NotFound(f"job {job.id} is not waiting in the inbox (state: {job.state})")
     image = layout.inbox_dir(job.user) / (job.result or {}).get("image", "")
-    if not image.is_file():
+    if not is_file(image, layout.root):
         raise NotFound(f"{layout.rel(image)} is not in the inbox any more (already moved?)")
     return job, image
 
 
-def move(image: Path, dest_dir: Path) -> Path:
-    """Move a result into a decision folder the way a reviewer would: sidecars first, image last."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+def move(image: Path, dest_dir: Path, *, root: Path) -> Path:
+    """Move a result into a decision folder the way a reviewer would: sidecars first, image last
+    (relative to folder descriptors under ``root``: a link moves as a link, never followed)."""
+    safefs.make_dirs(dest_dir, root)
     stem = image.name.rsplit(".", 1)[0]
     for suffix in (".json", ".txt"):  # sidecars first, image last (the daemon acts on the image)
         side = image.with_name(stem + suffix)
-        if side.exists():
-            os.replace(side, dest_dir / side.name)
-    os.replace(image, dest_dir / image.name)
+        if safefs.lstat_or_none(side, root=root) is not None:
+            safefs.rename(side, dest_dir / side.name, root=root)
+    safefs.rename(image, dest_dir / image.name, root=root)
     return dest_dir / image.name
 
 
@@ -79,36 +91,52 @@ def redo_overrides(config: Config, kind: JobKind, pairs: list[str]) -> dict[str,
         if ".".join(parts) not in valid:
             raise unknown_set_key(".".join(parts), valid)
         overrides[parts[-1]] = value
-    return overrides
+    return check_params(config, kind, overrides)
 
 
-def edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def read_sidecar(path: Path, root: Path) -> Any:
+    """A result's sidecar, read safely (a regular file of at most 1 MB, no link), or ``None``."""
+    return safefs.read_json_or_none(path, root=root, max_bytes=SIDECAR_MAX_BYTES)
+
+
+def edit_sidecar(sidecar_path: Path, what: str, edit: Callable[[dict[str, Any]], None], *,
+                 root: Path) -> dict[str, Any]:
     """Read-modify-write the result's sidecar (atomically: the daemon may read it as soon as the
-    image moves).  An unreadable one is a clear error naming the file."""
-    data = read_json_or_none(sidecar_path)
+    image moves).  An unreadable one is a clear error naming the file.  ``edit`` may change only
+    :data:`EDITABLE_SIDECAR_KEYS`; the rest is written back as it was read."""
+    data = read_sidecar(sidecar_path, root)
     if not isinstance(data, dict):
-        raise NotFound(f"{sidecar_path.name}: {what} needs the result's readable .json sidecar in the inbox")
-    edit(data)
-    atomic_write_json(sidecar_path, data)
+        raise NotFound(f"{sidecar_path.name}: {what} needs the result's readable .json sidecar in the inbox "
+                       "(a regular file of at most 1 MB, not a link)")
+    edited = dict(data)
+    edit(edited)
+    kept = {k: v for k, v in data.items() if k not in EDITABLE_SIDECAR_KEYS}
+    data = {**kept, **{k: v for k, v in edited.items() if k in EDITABLE_SIDECAR_KEYS}}
+    safefs.write_json(sidecar_path, data, root=root)
     return data
 
 
-def apply_sets(sidecar_path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``redo --set``: the overrides merged into the sidecar's ``params``."""
-    data = edit_sidecar(sidecar_path, "--set", lambda d: d.setdefault("params", {}).update(overrides))
+def apply_sets(sidecar_path: Path, overrides: dict[str, Any], *, root: Path) -> dict[str, Any]:
+    """``redo --set``: the overrides (checked by :func:`redo_overrides`) merged into the sidecar's ``params``."""
+    def merge(d: dict[str, Any]) -> None:
+        params = d.get("params")
+        d["params"] = {**(params if isinstance(params, dict) else {}), **overrides}
+
+    data = edit_sidecar(sidecar_path, "--set", merge, root=root)
     params: dict[str, Any] = data["params"]
     return params
 
 
-def force(sidecar_path: Path) -> None:
+def force(sidecar_path: Path, *, root: Path) -> None:
     """``approve --force``: ``"force": true`` in the sidecar, which the daemon reads with the decision."""
-    edit_sidecar(sidecar_path, "--force", lambda d: d.update(force=True))
+    edit_sidecar(sidecar_path, "--force", lambda d: d.update(force=True), root=root)
 
 
 @dataclass
 class InboxItem:
     job: Job
     image: Path
+    root: Path  # the data folder: every file here is read and written relative to it
 
     @property
     def stem(self) -> str:
@@ -123,15 +151,17 @@ class InboxItem:
         return self.image.with_name(self.stem + ".json")
 
     def caption(self) -> str:
-        return read_text_or_none(self.caption_path) or ""
+        return safefs.read_text_or_none(self.caption_path, root=self.root, max_bytes=CAPTION_MAX_BYTES) or ""
 
     def sidecar(self) -> dict[str, Any]:
-        data = read_json_or_none(self.sidecar_path)
+        data = read_sidecar(self.sidecar_path, self.root)
         return data if isinstance(data, dict) else {}
 
     def bounce_note(self) -> str | None:
         """Why the daemon put a decision back (``<stem>.error.txt``), if it did."""
-        return (read_text_or_none(self.image.with_name(self.stem + ".error.txt")) or "").strip() or None
+        note = safefs.read_text_or_none(self.image.with_name(self.stem + ".error.txt"), root=self.root,
+                                        max_bytes=CAPTION_MAX_BYTES)
+        return (note or "").strip() or None
 
 
 def inbox_items(layout: Layout, ledger: Ledger) -> list[InboxItem]:
@@ -142,8 +172,8 @@ def inbox_items(layout: Layout, ledger: Ledger) -> list[InboxItem]:
         if not name:
             continue
         image = layout.inbox_dir(job.user) / name
-        if image.is_file() and not image.is_symlink():
-            items.append(InboxItem(job, image))
+        if is_file(image, layout.root):
+            items.append(InboxItem(job, image, layout.root))
     return items
 
 
@@ -152,7 +182,7 @@ def original_path(layout: Layout, ledger: Ledger, job: Job) -> Path | None:
     current: Job | None = job
     while current is not None:
         path = layout.archive_dir(current.user, current.id) / current.source_name
-        if path.is_file() and not path.is_symlink():
+        if is_file(path, layout.root):
             return path
         try:
             current = ledger.get(current.parent_id) if current.parent_id else None
@@ -166,35 +196,44 @@ def save_caption(item: InboxItem, text: str) -> bool:
     text = text.rstrip("\n") + "\n"
     if text == item.caption():
         return False
-    atomic_write_text(item.caption_path, text)
+    if len(text.encode("utf-8")) > CAPTION_MAX_BYTES:
+        raise InputError(f"{item.caption_path.name}: the description is over {CAPTION_MAX_BYTES // 1024} KB")
+    safefs.write_text(item.caption_path, text, root=item.root)
     return True
 
 
 def parse_params(text: str) -> dict[str, Any]:
     """The redo parameters a reviewer typed (a JSON object), or an :class:`InputError` saying why not."""
     try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"parameters are not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        params = safefs.loads_bounded(text)
+    except ValueError as exc:
+        raise InputError(f"parameters are not valid JSON: {exc}") from None
     if not isinstance(params, dict):
         raise InputError("parameters must be a JSON object, e.g. {\"steps\": 40}")
     return params
 
 
-def decide(layout: Layout, item: InboxItem, decision: Decision, *, caption: str | None = None,
+def decide(config: Config, layout: Layout, item: InboxItem, decision: Decision, *, caption: str | None = None,
            params: dict[str, Any] | None = None) -> Path:
-    """Save the caption, write redo params into the sidecar, then move the image like a reviewer."""
-    if not item.image.is_file():
+    """Save the caption, write redo params into the sidecar, then move the image like a reviewer.
+    The params a redo changes (against the result's) are checked first (:mod:`astrowatch.review.params`)."""
+    if not is_file(item.image, layout.root):
         raise NotFound(f"{item.image.name} is not in the inbox any more (decided elsewhere?)")
+    if decision == Decision.REDO and params is not None:
+        changed_params(config, item.job, params)
     if caption is not None:
         save_caption(item, caption)
     if decision == Decision.REDO and params is not None:
-        sidecar = item.sidecar()
-        if not sidecar:
-            raise NotFound(f"{item.sidecar_path.name} is missing or unreadable: a redo needs the sidecar")
-        sidecar["params"] = params
-        atomic_write_json(item.sidecar_path, sidecar)
-    return move(item.image, layout.root / decision.folder)
+        edit_sidecar(item.sidecar_path, "a redo", lambda d: d.update(params=params), root=layout.root)
+    return move(item.image, layout.root / decision.folder, root=layout.root)
+
+
+def changed_params(config: Config, job: Job, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters in ``params`` that differ from those the result was made with, checked."""
+    if not isinstance(params, dict):
+        raise InputError("parameters must be a JSON object, e.g. {\"steps\": 40}")
+    recorded = (job.result or {}).get("params") or {}
+    return check_params(config, job.kind, {k: v for k, v in params.items() if recorded.get(k) != v})
 
 
 def waiting_for(job: Job) -> str:

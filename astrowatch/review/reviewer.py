@@ -8,23 +8,28 @@ then marked final.  After a crash, recovery calls :meth:`Reviewer.finish` again.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
+import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from astrowatch.core.errors import LedgerError, NotFound
+from astrowatch.core.errors import InputError, LedgerError, NotFound
 from astrowatch.core.formats import IMAGE_EXTENSIONS
 from astrowatch.core.jobs import Decision, IngestOutcome, JobKind, JobState
 from astrowatch.pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
 from astrowatch.pipeline.freshness import newer_result, stale_note
-from astrowatch.pipeline.publish import refuse_file, result_stem
-from astrowatch.storage.images import RESULT_SUFFIX, atomic_write_text, read_json_or_none, read_png_meta, read_text_or_none
+from astrowatch.pipeline.publish import RESULT_SHA_KEY, refuse_file, result_stem
+from astrowatch.review.params import check_params
+from astrowatch.storage import safefs
+from astrowatch.storage.images import RESULT_SUFFIX, read_png_meta
 from astrowatch.storage.jsonlog import append_jsonl, read_jsonl
+from astrowatch.storage.safefs import CAPTION_MAX_BYTES, SIDECAR_MAX_BYTES, Unreadable
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -55,19 +60,26 @@ class Reviewer:
     # -- a file appeared in a decision folder --------------------------------------------------
     def handle(self, path: Path) -> str:
         decision = self.layout.decision_of(path)
-        if decision is None or not path.is_file() or path.is_symlink():
+        seen = safefs.lstat_or_none(path, root=self.layout.root) if decision is not None else None
+        if decision is None or seen is None or stat.S_ISDIR(seen.st_mode):
             return IngestOutcome.IGNORED
         if path.suffix.lower() in (".json", ".txt"):
-            return self._orphan_sidecar(path)
+            return self._orphan_sidecar(path) if stat.S_ISREG(seen.st_mode) else IngestOutcome.IGNORED
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             return IngestOutcome.IGNORED
-        job = self.identify(path)
+        try:
+            image = self.examine(path)
+        except Unreadable as exc:
+            if exc.gone:
+                return IngestOutcome.IGNORED
+            return self._unreadable(path, exc.message)
+        job = self.identify(path, image.meta)
         if job is None:
             refuse_file(self.layout, "_review", path, f"{path.name} is not an astrowatch result "
                         "(no job id in its name, PNG metadata or sidecar)", move=True)
             return IngestOutcome.FAILED
         if job.state == JobState.INBOX:
-            return self.decide(job, decision, path)
+            return self.decide(job, decision, path, image)
         if job.state == JobState.DECIDING:
             self.finish(job, again=True)
             return "decided"
@@ -77,11 +89,21 @@ class Reviewer:
         log.warning("decision on a job that is not in the inbox; left in place", job_id=job.id, state=job.state)
         return IngestOutcome.IGNORED
 
-    def identify(self, path: Path) -> Job | None:
-        candidates = [job_id_from_name(path)]
-        meta = read_png_meta(path) if path.suffix.lower() in (*RESULT_SUFFIX.values(), ".jpeg") else None
-        candidates.append((meta or {}).get("job_id"))
-        sidecar = read_json_or_none(path.with_suffix(".json"))
+    def examine(self, path: Path) -> Examined:
+        """Hash the moved image and read our metadata from one descriptor (no symlink, no FIFO,
+        a regular file within ``limits.max_image_bytes``), or :class:`Unreadable` saying why."""
+        digest = hashlib.sha256()
+        with safefs.open_file(path, root=self.layout.root, max_bytes=self.config.limits.max_image_bytes,
+                              what="result image") as (fh, st):
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+            fh.seek(0)
+            meta = read_png_meta(fh) if path.suffix.lower() in (*RESULT_SUFFIX.values(), ".jpeg") else None
+        return Examined(digest.hexdigest(), safefs.identity(st), meta)
+
+    def identify(self, path: Path, meta: dict[str, Any] | None = None) -> Job | None:
+        candidates = [job_id_from_name(path), (meta or {}).get("job_id")]
+        sidecar = self._json(path.with_suffix(".json"))
         candidates.append((sidecar or {}).get("job_id"))
         for job_id in candidates:
             if isinstance(job_id, str) and re.fullmatch(r"[0-9a-f]{12}", job_id):
@@ -91,15 +113,25 @@ class Reviewer:
                     continue
         return None
 
-    def decide(self, job: Job, decision: Decision, path: Path) -> str:
-        data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time()}
+    def decide(self, job: Job, decision: Decision, path: Path, image: Examined) -> str:
+        recorded = (job.result or {}).get(RESULT_SHA_KEY)
+        if recorded is not None and recorded != image.sha256:
+            return self._bounce(job, path, f"{path.name} is not the image astrowatch made for job {job.id} "
+                                "(its content differs from the published result); decision not taken",
+                                foreign=True)
+        if recorded is None:
+            log.warning("result published without a recorded hash (older release): decision taken on its name",
+                        job_id=job.id)
+        data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time(),
+                                RESULT_SHA_KEY: image.sha256}
         stem = path.name.rsplit(".", 1)[0]
         inbox = self.layout.inbox_dir(job.user)
-        caption = (read_text_or_none(path.with_name(stem + ".txt")) or read_text_or_none(inbox / f"{stem}.txt")
-                   or read_text_or_none(inbox / f"{result_stem(job)}.txt"))  # a renamed result's caption
+        caption = (self._text(path.with_name(stem + ".txt")) or self._text(inbox / f"{stem}.txt")
+                   or self._text(inbox / f"{result_stem(job)}.txt"))  # a renamed result's caption
         data["caption"] = caption
         beside = path.with_name(stem + ".json")  # moved along with the image, else left in the inbox
-        sidecar = read_json_or_none(beside if beside.exists() else inbox / f"{stem}.json")
+        there = safefs.lstat_or_none(beside, root=self.layout.root) is not None
+        sidecar = self._json(beside if there else inbox / f"{stem}.json")
         data["via"] = decided_via(sidecar)
         if decision == Decision.APPROVE and (newer := newer_result(self.ledger, job)) is not None:
             if not (isinstance(sidecar, dict) and sidecar.get("force") is True):
@@ -107,8 +139,13 @@ class Reviewer:
             data["forced_over"] = newer.id
         if decision == Decision.REDO:
             if not isinstance(sidecar, dict) or not isinstance(sidecar.get("params"), dict):
-                return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' object")
-            data["overrides"] = redo_overrides(job, sidecar["params"])
+                return self._bounce(job, path, "redo needs the result's .json sidecar with a valid 'params' "
+                                    "object (a regular file of at most 1 MB, not a link)")
+            try:
+                data["overrides"] = redo_overrides(self.config, job, sidecar["params"])
+            except InputError as exc:
+                return self._bounce(job, path, f"redo refused: {exc.message}"
+                                    + (f" ({exc.hint})" if exc.hint else ""))
         if not self.ledger.transition(job.id, JobState.INBOX, JobState.DECIDING, decision=decision,
                                       decision_data=data, note=decision):
             return IngestOutcome.IGNORED  # someone else decided first
@@ -140,11 +177,25 @@ class Reviewer:
 
     # -- helpers -----------------------------------------------------------------------------
     def _decided_image(self, job: Job, data: dict[str, Any]) -> Path | None:
+        """The image the decision was taken on: where it was moved, else already archived; a
+        file that is not a bounded regular file, or whose bytes are not the ones decided on (a
+        swap since), is not it."""
         moved = self.layout.abs(data["path"]) if data.get("path") else None
-        if moved is not None and moved.is_file():
-            return moved
         archived = self.layout.archive_dir(job.user, job.id) / Path(data.get("path", "")).name
-        return archived if archived.is_file() else None
+        for candidate in (moved, archived):
+            if candidate is None:
+                continue
+            try:
+                digest, _st = safefs.sha256_of(candidate, root=self.layout.root,
+                                               max_bytes=self.config.limits.max_image_bytes, what="result image")
+            except (Unreadable, OSError):
+                continue
+            expected = data.get(RESULT_SHA_KEY)
+            if expected is None or digest == expected:
+                return candidate
+            log.warning("the decided image was replaced since the decision; not used",
+                        job_id=job.id, path=self.layout.rel(candidate))
+        return None
 
     def _queue_redo(self, job: Job, overrides: dict[str, Any]) -> None:
         from astrowatch.pipeline.delivery import queue_child
@@ -173,21 +224,53 @@ class Reviewer:
             "review_seconds": round(data["decided_at"] - inbox_at, 3) if inbox_at and data.get("decided_at") else None,
         })
 
-    def _bounce(self, job: Job, path: Path, reason: str) -> str:
+    def _bounce(self, job: Job, path: Path, reason: str, *, foreign: bool = False) -> str:
         """Put back in the inbox everything the reviewer moved (image, sidecar, caption, an old
         note), with a ``.error.txt`` saying why the decision was not taken.  Nothing stays behind
-        in the decision folder, so a later decision never reads a stale sidecar there."""
+        in the decision folder, so a later decision never reads a stale sidecar there.
+
+        A ``foreign`` image (not the bytes astrowatch published, or not a regular file) never
+        takes the place of the job's own result still waiting in the inbox: it goes to
+        ``failed/_review/`` with the reason instead."""
+        root = self.layout.root
         inbox = self.layout.inbox_dir(job.user)
-        inbox.mkdir(parents=True, exist_ok=True)
+        safefs.make_dirs(inbox, root)
         stem = path.name.rsplit(".", 1)[0]
         for suffix in (".json", ".txt", ".error.txt"):  # the files beside the image first, image last
             side = path.with_name(stem + suffix)
-            if side.is_file() and not side.is_symlink():
-                os.replace(side, inbox / side.name)  # the one the decision read wins over an inbox copy
-        path.replace(inbox / path.name)
-        atomic_write_text(inbox / f"{stem}.error.txt", reason + "\n")
+            st = safefs.lstat_or_none(side, root=root)
+            if st is not None and stat.S_ISREG(st.st_mode):
+                safefs.rename(side, inbox / side.name, root=root)  # the one the decision read wins over an inbox copy
+        own = inbox / str((job.result or {}).get("image") or path.name)
+        own_st = safefs.lstat_or_none(own, root=root)
+        if foreign and own_st is not None and stat.S_ISREG(own_st.st_mode) and own != path:
+            refuse_file(self.layout, "_review", path, reason, move=True)
+        elif safefs.lstat_or_none(path, root=root) is not None:
+            safefs.rename(path, inbox / path.name, root=root)
+        safefs.write_text(inbox / f"{stem}.error.txt", reason + "\n", root=root)
         log.warning("decision refused; files put back in the inbox", job_id=job.id, reason=reason)
         return "bounced"
+
+    def _unreadable(self, path: Path, why: str) -> str:
+        """A decision on something that cannot be read safely (a link, a FIFO, a file too big...):
+        bounced when its name says which waiting job it claims to be, else left to ``failed/``."""
+        job_id = job_id_from_name(path)
+        try:
+            job = self.ledger.get(job_id) if job_id else None
+        except NotFound:
+            job = None
+        reason = f"missing or unreadable: {why}; decision not taken"
+        if job is not None and job.state == JobState.INBOX:
+            return self._bounce(job, path, reason, foreign=True)
+        refuse_file(self.layout, "_review", path, reason, move=True)
+        return IngestOutcome.FAILED
+
+    def _text(self, path: Path) -> str | None:
+        return safefs.read_text_or_none(path, root=self.layout.root, max_bytes=CAPTION_MAX_BYTES)
+
+    def _json(self, path: Path) -> Any:
+        return safefs.read_json_or_none(path, root=self.layout.root, max_bytes=SIDECAR_MAX_BYTES,
+                                        max_depth=self.config.limits.max_json_depth)
 
     def _orphan_sidecar(self, path: Path) -> str:
         job_id = job_id_from_name(path)
@@ -208,11 +291,20 @@ def decided_via(sidecar: Any) -> str:
     return via if via in ("api",) else "files"
 
 
-def redo_overrides(job: Job, edited: dict[str, Any]) -> dict[str, Any]:
-    """The job's own overrides plus every parameter the reviewer changed in the sidecar."""
+def redo_overrides(config: Config, job: Job, edited: dict[str, Any]) -> dict[str, Any]:
+    """The job's own overrides plus every parameter the reviewer changed in the sidecar; the
+    changed ones must be editable and within bounds (:func:`astrowatch.review.params.check_params`)."""
     recorded = (job.result or {}).get("params") or {}
     overrides = {k: v for k, v in job.params.items() if not k.startswith("_")}  # not the learner's notes
-    for key, value in edited.items():
-        if recorded.get(key) != value:
-            overrides[key] = value
+    changed = {key: value for key, value in edited.items() if recorded.get(key) != value}
+    overrides.update(check_params(config, job.kind, changed))
     return overrides
+
+
+@dataclass(frozen=True)
+class Examined:
+    """A moved result as read once from its descriptor: content hash, identity, our metadata."""
+
+    sha256: str
+    identity: safefs.Identity
+    meta: dict[str, Any] | None

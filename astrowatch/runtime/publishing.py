@@ -79,7 +79,7 @@ class Publisher:
             # is missing, so every inbox job has exactly one, whenever a crash happens
             self.log_generation(job, "ok", run_s, sidecar=sidecar)
             logged.add(job.id)
-        publish(job, self.layout)
+        publish(job, self.layout, self.ledger)
         self.ledger.transition(job.id, JobState.PUBLISHING, JobState.INBOX)
         record_job(self.stats, run_s)
         mark_stale(self.ledger, self.layout, job)

@@ -44,7 +44,7 @@ def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) 
             log.info("interrupted job resumed", job_id=job.id, user=job.user, attempts=job.attempts)
             counts["resumed"] += 1
     for job in ledger.by_state(JobState.PUBLISHING):
-        publish(job, layout)
+        publish(job, layout, ledger)
         log_published_once(layout, job)
         ledger.transition(job.id, JobState.PUBLISHING, JobState.INBOX, note="published after restart")
         mark_stale(ledger, layout, job)

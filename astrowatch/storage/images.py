@@ -13,7 +13,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from astrowatch.core.errors import InputError
 from astrowatch.core.formats import EXT_FORMAT, HEAD_BYTES, accepted_text, label, sniff, unusable_reason
@@ -263,9 +263,9 @@ def _xmp(text: str) -> bytes:
 
 
 def _meta_text(img: Image.Image) -> str | None:
-    if hasattr(img, "text"):  # PNG
-        text: dict[str, str] = img.text
-        return text.get(PNG_META_KEY)
+    if img.format == "PNG":  # our chunk comes before the pixels: read at open, nothing decoded
+        text = img.info.get(PNG_META_KEY)
+        return text if isinstance(text, str) else None
     comment = img.info.get("comment") or b""
     if isinstance(comment, bytes) and comment.startswith(PNG_META_KEY.encode() + b":"):
         return comment[len(PNG_META_KEY) + 1:].decode("utf-8", "replace")
@@ -279,19 +279,26 @@ def _meta_text(img: Image.Image) -> str | None:
     return None
 
 
-def read_png_meta(path: Path) -> dict[str, Any] | None:
-    """Our JSON (job id...) from a result image (PNG chunk, JPEG comment, WebP XMP), or None."""
+def read_png_meta(source: Path | bytes | IO[bytes]) -> dict[str, Any] | None:
+    """Our JSON (job id...) from a result image (PNG chunk, JPEG comment, WebP XMP), or None.
+
+    ``source`` is a path (the daemon's own files), or the bytes / an open file object of a
+    shared-tree file opened through :mod:`astrowatch.storage.safefs`: a file a reviewer moved is
+    never opened here by name.  A decompression bomb or a broken file is ``None``."""
     from PIL import Image
 
+    from astrowatch.storage.safefs import loads_bounded
+
+    fp: Path | IO[bytes] = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with Image.open(path) as img:
+        with Image.open(fp) as img:
             raw = _meta_text(img)
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
     if not raw:
         return None
     try:
-        meta = json.loads(raw)
+        meta = loads_bounded(raw)
     except ValueError:
         return None
     return meta if isinstance(meta, dict) else None

@@ -22,7 +22,8 @@ from astrowatch.runtime.status import daemon_state
 from astrowatch.storage.layout import Layout
 from astrowatch.storage.ledger import Ledger
 from astrowatch.storage.ledger_readonly import open_for_reading
-from astrowatch.ui.views import LOGIN_ENV, chart_wheel, original_preview
+from astrowatch.storage.safefs import lstat_or_none
+from astrowatch.ui.views import LOGIN_ENV, chart_wheel, image_bytes, original_preview
 
 VERB = {Decision.APPROVE: "approved", Decision.REJECT: "rejected", Decision.REDO: "sent back for a redo"}
 
@@ -54,12 +55,12 @@ def _flash() -> None:
         (st.success if kind == "ok" else st.error)(text)
 
 
-def _act(layout: Layout, item: InboxItem, decision: Decision) -> None:
+def _act(config: Any, layout: Layout, item: InboxItem, decision: Decision) -> None:
     job_id = item.job.id
     caption = st.session_state.get(f"caption-{job_id}")
     try:
         params = parse_params(st.session_state.get(f"params-{job_id}", "{}")) if decision == Decision.REDO else None
-        dest = decide(layout, item, decision, caption=caption, params=params)
+        dest = decide(config, layout, item, decision, caption=caption, params=params)
     except AstrowatchError as exc:
         st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
         return
@@ -112,33 +113,36 @@ def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> N
     job = item.job
     if job.kind == JobKind.ASTRO:
         snapshot = layout.archive_dir(job.user, job.id) / job.source_name
-        mtime = snapshot.stat().st_mtime if snapshot.exists() else 0.0
+        seen = lstat_or_none(snapshot, root=layout.root)
+        mtime = seen.st_mtime if seen is not None else 0.0
         wheel = _wheel(job.id, str(snapshot), mtime)
         if wheel is not None:
             st.image(wheel, caption=f"chart wheel ({job.source_name})")
             return
     else:
         path = original_path(layout, ledger, job)
-        preview = original_preview(path, config) if path is not None else None
+        preview = original_preview(path, config, layout.root) if path is not None else None
         if preview is not None:
             st.image(preview, caption=f"original ({job.source_name})")
             return
     st.caption("original not available")
 
 
-def _controls(layout: Layout, item: InboxItem, sidecar: dict[str, Any]) -> None:
+def _controls(config: Any, layout: Layout, item: InboxItem, sidecar: dict[str, Any]) -> None:
     job_id = item.job.id
     decide_cols = st.columns(2)
     decide_cols[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act,
-                          args=(layout, item, Decision.APPROVE))
-    decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act, args=(layout, item, Decision.REJECT))
+                          args=(config, layout, item, Decision.APPROVE))
+    decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act,
+                          args=(config, layout, item, Decision.REJECT))
     st.text_area("Description (line 1 is the training caption)", value=item.caption(), key=f"caption-{job_id}",
                  height=150)
     st.button("Save description", key=f"save-{job_id}", on_click=_save, args=(item,))
     params = sidecar.get("params") if isinstance(sidecar.get("params"), dict) else {}
     st.text_area("Parameters (edit, then redo)", value=json.dumps(params, indent=2, ensure_ascii=False),
                  key=f"params-{job_id}", height=170)
-    st.button("Redo with these settings", key=f"redo-{job_id}", on_click=_act, args=(layout, item, Decision.REDO))
+    st.button("Redo with these settings", key=f"redo-{job_id}", on_click=_act,
+              args=(config, layout, item, Decision.REDO))
 
 
 def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
@@ -157,9 +161,13 @@ def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
         with left:
             _original(config, layout, ledger, item)
         with middle:
-            st.image(str(item.image), caption="result")
+            result = image_bytes(item.image, config, layout.root)
+            if result is not None:
+                st.image(result, caption="result")
+            else:
+                st.caption("result not readable (a link, a special file or too big)")
         with right:
-            _controls(layout, item, sidecar)
+            _controls(config, layout, item, sidecar)
         learned = sidecar.get("learned")
         if isinstance(learned, dict) and learned:
             st.caption("learned: " + "; ".join(f"{k} = {v.get('value')!r} ({v.get('why')})"

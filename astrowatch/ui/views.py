@@ -19,11 +19,23 @@ WHEEL_SIZE = 512
 BROWSER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".webp", ".gif", ".avif"})
 
 
-def original_preview(path: Path, config: Config) -> Any:
-    """What the page shows for an original: the file where browsers render it, else (HEIC, TIFF,
-    BMP) a decoded, oriented 1024 px preview; ``None`` if it cannot be decoded."""
+def image_bytes(path: Path, config: Config, root: Path) -> bytes | None:
+    """A shared-tree image's bytes for the page (a result, an original in a browser format), read
+    through :mod:`astrowatch.storage.safefs`: ``None`` for a link, a FIFO, a file over
+    ``limits.max_image_bytes`` or a missing one (the page never opens such a name itself)."""
+    from astrowatch.storage.safefs import Unreadable, read_bytes
+
+    try:
+        return read_bytes(path, root=root, max_bytes=config.limits.max_image_bytes, what="image").data
+    except (Unreadable, OSError):
+        return None
+
+
+def original_preview(path: Path, config: Config, root: Path) -> Any:
+    """What the page shows for an original: its bytes where browsers render it, else (HEIC, TIFF,
+    BMP) a decoded, oriented 1024 px preview; ``None`` if it cannot be read or decoded."""
     if path.suffix.lower() in BROWSER_SUFFIXES:
-        return str(path)
+        return image_bytes(path, config, root)
     from astrowatch.core.errors import InputError
     from astrowatch.pipeline.preprocess import preprocess
 
@@ -39,17 +51,17 @@ def original_preview(path: Path, config: Config) -> Any:
 def chart_wheel(config: Config, layout: Layout, job: Job) -> Any:
     """The chart wheel of an astro job, from its theme snapshot (a PIL image), or ``None``."""
     from astrowatch.backends.wheel.backend import render_wheel
-    from astrowatch.chart.parse import parse_chart_file
+    from astrowatch.chart.parse import parse_chart_bytes
     from astrowatch.core.errors import AstrowatchError
+    from astrowatch.storage.safefs import read_bytes
 
     snapshot = layout.archive_dir(job.user, job.id) / job.source_name
-    if not snapshot.is_file():
-        return None
     try:
-        chart = parse_chart_file(snapshot, user=job.user, max_bytes=config.limits.max_json_bytes,
-                                 max_depth=config.limits.max_json_depth)
+        data = read_bytes(snapshot, root=layout.root, max_bytes=config.limits.max_json_bytes, what="theme").data
+        chart = parse_chart_bytes(data, user=job.user, source=layout.rel(snapshot),
+                                  max_bytes=config.limits.max_json_bytes, max_depth=config.limits.max_json_depth)
         return render_wheel(chart, size=WHEEL_SIZE, language=config.astro.language)
-    except AstrowatchError:
+    except (AstrowatchError, OSError):
         return None
 
 

@@ -326,9 +326,12 @@ def test_an_original_browsers_cannot_show_is_previewed_decoded_and_oriented(tmp_
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (2000, 1500), (200, 30, 30)).save(tmp_path / "a.heic", format="HEIF", exif=exif.tobytes())
-    preview = original_preview(tmp_path / "a.heic", Config())
+    root = tmp_path.resolve()
+    preview = original_preview(tmp_path / "a.heic", Config(), root)
     assert isinstance(preview, Image.Image) and preview.size == (768, 1024)  # portrait, thumbnailed
     make_image(tmp_path / "b.jpg")
-    assert original_preview(tmp_path / "b.jpg", Config()) == str(tmp_path / "b.jpg")  # the browser shows it
+    assert original_preview(tmp_path / "b.jpg", Config(), root) == (tmp_path / "b.jpg").read_bytes()  # shown as is
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "b.jpg")
+    assert original_preview(tmp_path / "link.jpg", Config(), root) is None  # never followed
     (tmp_path / "c.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
-    assert original_preview(tmp_path / "c.heic", Config()) is None
+    assert original_preview(tmp_path / "c.heic", Config(), root) is None

@@ -70,6 +70,7 @@ def test_a_theme_the_daemon_has_not_taken_yet_is_409(env) -> None:
 
 def test_an_api_job_runs_on_the_snapshot_of_the_job_that_took_the_theme(env) -> None:
     config, layout = env
+    config.astro.backend = "fake"  # the test backend is reachable only where the config selects it
     folder = drop_theme(layout.root, "gaby")
     _take(config, layout, folder / "theme_gaby.json")
     _run_next(config, layout)
