@@ -29,7 +29,6 @@ from PIL import Image, ImageColor, ImageOps
 
 from astrowatch.backends.describe import is_grayscale
 from astrowatch.core.errors import ConfigError, InputError
-from astrowatch.storage import safefs, sandbox
 from astrowatch.storage.images import decode_image_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +53,8 @@ def preprocess(
     ``root``: the data folder when ``path`` lies in the shared tree (opened without following links,
     a plain single-link file only); ``sha256``: the content the job was made for (a file changed
     since is refused).  Decoding runs in a child process under the ``limits.decode_*`` limits."""
+    from astrowatch.storage import sandbox  # here: the decoder child imports this module, not these
+
     bg = background(enhance.background)  # a config error is the operator's, raised here
     request = {"max_pixels": min(limits.max_image_pixels, enhance.max_pixels), "min_side": enhance.min_side,
                "background": list(bg)}
@@ -71,6 +72,8 @@ def _source_fd(path: Path, root: Path | None, max_bytes: int) -> Iterator[int]:
     names on the command line, a remote worker's own copy) opened without blocking, and only a
     regular file within ``max_bytes``."""
     if root is not None:
+        from astrowatch.storage import safefs
+
         with safefs.open_file(path, root=root, max_bytes=max_bytes, what="photo (limits.max_image_bytes)") as (fh, _st):
             yield fh.fileno()
         return

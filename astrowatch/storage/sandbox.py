@@ -31,11 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from astrowatch.core.errors import BackendError, InputError
-
-log = structlog.get_logger("astrowatch.sandbox")
 
 Work = Callable[[dict[str, Any], bytes], tuple[dict[str, Any], bytes]]
 
@@ -54,6 +50,13 @@ def _child_env() -> dict[str, str]:
     env = {**os.environ, **_CHILD_ENV}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_package_root(), os.environ.get("PYTHONPATH")) if p)
     return env
+
+
+def _log(event: str, **fields: Any) -> None:
+    """Parent side only: the child never imports structlog (it starts ~70 ms faster)."""
+    import structlog
+
+    structlog.get_logger("astrowatch.sandbox").warning(event, **fields)
 
 
 def _signal_name(number: int) -> str:
@@ -108,12 +111,12 @@ def _parse(out: bytes, err: bytes, rc: int, *, name: str, memory_mb: int,
     if rc < 0:
         sig = _signal_name(-rc)
         hint = " (killed from outside, perhaps by the system's out-of-memory killer)" if -rc == signal.SIGKILL else ""
-        log.warning(f"{what} child died", file=name, signal=sig, stderr=stderr[-2000:])
+        _log(f"{what} child died", file=name, signal=sig, stderr=stderr[-2000:])
         raise InputError(f"{name}: the {what} crashed with signal {sig}{hint}")
     if rc != 0 or header.get("ok") is not True:
         if any(word in stderr for word in _MEMORY_WORDS):
             raise InputError(out_of_memory)
-        log.error(f"{what} child failed", file=name, exit_code=rc, stderr=stderr[-4000:])
+        _log(f"{what} child failed", file=name, exit_code=rc, stderr=stderr[-4000:])
         last = stderr.splitlines()[-1] if stderr else "no message"
         raise InputError(f"{name}: the {what} failed (exit code {rc}: {last[:300]})")
     payload = memoryview(out)[end + 1:]
