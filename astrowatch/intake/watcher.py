@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -28,7 +29,7 @@ from astrowatch.storage.layout import DECISION_FOLDERS, IGNORED_DIRS, Layout, is
 
 log = structlog.get_logger("astrowatch.watcher")
 
-StatKey = tuple[int, int, int, int]  # (mode type, size, mtime_ns, inode)
+StatKey = tuple[int, int, int, int, int]  # (mode type, size, mtime_ns, device, inode)
 
 
 def stat_key(path: str) -> StatKey | None:
@@ -36,7 +37,16 @@ def stat_key(path: str) -> StatKey | None:
         st = os.lstat(path)
     except OSError:
         return None
-    return (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino)
+    return (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+
+class Stable(NamedTuple):
+    """A path that stayed quiet, when it became stable, and the ``(st_dev, st_ino)`` the check saw:
+    ingest opens the file expecting that identity, so a file swapped in after the check is refused."""
+
+    path: str
+    stable_at: float
+    identity: tuple[int, int]
 
 
 class StabilityTracker:
@@ -58,10 +68,14 @@ class StabilityTracker:
 
     def due(self) -> list[tuple[str, float]]:
         """Paths that stayed unchanged for the quiet period, with the time they became stable."""
+        return [(s.path, s.stable_at) for s in self.stable()]
+
+    def stable(self) -> list[Stable]:
+        """:meth:`due` with the identity each stability check saw (hand it to ``Ingest.handle``)."""
         now = self.clock()
         with self._lock:
             ready = [(p, v) for p, v in self._pending.items() if v[0] <= now]
-        stable: list[tuple[str, float]] = []
+        stable: list[Stable] = []
         for path, (deadline, key, first) in ready:
             current = stat_key(path)
             with self._lock:
@@ -71,7 +85,7 @@ class StabilityTracker:
                     del self._pending[path]  # gone (moved away, deleted)
                 elif current == key:
                     del self._pending[path]
-                    stable.append((path, deadline))
+                    stable.append(Stable(path, deadline, (current[3], current[4])))
                 else:
                     self._pending[path] = (now + self.quiet, current, first)
         return stable

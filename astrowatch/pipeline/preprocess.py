@@ -5,12 +5,22 @@ primary image of a multi-image HEIF), apply the EXIF orientation, convert an emb
 to sRGB, convert to 8-bit RGB (alpha flattened onto ``enhance.background``; 10/12-bit HEIF/AVIF
 arrive already reduced to 8 bits by the decoder: clamped, not tone-mapped), enlarge small images
 so the shortest side reaches ``enhance.min_side``, detect grayscale, and report the facts.
+
+The photo is untrusted: :func:`preprocess` opens it (through :mod:`astrowatch.storage.safefs` when
+it lies in the data folder) and hands the descriptor to a child process
+(:mod:`astrowatch.pipeline.decoder`, run by :mod:`astrowatch.storage.sandbox`) that hashes, decodes
+and converts it under ``limits.decode_memory_mb`` and ``limits.decode_timeout_seconds``; the RGB
+pixels and the facts come back.  A decoder crash, a memory bomb or a hang fails that photo only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +29,7 @@ from PIL import Image, ImageColor, ImageOps
 
 from astrowatch.backends.describe import is_grayscale
 from astrowatch.core.errors import ConfigError, InputError
-from astrowatch.storage.images import open_image
+from astrowatch.storage.images import decode_image_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import EnhanceConfig, LimitsConfig
@@ -31,12 +41,64 @@ TAG_ORIENTATION, TAG_MAKE, TAG_MODEL, TAG_DATETIME = 0x0112, 0x010F, 0x0110, 0x0
 TAG_EXIF_IFD, TAG_DATETIME_ORIGINAL = 0x8769, 0x9003
 
 
+DECODER_MODULE = "astrowatch.pipeline.decoder"
+
+
 def preprocess(
-    path: Path, *, enhance: EnhanceConfig, limits: LimitsConfig
+    path: Path, *, enhance: EnhanceConfig, limits: LimitsConfig, root: Path | None = None,
+    sha256: str | None = None,
 ) -> tuple[Image.Image, dict[str, Any]]:
-    """Return the RGB image ready for a backend, and the facts about it (see module doc)."""
-    max_pixels = min(limits.max_image_pixels, enhance.max_pixels)
-    img = open_image(path, max_pixels=max_pixels, max_bytes=limits.max_image_bytes)
+    """Return the RGB image ready for a backend, and the facts about it (see module doc).
+
+    ``root``: the data folder when ``path`` lies in the shared tree (opened without following links,
+    a plain single-link file only); ``sha256``: the content the job was made for (a file changed
+    since is refused).  Decoding runs in a child process under the ``limits.decode_*`` limits."""
+    from astrowatch.storage import sandbox  # here: the decoder child imports this module, not these
+
+    bg = background(enhance.background)  # a config error is the operator's, raised here
+    request = {"max_pixels": min(limits.max_image_pixels, enhance.max_pixels), "min_side": enhance.min_side,
+               "background": list(bg)}
+    with _source_fd(path, root, limits.max_image_bytes) as fd:
+        header, pixels = sandbox.run_child(
+            DECODER_MODULE, request, fd=fd, name=path.name, memory_mb=limits.decode_memory_mb,
+            timeout_s=limits.decode_timeout_seconds, max_bytes=limits.max_image_bytes, sha256=sha256)
+    w, h = header["size"]
+    return Image.frombytes("RGB", (w, h), pixels), header["facts"]
+
+
+@contextlib.contextmanager
+def _source_fd(path: Path, root: Path | None, max_bytes: int) -> Iterator[int]:
+    """An open descriptor on the photo: through safefs under ``root``; else (a file the operator
+    names on the command line, a remote worker's own copy) opened without blocking, and only a
+    regular file within ``max_bytes``."""
+    if root is not None:
+        from astrowatch.storage import safefs
+
+        with safefs.open_file(path, root=root, max_bytes=max_bytes, what="photo (limits.max_image_bytes)") as (fh, _st):
+            yield fh.fileno()
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InputError(f"{path.name}: the file is missing ({path})") from None
+    except OSError as exc:
+        raise InputError(f"{path.name}: cannot be opened: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path.name}: is not a regular file")
+        if st.st_size > max_bytes:
+            raise InputError(f"{path.name}: {st.st_size} bytes is over limits.max_image_bytes={max_bytes}")
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def preprocess_bytes(data: bytes, name: str, *, max_pixels: int, min_side: int,
+                     bg: tuple[int, int, int]) -> tuple[Image.Image, dict[str, Any]]:
+    """The work itself, on bytes already read and hashed (runs in the decoder child)."""
+    path = Path(name)
+    img = decode_image_bytes(data, name, max_pixels=max_pixels)
     source_size, mode, fmt = list(img.size), img.mode, (img.format or "").upper() or None
     img_frames, bit_depth, transfer = getattr(img, "n_frames", 1), img.info.get("bit_depth"), img.info.get("transfer")
     exif = exif_facts(img)
@@ -46,12 +108,12 @@ def preprocess(
         raise InputError(f"{path.name}: cannot apply the EXIF orientation ({exc})") from None
     img, icc = to_srgb(img, path.name)
     alpha = has_alpha(img)
-    rgb = to_rgb(img, background(enhance.background))
+    rgb = to_rgb(img, bg)
     grayscale = mode in GRAY_MODES or is_grayscale(rgb)
     enlarged_from = None
-    if min(rgb.size) < enhance.min_side:
+    if min(rgb.size) < min_side:
         enlarged_from = list(rgb.size)
-        rgb = enlarge(rgb, enhance.min_side, max_pixels, path.name)
+        rgb = enlarge(rgb, min_side, max_pixels, path.name)
     facts = {
         "source_size": source_size, "size": list(rgb.size), "mode": mode, "format": fmt,
         "grayscale": grayscale, "enlarged_from": enlarged_from, "exif": exif, "alpha_flattened": alpha,

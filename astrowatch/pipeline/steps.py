@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from astrowatch.backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
 from astrowatch.backends.loras import LoraPlan
-from astrowatch.core.errors import InputError
+from astrowatch.core.errors import InputError, UnsafePathError
 from astrowatch.pipeline.feedback import sidecar_learned
+from astrowatch.storage import safefs
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -89,7 +91,7 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     loras = lora_plan(backend, chart.user, params)
     fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
                   seed=int(seed) if seed is not None else None, triggers=loras.triggers if loras else ())
-    init_image = _init_image(chart, ctx, name, work_dir, params)
+    init_image, init_rel = _init_image(chart, ctx, name, work_dir, params)
     for_backend = task_params(params)
     if loras is not None:
         for_backend["loras"] = loras
@@ -107,12 +109,6 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     effective = {"backend": name, "style": fusion.style, "seed": fusion.seed, **result.params}
     if loras is not None:
         effective["loras"] = loras.params()
-    init_rel = str(init_image) if init_image else None
-    if init_image is not None:
-        try:
-            init_rel = ctx.layout.rel(init_image)
-        except Exception:
-            pass
     return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel,
                                        "loras": loras.record(ctx.config.data_dir) if loras else None,
                                        "learned": sidecar_learned(params, effective)})
@@ -128,39 +124,68 @@ def lora_plan(backend: Backend, user: str, params: dict[str, Any]) -> LoraPlan |
     return plan if plan.uses or plan.skipped or params.get("loras") is not None else None
 
 
-def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path, params: dict[str, Any]) -> Path | None:
+def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path,
+                params: dict[str, Any]) -> tuple[Path | None, str | None]:
     """Moodboard if the user has one, else the chart wheel when ``astro.init_image: wheel`` and
-    the backend will use it (sdxl with an ``init_strength``): rendering it costs ~0.25 s."""
+    the backend will use it (sdxl with an ``init_strength``): rendering it costs ~0.25 s.
+
+    Returns (the file the backend reads, what the sidecar records).  The moodboard lies in the
+    shared tree: it is decoded by the sandboxed decoder (safe open, memory and time limits) and
+    the backend reads the PNG copy written into ``work_dir``, never the user's file by name."""
+    from astrowatch.storage.images import write_png
+
+    used = backend in INIT_IMAGE_BACKENDS and params.get("init_strength", ctx.config.sdxl.init_strength) is not None
     user_dir: Path = ctx.layout.users / chart.user
     for ext in ("png", "jpg", "webp"):
         candidate = user_dir / f"moodboard.{ext}"
-        if candidate.is_file() and not candidate.is_symlink():
-            return candidate
-    if ctx.config.astro.init_image != "wheel" or backend not in INIT_IMAGE_BACKENDS:
-        return None
-    if params.get("init_strength", ctx.config.sdxl.init_strength) is None:
-        return None
+        st = safefs.lstat_or_none(candidate, root=ctx.layout.root)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            return (_moodboard_copy(candidate, ctx, work_dir) if used else None), ctx.layout.rel(candidate)
+    if ctx.config.astro.init_image != "wheel" or not used:
+        return None, None
     from astrowatch.backends.wheel.backend import render_wheel
-    from astrowatch.storage.images import write_png
 
     path = work_dir / "wheel.png"
     if not path.exists():
         write_png(path, render_wheel(chart, size=ctx.config.astro.wheel_size))
+    return path, _rel_or_str(path, ctx)
+
+
+def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path) -> Path:
+    from astrowatch.pipeline.preprocess import preprocess
+    from astrowatch.storage.images import write_png
+
+    as_is = ctx.config.enhance.model_copy(update={"min_side": 1})  # decoded, oriented, sRGB; not enlarged
+    image, _facts = preprocess(source, enhance=as_is, limits=ctx.config.limits, root=ctx.layout.root)
+    path = work_dir / "moodboard.png"
+    write_png(path, image)
     return path
 
 
+def _rel_or_str(path: Path, ctx: JobContext) -> str:
+    try:
+        return ctx.layout.rel(path)
+    except UnsafePathError:  # astrowatch generate: a work folder outside the data folder
+        return str(path)
+
+
 def run_enhance(job: Job, ctx: JobContext, source: Path, default_backend: str) -> Outcome:
+    """``source`` lies in the shared tree (the user folder or the job's archive): it is opened
+    through safefs and decoded in the sandboxed child, which refuses content other than the job's."""
     return enhance_image(source, ctx, job_id=job.id, user=job.user, params=job.params,
-                         default_backend=default_backend, fallback_seed=int(job.source_sha256[:8], 16))
+                         default_backend=default_backend, fallback_seed=int(job.source_sha256[:8], 16),
+                         root=ctx.layout.root, source_sha256=job.source_sha256)
 
 
 def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, params: dict[str, Any],
-                  default_backend: str, fallback_seed: int) -> Outcome:
-    """Preprocess, look up the cache, enhance: the daemon's and ``astrowatch enhance``'s path."""
+                  default_backend: str, fallback_seed: int, root: Path | None = None,
+                  source_sha256: str | None = None) -> Outcome:
+    """Preprocess, look up the cache, enhance: the daemon's and ``astrowatch enhance``'s path.
+    ``root``/``source_sha256``: see :func:`astrowatch.pipeline.preprocess.preprocess`."""
     from astrowatch.pipeline.preprocess import bounded_scale, preprocess
 
     cfg = ctx.config
-    image, facts = preprocess(source, enhance=cfg.enhance, limits=cfg.limits)
+    image, facts = preprocess(source, enhance=cfg.enhance, limits=cfg.limits, root=root, sha256=source_sha256)
     name = backend_for(params, default_backend)
     backend = ctx.get_backend("enhance", name)
     for_backend = task_params(params)

@@ -202,8 +202,8 @@ class Daemon:
         self._wakeup.set()
 
     def tick(self) -> None:
-        for path, _stable_at in self.tracker.due():
-            self._guarded("take file", self.ingest.handle, path)
+        for due in self.tracker.stable():  # with the (st_dev, st_ino) its stability check saw
+            self._guarded("take file", self.ingest.handle, due.path, due.identity)
         with self._dirs_lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
         for folder in dirs:

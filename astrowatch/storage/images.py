@@ -55,14 +55,22 @@ def open_image(path: Path, *, max_pixels: int, max_bytes: int | None = None) -> 
     pixels than ``max_pixels`` (decompression bombs are checked from the header, before decoding).
     ``img.info["bit_depth"]`` is set for HEIF/AVIF sources (10/12 = HDR or wide gamut).
     """
-    from PIL import Image, UnidentifiedImageError
-
     size = path.stat().st_size
     if size == 0:
         raise InputError(f"{path.name}: empty file (0 bytes)")
     if max_bytes is not None and size > max_bytes:
         raise InputError(f"{path.name}: {size} bytes is over limits.max_image_bytes={max_bytes}")
-    data = path.read_bytes()
+    return decode_image_bytes(path.read_bytes(), path.name, max_pixels=max_pixels)
+
+
+def decode_image_bytes(data: bytes, name: str, *, max_pixels: int) -> Image.Image:
+    """:func:`open_image` on bytes already read (and hashed) from one descriptor; ``name`` is the
+    file's name, for its extension and for the messages."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(name)
+    if not data:
+        raise InputError(f"{path.name}: empty file (0 bytes)")
     fmt = _checked_format(path, data)
     try:
         with warnings.catch_warnings():
