@@ -41,7 +41,7 @@ def original_preview(path: Path, config: Config, root: Path) -> Any:
 
     small = config.enhance.model_copy(update={"min_side": 1})
     try:
-        image, _facts = preprocess(path, enhance=small, limits=config.limits)
+        image, _facts = preprocess(path, enhance=small, limits=config.limits, root=root)
     except InputError:
         return None
     image.thumbnail((1024, 1024))

@@ -333,5 +333,7 @@ def test_an_original_browsers_cannot_show_is_previewed_decoded_and_oriented(tmp_
     assert original_preview(tmp_path / "b.jpg", Config(), root) == (tmp_path / "b.jpg").read_bytes()  # shown as is
     (tmp_path / "link.jpg").symlink_to(tmp_path / "b.jpg")
     assert original_preview(tmp_path / "link.jpg", Config(), root) is None  # never followed
+    (tmp_path / "link.heic").symlink_to(tmp_path / "a.heic")
+    assert original_preview(tmp_path / "link.heic", Config(), root) is None  # nor when decoded
     (tmp_path / "c.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
     assert original_preview(tmp_path / "c.heic", Config(), root) is None

@@ -110,9 +110,9 @@ class RemoteBackend(Backend):
     def enhance(self, task: EnhanceTask) -> Result:
         """The dropped file's own bytes travel (a JPEG is ~5x smaller than the pixels as PNG, and
         nothing is encoded here); the worker preprocesses it again with this config's settings."""
-        if task.source is not None and task.source.is_file():
-            blob = self._blob_bytes(task.source.read_bytes(), task.source_name, task.job_id,
-                                    f"input{task.source.suffix.lower()}")
+        source = self._source_bytes(task.source) if task.source is not None else None
+        if task.source is not None and source is not None:
+            blob = self._blob_bytes(source, task.source_name, task.job_id, f"input{task.source.suffix.lower()}")
             prep = {"enhance": self.config.enhance.model_dump(mode="json"),
                     "limits": self.config.limits.model_dump(mode="json")}
         else:
@@ -120,6 +120,19 @@ class RemoteBackend(Backend):
             blob, prep = self._blob_bytes(data, task.source_name, task.job_id, "input.png"), None
         return self._run(proto.enhance_payload(task, self.name, image=blob, preprocess=prep), task.job_id,
                          task.cancel)
+
+    def _source_bytes(self, path: Path) -> bytes | None:
+        """The dropped file's bytes, read as every shared-tree file is (no link followed, a plain
+        single-link file within ``limits.max_image_bytes``); None if it is gone."""
+        from astrowatch.storage.safefs import Unreadable, read_bytes
+
+        try:
+            return read_bytes(path, root=Layout(self.config.data_dir).root,
+                              max_bytes=self.config.limits.max_image_bytes, what="photo").data
+        except Unreadable as exc:
+            if exc.gone:
+                return None
+            raise
 
     def _blob(self, path: Path, job_id: str) -> dict[str, Any]:
         return self._blob_bytes(path.read_bytes(), path.name, job_id, f"init{path.suffix}")
