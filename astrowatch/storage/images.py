@@ -176,6 +176,10 @@ def png_with_text(png: bytes, texts: dict[str, str]) -> bytes:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
 
+    Only for paths outside the shared tree (the daemon's state file, ``--output`` of a command):
+    this follows links in ``path``.  Everything under the data folder is written with
+    :func:`astrowatch.storage.safefs.write_bytes` (and friends), relative to folder descriptors.
+
     The file gets ``0666 & ~umask`` like any ``open()`` (``mkstemp`` alone would leave ``0600``,
     which the service's group -- reviewers, the upstream app -- could not read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,11 +201,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text (not for the shared tree: see there)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Sidecars and error records: indented UTF-8 JSON, one trailing newline, written atomically."""
+    """Indented UTF-8 JSON, one trailing newline, written atomically (not for the shared tree:
+    sidecars and error records go through :func:`astrowatch.storage.safefs.write_json`)."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
@@ -305,6 +311,8 @@ def move_out(src: Path, dest: Path) -> None:
     waits too, so each move out used to delay ingest by half a second.  An unlink is reported at
     once.  Safe to repeat after a crash between the two steps (the link already exists).  Falls
     back to a rename where hard links are not supported, and for symlinks (moved, never followed).
+    Not for the shared tree (``src``'s and ``dest``'s folders are reached through links):
+    :func:`astrowatch.storage.safefs.move_out` is the same move relative to folder descriptors.
     """
     if src.is_symlink():
         os.replace(src, dest)
