@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from astrowatch.core.jobs import JobKind, JobState
 
 if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.core.config import LimitsConfig
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job, Ledger
 
@@ -47,44 +48,58 @@ def since_arg(text: str) -> float:
 
 
 def failed_entry(layout: Layout, job: Job) -> tuple[Path, Path] | None:
-    """``failed/<user>/<name>`` and its ``.error.json`` written for ``job``, if still there."""
-    from astrowatch.storage.images import read_json_or_none
+    """``failed/<user>/<name>`` and its ``.error.json`` written for ``job``, if still there.
+    ``failed/<user>`` is listed and each record read without following a link (bounded)."""
+    from astrowatch.storage import safefs
 
     folder = layout.failed_dir(job.user)
-    for record in sorted(folder.glob("*.error.json")) if folder.is_dir() else []:
-        data = read_json_or_none(record)
+    try:
+        with safefs.open_dir(folder, layout.root) as dfd:
+            names = sorted(n for n in os.listdir(dfd) if n.endswith(".error.json"))
+    except (safefs.Unreadable, OSError):
+        return None
+    for name in names:
+        record = folder / name
+        data = safefs.read_json_or_none(record, root=layout.root)
         if isinstance(data, dict) and data.get("job_id") == job.id:
-            return record.with_name(record.name[: -len(".error.json")]), record
+            return record.with_name(name[: -len(".error.json")]), record
     return None
 
 
-def restore_input(ledger: Ledger, layout: Layout, job: Job, *, check: bool = True) -> None:
-    """Put the failed job's input where its retry reads it: the job's archive folder."""
+def restore_input(ledger: Ledger, layout: Layout, job: Job, *, check: bool = True,
+                  max_bytes: int | None = None) -> None:
+    """Put the failed job's input where its retry reads it: the job's archive folder.  Every
+    read, move and removal is relative to folder descriptors (no link followed, sizes bounded by
+    ``max_bytes``: the config's limit for the job's kind)."""
     from astrowatch.core.errors import InputError, NotFound
-    from astrowatch.pipeline.publish import locate_source
-    from astrowatch.storage.files import sha256_file
-    from astrowatch.storage.images import move_out
+    from astrowatch.pipeline.publish import input_bound, locate_source
+    from astrowatch.storage import safefs
 
+    root = layout.root
+    bound = max_bytes or input_bound(job.kind)
     archive = layout.archive_dir(job.user, job.id)
     entry = failed_entry(layout, job)
     if entry is not None:
         dest = archive / job.source_name
         entry_file, record = entry
-        archive.mkdir(parents=True, exist_ok=True)
-        if entry_file.is_file() and not entry_file.is_symlink() and sha256_file(entry_file) == job.source_sha256:
-            if dest.exists():
-                entry_file.unlink()  # a copy of the snapshot (astro) already there
+        safefs.make_dirs(archive, root)
+        try:
+            digest, _st = safefs.sha256_of(entry_file, root=root, max_bytes=bound, what="failed input")
+        except safefs.Unreadable:
+            digest = None  # gone, or not a plain file within the bound: left in failed/
+        if digest == job.source_sha256:
+            if safefs.lstat_or_none(dest, root=root) is not None:
+                safefs.unlink(entry_file, root=root)  # a copy of the snapshot (astro) already there
             else:
-                move_out(entry_file, dest)
-        os.replace(record, archive / f"{job.source_name}.error.json")
+                safefs.move_out(entry_file, dest, root=root)
+        safefs.rename(record, archive / f"{job.source_name}.error.json", root=root)
     if not check:
         return
     try:
         if job.kind == JobKind.ASTRO:
-            if not (archive / job.source_name).is_file():
-                raise InputError("no snapshot")
+            safefs.read_bytes(archive / job.source_name, root=root, max_bytes=bound, what="theme snapshot")
         else:
-            locate_source(ledger, layout, job)
+            locate_source(ledger, layout, job, max_bytes=bound)
     except InputError:
         raise NotFound(f"job {job.id}: its input {job.source_name} is no longer available "
                        f"(not in failed/{job.user}/ nor archive/{job.user}/{job.id}/); drop the file again") from None
@@ -98,20 +113,22 @@ def newer_theme(ledger: Ledger, job: Job) -> Job | None:
     return newest if newest.source_sha256 != job.source_sha256 else None
 
 
-def retry(ledger: Ledger, layout: Layout, job: Job) -> str:
+def retry(ledger: Ledger, layout: Layout, job: Job, *, limits: LimitsConfig | None = None) -> str:
     """Queue the retry of one failed job (or name the one that exists); one line for the operator."""
     from astrowatch.core.errors import NotFound
     from astrowatch.pipeline.delivery import queue_child
 
+    bound = None if limits is None else (limits.max_json_bytes if job.kind == JobKind.ASTRO
+                                         else limits.max_image_bytes)
     child = ledger.child_of(job.id)
     if child is not None:
-        restore_input(ledger, layout, job, check=False)  # finishes an interrupted retry
+        restore_input(ledger, layout, job, check=False, max_bytes=bound)  # finishes an interrupted retry
         return f"{job.id}: already retried as job {child.id} (state: {child.state})"
     if job.state != JobState.FAILED:
         raise NotFound(f"job {job.id} has not failed (state: {job.state}); only failed jobs are retried")
     if (newer := newer_theme(ledger, job)) is not None:
         raise NotFound(f"job {job.id}: {job.source} has newer content since (job {newer.id}); not retried")
-    restore_input(ledger, layout, job)
+    restore_input(ledger, layout, job, max_bytes=bound)
     child, created = queue_child(ledger, layout, job, dict(job.params))
     if not created:
         return f"{job.id}: already retried as job {child.id} (state: {child.state})"
@@ -144,7 +161,8 @@ def main(args: argparse.Namespace) -> int:
     status = 0
     for item in items:
         try:
-            print(retry(ledger, layout, ledger.find(item) if isinstance(item, str) else item))
+            print(retry(ledger, layout, ledger.find(item) if isinstance(item, str) else item,
+                        limits=config.limits))
         except AstrowatchError as exc:
             print(f"astrowatch retry: error: {exc}", file=sys.stderr)
             status = status or exc.exit_code

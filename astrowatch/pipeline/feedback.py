@@ -49,10 +49,10 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 # -- evidence -----------------------------------------------------------------------------------
-def read_decisions(path: Path) -> list[dict[str, Any]]:
+def read_decisions(path: Path, *, root: Path | None = None) -> list[dict[str, Any]]:
     """``reviews.jsonl`` records, one per job (the last decision wins), in file order.  Torn or
     foreign lines are skipped.  Cached while the files' sizes and mtimes do not change."""
-    files = rotated_files(path)  # with the rotated ones (retention.log_max_mb)
+    files = rotated_files(path, root=root)  # with the rotated ones (retention.log_max_mb)
     if not files:
         return []
     try:
@@ -65,7 +65,7 @@ def read_decisions(path: Path) -> list[dict[str, Any]]:
         if hit and hit[0] == size and hit[1] == mtime:
             return hit[2]
     latest: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl_all(path):
+    for record in read_jsonl_all(path, root=root):
         job_id = record.get("job_id")
         if isinstance(job_id, str) and record.get("decision") in DECISIONS:
             latest.pop(job_id, None)  # re-insert: the order is that of the last decision
@@ -211,7 +211,7 @@ def learned_params(config: Config, kind: str, source_sha256: str) -> dict[str, A
     if not fb.learn or not keys:
         return {}
     try:
-        records = read_decisions(reviews_path(config))
+        records = read_decisions(reviews_path(config), root=Path(config.data_dir).resolve())
         choices = [choose(config, records, key, source_sha256) for key in keys]
     except Exception as exc:
         log.warning("learned defaults unavailable; config defaults used", error=str(exc))
@@ -243,7 +243,7 @@ def public_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def report(config: Config) -> list[dict[str, Any]]:
     """The current choice for every declared parameter, with each candidate's evidence."""
-    records = read_decisions(reviews_path(config))
+    records = read_decisions(reviews_path(config), root=Path(config.data_dir).resolve())
     rows = []
     for key in config.feedback.candidates:
         c = choose(config, records, key, "")

@@ -17,7 +17,7 @@ import structlog
 from astrowatch.core.errors import NotFound
 from astrowatch.core.jobs import Decision, JobKind, JobState
 from astrowatch.pipeline.publish import result_stem
-from astrowatch.storage.images import atomic_write_json, read_json_or_none
+from astrowatch.storage import safefs
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
@@ -75,11 +75,11 @@ def mark_stale(ledger: Ledger, layout: Layout, job: Job) -> list[str]:
             continue
         newer = newer_result(ledger, other)
         sidecar_path = layout.inbox_dir(other.user) / f"{result_stem(other)}.json"
-        sidecar = read_json_or_none(sidecar_path)
+        sidecar = safefs.read_json_or_none(sidecar_path, root=layout.root)
         if newer is None or not isinstance(sidecar, dict) or _already(sidecar, newer):
             continue
         sidecar["stale"] = {"newer_job": newer.id, "note": stale_note(other, newer)}
-        atomic_write_json(sidecar_path, sidecar)
+        safefs.write_json(sidecar_path, sidecar, root=layout.root)
         marked.append(other.id)
         log.info("older theme result marked stale", job_id=other.id, user=other.user, newer_job=newer.id)
     return marked

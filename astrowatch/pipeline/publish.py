@@ -1,6 +1,11 @@
 """Files that make a job's state visible: outputs in the inbox, inputs in archive/ or failed/
 (and :func:`refuse_file`, the failed/ entry for an input that never became a job).
 
+Every write into the shared tree goes through :mod:`astrowatch.storage.safefs` relative to the
+data root: a file, symlink or FIFO squatting ``failed/<user>``, ``archive/<user>`` or a job's
+folder is moved aside (``<name>.quarantined-<time>-xxxx``) and the folder made; nothing is read
+through a link or written outside the data folder.
+
 Every function here is idempotent — it can be interrupted at any point (SIGKILL) and run
 again by recovery with the same end result, and no duplicate file.  Order matters: in the
 inbox the sidecar ``.json`` and ``.txt`` appear before the image, so a reviewer never moves an
@@ -9,24 +14,16 @@ image whose sidecar is not there yet.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astrowatch.core.config import LimitsConfig
 from astrowatch.core.jobs import JobKind
-from astrowatch.storage.files import safe_display_name, sha256_file
-from astrowatch.storage.images import (
-    RESULT_SUFFIX,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    fsync_dir,
-    move_out,
-    read_json_or_none,
-    result_bytes,
-)
+from astrowatch.storage import safefs
+from astrowatch.storage.files import safe_display_name
+from astrowatch.storage.images import RESULT_SUFFIX, fsync_dir, result_bytes
 from astrowatch.storage.layout import display
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,7 +46,6 @@ def result_stem(job: Job) -> str:
 def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str, float]) -> dict[str, Any]:
     """Write image, caption and sidecar into the job's work folder; return the sidecar."""
     work = layout.work_dir(job.id)
-    work.mkdir(parents=True, exist_ok=True)
     stem = result_stem(job)
     r = outcome.result
     image_name = stem + RESULT_SUFFIX[outcome.image_format]
@@ -65,10 +61,11 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
     if r.extra:
         sidecar["backend_extra"] = r.extra
     meta = {"job_id": job.id, "kind": job.kind, "user": job.user, "source_sha256": job.source_sha256}
-    atomic_write_bytes(work / image_name,
-                       result_bytes(r.image, outcome.image_format, infotext=r.infotext, meta=meta))
-    atomic_write_text(work / f"{stem}.txt", (r.description or "").rstrip("\n") + "\n")
-    atomic_write_json(work / f"{stem}.json", sidecar)
+    root = layout.root
+    safefs.write_bytes(work / image_name, result_bytes(r.image, outcome.image_format, infotext=r.infotext, meta=meta),
+                       root=root)
+    safefs.write_text(work / f"{stem}.txt", (r.description or "").rstrip("\n") + "\n", root=root)
+    safefs.write_json(work / f"{stem}.json", sidecar, root=root)
     return sidecar
 
 
@@ -79,8 +76,6 @@ def publish(job: Job, layout: Layout, ledger: Ledger) -> None:
     The image's sha256 is recorded in the job's result (:data:`RESULT_SHA_KEY`) before the image
     leaves the work folder (the daemon's own, out of the group's reach), so an approval is honoured
     only for these bytes: a PNG dropped into ``approved/`` under the job's name is not this one."""
-    from astrowatch.storage import safefs
-
     root = layout.root
     work = layout.work_dir(job.id)
     inbox = layout.inbox_dir(job.user)
@@ -107,62 +102,83 @@ def publish(job: Job, layout: Layout, ledger: Ledger) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = None) -> Path | None:
+def input_bound(kind: str) -> int:
+    """The size bound of a job's input when the caller has no config at hand: the default of
+    ``limits.max_json_bytes`` (theme) or ``limits.max_image_bytes`` (photo).  Callers that have the
+    config pass its limit as ``max_bytes``."""
+    field = "max_json_bytes" if kind == JobKind.ASTRO else "max_image_bytes"
+    bound: int = LimitsConfig.model_fields[field].default
+    return bound
+
+
+def _same_content(path: Path, layout: Layout, job: Job, max_bytes: int) -> safefs.Identity | None:
+    """The file's identity if it is a regular single-link file within the bound whose content is
+    the one the job saw (hashed from one descriptor, never through a link); else None."""
+    try:
+        digest, st = safefs.sha256_of(path, root=layout.root, max_bytes=max_bytes, what="job input")
+    except (safefs.Unreadable, OSError):
+        return None
+    return safefs.identity(st) if digest == job.source_sha256 else None
+
+
+def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = None, *,
+                   max_bytes: int | None = None) -> Path | None:
     """Move the job's dropped file into ``folder`` if it is still the content the job saw."""
     src = layout.abs(job.source)
-    if src.is_symlink() or not src.is_file():
-        return None
-    try:
-        if sha256_file(src) != job.source_sha256:
-            return None  # a newer file took its place: it has its own job
-    except OSError:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
+    seen = _same_content(src, layout, job, max_bytes or input_bound(job.kind))
+    if seen is None:
+        return None  # gone, refused, or a newer file took its place (it has its own job)
     dest = folder / (name or src.name)
-    move_out(src, dest)
-    fsync_dir(folder)
+    try:
+        safefs.move_out(src, dest, root=layout.root)
+    except FileNotFoundError:
+        return None  # moved meanwhile (a reviewer, a second pass)
+    except safefs.Unreadable as exc:
+        if exc.gone:
+            return None
+        raise
     return dest
 
 
-def locate_source(ledger: Ledger, layout: Layout, job: Job) -> Path:
+def locate_source(ledger: Ledger, layout: Layout, job: Job, *, max_bytes: int | None = None) -> Path:
     """The dropped image: still in the user folder, or archived with the job or an ancestor
-    (a redo, a retry)."""
+    (a redo, a retry).  Each candidate is hashed from a descriptor opened without following links,
+    after its size is checked against ``max_bytes`` (default: :func:`input_bound`)."""
     from astrowatch.core.errors import InputError
 
+    bound = max_bytes or input_bound(job.kind)
     candidates = [layout.abs(job.source)]
     j: Job | None = job
     while j is not None:
         candidates.append(layout.archive_dir(j.user, j.id) / j.source_name)
         j = ledger.get(j.parent_id) if j.parent_id else None
     for path in candidates:
-        if path.is_file() and not path.is_symlink():
-            try:
-                if sha256_file(path) == job.source_sha256:
-                    return path
-            except OSError:
-                continue
+        if _same_content(path, layout, job, bound) is not None:
+            return path
     raise InputError(f"{job.source_name}: the file is gone or was replaced before it was processed")
 
 
-def write_failed(job: Job, layout: Layout, reason: str) -> Path:
+def write_failed(job: Job, layout: Layout, reason: str, *, max_bytes: int | None = None) -> Path:
     """``failed/<user>/<name>`` (the input, or a copy of the theme JSON which the upstream app
     owns) plus ``<name>.error.json`` with the reason, job id and attempts.  Safe to repeat."""
+    root = layout.root
+    bound = max_bytes or input_bound(job.kind)
     folder = layout.failed_dir(job.user)
-    folder.mkdir(parents=True, exist_ok=True)
+    safefs.make_dirs(folder, root)  # a squatter at failed/<user> is moved aside first
     name = job.source_name
     error_path = folder / f"{name}.error.json"
-    if error_path.exists() and _error_job(error_path) not in (job.id, None):
+    if safefs.lstat_or_none(error_path, root=root) is not None and _error_job(error_path, layout) not in (job.id, None):
         stem, dot, ext = name.rpartition(".")
         name = f"{stem}.{job.id}.{ext}" if dot else f"{name}.{job.id}"
         error_path = folder / f"{name}.error.json"
     if job.kind == JobKind.ASTRO:
-        snapshot = layout.archive_dir(job.user, job.id) / job.source_name
-        original = layout.abs(job.source)
-        src = snapshot if snapshot.exists() else original
-        if src.is_file() and not src.is_symlink() and not (folder / name).exists():
-            shutil.copyfile(src, folder / name)
+        if safefs.lstat_or_none(folder / name, root=root) is None:
+            data = _first_readable(layout, bound, layout.archive_dir(job.user, job.id) / job.source_name,
+                                   layout.abs(job.source))
+            if data is not None:
+                safefs.write_bytes(folder / name, data, root=root)
     else:
-        move_source_to(job, layout, folder, name)
+        move_source_to(job, layout, folder, name, max_bytes=bound)
     record = {"job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
               "source_sha256": job.source_sha256, "attempts": job.attempts, "reason": reason,
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -172,29 +188,49 @@ def write_failed(job: Job, layout: Layout, reason: str) -> Path:
         from astrowatch.core.formats import accepted_text
 
         record["accepted"] = accepted_text()
-    atomic_write_json(error_path, record)
+    safefs.write_json(error_path, record, root=root)
     return error_path
 
 
-def _error_job(path: Path) -> str | None:
-    data = read_json_or_none(path)
-    return data.get("job_id") if isinstance(data, dict) else None
+def _first_readable(layout: Layout, max_bytes: int, *paths: Path) -> bytes | None:
+    """The bytes of the first of ``paths`` that is a readable regular file within the bound."""
+    for path in paths:
+        try:
+            return safefs.read_bytes(path, root=layout.root, max_bytes=max_bytes, what="theme").data
+        except (safefs.Unreadable, OSError):
+            continue
+    return None
+
+
+def _error_job(path: Path, layout: Layout) -> str | None:
+    data = safefs.read_json_or_none(path, root=layout.root)
+    job_id = data.get("job_id") if isinstance(data, dict) else None
+    return job_id if isinstance(job_id, str) else None
 
 
 def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, move: bool,
-                extra: dict[str, Any] | None = None) -> Path:
-    """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job."""
+                extra: dict[str, Any] | None = None, max_bytes: int | None = None) -> Path:
+    """A ``failed/<folder_name>/`` entry (file + ``.error.json``) for something with no job.
+    ``move``: the file itself moves (a symlink or FIFO moves as what it is: never followed, never
+    opened); else a copy is made of a regular file within ``max_bytes`` (default: the photo bound),
+    read without following links."""
+    root = layout.root
     folder = layout.failed_dir(folder_name)
-    folder.mkdir(parents=True, exist_ok=True)
+    safefs.make_dirs(folder, root)  # a squatter at failed/<folder_name> is moved aside first
     name = safe_display_name(src.name)
-    if os.path.lexists(folder / name):
+    if safefs.lstat_or_none(folder / name, root=root) is not None:
         name = f"{int(time.time() * 1000)}-{name}"
     if move:
-        move_out(src, folder / name)  # a symlink moves as a link: never followed
-    elif src.is_file() and not src.is_symlink():
-        shutil.copyfile(src, folder / name)
+        safefs.move_out(src, folder / name, root=root)
+    else:
+        try:
+            data = safefs.read_bytes(src, root=root, max_bytes=max_bytes or input_bound(JobKind.ENHANCE)).data
+        except safefs.Unreadable:
+            pass  # nothing safe to copy: the record says why the input was refused
+        else:
+            safefs.write_bytes(folder / name, data, root=root)
     record = {"job_id": None, "user": folder_name, "source": display(src.relative_to(layout.root)),
               "reason": reason, "attempts": 0, **(extra or {}),
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_json(folder / f"{name}.error.json", record)
+    safefs.write_json(folder / f"{name}.error.json", record, root=root)
     return folder / name

@@ -10,7 +10,7 @@ import structlog
 
 from astrowatch.core.jobs import JobState
 from astrowatch.pipeline.publish import result_stem, write_failed
-from astrowatch.storage.images import read_json_or_none
+from astrowatch.storage import safefs
 from astrowatch.storage.jsonlog import append_jsonl, read_jsonl_all
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,7 +24,7 @@ def log_generation(layout: Layout, job: Job, status: str, duration: float, *, si
                    device: str | None = None) -> None:
     """One line of ``logs/generations.jsonl`` (one per generation attempt)."""
     sc = sidecar or {}
-    append_jsonl(layout.generations_log, {
+    append_jsonl(layout.generations_log, root=layout.root, record={
         "job_id": job.id, "kind": job.kind, "user": job.user, "source": job.source,
         "source_sha256": job.source_sha256, "attempt": job.attempts,
         "backend": sc.get("backend") or job.params.get("backend") or default_backend,
@@ -39,9 +39,11 @@ def log_generation(layout: Layout, job: Job, status: str, duration: float, *, si
 def log_published_once(layout: Layout, job: Job) -> bool:
     """Recovery of a ``publishing`` job: its "ok" line, unless the worker wrote it before the crash."""
     path = layout.generations_log
-    if any(r.get("job_id") == job.id and r.get("status") == "ok" for r in read_jsonl_all(path)):
+    if any(r.get("job_id") == job.id and r.get("status") == "ok" for r in read_jsonl_all(path, root=layout.root)):
         return False
-    sidecar = read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json") or {}
+    sidecar = safefs.read_json_or_none(layout.inbox_dir(job.user) / f"{result_stem(job)}.json", root=layout.root)
+    if not isinstance(sidecar, dict):
+        sidecar = {}
     if not sidecar:  # moved on by a reviewer already: what the ledger recorded at publishing
         sidecar = {k: v for k, v in (job.result or {}).items() if k != "description"}
     raw_timings = sidecar.get("timings")

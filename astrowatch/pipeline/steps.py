@@ -68,12 +68,17 @@ def theme_snapshot(job: Job, ctx: JobContext) -> Path:
 
 def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
     from astrowatch.chart.parse import parse_chart_bytes
+    from astrowatch.storage import safefs
 
     cfg = ctx.config
     snapshot = theme_snapshot(job, ctx)
-    if not snapshot.exists():
-        raise InputError(f"{job.source_name}: the snapshot taken at ingest is missing ({snapshot})")
-    chart = parse_chart_bytes(snapshot.read_bytes(), user=job.user, source=job.source_name,
+    try:  # one descriptor, no link followed, size checked before the read
+        raw = safefs.read_bytes(snapshot, root=ctx.layout.root, max_bytes=cfg.limits.max_json_bytes, what="theme").data
+    except safefs.Unreadable as exc:
+        why = "is missing" if exc.gone else f"cannot be read ({exc})"
+        raise InputError(f"{job.source_name}: the snapshot taken at ingest {why}: "
+                         f"{ctx.layout.rel(snapshot)}") from None
+    chart = parse_chart_bytes(raw, user=job.user, source=job.source_name,
                               max_bytes=cfg.limits.max_json_bytes, max_depth=cfg.limits.max_json_depth)
     return generate_astro(chart, ctx, job_id=job.id, params=job.params, default_backend=default_backend,
                           work_dir=ctx.layout.archive_dir(job.user, job.id))  # a rendered wheel is kept
@@ -144,11 +149,19 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path,
     if ctx.config.astro.init_image != "wheel" or not used:
         return None, None
     from astrowatch.backends.wheel.backend import render_wheel
+    from astrowatch.storage.images import png_bytes
 
     path = work_dir / "wheel.png"
-    if not path.exists():
-        write_png(path, render_wheel(chart, size=ctx.config.astro.wheel_size))
-    return path, _rel_or_str(path, ctx)
+    try:
+        ctx.layout.rel(path)
+    except UnsafePathError:  # ``astrowatch generate``: a temporary folder of its own
+        if not path.exists():
+            write_png(path, render_wheel(chart, size=ctx.config.astro.wheel_size))
+        return path, str(path)
+    if safefs.lstat_or_none(path, root=ctx.layout.root) is None:  # archive/<user>/<job>/: shared, never followed
+        safefs.write_bytes(path, png_bytes(render_wheel(chart, size=ctx.config.astro.wheel_size)),
+                           root=ctx.layout.root)
+    return path, ctx.layout.rel(path)
 
 
 def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path) -> Path:
@@ -160,13 +173,6 @@ def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path) -> Path:
     path = work_dir / "moodboard.png"
     write_png(path, image)
     return path
-
-
-def _rel_or_str(path: Path, ctx: JobContext) -> str:
-    try:
-        return ctx.layout.rel(path)
-    except UnsafePathError:  # astrowatch generate: a work folder outside the data folder
-        return str(path)
 
 
 def run_enhance(job: Job, ctx: JobContext, source: Path, default_backend: str) -> Outcome:
@@ -195,7 +201,7 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
         for_backend["scale_factor"] = factor  # every backend reads its factor from the task's params
     seed = int(params.get("seed", fallback_seed))
     key = cache_key(image, name, backend, cfg, for_backend)
-    cached = cache_load(ctx.layout, key)
+    cached = cache_load(ctx.layout, key, max_bytes=cfg.limits.max_image_bytes)
     if cached is not None:
         result, cache = cached, "hit"
     else:
@@ -228,32 +234,45 @@ def _cache_paths(layout: Layout, key: str) -> tuple[Path, Path]:
     return folder / f"{key}.png", folder / f"{key}.json"
 
 
-def cache_load(layout: Layout, key: str) -> Result | None:
+def cache_load(layout: Layout, key: str, *, max_bytes: int | None = None) -> Result | None:
+    """A cached result, or None (a miss) when either file is missing, refused (a link, not a plain
+    file, over ``max_bytes`` -- default: the photo bound -- or the sidecar over 1 MB) or broken.
+    Both are read from descriptors opened without following links."""
     from PIL import Image
+
+    from astrowatch.pipeline.publish import input_bound
+    from astrowatch.storage import safefs
 
     png, meta = _cache_paths(layout, key)
     try:
-        data = json.loads(meta.read_text(encoding="utf-8"))
-        with Image.open(png) as img:
+        raw = safefs.read_bytes(meta, root=layout.root, max_bytes=safefs.SIDECAR_MAX_BYTES, what="cache entry")
+        data = safefs.loads_bounded(raw.data.decode("utf-8"))
+        with safefs.open_file(png, root=layout.root, max_bytes=max_bytes or input_bound("enhance"),
+                              what="cached image") as (fh, _st), Image.open(fh) as img:
             img.load()
             image = img.copy()
-    except (OSError, ValueError):
+    except (safefs.Unreadable, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
-    try:
-        os.utime(meta)  # recently used: retention.cache_max_mb removes the least recently used first
-    except OSError:
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or "backend" not in data:
+        return None
+    try:  # recently used: retention.cache_max_mb removes the least recently used first
+        with safefs.open_dir(meta.parent, layout.root) as dfd:
+            os.utime(meta.name, dir_fd=dfd, follow_symlinks=False)
+    except (safefs.Unreadable, OSError):
         pass
+    extra = data.get("extra")
     return Result(image=image, backend=data["backend"], model=data.get("model"), params=data["params"],
                   seed=data.get("seed"), description=data.get("description", ""),
-                  infotext=data.get("infotext"), extra={**data.get("extra", {}), "cache": "hit"})
+                  infotext=data.get("infotext"), extra={**(extra if isinstance(extra, dict) else {}), "cache": "hit"})
 
 
 def cache_store(layout: Layout, key: str, result: Result) -> None:
-    from astrowatch.storage.images import atomic_write_text, write_png
+    from astrowatch.storage import safefs
+    from astrowatch.storage.images import png_bytes
 
     png, meta = _cache_paths(layout, key)
-    write_png(png, result.image, infotext=result.infotext)
-    atomic_write_text(meta, json.dumps({
+    safefs.write_bytes(png, png_bytes(result.image, infotext=result.infotext), root=layout.root)
+    safefs.write_text(meta, json.dumps({
         "backend": result.backend, "model": result.model, "params": result.params, "seed": result.seed,
         "description": result.description, "infotext": result.infotext, "extra": result.extra,
-    }, default=str))
+    }, default=str), root=layout.root)

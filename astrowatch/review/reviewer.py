@@ -208,14 +208,14 @@ class Reviewer:
             self.wake()
 
     def _logged(self, job: Job) -> bool:
-        return any(r.get("job_id") == job.id for r in read_jsonl(self.layout.reviews_log))
+        return any(r.get("job_id") == job.id for r in read_jsonl(self.layout.reviews_log, root=self.layout.root))
 
     def _log_decision(self, job: Job, data: dict[str, Any], delivered_to: str | None) -> None:
         result = job.result or {}
         original_caption = (result.get("description") or "").strip()
         caption = (data.get("caption") or "").strip()
         inbox_at = next((h["at"] for h in self.ledger.history(job.id) if h["to_state"] == JobState.INBOX), None)
-        append_jsonl(self.layout.reviews_log, {
+        append_jsonl(self.layout.reviews_log, root=self.layout.root, record={
             "job_id": job.id, "user": job.user, "kind": job.kind, "decision": job.decision,
             "delivered_to": delivered_to, "backend": result.get("backend"), "params": result.get("params"),
             "overrides": data.get("overrides"), "via": data.get("via") or "files",

@@ -161,12 +161,12 @@ def failures(config: Config, since: float | None) -> tuple[list[dict[str, Any]],
     return rows, {BACKLOG_KEY: len(inbox), "oldest_s": round(time.time() - oldest) if oldest else None}
 
 
-def generations(path: Path, since: float | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def generations(path: Path, since: float | None, *, root: Path | None = None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Attempts by status, median seconds per backend; and the last good record per job."""
     status: Counter[str] = Counter()
     durations: dict[str, list[float]] = defaultdict(list)
     last_ok: dict[str, dict[str, Any]] = {}
-    for record in read_jsonl_all(path):  # with the rotated files (retention.log_max_mb)
+    for record in read_jsonl_all(path, root=root):  # with the rotated files (retention.log_max_mb)
         if record.get("status") == "ok" and isinstance(record.get("job_id"), str):
             last_ok[record["job_id"]] = record
         if not _after(record, since):
@@ -190,8 +190,9 @@ def _fill_from_generation(record: dict[str, Any], last_ok: dict[str, dict[str, A
 
 def collect(config: Config, since: float | None = None) -> dict[str, Any]:
     layout = Layout(config.data_dir)
-    gen_summary, last_ok = generations(layout.generations_log, since)
-    records = [_fill_from_generation(r, last_ok) for r in read_decisions(layout.reviews_log) if _after(r, since)]
+    gen_summary, last_ok = generations(layout.generations_log, since, root=layout.root)
+    decisions = read_decisions(layout.reviews_log, root=layout.root)
+    records = [_fill_from_generation(r, last_ok) for r in decisions if _after(r, since)]
     counts = Counter(r.get("decision") for r in records)
     fails, inbox = failures(config, since)
     edited = sum(1 for r in records if r.get("caption_edited"))

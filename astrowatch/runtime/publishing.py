@@ -87,7 +87,7 @@ class Publisher:
                  image=f"inbox/{job.user}/{sidecar['image']}")
 
     def locate_source(self, job: Job) -> Path:
-        return locate_source(self.ledger, self.layout, job)
+        return locate_source(self.ledger, self.layout, job, max_bytes=self.config.limits.max_image_bytes)
 
     def retry(self, job: Job, error: str, delay: float, duration: float) -> None:
         """The attempt failed; the job is queued again, not before ``delay`` seconds."""

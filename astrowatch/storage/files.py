@@ -77,13 +77,12 @@ GROUP_DIR_BITS = stat.S_ISGID | 0o070  # setgid (new entries keep the group) + g
 GROUP_FILE_BITS = 0o060
 
 
-def share_with_group(path: Path, *, readonly: bool = False) -> None:
-    """Give the group what the owner has on ``path`` (rwx + setgid on a folder; read-only when
-    asked, for folders the group must read but never change), whatever the umask.  Only the
-    owner (or root) may chmod: the caller decides where that is expected."""
-    st = path.lstat()
-    if stat.S_ISLNK(st.st_mode):
-        return
+def share_fd_with_group(fd: int, *, readonly: bool = False) -> None:
+    """Give the group what the owner has on the folder or file open on ``fd`` (rwx + setgid on a
+    folder; read-only when asked, for folders the group must read but never change), whatever the
+    umask.  By descriptor: a name swapped for a symlink meanwhile cannot redirect the chmod.  Only
+    the owner (or root) may chmod: the caller decides where that is expected."""
+    st = os.fstat(fd)
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
         mode |= stat.S_ISGID | (0o050 if readonly else 0o070)
@@ -92,7 +91,7 @@ def share_with_group(path: Path, *, readonly: bool = False) -> None:
     else:
         mode |= 0o040 if readonly else GROUP_FILE_BITS
     if mode != stat.S_IMODE(st.st_mode):
-        os.chmod(path, mode)
+        os.fchmod(fd, mode)
 
 
 # POSIX default ACL (the ``system.posix_acl_default`` xattr, version 2): owner rwx, group rwx,
@@ -102,9 +101,10 @@ _ACL_XATTR = "system.posix_acl_default"
 _ACL_ENTRIES = ((0x01, 7), (0x04, 7), (0x20, 5))  # ACL_USER_OBJ, ACL_GROUP_OBJ, ACL_OTHER
 
 
-def set_group_default_acl(path: Path) -> bool:
+def set_group_default_acl(path: Path | int) -> bool:
     """Make everything later created under ``path`` group-writable whatever its creator's umask.
-    False where the filesystem or platform has no POSIX ACLs (then the creators' umask decides)."""
+    False where the filesystem or platform has no POSIX ACLs (then the creators' umask decides).
+    ``path`` may be a descriptor (a folder opened without following links)."""
     value = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF) for tag, perm in _ACL_ENTRIES)
     try:
         os.setxattr(path, _ACL_XATTR, value)

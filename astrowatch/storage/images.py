@@ -184,6 +184,10 @@ def png_with_text(png: bytes, texts: dict[str, str]) -> bytes:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
 
+    Only for paths outside the shared tree (the daemon's state file, ``--output`` of a command):
+    this follows links in ``path``.  Everything under the data folder is written with
+    :func:`astrowatch.storage.safefs.write_bytes` (and friends), relative to folder descriptors.
+
     The file gets ``0666 & ~umask`` like any ``open()`` (``mkstemp`` alone would leave ``0600``,
     which the service's group -- reviewers, the upstream app -- could not read)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,29 +209,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text (not for the shared tree: see there)."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    """Sidecars and error records: indented UTF-8 JSON, one trailing newline, written atomically."""
+    """Indented UTF-8 JSON, one trailing newline, written atomically (not for the shared tree:
+    sidecars and error records go through :func:`astrowatch.storage.safefs.write_json`)."""
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def read_text_or_none(path: Path) -> str | None:
-    """A UTF-8 text file the reviewer may have moved, edited or broken: None if unreadable."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def read_json_or_none(path: Path) -> Any:
-    """The same for a JSON file: None if missing, unreadable or not JSON."""
-    text = read_text_or_none(path)
-    try:
-        return json.loads(text) if text is not None else None
-    except ValueError:
-        return None
 
 
 def write_png(path: Path, image: Image.Image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> None:
@@ -320,6 +309,8 @@ def move_out(src: Path, dest: Path) -> None:
     waits too, so each move out used to delay ingest by half a second.  An unlink is reported at
     once.  Safe to repeat after a crash between the two steps (the link already exists).  Falls
     back to a rename where hard links are not supported, and for symlinks (moved, never followed).
+    Not for the shared tree (``src``'s and ``dest``'s folders are reached through links):
+    :func:`astrowatch.storage.safefs.move_out` is the same move relative to folder descriptors.
     """
     if src.is_symlink():
         os.replace(src, dest)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from astrowatch.core.errors import UnsafePathError
 from astrowatch.core.jobs import Decision
+from astrowatch.storage import safefs
 
 USERS = "Utilisateurs"
 INBOX = "inbox"  # results awaiting review; approved/, rejected/ and redo/ are the Decision folders
@@ -87,21 +88,25 @@ class Layout:
         self.generations_log = self.logs / "generations.jsonl"
 
     def ensure(self) -> None:
+        """Make the data folder and its top-level folders.  Something squatting a folder's name
+        (a plain file, a symlink, a FIFO) is moved aside to ``<name>.quarantined-<time>-xxxx`` and
+        logged, then the folder is made: a start never fails, nor follows a link, because of it."""
+        self.root.mkdir(parents=True, exist_ok=True)  # the operator's choice: may sit under a symlink
         for folder in FOLDERS:
-            (self.root / folder).mkdir(parents=True, exist_ok=True)
-        self.work.mkdir(exist_ok=True)
+            safefs.make_dirs(self.root / folder, self.root)
+        safefs.make_dirs(self.work, self.root)
         self.close_state()
 
     def close_state(self) -> None:
         """The group reads ``state/`` but never writes it: a reviewer's read-only look at the
         ledger must not be able to create its ``-wal``/``-shm`` (the daemon could not write them)."""
-        state = self.state
         try:
-            st = state.stat()
-            if st.st_uid == os.geteuid() and st.st_mode & 0o022:
-                os.chmod(state, stat.S_IMODE(st.st_mode) & ~0o022)
-        except OSError:
-            pass  # not ours: 'astrowatch doctor' reports it
+            with safefs.open_dir(self.state, self.root) as fd:  # never a symlink's target
+                st = os.fstat(fd)
+                if st.st_uid == os.geteuid() and st.st_mode & 0o022:
+                    os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o022)
+        except (safefs.Unreadable, OSError):
+            pass  # missing, not a folder, or not ours: 'astrowatch doctor' reports it
 
     def rel(self, path: Path) -> str:
         """``path`` relative to the data root, refusing anything outside it (no symlink following)."""

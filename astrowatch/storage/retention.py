@@ -9,18 +9,25 @@
 Never touched: ``datasets/``, ``Utilisateurs/`` (inputs and delivered images), ``inbox/``,
 ``failed/``, the decision folders, the ledger, and the archive of any job that is not finished or
 that the ledger does not know.
+
+The tree is shared with the service's group: every walk here is relative to folder descriptors
+reached from the data root without following a link (:mod:`astrowatch.storage.safefs`), entries
+are lstat-ed, and a symlinked folder is never entered, so nothing outside the data folder is
+ever removed, renamed or counted.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
 
+from astrowatch.storage import safefs
 from astrowatch.storage.jsonlog import rotate
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,15 +58,29 @@ def prune_archive(layout: Layout, ledger: Ledger, days: float, now: float) -> tu
     jobs = ledger.finished_before(now - days * 86400)
     removed = 0
     for job_id, user in jobs[:ARCHIVE_BATCH]:
-        folder = layout.archive_dir(user, job_id)
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder, ignore_errors=True)
+        if _remove_job_folder(layout, layout.archive_dir(user, job_id)):
             removed += 1
+    return removed, len(jobs) > ARCHIVE_BATCH
+
+
+def _remove_job_folder(layout: Layout, folder: Path) -> bool:
+    """``archive/<user>/<job>/`` removed relative to the user folder's descriptor (a symlinked
+    ``archive/`` or ``archive/<user>`` is refused, links inside are removed, never followed), then
+    the user's archive folder once empty."""
+    try:
+        with safefs.open_dir(folder.parent, layout.root) as dfd:
+            st = os.stat(folder.name, dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                return False
+            shutil.rmtree(folder.name, dir_fd=dfd, ignore_errors=True)
+        with safefs.open_dir(folder.parent.parent, layout.root) as pfd:
             try:
-                folder.parent.rmdir()  # the user's archive folder, once empty
+                os.rmdir(folder.parent.name, dir_fd=pfd)  # the user's archive folder, once empty
             except OSError:
                 pass
-    return removed, len(jobs) > ARCHIVE_BATCH
+    except (safefs.Unreadable, OSError):
+        return False
+    return True
 
 
 def prune_cache(layout: Layout, max_mb: float) -> int:
@@ -69,11 +90,7 @@ def prune_cache(layout: Layout, max_mb: float) -> int:
         return 0
     entries: dict[Path, list[float]] = {}  # stem -> [bytes, newest mtime]
     total = 0.0
-    for path in layout.cache.glob("*/*"):
-        try:
-            st = path.lstat()
-        except OSError:
-            continue
+    for path, st in _files_below(layout, layout.cache, depth=2):
         total += st.st_size
         entry = entries.setdefault(path.with_suffix(""), [0.0, 0.0])
         entry[0] += st.st_size
@@ -83,7 +100,7 @@ def prune_cache(layout: Layout, max_mb: float) -> int:
         if total <= max_mb * MB:
             break
         for suffix in (".png", ".json"):
-            stem.with_suffix(suffix).unlink(missing_ok=True)
+            safefs.unlink(stem.with_suffix(suffix), root=layout.root)
         total -= size
         removed += 1
     return removed
@@ -93,37 +110,68 @@ def rotate_logs(layout: Layout, max_mb: float, keep: int) -> int:
     if max_mb <= 0:
         return 0
     rotated = 0
-    for path in layout.logs.glob("*.jsonl"):
-        try:
-            big = path.stat().st_size > max_mb * MB
-        except OSError:
-            continue
-        if big and rotate(path, keep):
+    for path, st in _files_below(layout, layout.logs, depth=1):
+        if path.suffix == ".jsonl" and st.st_size > max_mb * MB and rotate(path, keep, root=layout.root):
             rotated += 1
     return rotated
 
 
-def folder_bytes(folder: Path) -> int:
-    """Bytes of the regular files under ``folder`` (links not followed)."""
-    total = 0
-    stack = [folder]
-    while stack:
+def _files_below(layout: Layout, folder: Path, *, depth: int) -> list[tuple[Path, os.stat_result]]:
+    """(path, lstat) of the regular files exactly ``depth`` levels below ``folder``, each folder
+    entered by descriptor without following a link (a symlinked folder is skipped)."""
+    found: list[tuple[Path, os.stat_result]] = []
+    try:
+        with safefs.open_dir(folder, layout.root) as fd:
+            _scan(fd, folder, depth, found)
+    except (safefs.Unreadable, OSError):
+        pass
+    return found
+
+
+def _scan(fd: int, where: Path, depth: int, found: list[tuple[Path, os.stat_result]] | None,
+          total: list[int] | None = None, max_depth: int = 32) -> None:
+    """Walk the folder open on ``fd``: collect regular files at ``depth`` (``found``), or add up
+    every regular file's size (``total``), never following a link and never deeper than
+    ``max_depth`` (a group member's deep nesting cannot exhaust descriptors)."""
+    try:
+        names = os.listdir(fd)
+    except OSError:
+        return
+    for name in names:
         try:
-            with os.scandir(stack.pop()) as it:
-                for entry in it:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-                        elif entry.is_file(follow_symlinks=False):
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except OSError:
             continue
-    return total
+        if stat.S_ISREG(st.st_mode):
+            if total is not None:
+                total[0] += st.st_size
+            elif found is not None and depth == 1:
+                found.append((where / name, st))
+        elif stat.S_ISDIR(st.st_mode) and (depth > 1 or total is not None) and max_depth > 0:
+            try:
+                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError:
+                continue  # replaced by a link or gone meanwhile: not entered
+            try:
+                _scan(sub, where / name, depth - 1, found, total, max_depth - 1)
+            finally:
+                os.close(sub)
+
+
+def folder_bytes(folder: Path, *, root: Path | None = None) -> int:
+    """Bytes of the regular files under ``folder`` (links not followed, ``folder`` itself reached
+    from ``root`` -- default: its parent -- without following a link)."""
+    total = [0]
+    base = Path(root).resolve() if root is not None else Path(os.path.abspath(folder)).parent
+    try:
+        with safefs.open_dir(Path(os.path.abspath(folder)), base) as fd:
+            _scan(fd, folder, 0, None, total)
+    except (safefs.Unreadable, OSError):
+        return 0
+    return total[0]
 
 
 def sizes_mb(layout: Layout) -> dict[str, float]:
     """What retention bounds, for ``status``: archive, cache and logs (with rotated files)."""
-    return {name: round(folder_bytes(layout.root / rel) / MB, 1)
+    return {name: round(folder_bytes(layout.root / rel, root=layout.root) / MB, 1)
             for name, rel in (("archive", "archive"), ("cache", "state/cache"), ("logs", "logs"))}

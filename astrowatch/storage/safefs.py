@@ -396,12 +396,13 @@ def move_out(src: Path, dest: Path, *, root: Path) -> None:
 @contextlib.contextmanager
 def append_file(path: Path, *, root: Path) -> Iterator[IO[bytes]]:
     """Open a log file for appending: created ``0666 & ~umask``; a symlink or non-file squatting
-    its name is quarantined first, so an append never lands outside ``root``."""
+    its name is quarantined first, so an append never lands outside ``root``.  The descriptor is
+    also readable (``os.pread``: the log's last byte, to start a record on a fresh line)."""
     path = Path(path)
     with ensure_dir(path.parent, root) as dfd:
         for _ in range(3):
             try:
-                fd = os.open(path.name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                fd = os.open(path.name, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
                              | os.O_CLOEXEC, 0o666, dir_fd=dfd)
             except OSError as exc:
                 if exc.errno not in (errno.ELOOP, errno.EMLINK, errno.EISDIR, errno.ENXIO):

@@ -15,9 +15,11 @@ from __future__ import annotations
 import grp
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
-from astrowatch.storage.files import has_group_default_acl, set_group_default_acl, share_with_group
+from astrowatch.storage import safefs
+from astrowatch.storage.files import has_group_default_acl, set_group_default_acl, share_fd_with_group
 from astrowatch.storage.layout import DECISION_FOLDERS, FOLDERS, Layout
 
 READ_ONLY_FOR_GROUP = frozenset({"state"})
@@ -25,30 +27,70 @@ MAX_LISTED = 3
 
 
 def share_tree(layout: Layout) -> list[str]:
-    """Group bits on the data root and every folder under it; returns what could not be changed."""
-    skipped: list[str] = []
+    """Group bits on the data root and every folder under it; returns what could not be changed.
 
-    def share(path: Path, readonly: bool = False) -> None:
+    ``init`` may run as root over a tree the group writes into: every folder is entered by
+    descriptor without following a link and changed with ``fchmod``/``fsetxattr`` on that
+    descriptor, so a symlink planted anywhere below the data root never redirects a chmod or an
+    ACL onto something outside it (links are skipped, never followed)."""
+    skipped: list[str] = []
+    root = layout.root
+
+    def share(fd: int, path: Path, readonly: bool = False) -> None:
         try:
-            share_with_group(path, readonly=readonly)
+            share_fd_with_group(fd, readonly=readonly)
         except PermissionError:
             skipped.append(str(path))
 
-    share(layout.root)
+    with safefs.open_dir(root, root) as rfd:
+        share(rfd, root)
     # The upstream app creates Utilisateurs/<user>/ under its own umask; the daemon must be able
     # to move photos out of it and deliver theme_<user>.png into it.
-    for path in [layout.users, *(p for p in layout.users.iterdir() if p.is_dir() and not p.is_symlink())]:
-        set_group_default_acl(path)  # best effort: only the owner may, and only where ACLs exist
+    try:
+        with safefs.open_dir(layout.users, root) as ufd:
+            set_group_default_acl(ufd)  # best effort: only the owner may, and only where ACLs exist
+            _walk(ufd, layout.users, lambda fd, _path: set_group_default_acl(fd), 1)
+    except safefs.Unreadable:
+        pass  # not a folder (yet): 'astrowatch doctor' reports it
     for folder in FOLDERS:
         top = layout.root / folder
-        share(top, readonly=folder in READ_ONLY_FOR_GROUP)
-        if folder in READ_ONLY_FOR_GROUP:
+        readonly = folder in READ_ONLY_FOR_GROUP
+        try:
+            with safefs.open_dir(top, root) as tfd:
+                share(tfd, top, readonly)
+                if not readonly:
+                    _walk(tfd, top, share, MAX_DEPTH)
+        except safefs.Unreadable:
             continue
-        for dirpath, dirnames, _files in os.walk(top):
-            dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
-            for d in dirnames:
-                share(Path(dirpath) / d)
     return skipped
+
+
+MAX_DEPTH = 16  # the tree is archive/<user>/<job>: deeper nesting is a group member's, left as is
+
+
+def _walk(fd: int, where: Path, visit: Callable[[int, Path], object], depth: int) -> None:
+    """``visit(fd, path)`` every real sub-folder of the folder open on ``fd``, ``depth`` levels
+    down, each opened without following a link (a symlink, or a folder swapped for one meanwhile,
+    is skipped); one descriptor per level is open at a time."""
+    if depth <= 0:
+        return
+    try:
+        names = sorted(os.listdir(fd))
+    except OSError:
+        return
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            continue
+        try:
+            visit(sub, where / name)
+            _walk(sub, where / name, visit, depth - 1)
+        finally:
+            os.close(sub)
 
 
 def group_name(gid: int) -> str:
@@ -75,9 +117,12 @@ def _can(st: os.stat_result, gid: int, bits: int) -> bool:
 
 def _folder(path: Path, gid: int, bits: int, what: str) -> list[str]:
     try:
-        st = path.stat()
+        st = path.lstat()  # a link is reported, never followed
     except OSError:
         return [f"{path} is missing (run 'astrowatch init')"]
+    if not stat.S_ISDIR(st.st_mode):
+        return [f"{path} is not a folder (a symbolic link or file squats its name; the daemon moves it aside "
+                "to a '.quarantined-' name at its next start, or move it away yourself)"]
     problems = []
     if not _can(st, gid, bits):
         need = "".join(c for c, b in (("r", 4), ("w", 2), ("x", 1)) if bits & b)
