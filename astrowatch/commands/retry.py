@@ -71,8 +71,9 @@ def restore_input(ledger: Ledger, layout: Layout, job: Job, *, check: bool = Tru
     """Put the failed job's input where its retry reads it: the job's archive folder.  Every
     read, move and removal is relative to folder descriptors (no link followed, sizes bounded by
     ``max_bytes``: the config's limit for the job's kind)."""
+    from astrowatch.core.config import input_bound
     from astrowatch.core.errors import InputError, NotFound
-    from astrowatch.pipeline.publish import input_bound, locate_source
+    from astrowatch.pipeline.publish import locate_source
     from astrowatch.storage import safefs
 
     root = layout.root

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from astrowatch.core.errors import ConfigError
-from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS
+from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, JobKind
 
 CONFIG_ENV = "ASTROWATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "config.yaml"
@@ -99,6 +99,15 @@ class LimitsConfig(Section):
     job_timeout_seconds: float = Field(1800.0, gt=0)  # a job running longer is stopped, then retried or failed
     decode_memory_mb: int = Field(2048, ge=256)  # address-space limit of the child process that decodes a photo
     decode_timeout_seconds: float = Field(120.0, gt=0)  # the decoding child is killed after this long
+
+
+def input_bound(kind: str) -> int:
+    """The size bound of a job's input when the caller has no config at hand: the default of
+    ``limits.max_json_bytes`` (theme) or ``limits.max_image_bytes`` (photo).  Callers that have the
+    config pass its limit as ``max_bytes``."""
+    field = "max_json_bytes" if kind == JobKind.ASTRO else "max_image_bytes"
+    bound: int = LimitsConfig.model_fields[field].default
+    return bound
 
 
 class FakeConfig(Section):

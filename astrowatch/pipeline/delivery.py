@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from astrowatch.core.config import input_bound
 from astrowatch.core.jobs import JobKind
-from astrowatch.pipeline.publish import input_bound, result_stem
+from astrowatch.pipeline.publish import result_stem
 from astrowatch.storage import safefs
 from astrowatch.storage.images import RESULT_SUFFIX
 

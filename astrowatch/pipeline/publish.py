@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from astrowatch.core.config import LimitsConfig
+from astrowatch.core.config import input_bound
 from astrowatch.core.jobs import JobKind
 from astrowatch.storage import safefs
 from astrowatch.storage.files import safe_display_name
@@ -102,15 +102,6 @@ def publish(job: Job, layout: Layout, ledger: Ledger) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def input_bound(kind: str) -> int:
-    """The size bound of a job's input when the caller has no config at hand: the default of
-    ``limits.max_json_bytes`` (theme) or ``limits.max_image_bytes`` (photo).  Callers that have the
-    config pass its limit as ``max_bytes``."""
-    field = "max_json_bytes" if kind == JobKind.ASTRO else "max_image_bytes"
-    bound: int = LimitsConfig.model_fields[field].default
-    return bound
-
-
 def _same_content(path: Path, layout: Layout, job: Job, max_bytes: int) -> safefs.Identity | None:
     """The file's identity if it is a regular single-link file within the bound whose content is
     the one the job saw (hashed from one descriptor, never through a link); else None."""
@@ -143,7 +134,7 @@ def move_source_to(job: Job, layout: Layout, folder: Path, name: str | None = No
 def locate_source(ledger: Ledger, layout: Layout, job: Job, *, max_bytes: int | None = None) -> Path:
     """The dropped image: still in the user folder, or archived with the job or an ancestor
     (a redo, a retry).  Each candidate is hashed from a descriptor opened without following links,
-    after its size is checked against ``max_bytes`` (default: :func:`input_bound`)."""
+    after its size is checked against ``max_bytes`` (default: :func:`~astrowatch.core.config.input_bound`)."""
     from astrowatch.core.errors import InputError
 
     bound = max_bytes or input_bound(job.kind)

@@ -240,7 +240,7 @@ def cache_load(layout: Layout, key: str, *, max_bytes: int | None = None) -> Res
     Both are read from descriptors opened without following links."""
     from PIL import Image
 
-    from astrowatch.pipeline.publish import input_bound
+    from astrowatch.core.config import input_bound
     from astrowatch.storage import safefs
 
     png, meta = _cache_paths(layout, key)

@@ -108,7 +108,7 @@ def test_the_cycle_finder_sees_a_cycle():
 def test_the_graph_has_the_known_one_way_edges():
     edges = graph()
     assert "astrowatch.pipeline.publish" in edges["astrowatch.intake.ingest"]
-    assert "astrowatch.storage.files" in edges["astrowatch.pipeline.delivery"]
+    assert "astrowatch.storage.safefs" in edges["astrowatch.pipeline.delivery"]
     assert "astrowatch.core.tunables" in edges["astrowatch.core.config"]
 
 
