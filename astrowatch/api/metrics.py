@@ -55,6 +55,7 @@ class LedgerCollector:
         up = GaugeMetricFamily("astrowatch_daemon_up", "1 when the daemon's heartbeat is fresh (as /healthz)")
         up.add_metric([], 1.0 if health["daemon_up"] else 0.0)
         yield up
+        yield self._supervision(CounterMetricFamily)
         try:
             ledger = self.service.reader()
         except ApiError:
@@ -73,6 +74,17 @@ class LedgerCollector:
                                  "when a result last reached the inbox (Unix time; 0 = never)")
         last.add_metric([], ledger.last_entered(JobState.INBOX) or 0.0)
         yield last
+
+    def _supervision(self, counter: Any) -> Any:
+        """The daemon's own thread deaths and stuck jobs (its state file, counted across restarts)."""
+        from astrowatch.runtime.status import daemon_state
+
+        facts = daemon_state(self.service.layout).get("supervision") or {}
+        deaths = counter("astrowatch_thread_deaths", "daemon threads that died or were stuck in a job "
+                         "(each stops the daemon, non-zero; systemd restarts it)", labels=["what"])
+        deaths.add_metric(["died"], float(facts.get("thread_deaths") or 0))
+        deaths.add_metric(["stuck"], float(facts.get("jobs_stuck") or 0))
+        return deaths
 
     def _jobs(self, ledger: Any, gauge: Any, *, per_user: bool) -> Iterator[Any]:
         jobs = gauge("astrowatch_jobs", "jobs by state and kind", labels=["state", "kind"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from astrowatch.core.errors import Interrupted
+from astrowatch.core.errors import Interrupted, JobTimedOut
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL.Image import Image
@@ -30,11 +30,27 @@ class CancelToken:
     ``stop`` (first SIGTERM): finish the current image, take no new job.
     ``interrupt`` (second SIGTERM): abandon the current image at the next safe point; the job is
     resumed at the next start.
+
+    :meth:`for_job` gives one job its own token: the same stop and interrupt, plus a deadline
+    (``limits.job_timeout_seconds``).  Past it the token reads as interrupted, so the backends'
+    existing stop points (a diffusion step callback, a WebUI ``/interrupt``, a polling or retry
+    sleep) end the job, and :meth:`check` raises :class:`JobTimedOut` instead of
+    :class:`Interrupted`.
     """
 
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._interrupt = threading.Event()
+        self.deadline: float | None = None  # time.monotonic() past which the job is out of time
+        self.limit_s: float | None = None
+
+    def for_job(self, limit_s: float | None) -> CancelToken:
+        """A token for one job: this token's stop and interrupt, and a deadline ``limit_s`` from now."""
+        token = CancelToken()
+        token._stop, token._interrupt = self._stop, self._interrupt
+        if limit_s is not None:
+            token.limit_s, token.deadline = limit_s, time.monotonic() + limit_s
+        return token
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -48,21 +64,36 @@ class CancelToken:
         return self._stop.is_set()
 
     @property
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    @property
     def interrupted(self) -> bool:
-        return self._interrupt.is_set()
+        """True once the job must stop now: a second SIGTERM, or its deadline passed."""
+        return self._interrupt.is_set() or self.timed_out
+
+    def timeout_error(self) -> JobTimedOut:
+        return JobTimedOut(f"ran longer than limits.job_timeout_seconds={self.limit_s:g} s")
 
     def check(self) -> None:
-        """Raise :class:`Interrupted` if an interrupt was requested (call between steps)."""
+        """Raise :class:`Interrupted` if an interrupt was requested, :class:`JobTimedOut` past the
+        deadline (call between steps)."""
         if self._interrupt.is_set():
             raise Interrupted("interrupted by shutdown; the job resumes at the next start")
+        if self.timed_out:
+            raise self.timeout_error()
 
     def wait_interrupt(self, timeout: float | None = None) -> bool:
-        """Block until an interrupt is requested (True) or ``timeout`` passes (False)."""
-        return self._interrupt.wait(timeout)
+        """Block until an interrupt is requested or the deadline passes (True), or ``timeout``
+        passes (False)."""
+        if self.deadline is not None:
+            left = max(self.deadline - time.monotonic(), 0.0)
+            timeout = left if timeout is None else min(timeout, left)
+        return self._interrupt.wait(timeout) or self.timed_out
 
     def sleep(self, seconds: float) -> None:
-        """Sleep that wakes up (and raises) on interrupt."""
-        if self._interrupt.wait(seconds):
+        """Sleep that wakes up (and raises) on interrupt or at the deadline."""
+        if self.wait_interrupt(seconds):
             self.check()
 
 

@@ -96,7 +96,12 @@ class LimitsConfig(Section):
     max_image_bytes: int = Field(100_000_000, ge=1)
     max_image_pixels: int = Field(50_000_000, ge=1)
     min_free_mb: int = Field(500, ge=0)  # no job starts with less free under data_dir; 0 = no guard
-    job_timeout_seconds: float = Field(1800.0, gt=0)  # a job running longer is stopped, then retried or failed
+    # A job running longer is stopped, then retried (the attempt counts) or failed with that reason.
+    # 1800 s: above the slowest single backend call (sdapi.read_timeout 600 s, openai.timeout 300 s,
+    # an SDXL image with refiner and upscale on a CPU), so a healthy job is never cut; below
+    # celery.visibility_timeout (3600 s), so Redis never redelivers a task its job still waits for
+    # (a config with executor: celery and job_timeout_seconds >= visibility_timeout is refused).
+    job_timeout_seconds: float = Field(1800.0, gt=0)
     decode_memory_mb: int = Field(2048, ge=256)  # address-space limit of the child process that decodes a photo
     decode_timeout_seconds: float = Field(120.0, gt=0)  # the decoding child is killed after this long
 
@@ -364,6 +369,15 @@ class Config(Section):
     def _overlap_smaller_than_tile(self) -> Config:
         if self.enhance.tile_overlap >= self.enhance.tile_size:
             raise ValueError("enhance.tile_overlap must be smaller than enhance.tile_size")
+        return self
+
+    @model_validator(mode="after")
+    def _job_timeout_below_visibility(self) -> Config:
+        if self.executor == "celery" and self.limits.job_timeout_seconds >= self.celery.visibility_timeout:
+            raise ValueError(
+                f"limits.job_timeout_seconds ({self.limits.job_timeout_seconds:g}) must be smaller than "
+                f"celery.visibility_timeout ({self.celery.visibility_timeout:g}): a job still running "
+                "when the broker's visibility timeout expires is delivered a second time")
         return self
 
 

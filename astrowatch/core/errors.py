@@ -68,6 +68,11 @@ class BackendUnavailable(BackendError):
     exit_code = 69  # EX_UNAVAILABLE
 
 
+class JobTimedOut(BackendError):
+    """A job ran longer than ``limits.job_timeout_seconds``: stopped, and retried (the attempt
+    counts) or failed with that reason."""
+
+
 class Interrupted(AstrowatchError):
     """A job was interrupted by shutdown; it is resumed at the next start."""
 

@@ -5,7 +5,12 @@ supervision, systemd notifications), watchdog's observer threads (record paths o
 worker thread per device (all model work).  Supervision is a list of periodic chores
 (:mod:`astrowatch.runtime.chores`).  Signal handlers only set flags (huey's rule):
 SIGTERM/SIGINT once = finish the current image and exit; twice = interrupt it (the job is
-resumed at the next start); SIGHUP = re-read the config.
+resumed at the next start); SIGHUP = re-read the config.  With nothing generating, the daemon
+exits within a few seconds of SIGTERM: an idle worker busy elsewhere (a health check) is not
+waited for beyond :data:`IDLE_JOIN_S`.
+
+A worker thread that dies, or stays stuck in a job past its deadline, stops the daemon with
+exit code 70 (:mod:`astrowatch.runtime.guard`): systemd restarts it whole.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from astrowatch.intake.watcher import StabilityTracker, Watcher, scan
 from astrowatch.review.reviewer import Reviewer
 from astrowatch.runtime.chores import Chore, Chores
 from astrowatch.runtime.executor import dispatchers
+from astrowatch.runtime.guard import EXIT_THREAD_DIED, Guard, previous_counts, record_timeout
 from astrowatch.runtime.notify import Notifier
 from astrowatch.runtime.recovery import recover
 from astrowatch.runtime.settings import load_service_config
 from astrowatch.runtime.statefile import state_record, status_line, write_state_file
-from astrowatch.runtime.worker import Worker
+from astrowatch.runtime.worker import Worker, job_deadline
 from astrowatch.storage.diskspace import DiskGuard
 from astrowatch.storage.layout import Layout, display
 from astrowatch.storage.ledger import Ledger
@@ -44,6 +50,7 @@ IDLE_TICK = 0.5  # longest sleep of the main loop: bounds signal handling and su
 DISK_RETRY_S = 2.0  # a file that could not be recorded (disk full) is taken again after this
 STATUS_IDLE_EVERY = 2.0  # seconds between state-file writes / STATUS= when idle
 STATUS_BUSY_EVERY = 0.75  # ... and while a job runs: with the 0.5 s tick, once a second (progress)
+IDLE_JOIN_S = 3.0  # at shutdown, how long a worker with no job in hand is waited for
 
 
 def resolve_backends(config: Config) -> dict[str, str]:
@@ -88,6 +95,7 @@ class Daemon:
         except BaseException:
             self._lock.release()
             raise
+        self.guard = Guard(previous_counts(self.layout.daemon_state_path), wake=self._wakeup.set)
         self.reviewer = Reviewer(self.config, self.layout, self.ledger, wake=self._wake_workers)
         self.ingest = Ingest(self.config, self.layout, self.ledger, self.reviewer, wake=self._wake_workers)
         self.watcher = Watcher(self.layout, polling=self.config.watch.polling,
@@ -114,7 +122,7 @@ class Daemon:
         for worker in self.workers:
             worker.preload()
         self.watcher.start()
-        self.rescan()
+        self._guarded("scan the tree", self.rescan)
 
     def _devices(self) -> list[str | None]:
         if (remote := dispatchers(self.config)) is not None:
@@ -147,9 +155,11 @@ class Daemon:
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> int:
+        self.guard.install()
         try:
             return self._run()
         finally:
+            self.guard.uninstall()
             self.close()  # the lock goes last: one daemon per data folder, for its whole life
 
     def _run(self) -> int:
@@ -163,12 +173,19 @@ class Daemon:
         try:
             while not self._handle_signals():
                 self.tick()
+                if self.guard.fatal is not None:
+                    status = EXIT_THREAD_DIED
+                    break
                 if self.drain and (done := self._drain_done()) is not None:
                     status = done
                     break
                 self._pause()
         finally:
             self.shutdown()
+        if self.guard.fatal is not None:
+            log.error("stopping: the daemon cannot go on half-alive; systemd restarts it",
+                      why=self.guard.fatal, exit_code=EXIT_THREAD_DIED)
+            return EXIT_THREAD_DIED
         return status
 
     def _drain_done(self) -> int | None:
@@ -236,7 +253,7 @@ class Daemon:
             Chore("watcher", self._supervise_watcher),
             Chore("rescan", self._rescan_all, every=lambda: self.config.watch.rescan_seconds or None,
                   last=time.monotonic()),
-            Chore("workers", self._restart_dead_workers),
+            Chore("workers", self._supervise_workers),
             # retention only while the disk is fine and no decision waits for space ("disk" below)
             Chore("retention", self._apply_retention, every=lambda: self.config.retention.check_seconds,
                   when=lambda: not self.disk.full and self.disk.episodes == self._disk_episodes and self._idle()),
@@ -255,12 +272,26 @@ class Daemon:
     def _rescan_all(self) -> None:
         self.rescan()
 
-    def _restart_dead_workers(self) -> None:
-        for i, worker in enumerate(self.workers):
-            if not worker.is_alive() and not self.cancel.stopping:
-                log.error("worker thread died; starting a new one", worker=worker.name)
-                self.workers[i] = self._new_worker(i, worker.pool.device)
-                self.workers[i].start()
+    def _supervise_workers(self) -> None:
+        """A dead worker, or one stuck in a job past its deadline, makes the daemon stop (non-zero)."""
+        self.guard.check_workers(self.workers, stopping=self.cancel.stopping)
+        self._check_stuck()
+
+    def _check_stuck(self) -> list[Worker]:
+        limit = job_deadline(self.config)
+        if limit is None:
+            return []
+        stuck = self.guard.stuck(self.workers, limit)
+        for worker in stuck:
+            job_id = worker.current
+            if job_id is None or self.guard.fatal is not None:
+                continue
+            done = record_timeout(self.ledger, self.layout, self.config.retries, job_id, limit)
+            log.error("job stuck past its deadline: recorded against it; the daemon stops (its thread "
+                      "cannot be killed)", job_id=job_id, worker=worker.name, outcome=done,
+                      job_timeout_seconds=limit)
+            self.guard.job_stuck(worker.name, job_id, limit)
+        return stuck
 
     def _watch_disk(self) -> None:
         if self.disk.full:
@@ -340,19 +371,35 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping: finishing the current image (send SIGTERM again to interrupt it)")
         self.cancel.request_stop()
+        if self.guard.fatal is not None:  # the other workers' jobs resume at the next start, uncounted
+            self.cancel.request_interrupt()
         self.watcher.stop()
+        self._join_workers()
+        self.write_state(stopped=True)
+        self.ledger.close()
+        self.notifier.close()
+        log.info("stopped")
+
+    def _join_workers(self) -> None:
+        """Wait for the image being generated (a second signal interrupts it); not for a worker
+        with no job in hand beyond IDLE_JOIN_S (it may sit in a backend's health check), nor for
+        one that is dead or stuck past its job's deadline (the process exits without it)."""
         for worker in self.workers:
             worker.wake()
+        idle_until = time.monotonic() + IDLE_JOIN_S
+        for worker in self.workers:
             while worker.is_alive():
                 worker.join(timeout=0.2)
                 if self._signals and not self.cancel.interrupted:
                     self._signals.clear()
                     log.warning("second stop signal: interrupting the current image")
                     self.cancel.request_interrupt()
-        self.write_state(stopped=True)
-        self.ledger.close()
-        self.notifier.close()
-        log.info("stopped")
+                if worker.is_alive() and worker.current is None and time.monotonic() > idle_until:
+                    log.warning("worker not stopped yet; not waiting for it (no job in hand)", worker=worker.name)
+                    break
+                stuck = self._guarded("check stuck jobs", self._check_stuck) or []
+                if worker in stuck:
+                    break
 
     # -- status ---------------------------------------------------------------------------------------
     def status_line(self) -> str:
@@ -361,5 +408,5 @@ class Daemon:
     def write_state(self, stopped: bool = False) -> None:
         state = state_record(started_at=self.started_at, config=self.config, defaults=self.defaults,
                              watcher=self.watcher, pending_files=len(self.tracker), workers=self.workers,
-                             disk=self.disk, stopped=stopped)
+                             disk=self.disk, stopped=stopped, supervision=self.guard.facts())
         write_state_file(self.layout.daemon_state_path, state, self.disk)

@@ -43,8 +43,9 @@ class Publisher:
         self.stats = stats
         self.worker = worker
 
-    def produce_and_publish(self, job: Job, t0: float) -> None:
-        ctx = JobContext(self.config, self.layout, self.pool.get, self.cancel, self.progress)
+    def produce_and_publish(self, job: Job, t0: float, *, cancel: CancelToken | None = None) -> None:
+        """``cancel``: the job's own token (its deadline, :meth:`CancelToken.for_job`)."""
+        ctx = JobContext(self.config, self.layout, self.pool.get, cancel or self.cancel, self.progress)
         log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
         if job.kind == JobKind.ASTRO and job.params.get(SNAPSHOT_FROM):  # made by astrowatch api: that job's theme
             copy_snapshot(self.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job.id)

@@ -124,6 +124,9 @@ class WorkerRuntime:
     def run(self, payload: dict[str, Any]) -> Result:
         data_dir = self.config.data_dir if self.config.celery.shared_data_dir else None
         backend = self.pool.get(payload["kind"], payload["backend"])
+        # the job's deadline runs here, where the backend runs (limits.job_timeout_seconds, kept
+        # below celery.visibility_timeout so a task is never redelivered while it still runs)
+        cancel = self.cancel.for_job(self.config.limits.job_timeout_seconds)
         if payload["kind"] == JobKind.ASTRO:
             init = None
             if payload.get("init_image"):
@@ -135,14 +138,14 @@ class WorkerRuntime:
                     job_id=payload["job_id"], user=payload["user"], chart=proto.chart_from_dict(payload["chart"]),
                     params=payload["params"], seed=payload["seed"], prompt=payload["prompt"],
                     negative_prompt=payload["negative_prompt"], fusion=payload.get("fusion") or {},
-                    init_image=init, cancel=self.cancel))
+                    init_image=init, cancel=cancel))
             finally:
                 if init is not None:
                     init.unlink(missing_ok=True)
         image = self._enhance_input(payload, data_dir)
         return backend.enhance(EnhanceTask(
             job_id=payload["job_id"], user=payload["user"], image=image, source_name=payload["source_name"],
-            params=payload["params"], seed=payload["seed"], facts=payload.get("facts") or {}, cancel=self.cancel))
+            params=payload["params"], seed=payload["seed"], facts=payload.get("facts") or {}, cancel=cancel))
 
     def _enhance_input(self, payload: dict[str, Any], data_dir: Path | None) -> Any:
         from PIL import Image

@@ -39,7 +39,9 @@ def status_line(counts: Mapping[str, int], workers: Sequence[Worker], disk: Disk
 
 
 def state_record(*, started_at: float, config: Config, defaults: dict[str, str], watcher: Watcher,
-                 pending_files: int, workers: Sequence[Worker], disk: DiskGuard, stopped: bool) -> dict[str, Any]:
+                 pending_files: int, workers: Sequence[Worker], disk: DiskGuard, stopped: bool,
+                 supervision: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``supervision``: thread deaths and stuck jobs, counted across restarts (:mod:`~astrowatch.runtime.guard`)."""
     return {
         "pid": os.getpid(), "started_at": started_at, "updated_at": time.time(), "stopped": stopped,
         "config": str(config.source) if config.source else None, "backends": defaults,
@@ -50,6 +52,7 @@ def state_record(*, started_at: float, config: Config, defaults: dict[str, str],
                      "progress": w.progress.snapshot(), "backends": w.pool.describe(),
                      "paused": dict(w.paused)} for w in workers],
         "disk": disk.status(),
+        "supervision": supervision or {"thread_deaths": 0, "jobs_stuck": 0, "last": None},
     }
 
 

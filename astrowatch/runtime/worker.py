@@ -16,8 +16,15 @@ class alone (:func:`astrowatch.runtime.policy.next_step`):
                                     passes with the backend restarted (key re-read)
                                     (:mod:`~astrowatch.runtime.health`)
 - ``Interrupted`` (2nd SIGTERM)   -> ``queued`` (attempt not counted); resumed at next start
+- ``JobTimedOut`` (the job ran past ``limits.job_timeout_seconds``: its token's deadline, which the
+  backends' stop points honour) -> retried (the attempt counts) or failed with that reason
 - not retryable (bad input...)   -> ``failing`` -> ``failed/`` entry -> ``failed``
 - retryable, attempts left       -> ``queued`` with exponential backoff
+
+No error of one job stops the thread: one that escapes even the recording of a job's outcome is
+logged with its traceback, the job is set aside as failed (or left for recovery), and the loop goes
+on.  Anything else the loop raises is logged and retried after a pause.  A worker thread that dies
+anyway is the daemon's business (:mod:`astrowatch.runtime.guard`): it stops, non-zero.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import structlog
 from astrowatch.backends.base import CancelToken, Progress
 from astrowatch.backends.pool import BackendPool
 from astrowatch.core.config import Config
-from astrowatch.core.errors import BackendUnavailable, CredentialsRejected, as_disk_full
+from astrowatch.core.errors import BackendUnavailable, CredentialsRejected, Interrupted, as_disk_full
+from astrowatch.core.jobs import JobState
 from astrowatch.pipeline.steps import backend_for
 from astrowatch.runtime.diskwait import DiskWaits
 from astrowatch.runtime.health import BackendHealth
@@ -43,6 +51,14 @@ from astrowatch.storage.layout import Layout
 from astrowatch.storage.ledger import Job, Ledger
 
 log = structlog.get_logger("astrowatch.worker")
+LOOP_PAUSE_MAX = 30.0  # longest pause after an unexpected error of the loop (doubling from 1 s)
+
+
+def job_deadline(config: Config) -> float | None:
+    """Seconds a job may run in this process: ``limits.job_timeout_seconds``; none for the
+    ``executor: celery`` dispatchers, whose wait includes the broker's queue: there the deadline
+    runs on the ``astrowatch worker`` that runs the backend (:mod:`~astrowatch.runtime.remote_worker`)."""
+    return None if config.executor == "celery" else config.limits.job_timeout_seconds
 
 
 class Worker(threading.Thread):
@@ -60,6 +76,8 @@ class Worker(threading.Thread):
         self._new_config: tuple[Config, dict[str, str]] | None = None
         self.disk = disk or DiskGuard(layout.root, config.limits.min_free_mb)
         self.current: str | None = None
+        self.started: float | None = None  # time.monotonic() when the current job started
+        self.job_cancel: CancelToken | None = None  # the current job's token (its deadline)
         self.progress = Progress()  # the running job's steps, for status (read by the daemon)
         self.beat = time.monotonic()
         self.stats: WorkerStats = new_stats()
@@ -99,17 +117,22 @@ class Worker(threading.Thread):
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self) -> None:
+        pause = 1.0
         try:
             while not self.cancel.stopping:
                 self.beat = time.monotonic()
                 try:
                     self._step()
-                except Exception as exc:  # the ledger could not record a claim or a re-queue
+                    pause = 1.0
+                except Exception as exc:  # the ledger could not record a claim or a re-queue...
                     full = as_disk_full(exc)
-                    if full is None:
-                        raise
-                    self.disk.report(full)
-                    self._sleep(1.0)
+                    if full is not None:
+                        self.disk.report(full)
+                        self._sleep(1.0)
+                        continue
+                    log.exception("worker loop error; going on after a pause", pause_s=pause)
+                    self._sleep(pause)
+                    pause = min(pause * 2, LOOP_PAUSE_MAX)
         finally:
             self.pool.close()
             self.ledger.close()
@@ -144,19 +167,39 @@ class Worker(threading.Thread):
     # -- one job ----------------------------------------------------------------------------------
     def execute(self, job: Job) -> None:
         structlog.contextvars.bind_contextvars(job_id=job.id, user=job.user, worker=self.name)
-        self.current = job.id
+        token = self.cancel.for_job(job_deadline(self.config))
+        self.current, self.job_cancel = job.id, token
         self.progress.start(job.id)
-        t0 = time.monotonic()
+        t0 = self.started = time.monotonic()
         try:
-            self.publisher.produce_and_publish(job, t0)
+            self.publisher.produce_and_publish(job, t0, cancel=token)
         except Exception as exc:
             if (full := as_disk_full(exc)) is not None:
                 self.disk.report(full)
-            self.disk_waits.until_recorded(partial(self._on_error, job, exc, t0))
+            if isinstance(exc, Interrupted) and token.timed_out and not self.cancel.interrupted:
+                timed_out = token.timeout_error()  # the backend stopped at the deadline and said "interrupted"
+                timed_out.__cause__ = exc
+                exc = timed_out
+            self._record(job, exc, t0)
         finally:
-            self.current = None
+            self.current = self.started = self.job_cancel = None
             self.progress.clear()
             structlog.contextvars.unbind_contextvars("job_id", "user", "worker")
+
+    def _record(self, job: Job, exc: Exception, t0: float) -> None:
+        """The job's outcome written down; if even that raises (not a full disk: that waits),
+        the job is set aside as failed with the reason and the thread goes on."""
+        try:
+            self.disk_waits.until_recorded(partial(self._on_error, job, exc, t0))
+        except Exception as again:
+            log.exception("could not record the job's outcome; the job is set aside as failed",
+                          error=str(exc))
+            reason = f"{exc}; then recording it failed: {type(again).__name__}: {again}"
+            try:
+                self.ledger.transition(job.id, JobState.RUNNING, JobState.FAILING, error=reason,
+                                       note=type(again).__name__)
+            except Exception:  # the ledger itself: recovery finishes it at the next start
+                log.exception("could not set the job aside either; the next start resumes it")
 
     def _on_error(self, job: Job, exc: Exception, t0: float) -> None:
         """The job's next state, from the error's class alone (:func:`next_step`)."""

@@ -51,7 +51,10 @@ def workers(tmp_path):
 def coordinator(tmp_path: Path, redis: RedisServer, **celery: Any) -> Path:
     return write_config(tmp_path / "coord", astro={"backend": "fake", "wheel_size": 256},
                         enhance={"backend": "fake", "min_side": 16}, executor="celery",
-                        celery=celery_section(redis, **celery), sdapi={"health_interval": 0.5})
+                        celery=celery_section(redis, **celery), sdapi={"health_interval": 0.5},
+                        # below the short visibility timeouts used here (the config refuses more);
+                        # in celery mode the deadline runs on the workers, not in the coordinator
+                        limits={"min_free_mb": 20, "job_timeout_seconds": 1})
 
 
 def drop_users(data: Path, n: int) -> list[str]:

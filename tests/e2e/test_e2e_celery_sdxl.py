@@ -28,7 +28,7 @@ def test_tiny_sdxl_on_a_remote_worker(tmp_path, tiny_sdxl):  # noqa: F811
     cfg = write_config(tmp_path / "coord", astro={"backend": "sdxl", "init_image": "none"},
                        enhance={"backend": "sdxl", "min_side": 16}, executor="celery",
                        sdxl={k: v for k, v in sdxl.items() if k != "model"},  # no model on the coordinator
-                       celery=slow_ok)
+                       celery=slow_ok, limits={"job_timeout_seconds": 290})  # below visibility_timeout
     try:
         worker.start()
         assert '"sdxl"' in worker.log()  # loaded before "ready to take jobs"

@@ -130,7 +130,7 @@ def test_a_disk_filled_mid_run_pauses_jobs_and_loses_nothing(tmp_path, daemon_fa
         assert list((data / "approved").iterdir()) == []
         assert count(d, "disk full: jobs wait") == 2, [e for e in log_events(d) if "disk" in str(e)]
         assert count(d, "disk space is back; waiting jobs resume") == 2
-        assert count(d, "worker thread died") == 0
+        assert count(d, "thread died") == 0 and d.proc.poll() is None
         assert "Traceback" not in d.log_path.read_text(errors="replace")
         assert resumed_s < 30
         d.stop()

@@ -28,7 +28,8 @@ def image(size=(32, 24), color=(10, 200, 30)):
 
 
 def cfg(tmp_path: Path, **celery):
-    return config_from_mapping({"executor": "celery", "celery": celery}, base_dir=tmp_path)
+    limits = {"job_timeout_seconds": 60} if celery.get("visibility_timeout", 3600) <= 1800 else {}
+    return config_from_mapping({"executor": "celery", "celery": celery, "limits": limits}, base_dir=tmp_path)
 
 
 def test_default_executor_is_local_and_celery_section_defaults(tmp_path):

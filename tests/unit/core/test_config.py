@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from astrowatch.core.config import Config
+from astrowatch.core.config import Config, config_from_mapping
 from astrowatch.core.errors import ConfigError
 from astrowatch.runtime.settings import apply_overrides, load_config
 
@@ -99,3 +99,17 @@ def test_styles_are_checked_when_the_config_loads(tmp_path):
         load_config(_write(tmp_path, bad_candidate))
     with pytest.raises(ConfigError, match="unknown style 'cosmic'"):
         apply_overrides(load_config(_write(tmp_path, {})), ["astro.style=cosmic"])
+
+
+def test_job_timeout_must_stay_below_celerys_visibility_timeout_with_the_celery_executor(tmp_path):
+    """A job still running when Redis's visibility timeout expires would be delivered twice."""
+    with pytest.raises(ConfigError, match=r"limits\.job_timeout_seconds \(3600\) must be smaller than "
+                                          r"celery\.visibility_timeout \(3600\)"):
+        config_from_mapping({"executor": "celery", "limits": {"job_timeout_seconds": 3600}}, base_dir=tmp_path)
+    ok = config_from_mapping({"executor": "celery", "limits": {"job_timeout_seconds": 3599}}, base_dir=tmp_path)
+    assert ok.limits.job_timeout_seconds == 3599
+    local = config_from_mapping({"limits": {"job_timeout_seconds": 7200}}, base_dir=tmp_path)  # no broker
+    assert local.limits.job_timeout_seconds == 7200
+    defaults = config_from_mapping({}, base_dir=tmp_path)  # the documented ordering of the defaults
+    assert max(defaults.sdapi.read_timeout, defaults.openai.timeout) < defaults.limits.job_timeout_seconds \
+        < defaults.celery.visibility_timeout
