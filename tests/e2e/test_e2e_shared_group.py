@@ -10,60 +10,18 @@ folder under /tmp that the other uids can traverse (pytest's tmp_path is private
 
 from __future__ import annotations
 
-import grp
 import json
 import os
-import pwd
 import shutil
-import site as pysite
 import stat
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 from harness import TEST_CONFIG, DaemonProcess, make_image, theme_bytes, wait_until
+from uids import PYTHON, Uid, free_ids
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_ids(start: int, n: int) -> list[int]:
-    ids, candidate = [], start
-    while len(ids) < n:
-        try:
-            pwd.getpwuid(candidate)
-        except KeyError:
-            try:
-                grp.getgrgid(candidate)
-            except KeyError:
-                ids.append(candidate)
-        candidate += 1
-    return ids
-
-
-def _traversable(path: Path) -> bool:
-    """Whether any uid can reach and read ``path`` (o+x on every folder above, o+r on it)."""
-    path = Path(path)
-    return all(os.stat(p).st_mode & 0o001 for p in path.parents) and bool(os.stat(path).st_mode & 0o004)
-
-
-def shared_python() -> tuple[str, str] | None:
-    """An interpreter other uids can run, and the PYTHONPATH giving it this tree and our packages.
-    The venv's own interpreter may live under a private home (pyenv in /root): then the system's
-    interpreter of the same version reads the venv's site-packages."""
-    paths = [str(ROOT), *pysite.getsitepackages()]
-    if not all(_traversable(Path(p)) for p in paths):
-        return None
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for exe in (Path(sys.executable).resolve(), Path(f"/usr/bin/python{version}")):
-        if exe.is_file() and _traversable(exe):
-            return str(exe), os.pathsep.join(paths)
-    return None
-
-
-PYTHON = shared_python()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
@@ -74,44 +32,13 @@ pytestmark = [
 ]
 
 
-class Uid:
-    """One Unix identity: ``run`` executes a Python command line (``sys.executable ...``) as it, in
-    the group, with its umask, on an interpreter that uid can read."""
-
-    def __init__(self, uid: int, gid: int, group: int, umask: str, cwd: Path) -> None:
-        self.uid, self.gid, self.group, self.umask, self.cwd = uid, gid, group, umask, cwd
-
-    def prefix(self) -> list[str]:
-        """Put before ``sys.executable ARGS``: switches uid, sets the umask, swaps the interpreter."""
-        assert PYTHON is not None
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", f"--groups={self.group}",
-                "sh", "-c", f'umask {self.umask}; shift; exec {PYTHON[0]} "$@"', "sh"]
-
-    def run(self, *cmd: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        assert cmd[0] == sys.executable
-        full_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/tmp", "PYTHONPATH": PYTHON[1],
-                    **(env or {})}
-        proc = subprocess.run([*self.prefix(), *cmd], capture_output=True, text=True, timeout=120, env=full_env,
-                              cwd=self.cwd)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"uid {self.uid}: {' '.join(cmd)} exited {proc.returncode}:\n"
-                                 f"{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def python(self, code: str, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-c", code, *args, **kw)
-
-    def cli(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, "-m", "astrowatch", *args, env=env, check=check)
-
-
 @pytest.fixture
 def site(monkeypatch):
     """/tmp/aw-shared-*/{etc,srv}: /etc/astrowatch root-owned and group read-only (0750, config
     0640), the service's folder owned by the service uid; three uids sharing one group."""
     monkeypatch.setenv("PYTHONPATH", PYTHON[1])  # for the daemon, started through the harness
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    service_id, reviewer_id, upstream_id, group = _free_ids(47100, 4)
+    service_id, reviewer_id, upstream_id, group = free_ids(47100, 4)
     base = Path(tempfile.mkdtemp(prefix="aw-shared-", dir="/tmp"))
     os.chmod(base, 0o755)
     etc, srv = base / "etc", base / "srv"
