@@ -81,6 +81,8 @@ class Ingest:
             return IngestOutcome.IGNORED
         if parts[0] in DECISION_FOLDERS:
             return self.reviewer.handle(p)
+        if parts[0] == USERS and len(parts) == 2:
+            return self._user_folder(p, parts[1])
         if parts[0] != USERS or len(parts) != 3:
             return IngestOutcome.IGNORED
         user, name = parts[1], parts[2]
@@ -132,6 +134,22 @@ class Ingest:
         if p.suffix.lower() in IMAGE_EXTENSIONS:
             return self._enhance(p, user, name, st, expect)
         return self._not_accepted(p, user, name)
+
+    def _user_folder(self, p: Path, user: str) -> IngestOutcome:
+        """``Utilisateurs/<user>`` itself: a symbolic link there (to a folder outside, say) is never
+        entered; it moves, as a link, to ``failed/<user>/`` with the reason, so the refusal is visible."""
+        st = safefs.lstat_or_none(p, root=self.layout.root)
+        if st is None:
+            return IngestOutcome.GONE
+        if not stat.S_ISLNK(st.st_mode):
+            return IngestOutcome.IGNORED  # a real folder (its files come one by one) or a stray file
+        try:
+            check_user_name(user)
+        except UnsafePathError as exc:
+            self._warn_once(user, "skipped: unsafe user folder (no safe name for a failed/ entry)", str(exc))
+            return IngestOutcome.SKIPPED
+        return self.refuse(user, p, f"Utilisateurs/{user} is a symbolic link; links are never followed, "
+                           "nothing behind it is read. Make it a real folder", move=True)
 
     def _not_accepted(self, p: Path, user: str, name: str) -> IngestOutcome:
         """An image we cannot use (by name or content) gets a failed/ entry; anything else is ignored."""

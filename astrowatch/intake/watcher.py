@@ -216,6 +216,8 @@ def _walk(folder: str, depth: int, max_depth: int) -> Iterator[str]:
                 yield from _walk(entry.path, depth + 1, max_depth)
             continue
         if depth == 0 and max_depth == 1:
+            if entry.is_symlink():
+                yield entry.path  # a symlinked user folder: ingest refuses it visibly
             continue  # a file directly in Utilisateurs/: not in a user folder
         if not is_ignored_name(entry.name):
             yield entry.path

@@ -27,9 +27,10 @@ import structlog
 
 from astrowatch.core.config import input_bound
 from astrowatch.core.jobs import JobKind
-from astrowatch.pipeline.publish import result_stem
+from astrowatch.pipeline.publish import refuse_file, result_stem
 from astrowatch.storage import safefs
 from astrowatch.storage.images import RESULT_SUFFIX
+from astrowatch.storage.layout import REVIEW_FOLDER
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -147,8 +148,10 @@ def write_dataset_toml(layout: Layout, config: Config, user: str) -> None:
 
 def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Path] | None = None) -> None:
     """Move the decided image and the job's sidecars (beside it and in the inbox) into the archive.
-    Only regular files move (a symlink or FIFO under one of these names stays where it is); the
-    archive folder is entered without following links (a squatter is moved aside first)."""
+    Only regular files are archived; a symlink, FIFO or folder under one of these names is moved,
+    unopened, to ``failed/_review/`` with the reason, so nothing is left behind in a decision folder
+    or the inbox.  The archive folder is entered without following links (a squatter is moved
+    aside first)."""
     root = layout.root
     archive = layout.archive_dir(job.user, job.id)
     safefs.make_dirs(archive, root)
@@ -161,7 +164,13 @@ def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Pa
     moves += [inbox / f"{stem}{s}" for s in (*RESULT_SUFFIX.values(), ".json", ".txt", ".error.txt")]
     for src in moves:
         st = safefs.lstat_or_none(src, root=root)
-        if st is None or not stat.S_ISREG(st.st_mode) or src.parent == archive:
+        if st is None or src.parent == archive:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            reason = (f"{src.name}: not a regular file (a link, FIFO or folder) named like job {job.id}'s files; "
+                      "moved aside unread")
+            refuse_file(layout, REVIEW_FOLDER, src, reason, move=True)
+            log.warning("moved aside", path=layout.rel(src), reason=reason)
             continue
         dest = archive / src.name
         there = safefs.lstat_or_none(dest, root=root)

@@ -29,6 +29,7 @@ from astrowatch.review.params import check_params
 from astrowatch.storage import safefs
 from astrowatch.storage.images import RESULT_SUFFIX, read_png_meta
 from astrowatch.storage.jsonlog import append_jsonl, read_jsonl
+from astrowatch.storage.layout import REVIEW_FOLDER
 from astrowatch.storage.safefs import CAPTION_MAX_BYTES, SIDECAR_MAX_BYTES, Unreadable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +76,7 @@ class Reviewer:
             return self._unreadable(path, exc.message)
         job = self.identify(path, image.meta)
         if job is None:
-            refuse_file(self.layout, "_review", path, f"{path.name} is not an astrowatch result "
+            refuse_file(self.layout, REVIEW_FOLDER, path, f"{path.name} is not an astrowatch result "
                         "(no job id in its name, PNG metadata or sidecar)", move=True)
             return IngestOutcome.FAILED
         if job.state == JobState.INBOX:
@@ -244,7 +245,7 @@ class Reviewer:
         own = inbox / str((job.result or {}).get("image") or path.name)
         own_st = safefs.lstat_or_none(own, root=root)
         if foreign and own_st is not None and stat.S_ISREG(own_st.st_mode) and own != path:
-            refuse_file(self.layout, "_review", path, reason, move=True)
+            refuse_file(self.layout, REVIEW_FOLDER, path, reason, move=True)
         elif safefs.lstat_or_none(path, root=root) is not None:
             safefs.rename(path, inbox / path.name, root=root)
         safefs.write_text(inbox / f"{stem}.error.txt", reason + "\n", root=root)
@@ -262,7 +263,7 @@ class Reviewer:
         reason = f"missing or unreadable: {why}; decision not taken"
         if job is not None and job.state == JobState.INBOX:
             return self._bounce(job, path, reason, foreign=True)
-        refuse_file(self.layout, "_review", path, reason, move=True)
+        refuse_file(self.layout, REVIEW_FOLDER, path, reason, move=True)
         return IngestOutcome.FAILED
 
     def _text(self, path: Path) -> str | None:

@@ -22,7 +22,8 @@ FAILED = "failed"
 FOLDERS = (USERS, INBOX, *(decision.folder for decision in Decision), FAILED, "datasets", "archive",
            "logs", "state")
 DECISION_FOLDERS = {decision.folder: decision for decision in Decision}  # folder -> the decision it says
-RESERVED_USERS = frozenset({"_review"})  # failed/_review/ holds files dropped in approved/ etc. that are not ours
+REVIEW_FOLDER = "_review"  # failed/_review/ holds files dropped in approved/ etc. that are not ours
+RESERVED_USERS = frozenset({REVIEW_FOLDER})
 MAX_NAME_BYTES = 200
 
 # Drop-folder noise: never inputs (see shared/reference/watching.md).

@@ -154,3 +154,21 @@ def test_a_symlinked_user_folder_is_not_entered(ingest, tmp_path):
     assert ingest.handle(str(ingest.layout.users / "lou" / "photo.jpg")) == "gone"
     assert ingest.ledger.counts() == {}
     assert (outside / "photo.jpg").exists()
+
+
+def test_a_symlinked_user_folder_is_moved_aside_visibly_and_never_entered(ingest, tmp_path):
+    from astrowatch.intake.watcher import scan
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "theme_wa.json").write_bytes(theme_bytes(user="wa"))
+    link = ingest.layout.users / "wa"
+    link.symlink_to(outside)
+    assert str(link) in set(scan(ingest.layout))  # the start-up scan hands it to ingest
+    assert ingest.handle(str(link)) == "failed"
+    record = json.loads((ingest.layout.root / "failed" / "wa" / "wa.error.json").read_text())
+    assert "symbolic link" in record["reason"]
+    assert not os.path.lexists(link) and os.path.islink(ingest.layout.root / "failed" / "wa" / "wa")
+    assert sorted(p.name for p in outside.iterdir()) == ["theme_wa.json"]  # nothing read, moved or written
+    assert ingest.ledger.jobs_for_source("wa", "Utilisateurs/wa/theme_wa.json") == []
+    assert ingest.handle(str(ingest.layout.users / "gaby")) == "ignored"  # a real folder: its files come one by one
