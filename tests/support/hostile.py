@@ -275,7 +275,7 @@ class Site:
         if self.as_root:
             os.chown(self.config, 0, self.group)
         os.chmod(self.config, 0o640)
-        if self.outside_before:  # the test changed the config on purpose: that is not the daemon's write
+        if getattr(self, "outside_before", None):  # the test changed the config on purpose: that is not the daemon's write
             rel = str(self.config.relative_to(self.base))
             self.outside_before[rel] = self.outside_snapshot()[rel]
         return self.config
