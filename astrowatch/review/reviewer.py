@@ -242,6 +242,9 @@ class Reviewer:
             st = safefs.lstat_or_none(side, root=root)
             if st is not None and stat.S_ISREG(st.st_mode):
                 safefs.rename(side, inbox / side.name, root=root)  # the one the decision read wins over an inbox copy
+            elif st is not None:  # a link, FIFO or folder under the sidecar's name: moved aside unread
+                refuse_file(self.layout, REVIEW_FOLDER, side, f"{side.name}: not a regular file (a link, FIFO or "
+                            f"folder) beside a decision on job {job.id}; moved aside unread", move=True)
         own = inbox / str((job.result or {}).get("image") or path.name)
         own_st = safefs.lstat_or_none(own, root=root)
         if foreign and own_st is not None and stat.S_ISREG(own_st.st_mode) and own != path:
