@@ -4,10 +4,17 @@ Producers (kerykeion 4/5/6, its chart data, the Astrologer API, immanuel, our ow
 the same person's chart with different bytes, different point sets, different aspect orbs and
 different rounding.  The picture must not follow the format, so the seed derives from:
 
-1. the birth data when the file has it: the birth instant in UTC rounded to the minute, and the
-   birth place (latitude/longitude rounded to 0.01°, about a kilometre) when the file has it;
+1. the birth data when the file has it: the birth *instant* in UTC rounded to the minute.  When
+   the file gives an absolute instant (a UTC offset, or a time zone name), the place plays no
+   part: producers write it differently (kerykeion 4 and 5 clamp a polar latitude to 66°,
+   kerykeion 6 and immanuel keep 69.65° for Tromsø) and the instant already fixes the picture.
+   Only a local wall-clock time without any zone takes the birth place (latitude/longitude
+   rounded to 0.01°, about a kilometre), because only then does the place fix the instant;
 2. else the rounded positions the prompt reads: the sign, whole degree, house and retrograde
    flag of the planets, the Ascendant and the Midheaven.
+
+The seed a chart was first drawn with is kept in the ledger and reused from then on
+(:mod:`astrowatch.pipeline.seeds`), so a change of this rule never changes a picture already made.
 
 :func:`complete_aspects` fills in the major aspects a file does not list (subject dumps list
 none), computed from the positions with kerykeion's default orbs, so the prompt's "tightest
@@ -53,15 +60,17 @@ def _coordinate(value: Any) -> float | None:
     return round(float(value), 2) + 0.0  # +0.0: -0.0 and 0.0 hash alike
 
 
-def birth_identity(chart: Chart) -> dict[str, Any] | None:
-    """``{"utc": ..., "place": [lat, lon]?}`` from the file's birth data, None without a birth time."""
+def birth_identity(chart: Chart, *, place: bool = False) -> dict[str, Any] | None:
+    """``{"utc": ...}`` from the file's birth data, None without a birth time; ``"place": [lat,
+    lon]`` is added only for a wall-clock time without a zone (or with ``place``: the rule of
+    release 0.1.0, which added it whenever the file had one)."""
     birth = chart.extra.get("birth")
     instant = _utc_minute(birth, chart.extra.get("tz")) if isinstance(birth, str) else None
     if instant is None:
         return None
     identity: dict[str, Any] = {"utc": instant}
     lat, lon = _coordinate(chart.extra.get("lat")), _coordinate(chart.extra.get("lon"))
-    if lat is not None and lon is not None:
+    if lat is not None and lon is not None and (place or instant.endswith(" local")):
         identity["place"] = [lat, lon]
     return identity
 
@@ -76,21 +85,28 @@ def position_identity(chart: Chart) -> dict[str, Any]:
     return {"points": points}
 
 
-def chart_identity(chart: Chart) -> dict[str, Any]:
-    """The user plus the birth data, else the rounded positions: the seed's input."""
-    birth = birth_identity(chart)
+def chart_identity(chart: Chart, *, legacy: bool = False) -> dict[str, Any]:
+    """The user plus the birth instant, else the rounded positions: the seed's input.  ``legacy``:
+    the identity of release 0.1.0 (the birth place counted whenever the file had one)."""
+    birth = birth_identity(chart, place=legacy)
     if birth is not None:
         return {"user": chart.user, "birth": birth}
     return {"user": chart.user, **position_identity(chart)}
 
 
-def identity_sha256(chart: Chart) -> str:
+def identity_sha256(chart: Chart, *, legacy: bool = False) -> str:
     """A stable hex digest of :func:`chart_identity` (seeds learned-default exploration too)."""
     import hashlib
     import json
 
-    blob = json.dumps(chart_identity(chart), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json.dumps(chart_identity(chart, legacy=legacy), sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def identity_seed(identity: str) -> int:
+    """The seed (``0 <= seed < 2**32``) an identity digest gives when none was recorded before."""
+    return int(identity[:8], 16)
 
 
 def complete_aspects(chart: Chart) -> list[Aspect]:

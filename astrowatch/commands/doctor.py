@@ -99,6 +99,38 @@ def _private_files(config: Config) -> tuple[str, str]:
     return OK, f"{', '.join(checked) or 'nothing'} owned by the service user or root, writable by nobody else"
 
 
+def _url_passwords(config: Config) -> tuple[str, str]:
+    """A Redis password written in ``celery.broker_url``/``result_backend`` is read by whoever can
+    read the config: the documented install lets the service's group read it (0640)."""
+    import stat
+
+    from astrowatch.storage.sharing import group_name
+
+    if not config.celery.has_url_password():
+        return OK, "no password in the config's URLs (celery.password_file or a systemd credential holds it)"
+    if config.source is None:
+        return WARN, "celery.broker_url/result_backend hold a password; prefer celery.password_file"
+    try:
+        st = config.source.stat()
+        service_uid = Path(config.data_dir).stat().st_uid
+    except OSError as exc:
+        return WARN, f"celery URLs hold a password and {config.source} cannot be checked: {exc.strerror}"
+    readers = []
+    if st.st_mode & stat.S_IRGRP:
+        readers.append(f"group {group_name(st.st_gid)}")
+    if st.st_mode & stat.S_IROTH:
+        readers.append("everyone")
+    if st.st_uid not in (service_uid, 0) and st.st_mode & stat.S_IRUSR:
+        readers.append(f"uid {st.st_uid}")
+    fix = (f"move it to celery.password_file (a 0600 file owned by the service user) or "
+           f"chmod 600 {config.source}")
+    if readers:
+        return WARN, (f"{config.source} holds the Redis password (celery URLs) and is readable by "
+                      f"{' and '.join(readers)} (mode {stat.S_IMODE(st.st_mode):04o}): {fix}")
+    return OK, (f"celery URLs hold a password; {config.source} is readable by the service user only "
+                "(celery.password_file is still the recommendation)")
+
+
 def _inotify(config: Config) -> tuple[str, str]:
     if config.watch.polling:
         return OK, f"polling every {config.watch.polling_interval} s (inotify not used)"
@@ -157,12 +189,15 @@ def main(args: argparse.Namespace) -> int:
         results.append((FAIL, "config", str(exc)))
     if config is not None:
         _check(results, "config and secret files", lambda: _private_files(config))
+        _check(results, "passwords in the config", lambda: _url_passwords(config))
         _check(results, "folders", lambda: _folders(config))
         _check(results, "shared with the group", lambda: _group(config))
         _check(results, "inotify", lambda: _inotify(config))
         _check(results, "photo types", _image_types)
         for kind in JobKind:
             _check(results, f"{kind} backend", functools.partial(_backend, config, kind))
+    from astrowatch.core.secrets import redact
+
     for status, name, detail in results:
-        print(f"[{status:>4}] {name}: {detail}")
+        print(redact(f"[{status:>4}] {name}: {detail}"))  # an error's text may quote a URL: no secret, ever
     return 1 if any(s == FAIL for s, _, _ in results) else 0

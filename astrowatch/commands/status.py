@@ -95,5 +95,7 @@ def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
     info = collect(load_config(args.config))
-    print(json.dumps(info, indent=2, default=str) if args.json else render(info))
+    from astrowatch.core.secrets import redact
+
+    print(redact(json.dumps(info, indent=2, default=str) if args.json else render(info)))  # no secret, ever
     return 0

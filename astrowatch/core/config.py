@@ -316,9 +316,9 @@ class ApiConfig(Section):
 class CeleryConfig(Section):
     """``executor: celery``: model work runs on ``astrowatch worker`` processes (GPU hosts) via Redis."""
 
-    broker_url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss:// (TLS); no password in it
+    broker_url: str = "redis://127.0.0.1:6379/0"  # redis:// or rediss:// (TLS); a password in it is redacted
     username: str | None = None  # Redis ACL user
-    password_file: Path | None = None  # else $CREDENTIALS_DIRECTORY/redis_password, else none
+    password_file: Path | None = None  # else $CREDENTIALS_DIRECTORY/redis_password, else none (recommended)
     result_backend: str | None = None  # default: the broker
     queue: str = "astrowatch"
     visibility_timeout: float = Field(3600.0, gt=0)  # must exceed the slowest job
@@ -330,17 +330,41 @@ class CeleryConfig(Section):
     @field_validator("broker_url", "result_backend")
     @classmethod
     def _redis_url(cls, v: str | None) -> str | None:
+        """``redis://`` or ``rediss://``; a password as Celery users write it (``redis://:pw@host``,
+        ``redis://user:pw@host``, ``?password=pw``) is accepted and redacted from then on."""
         from urllib.parse import urlsplit
+
+        from astrowatch.core.secrets import redact_url, remember_url_password
 
         if v is None:
             return v
-        parts = urlsplit(v)
+        remember_url_password(v)  # first: no message below may show it
+        try:
+            parts = urlsplit(v)
+            _ = parts.port  # raises ValueError for a port that is not a number
+        except ValueError:
+            raise ValueError(f"{redact_url(v)!r} is not a valid URL") from None
         if parts.scheme not in ("redis", "rediss"):
-            raise ValueError(f"{parts.scheme or v!r}: only redis:// and rediss:// URLs are supported")
-        if parts.password:
-            raise ValueError("put the password in celery.password_file (or a systemd credential), "
-                             "not in the URL, so it is never logged")
+            raise ValueError(f"{parts.scheme + '://' if parts.scheme else redact_url(v)!r}: only redis:// and "
+                             "rediss:// URLs are supported")
         return v
+
+    @model_validator(mode="after")
+    def _one_password(self) -> CeleryConfig:
+        from astrowatch.core.secrets import url_credentials
+
+        in_urls = [k for k in ("broker_url", "result_backend")
+                   if getattr(self, k) and url_credentials(getattr(self, k))[1] is not None]
+        if in_urls and self.password_file is not None:
+            raise ValueError(f"the Redis password is in celery.{in_urls[0]} and in celery.password_file: "
+                             "keep one (password_file is recommended: the config is readable by the group)")
+        return self
+
+    def has_url_password(self) -> bool:
+        """True when ``broker_url`` or ``result_backend`` holds a password (doctor warns)."""
+        from astrowatch.core.secrets import url_credentials
+
+        return any(url and url_credentials(url)[1] is not None for url in (self.broker_url, self.result_backend))
 
 
 class Config(Section):

@@ -109,3 +109,63 @@ def redact(text: str) -> str:
         if value in text:
             text = text.replace(value, REDACTED)
     return text
+
+
+# -- passwords in service URLs (``celery.broker_url``: ``redis://user:pw@host/0``, ``?password=``) --
+_URL_PASSWORD_KEYS = ("password",)
+_URL_USER_KEYS = ("username",)
+
+
+def url_credentials(url: str) -> tuple[str | None, str | None]:
+    """``(username, password)`` of a URL, from its ``user:password@`` or its ``?username=``/``?password=``
+    (percent-decoded), each None when absent."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    user = user or next((query[k] for k in _URL_USER_KEYS if query.get(k)), None)
+    password = password or next((query[k] for k in _URL_PASSWORD_KEYS if query.get(k)), None)
+    return user, password
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without ``user:password@`` and without ``username``/``password`` query parameters."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if k not in _URL_PASSWORD_KEYS + _URL_USER_KEYS]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """``url`` as logs and ``status`` show it: the user kept, the password ``***`` (query too)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    user, password = url_credentials(url)
+    if password is None:
+        return url
+    bare = urlsplit(without_credentials(url))
+    netloc = f"{quote(user or '', safe='')}:***@{bare.netloc}"
+    return urlunsplit((bare.scheme, netloc, bare.path, bare.query, bare.fragment))
+
+
+def remember_url_password(url: str | None) -> bool:
+    """Remember the password a URL holds, in every form it may be printed in (as written,
+    percent-decoded, percent-encoded); True when there was one."""
+    from urllib.parse import parse_qsl, quote, urlsplit
+
+    if not url:
+        return False
+    _, password = url_credentials(url)
+    if password is None:
+        return False
+    parts = urlsplit(url)
+    written = [parts.password] + [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                                  if k in _URL_PASSWORD_KEYS]
+    raw_query = [p.partition("=")[2] for p in parts.query.split("&") if p.partition("=")[0] in _URL_PASSWORD_KEYS]
+    remember(password, quote(password, safe=""), quote(password), *written, *raw_query)
+    return True

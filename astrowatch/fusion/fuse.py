@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from astrowatch.chart.identity import identity_sha256
+from astrowatch.chart.identity import identity_seed, identity_sha256
 from astrowatch.core.errors import ConfigError, InputError
 from astrowatch.fusion.compact import Compacted, compact
 from astrowatch.fusion.data import load_style, style_names
@@ -60,11 +60,13 @@ class Fusion:
 def chart_seed(chart: Chart) -> int:
     """Deterministic seed in ``0 <= seed < 2**32`` from the user and the chart itself.
 
-    The birth data (UTC minute, place) when the file has it, else the rounded positions the
-    prompt reads (:mod:`astrowatch.chart.identity`): the export format, the file's bytes and
-    its path do not count, so the same chart in another format gives the same seed.
+    The birth instant (UTC minute; the place only for a wall-clock time without a zone) when the
+    file has it, else the rounded positions the prompt reads (:mod:`astrowatch.chart.identity`):
+    the export format, the file's bytes and its path do not count, so the same chart in another
+    format gives the same seed.  The daemon reuses the seed a chart was first drawn with
+    (:mod:`astrowatch.pipeline.seeds`); this is the seed of a chart it has never drawn.
     """
-    return int(identity_sha256(chart)[:8], 16)
+    return identity_seed(identity_sha256(chart))
 
 
 def _pick_style(chart: Chart, config: Config, style: str | None) -> Style:
@@ -154,11 +156,12 @@ def fuse(chart: Chart, config: Config, *, style: str | None = None, backend: str
     )
 
 
-def render_key(chart: Chart, config: Config, params: dict[str, Any]) -> str:
+def render_key(chart: Chart, config: Config, params: dict[str, Any], *, seed: int | None = None) -> str:
     """sha256 of what an astro job draws from: the fused prompt, negative prompt, seed, style and
     parameters.  The prompt is fused uncompacted (the OpenAI budget, approximate tokens), so the key
-    is cheap (no tokenizer is loaded) and equal keys mean equal prompts for every backend."""
-    seed = params.get("seed")
+    is cheap (no tokenizer is loaded) and equal keys mean equal prompts for every backend.  The
+    seed is ``params["seed"]``, else ``seed`` (the one recorded for the chart), else the chart's."""
+    seed = params.get("seed", seed)
     fusion = fuse(chart, config, style=params.get("style"), backend="openai",
                   seed=int(seed) if seed is not None else None)
     blob = json.dumps({"prompt": fusion.prompt, "negative": fusion.negative_prompt, "seed": fusion.seed,

@@ -239,9 +239,12 @@ class Ingest:
             return False
         if user_files_newer(self.config.sdxl.loras, last.user, self.layout.root, last.created_at):
             return False  # the person's LoRA was (re)trained since: the same chart draws another picture
+        from astrowatch.pipeline.seeds import SeedBook
+
+        seeds = SeedBook(self.ledger, self.layout, self.config)  # the seed each chart is drawn with
         try:
-            return render_key(old, self.config, _comparable(last.params)) == render_key(
-                chart, self.config, _comparable(params))
+            return render_key(old, self.config, _comparable(last.params), seed=seeds.seed_for(old)) == render_key(
+                chart, self.config, _comparable(params), seed=seeds.seed_for(chart))
         except AstrowatchError:  # e.g. a style the config no longer knows: let the job say so
             return False
 

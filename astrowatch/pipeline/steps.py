@@ -26,6 +26,7 @@ from astrowatch.storage import safefs
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
+    from astrowatch.pipeline.seeds import SeedBook
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job
 
@@ -41,6 +42,7 @@ class JobContext:
     get_backend: Callable[[str, str], Backend]  # (kind, name or None) -> started backend
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress = field(default_factory=Progress)  # the worker's: status shows it
+    seeds: SeedBook | None = None  # the daemon's: a chart is drawn again with the seed it was drawn with
 
 
 @dataclass
@@ -80,7 +82,10 @@ def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
                          f"{ctx.layout.rel(snapshot)}") from None
     chart = parse_chart_bytes(raw, user=job.user, source=job.source_name,
                               max_bytes=cfg.limits.max_json_bytes, max_depth=cfg.limits.max_json_depth)
-    return generate_astro(chart, ctx, job_id=job.id, params=job.params, default_backend=default_backend,
+    params = job.params
+    if ctx.seeds is not None and params.get("seed") is None:  # the seed this chart was drawn with before
+        params = {**params, "seed": ctx.seeds.resolve(chart, job_id=job.id)}
+    return generate_astro(chart, ctx, job_id=job.id, params=params, default_backend=default_backend,
                           work_dir=ctx.layout.archive_dir(job.user, job.id))  # a rendered wheel is kept
 
 

@@ -19,6 +19,7 @@ from astrowatch.pipeline.delivery import copy_snapshot
 from astrowatch.pipeline.freshness import mark_stale
 from astrowatch.pipeline.publish import locate_source, publish, result_stem, write_outputs
 from astrowatch.pipeline.records import finish_failed, log_generation
+from astrowatch.pipeline.seeds import SeedBook
 from astrowatch.pipeline.steps import SNAPSHOT_FROM, JobContext, run_astro, run_enhance
 from astrowatch.runtime.diskwait import DiskWaits
 from astrowatch.runtime.worker_stats import WorkerStats, record_job
@@ -45,7 +46,8 @@ class Publisher:
 
     def produce_and_publish(self, job: Job, t0: float, *, cancel: CancelToken | None = None) -> None:
         """``cancel``: the job's own token (its deadline, :meth:`CancelToken.for_job`)."""
-        ctx = JobContext(self.config, self.layout, self.pool.get, cancel or self.cancel, self.progress)
+        ctx = JobContext(self.config, self.layout, self.pool.get, cancel or self.cancel, self.progress,
+                         SeedBook(self.ledger, self.layout, self.config))
         log.info("job started", kind=job.kind, attempt=job.attempts, source=job.source)
         if job.kind == JobKind.ASTRO and job.params.get(SNAPSHOT_FROM):  # made by astrowatch api: that job's theme
             copy_snapshot(self.layout, replace(job, id=str(job.params[SNAPSHOT_FROM])), job.id)

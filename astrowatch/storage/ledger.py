@@ -25,6 +25,7 @@ from typing import Any
 
 from astrowatch.core.errors import IllegalTransition, LedgerError, NotFound, as_disk_full
 from astrowatch.core.jobs import INTENTS, PENDING, TERMINAL, TRANSITIONS, Decision, JobKind, JobState
+from astrowatch.storage.chart_seeds import SEEDS_SCHEMA, ChartSeeds
 from astrowatch.storage.ledger_monitor import MonitoringQueries
 
 FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS seen (
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
+""" + SEEDS_SCHEMA
 SCHEMA_VERSION = "1"
 # Work the daemon still owes: not yet produced, or an intent to finish (a ``waiting`` job waits
 # for disk space or a paused backend, so it does not keep the daemon busy).
@@ -121,7 +122,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(**data)
 
 
-class Ledger(MonitoringQueries):
+class Ledger(ChartSeeds, MonitoringQueries):
     """SQLite job ledger.  Thread-safe: one connection per thread."""
 
     def __init__(self, path: Path) -> None:

@@ -327,3 +327,48 @@ def test_redis_restarted_without_persistence_loses_nothing(tmp_path, redis_serve
         redis.start()  # at once, empty
         wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 60, what="all 3 in inbox")
         assert_each_exactly_once(coord.data, 3)
+
+
+@pytest.mark.parametrize("form", ["requirepass", "acl-user", "query"])
+def test_a_password_in_the_broker_url_runs_exactly_once_and_is_never_printed(tmp_path, redis_server, workers, form):
+    """``broker_url: redis://:pw@host:port/0`` as Celery users write it (and ``user:pw@``,
+    ``?password=``): the exactly-once scenario runs, and the password appears in no output — the
+    daemon's and the workers' logs (Celery's and kombu's lines included, a lost connection too),
+    ``status``, ``status --json``, ``doctor``, the records."""
+    from urllib.parse import quote
+
+    secret = "s3cr3t/Pa55@word-xyz"
+    enc = quote(secret, safe="")
+    user = "astrowatch" if form == "acl-user" else None
+    redis = redis_server(password=secret, user=user)
+    url = {"requirepass": f"redis://:{enc}@127.0.0.1:{redis.port}/0",
+           "acl-user": f"redis://{user}:{enc}@127.0.0.1:{redis.port}/0",
+           "query": f"redis://127.0.0.1:{redis.port}/0?password={enc}"}[form]
+    a = workers("a", redis, delay=0.2, celery=celery_section(redis, broker_url=url)).start()
+    b = workers("b", redis, delay=0.2, celery=celery_section(redis, broker_url=url)).start()
+    cfg = coordinator(tmp_path, redis, broker_url=url)
+    outputs: list[str] = []
+    with DaemonProcess(cfg) as coord:
+        drop_users(coord.data, 6)
+        wait_until(lambda: len(inbox_pngs(coord.data)) >= 6, 60, what="6 results through a password in the URL")
+        wait_until(lambda: {s for _, s, _ in states(coord.data)} == {"inbox"}, 10, what="all in inbox")
+        assert_each_exactly_once(coord.data, 6)
+        status = json.loads(run_cli("status", "--json", config=cfg).stdout)
+        assert {w["name"] for w in status["remote_workers"]} == {a.name, b.name}
+        assert sum(w["stats"]["jobs"] for w in status["remote_workers"]) == 6
+        outputs += [json.dumps(status), run_cli("status", config=cfg).stdout]
+        doctor = run_cli("doctor", config=cfg, check=False)
+        outputs.append(doctor.stdout + doctor.stderr)
+        assert "passwords in the config" in doctor.stdout and "password_file" in doctor.stdout
+        redis.stop()  # Celery, kombu and redis-py now print their connection errors
+        wait_until(lambda: "Cannot connect" in a.log() or "connection" in a.log().lower(), 30,
+                   what="the worker's broker connection error")
+        doctor = run_cli("doctor", config=cfg, check=False)
+        outputs += [doctor.stdout + doctor.stderr, run_cli("status", config=cfg, check=False).stdout]
+        outputs += [coord.log_path.read_text(errors="replace")]
+        assert coord.stop() == 0
+    outputs += [a.log(), b.log(), coord.log_path.read_text(errors="replace"),
+                *(p.read_text() for p in (coord.data / "logs").glob("*.jsonl")),
+                (coord.data / "state" / "daemon.json").read_text()]
+    leaks = [t for t in outputs if secret in t or enc in t]
+    assert not leaks, leaks[0][-2000:]

@@ -10,7 +10,7 @@ import signal
 import sqlite3
 
 import pytest
-from harness import drop_theme, inbox_images, theme_bytes, wait_until, write_config
+from harness import FIXTURES, drop_theme, inbox_images, theme_bytes, wait_until, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,32 @@ def test_a_chart_re_exported_by_another_producer_makes_no_new_job(tmp_path, daem
     wait_until(lambda: len(inbox_images(d.data)) == 2, what="the corrected chart drawn")
     assert len(jobs(d.data)) == 2
     assert d.stop() == 0
+
+
+def test_a_polar_birth_re_exported_in_every_format_makes_one_job_with_one_seed(tmp_path, daemon_factory):
+    """Ole, born in Tromsø (69.6492 N): kerykeion 4/5 write latitude 66.0, kerykeion 6 and immanuel
+    69.6492; the birth instant is the same, so is the seed, and no format makes a second job."""
+    polar = FIXTURES / "themes" / "polar"
+    d = daemon_factory(write_config(tmp_path)).start()
+    user = d.data / "Utilisateurs" / "ole"
+    user.mkdir(parents=True)
+    theme = user / "theme_ole.json"
+    theme.write_bytes((polar / "kerykeion_v6_subject.json").read_bytes())
+    wait_until(lambda: inbox_images(d.data, "ole"), what="first result")
+    same = "theme rewritten with the same prompt, seed and parameters: no new job"
+    others = [f for f in sorted(polar.glob("*.json")) if f.name != "kerykeion_v6_subject.json"]
+    assert len(others) == 7
+    for n, fixture in enumerate(others, 1):
+        theme.write_bytes(fixture.read_bytes())
+        wait_until(lambda n=n: log_events(d).count(same) == n, what=f"{fixture.name} recognised as the same chart")
+    assert len(jobs(d.data)) == 1 and len(inbox_images(d.data, "ole")) == 1
+    [sidecar] = (d.data / "inbox" / "ole").glob("*.json")
+    seed = json.loads(sidecar.read_text())["seed"]
+    assert d.stop() == 0
+    from astrowatch.chart.parse import parse_chart_file
+    from astrowatch.fusion import chart_seed
+
+    assert {chart_seed(parse_chart_file(f, user="ole")) for f in polar.glob("*.json")} == {seed}
 
 
 @pytest.mark.parametrize("how", ["touch", "rewrite"])

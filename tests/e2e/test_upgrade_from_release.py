@@ -83,3 +83,51 @@ def test_the_new_daemon_takes_over_a_release_data_folder(tmp_path: Path) -> None
         assert daemon.stop() == 0
     assert (data / "datasets" / "gaby" / "photo.png").exists()  # gaby's filed photo is left alone
     assert (data / "Utilisateurs" / "gaby" / "theme_gaby.png").exists()
+
+
+def _results(data: Path) -> dict[str, tuple[str, int | None, str | None]]:
+    """id -> (user, seed drawn with, parent id), read straight from the SQLite file."""
+    with closing(sqlite3.connect(data / "state" / "ledger.sqlite3", timeout=10)) as db:
+        rows = db.execute("SELECT id, user, json_extract(result, '$.seed'), parent_id FROM jobs WHERE kind = 'astro'")
+        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def test_the_seeds_of_the_release_survive_re_exports_style_changes_and_redos(tmp_path: Path) -> None:
+    """Release 0.1.0 drew gaby's and kim's charts with seeds that counted the birth place; the new
+    rule leaves it out, yet no picture changes: the recorded seed is reused for the same chart."""
+    from harness import theme_bytes
+
+    config = _unpack(tmp_path)
+    data = config.parent / "data"
+    before = _results(data)
+    old_seed = {user: seed for user, seed, _ in before.values()}
+    assert old_seed == {"gaby": 181670504, "kim": 3937229359}  # the release's seeds (birth place counted)
+    [kim_job] = [job_id for job_id, (user, _, _) in before.items() if user == "kim"]
+    theme = data / "Utilisateurs" / "gaby" / "theme_gaby.json"
+    same = "theme rewritten with the same prompt, seed and parameters: no new job"
+
+    with DaemonProcess(config) as daemon:
+        # The upstream app now exports gaby's chart with kerykeion 5, then immanuel: the same chart.
+        for n, fixture in enumerate(("kerykeion_v5_subject.json", "immanuel_natal.json"), 1):
+            theme.write_bytes(theme_bytes(fixture, "gaby"))
+            wait_until(lambda n=n: daemon.log_path.read_text().count(same) == n, 30, what=f"{fixture}: same chart")
+        assert _results(data) == before  # no job, nothing re-rendered
+
+        # gaby asks for another style: a new picture, drawn with the seed of her first one.
+        restyled = json.loads(theme_bytes("astrowatch_minimal.json", "gaby"))
+        restyled["style"] = "cosmique"
+        theme.write_text(json.dumps(restyled), encoding="utf-8")
+        wait_until(lambda: len(_results(data)) == 3 and all(s is not None for _, s, _ in _results(data).values()),
+                   60, what="gaby's new style drawn")
+        # A reviewer sends kim's waiting picture back for a redo: the same seed again.
+        waiting = inbox_images(data, "kim")
+        for path in sorted(waiting[0].parent.glob(f"*.{kim_job}.*")):
+            os.replace(path, data / "redo" / path.name)
+        wait_until(lambda: any(p == kim_job and s is not None for _, s, p in _results(data).values()), 60,
+                   what="kim's redo drawn")
+        assert daemon.stop() == 0
+    new = {job_id: row for job_id, row in _results(data).items() if job_id not in before}
+    assert sorted((user, seed) for user, seed, _ in new.values()) == [("gaby", 181670504), ("kim", 3937229359)]
+    with closing(sqlite3.connect(data / "state" / "ledger.sqlite3", timeout=10)) as db:
+        kept = dict(db.execute("SELECT user, seed FROM chart_seeds").fetchall())
+    assert kept == old_seed

@@ -3,13 +3,17 @@
 JSON only (``task_serializer``/``result_serializer``/``accept_content``), acks late, prefetch 1,
 ``task_reject_on_worker_lost``, the same ``visibility_timeout`` for broker and result backend,
 results kept until the coordinator has read them (``result_expires`` a day).  The password comes
-from ``celery.password_file`` or ``$CREDENTIALS_DIRECTORY/redis_password`` and is inserted into
-the URLs here only; :func:`redact` is what logs and ``status`` show.
+from ``celery.password_file`` or ``$CREDENTIALS_DIRECTORY/redis_password`` (recommended), or from the
+URL itself as Celery users write it (``redis://:pw@host``, ``redis://user:pw@host``, ``?password=pw``);
+either way it is put into the URLs' ``user:password@`` here only (kombu cannot take ``?password=``,
+and masks only that form in its own lines), and every form of it is redacted from every log line;
+:func:`redact` is what logs and ``status`` show.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -52,19 +56,33 @@ def with_auth(url: str, user: str | None, secret: str | None) -> str:
 
 
 def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` with its password shown as ``***`` (in ``user:password@`` or ``?password=``)."""
+    from astrowatch.core.secrets import redact_url
+
+    return redact_url(url)
+
+
+def _auth_url(url: str, user: str | None, secret: Callable[[], str | None]) -> str:
+    """``url`` with the credentials in ``user:password@``: its own, else the config's."""
+    from astrowatch.core.secrets import url_credentials, without_credentials
+
+    own_user, own_password = url_credentials(url)
+    return with_auth(without_credentials(url), own_user or user,
+                     own_password if own_password is not None else secret())
 
 
 def urls(config: Config) -> tuple[str, str]:
     """(broker, result backend) with the credentials in them.  Never log these."""
     cfg = config.celery
-    secret = password(cfg)
-    broker = with_auth(cfg.broker_url, cfg.username, secret)
-    return broker, with_auth(cfg.result_backend or cfg.broker_url, cfg.username, secret)
+    read: list[str | None] = []
+
+    def secret() -> str | None:  # read once, and only for a URL without its own password
+        if not read:
+            read.append(password(cfg))
+        return read[0]
+
+    return (_auth_url(cfg.broker_url, cfg.username, secret),
+            _auth_url(cfg.result_backend or cfg.broker_url, cfg.username, secret))
 
 
 def settings(config: Config, *, worker: bool = False) -> dict[str, Any]:

@@ -47,6 +47,13 @@ def shared_app(config: Config) -> Any:
         return _APPS[key]
 
 
+def redact_text(text: str) -> str:
+    """A broker error's text without the password (kombu and redis-py may print the URL)."""
+    from astrowatch.core.secrets import redact
+
+    return redact(text)
+
+
 def broker_errors() -> tuple[type[BaseException], ...]:
     import kombu.exceptions
     import redis.exceptions
@@ -162,11 +169,11 @@ class RemoteBackend(Backend):
             self._dispatch(payload, job_id)
             data = self._wait(job_id, cancel, payload)
         except errors as exc:
-            raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {exc}") from None
+            raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {redact_text(str(exc))}") from None
         try:
             return proto.decode_result(data, self.name, get_png=self.redis.get)
         except errors as exc:
-            raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {exc}") from None
+            raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {redact_text(str(exc))}") from None
         finally:
             self._forget(job_id, data)
 

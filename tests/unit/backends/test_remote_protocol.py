@@ -38,11 +38,12 @@ def test_default_executor_is_local_and_celery_section_defaults(tmp_path):
     assert (c.celery.queue, c.celery.result_backend, c.celery.shared_data_dir) == ("astrowatch", None, False)
 
 
-@pytest.mark.parametrize("url, error", [("amqp://h:5672//", "only redis:// and rediss://"),
-                                        ("redis://u:pw@h:6379/0", "password_file")])
-def test_broker_url_must_be_redis_without_a_password(tmp_path, url, error):
+@pytest.mark.parametrize("url, more, error", [("amqp://h:5672//", {}, "only redis:// and rediss://"),
+                                              ("redis://u:pw12@h:6379/0", {"password_file": "pw"}, "keep one")])
+def test_broker_url_must_be_redis_with_its_password_given_once(tmp_path, url, more, error):
     with pytest.raises(ConfigError, match=error):
-        cfg(tmp_path, broker_url=url)
+        cfg(tmp_path, broker_url=url, **more)
+    cfg(tmp_path, broker_url="redis://u:pw12@h:6379/0")  # accepted (tests/unit/backends/test_celery_urls.py)
 
 
 def test_astro_payload_is_json_and_the_chart_round_trips():

@@ -296,9 +296,37 @@ def test_seed_from_birth_data_when_the_file_has_it() -> None:
         assert chart_seed(dataclasses.replace(a, extra=extra)) == chart_seed(a), extra
     moved = dict(a.points, moon=dataclasses.replace(a.points["moon"], longitude=a.points["moon"].longitude + 3))
     assert chart_seed(dataclasses.replace(a, points=moved)) == chart_seed(a)  # the birth data decides
-    for extra in (dict(born, birth="1990-08-04T15:31:00+02:00"), dict(born, lat=48.85, lon=2.35)):
-        assert chart_seed(dataclasses.replace(a, extra=extra)) != chart_seed(a), extra
+    assert chart_seed(dataclasses.replace(a, extra=dict(born, birth="1990-08-04T15:31:00+02:00"))) != chart_seed(a)
     assert chart_seed(dataclasses.replace(a, user="someone")) != chart_seed(a)
+
+
+def test_an_absolute_birth_instant_leaves_the_place_out_a_wall_clock_time_keeps_it() -> None:
+    born = {"birth": "1990-08-04T15:30:00+02:00", "lat": 69.6492, "lon": 18.9553}
+    a = dataclasses.replace(leo_chart(), extra=dict(born))
+    for extra in (dict(born, lat=66.0),  # kerykeion 4/5 clamp a polar latitude
+                  dict(born, lat=48.85, lon=2.35),  # the instant alone decides
+                  {"birth": "1990-08-04T15:30:00+02:00"},  # no place at all
+                  {"birth": "1990-08-04T15:30", "tz": "Europe/Oslo", "lat": 66.0, "lon": 18.9553}):
+        assert chart_seed(dataclasses.replace(a, extra=extra)) == chart_seed(a), extra
+    wall = {"birth": "1990-08-04T15:30", "lat": 69.6492, "lon": 18.9553}  # no offset, no zone
+    local = chart_seed(dataclasses.replace(a, extra=wall))
+    assert local != chart_seed(a)
+    assert chart_seed(dataclasses.replace(a, extra=dict(wall, lat=69.64921))) == local  # rounded to 0.01 degree
+    assert chart_seed(dataclasses.replace(a, extra=dict(wall, lat=66.0))) != local  # the place fixes the instant
+    assert chart_seed(dataclasses.replace(a, extra=dict(wall, lat=None, lon=None))) != local
+
+
+def test_the_identity_of_release_0_1_0_counted_the_place() -> None:
+    from astrowatch.chart.identity import identity_seed, identity_sha256
+
+    born = {"birth": "1990-08-04T15:30:00+02:00", "lat": 45.764, "lon": 4.8357}
+    a = dataclasses.replace(leo_chart(), extra=dict(born))
+    b = dataclasses.replace(leo_chart(), extra=dict(born, lat=48.85, lon=2.35))
+    assert identity_sha256(a) == identity_sha256(b)
+    assert identity_sha256(a, legacy=True) != identity_sha256(b, legacy=True)
+    # gaby's portrait in tests/fixtures/release-0.1.0.tar.gz was drawn with this seed
+    gaby = parse_chart_file(THEMES / "astrowatch_minimal.json", user="gaby")
+    assert identity_seed(identity_sha256(gaby, legacy=True)) == 181670504 != chart_seed(gaby)
 
 
 THEMES = Path(__file__).resolve().parents[2] / "fixtures" / "themes"
@@ -321,6 +349,24 @@ def test_same_chart_in_every_format_gives_one_seed_and_one_prompt(backend: str) 
         assert len({f.seed for f in fusions.values()}) == 1, {k: f.seed for k, f in fusions.items()}
         assert len({f.prompt for f in fusions.values()}) == 1, {k: f.prompt for k, f in fusions.items()}
         assert len({f.negative_prompt for f in fusions.values()}) == 1
+
+
+POLAR = sorted((THEMES / "polar").glob("*.json"))  # Ole, born in Tromsø (69.6492 N) at the same instant
+
+
+def test_a_polar_birth_in_every_format_gives_one_seed_and_one_prompt() -> None:
+    charts = {f.name: parse_chart_file(f, user="ole") for f in POLAR}
+    assert len(charts) == 8 and {c.source_format for c in charts.values()} >= {
+        "kerykeion", "kerykeion-chart", "astrologer-api", "immanuel", "astrowatch"}
+    latitudes = {round(c.extra["lat"], 4) for c in charts.values()}
+    assert latitudes == {66.0, 69.6492}  # kerykeion 4/5 clamp it, kerykeion 6 and immanuel do not
+    seeds = {name: chart_seed(c) for name, c in charts.items()}
+    assert len(set(seeds.values())) == 1, seeds
+    fusions = {name: fuse(c, cfg()) for name, c in charts.items()}
+    assert len({f.prompt for f in fusions.values()}) == 1
+    from astrowatch.chart.identity import identity_sha256
+
+    assert len({identity_sha256(c, legacy=True) for c in charts.values()}) == 2  # the old rule: two pictures
 
 
 def test_same_chart_without_birth_data_seeds_from_the_positions() -> None:
