@@ -70,7 +70,7 @@ def test_decision_folders_are_the_review_folders():
 def test_values_are_the_strings_older_ledgers_and_logs_hold():
     assert [s.value for s in JobState] == ["queued", "running", "waiting", "publishing", "inbox", "deciding",
                                            "failing", "failed", "delivered", "filed", "rejected", "redone",
-                                           "superseded"]
+                                           "superseded", "cancelled"]
     assert [k.value for k in JobKind] == ["astro", "enhance"]
     assert [d.value for d in Decision] == ["approve", "reject", "redo"]
     assert [o.value for o in IngestOutcome] == ["job", "ignored", "skipped", "gone", "unchanged", "duplicate",
