@@ -350,7 +350,7 @@ class ProvenanceConfig(Section):
     """How generated images say they are generated: IPTC digital source type in XMP, and C2PA."""
 
     mark: bool = True  # write Iptc4xmpExt:DigitalSourceType into every image a generative model made or changed
-    c2pa: C2paConfig = Field(default_factory=C2paConfig)
+    c2pa: C2paConfig = Field(default_factory=C2paConfig)  # the signed C2PA manifest: see provenance.c2pa below
 
 
 class ForgetConfig(Section):

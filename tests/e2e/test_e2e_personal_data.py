@@ -11,13 +11,13 @@ import os
 import zipfile
 
 import pytest
+from c2pa_certs import make_chain
 from harness import inbox_images, make_image, run_cli, theme_bytes, wait_until, write_config
+
+from astrowatch.storage.provenance import TRAINED, source_type_of
 
 pytestmark = pytest.mark.slow
 c2pa = pytest.importorskip("c2pa")
-from c2pa_certs import make_chain  # noqa: E402  (after the skip: needs cryptography)
-
-from astrowatch.storage.provenance import TRAINED, source_type_of  # noqa: E402
 
 NAME = "zoltanquix"
 BIRTHPLACE = "Quixotlan-sur-Mer"

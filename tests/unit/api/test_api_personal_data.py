@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from harness import drop_theme
 
 from astrowatch.api.app import create_app
@@ -18,9 +19,6 @@ from astrowatch.review.reviewer import Reviewer
 from astrowatch.runtime.settings import config_from_mapping
 from astrowatch.storage.layout import Layout
 from astrowatch.storage.ledger import Ledger
-
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
 TOKEN = "t" * 24
 
