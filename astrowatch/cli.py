@@ -36,7 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
     _daemon_commands(sub)
     _review_commands(sub)
     _one_shot_commands(sub)
+    _personal_data_commands(sub)
     return parser
+
+
+def _personal_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("forget", help="erase everything stored about one user (GDPR art. 17); safe while the daemon runs")
+    _add_config(p)
+    p.add_argument("user", help="the user folder name (Utilisateurs/<user>)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--keep-loras", action="store_true", help="spare the per-user LoRA files ({user} in sdxl.loras)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser("export", help="a zip of everything stored about one user (GDPR art. 15 and 20)")
+    _add_config(p)
+    p.add_argument("user", help="the user folder name (Utilisateurs/<user>)")
+    p.add_argument("--out", required=True, metavar="FILE.zip", help="where to write the zip")
 
 
 def _daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

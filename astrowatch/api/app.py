@@ -180,9 +180,33 @@ def create_app(config: Config, token: str | None) -> FastAPI:
     _errors(app)
     app.include_router(_reads(service), dependencies=[Depends(authorized)])
     app.include_router(_writes(service, config), dependencies=[Depends(authorized)])
+    app.include_router(_personal_data(service), dependencies=[Depends(authorized)])
     # no token needed: load balancers and Prometheus; user names in /metrics only with the token
     app.include_router(_operations(service, token))
     return app
+
+
+def _personal_data(service: Service) -> APIRouter:
+    """GDPR requests of the upstream app: a person's data exported, or erased."""
+    router = APIRouter(prefix="/api")
+
+    @router.delete("/users/{user}", response_model=dict[str, Any],
+                   responses={409: {"model": ErrorOut, "description": "a job of theirs is still running; try again"}})
+    def forget_user(user: str) -> dict[str, Any]:
+        """Erase everything stored about `user` (like `astrowatch forget --yes`); the report names them
+        only by a salted hash."""
+        return service.forget_user(user)
+
+    @router.get("/users/{user}/export", response_class=Response,
+                responses={200: {"content": {"application/zip": {}}, "description": "a zip of their files, "
+                                 "ledger rows and log lines, with index.json"}})
+    def export_user(user: str) -> Response:
+        data = service.export_user(user)
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{service.user(user)}.zip"',
+                                 "Cache-Control": "no-store"})
+
+    return router
 
 
 def _reads(service: Service) -> APIRouter:

@@ -103,6 +103,21 @@ class Service:
                                    ) from None
             return self._writer
 
+    # -- personal data (GDPR) --------------------------------------------------------------------
+    def forget_user(self, name: str) -> dict[str, Any]:
+        from astrowatch.runtime.personal import ForgetBusy, forget
+
+        user = self.user(name)
+        try:
+            return forget(self.config, user)
+        except ForgetBusy as exc:
+            raise ApiError(409, exc.message, exc.hint or "try again in a moment") from None
+
+    def export_user(self, name: str) -> bytes:
+        from astrowatch.runtime.personal import export
+
+        return export(self.config, self.user(name))
+
     # -- names from URLs: the daemon's own rules ------------------------------------------------
     def user(self, name: str) -> str:
         try:

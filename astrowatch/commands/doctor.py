@@ -177,6 +177,15 @@ def _backend(config: Config, kind: JobKind) -> tuple[str, str]:
     return OK, f"{name}{why} ready"
 
 
+def _marking(config: Config) -> tuple[str, str]:
+    """What marks generated images carry (``provenance``): a bad C2PA key or certificate fails here
+    as it would stop the daemon."""
+    from astrowatch.pipeline.marking import Marker
+
+    marker = Marker(config.provenance)
+    return (WARN if not config.provenance.mark else OK), marker.describe()
+
+
 def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
@@ -194,6 +203,7 @@ def main(args: argparse.Namespace) -> int:
         _check(results, "shared with the group", lambda: _group(config))
         _check(results, "inotify", lambda: _inotify(config))
         _check(results, "photo types", _image_types)
+        _check(results, "generated images marked", lambda: _marking(config))
         for kind in JobKind:
             _check(results, f"{kind} backend", functools.partial(_backend, config, kind))
     from astrowatch.core.secrets import redact

@@ -367,6 +367,37 @@ class CeleryConfig(Section):
         return any(url and url_credentials(url)[1] is not None for url in (self.broker_url, self.result_backend))
 
 
+class C2paConfig(Section):
+    """A C2PA manifest signed with the operator's certificate on every marked image (extra ``provenance``);
+    off while ``cert_file`` is unset."""
+
+    cert_file: Path | None = None  # PEM chain, leaf (signing) certificate first; relative to the config file
+    key_file: Path | None = None  # PEM private key of the leaf certificate (0600, the service user's)
+    alg: Literal["es256", "es384", "es512", "ps256", "ps384", "ps512", "ed25519"] = "es256"  # signing algorithm of the key
+    tsa_url: str | None = None  # RFC 3161 timestamp authority URL (optional; reached at every signature)
+
+    @field_validator("tsa_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"https?://[^\s]+$", v):
+            raise ValueError("tsa_url must be an http:// or https:// URL")
+        return v
+
+
+class ProvenanceConfig(Section):
+    """How generated images say they are generated: IPTC digital source type in XMP, and C2PA."""
+
+    mark: bool = True  # write Iptc4xmpExt:DigitalSourceType into every image a generative model made or changed
+    c2pa: C2paConfig = Field(default_factory=C2paConfig)  # the signed C2PA manifest: see provenance.c2pa below
+
+
+class ForgetConfig(Section):
+    """``astrowatch forget``: erasing a person's data."""
+
+    reader_wait_seconds: float = Field(30.0, ge=0.0, le=3600)  # wait for the ledger's readers before truncating the WAL
+    running_wait_seconds: float = Field(120.0, ge=0.0, le=86400)  # wait for a cancelled running job to stop
+
+
 class Config(Section):
     data_dir: Path = Path("data")
     watch: WatchConfig = Field(default_factory=WatchConfig)
@@ -385,6 +416,8 @@ class Config(Section):
     api: ApiConfig = Field(default_factory=ApiConfig)
     executor: Literal["local", "celery"] = "local"
     celery: CeleryConfig = Field(default_factory=CeleryConfig)
+    provenance: ProvenanceConfig = Field(default_factory=ProvenanceConfig)
+    forget: ForgetConfig = Field(default_factory=ForgetConfig)
 
     # Not a config key: where the file was read from (set by load_config).
     source: Path | None = Field(default=None, exclude=True)
@@ -441,6 +474,10 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config", ch
         cfg.celery.password_file = (base_dir / cfg.celery.password_file).resolve()
     if cfg.sdapi.auth_file is not None:
         cfg.sdapi.auth_file = (base_dir / cfg.sdapi.auth_file).resolve()
+    for key in ("cert_file", "key_file"):
+        value = getattr(cfg.provenance.c2pa, key)
+        if value is not None:
+            setattr(cfg.provenance.c2pa, key, (base_dir / value).resolve())
     if cfg.sdxl.config_dir is not None:
         cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
     for key in ("model", "refiner", "vae"):

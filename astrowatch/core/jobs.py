@@ -28,16 +28,17 @@ class JobState(StrEnum):
     REJECTED = "rejected"
     REDONE = "redone"  # a redo child job took over
     SUPERSEDED = "superseded"  # a newer input for the same user and kind replaced it
+    CANCELLED = "cancelled"  # its person was erased (astrowatch forget): the work and its files are gone
 
 
 S = JobState
 # state -> the states it may move to.  Nothing else is allowed, anywhere.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    S.QUEUED: frozenset({S.RUNNING, S.SUPERSEDED}),
-    S.RUNNING: frozenset({S.PUBLISHING, S.QUEUED, S.WAITING, S.FAILING}),
-    S.WAITING: frozenset({S.QUEUED, S.SUPERSEDED}),
+    S.QUEUED: frozenset({S.RUNNING, S.SUPERSEDED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.PUBLISHING, S.QUEUED, S.WAITING, S.FAILING, S.CANCELLED}),
+    S.WAITING: frozenset({S.QUEUED, S.SUPERSEDED, S.CANCELLED}),
     S.PUBLISHING: frozenset({S.INBOX}),
-    S.INBOX: frozenset({S.DECIDING}),
+    S.INBOX: frozenset({S.DECIDING, S.CANCELLED}),
     S.DECIDING: frozenset({S.DELIVERED, S.FILED, S.REJECTED, S.REDONE}),
     S.FAILING: frozenset({S.FAILED}),
     S.FAILED: frozenset(),
@@ -46,6 +47,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.REJECTED: frozenset(),
     S.REDONE: frozenset(),
     S.SUPERSEDED: frozenset(),
+    S.CANCELLED: frozenset(),
 }
 STATES: tuple[JobState, ...] = tuple(TRANSITIONS)
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)

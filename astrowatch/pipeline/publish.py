@@ -27,6 +27,7 @@ from astrowatch.storage.images import RESULT_SUFFIX, fsync_dir, result_bytes
 from astrowatch.storage.layout import display
 
 if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.pipeline.marking import Marker
     from astrowatch.pipeline.steps import Outcome
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job, Ledger
@@ -43,8 +44,11 @@ def result_stem(job: Job) -> str:
     return f"{stem}.{job.id}"
 
 
-def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str, float]) -> dict[str, Any]:
-    """Write image, caption and sidecar into the job's work folder; return the sidecar."""
+def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str, float], *,
+                  marker: Marker | None = None) -> dict[str, Any]:
+    """Write image, caption and sidecar into the job's work folder; return the sidecar.  With a
+    ``marker`` the image says it is generated (XMP, and a C2PA manifest when configured): made
+    here, before the sha256 is taken at publish, so the bytes reviewed are the bytes delivered."""
     work = layout.work_dir(job.id)
     stem = result_stem(job)
     r = outcome.result
@@ -61,9 +65,16 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
     if r.extra:
         sidecar["backend_extra"] = r.extra
     meta = {"job_id": job.id, "kind": job.kind, "user": job.user, "source_sha256": job.source_sha256}
+    kind_of_source = marker.source_type(job.kind, r) if marker is not None else None
+    data = result_bytes(r.image, outcome.image_format, infotext=r.infotext, meta=meta, source_type=kind_of_source)
+    if marker is not None and kind_of_source is not None:
+        from astrowatch.pipeline.marking import source_ingredient
+
+        data = marker.sign(data, outcome.image_format, source_type=kind_of_source, title=image_name,
+                           ingredient=source_ingredient(job, layout) if job.kind == JobKind.ENHANCE else None)
+        sidecar["provenance"] = {"digital_source_type": kind_of_source, "c2pa": marker.signer is not None}
     root = layout.root
-    safefs.write_bytes(work / image_name, result_bytes(r.image, outcome.image_format, infotext=r.infotext, meta=meta),
-                       root=root)
+    safefs.write_bytes(work / image_name, data, root=root)
     safefs.write_text(work / f"{stem}.txt", (r.description or "").rstrip("\n") + "\n", root=root)
     safefs.write_json(work / f"{stem}.json", sidecar, root=root)
     return sidecar

@@ -109,6 +109,10 @@ class Daemon:
 
     # -- start-up ---------------------------------------------------------------------------------
     def setup(self) -> None:
+        from astrowatch.pipeline.marking import marker_for
+
+        marker = marker_for(self.config)  # a bad C2PA key or certificate stops the start, naming the file
+        log.info("generated images marked", marking=marker.describe())
         try:
             recover(self.config, self.layout, self.ledger, self.reviewer)
         except OSError as exc:  # a full disk: one line and exit code 73 (systemd restarts us), no traceback
@@ -340,8 +344,11 @@ class Daemon:
         return False
 
     def reload(self) -> None:
+        from astrowatch.pipeline.marking import marker_for
+
         try:
             new = load_service_config(self.config.source) if self.config.source else self.config
+            marker_for(new)  # a bad C2PA key or certificate is refused like an invalid config
         except ConfigError as exc:
             log.error("reload refused: the new config is invalid; keeping the old one", error=str(exc))
             return

@@ -17,6 +17,7 @@ from astrowatch.core.config import Config
 from astrowatch.core.jobs import JobKind, JobState
 from astrowatch.pipeline.delivery import copy_snapshot
 from astrowatch.pipeline.freshness import mark_stale
+from astrowatch.pipeline.marking import marker_for
 from astrowatch.pipeline.publish import locate_source, publish, result_stem, write_outputs
 from astrowatch.pipeline.records import finish_failed, log_generation
 from astrowatch.pipeline.seeds import SeedBook
@@ -58,7 +59,7 @@ class Publisher:
         run_s = time.monotonic() - t0
         timings = {"queued_s": round(max(time.time() - job.created_at - run_s, 0.0), 3), "run_s": round(run_s, 3)}
         timings.update((outcome.result.extra or {}).get("timings", {}))
-        sidecar = write_outputs(job, self.layout, outcome, timings)
+        sidecar = write_outputs(job, self.layout, outcome, timings, marker=marker_for(self.config))
         r = outcome.result
         record = {"stem": result_stem(job), "image": sidecar["image"], "backend": r.backend, "model": r.model,
                   "params": outcome.params, "seed": sidecar["seed"], "description": r.description,

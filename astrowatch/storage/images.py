@@ -140,24 +140,32 @@ def isobmff_transfer(data: bytes) -> str | None:
     return HDR_TRANSFER.get(int.from_bytes(colr[6:8], "big"))
 
 
-def png_bytes(image: Image.Image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
-    """Encode ``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk.  An image that
-    arrived already encoded (``encoded_png``: a remote worker's result) keeps its bytes: the text
-    chunks are inserted, nothing is decoded or compressed again."""
+def png_bytes(image: Image.Image, *, infotext: str | None = None, meta: dict[str, Any] | None = None,
+              source_type: str | None = None) -> bytes:
+    """Encode ``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk (and, with
+    ``source_type``, an XMP packet declaring the IPTC digital source type: see
+    :mod:`astrowatch.storage.provenance`).  An image that arrived already encoded (``encoded_png``: a
+    remote worker's result) keeps its bytes: the text chunks are inserted, nothing is decoded or
+    compressed again."""
     from PIL import PngImagePlugin
+
+    from astrowatch.storage.provenance import XMP_KEY, png_with_xmp, xmp_packet
 
     encoded = getattr(image, "encoded_png", None)
     if encoded is not None:
         texts = {"parameters": infotext} if infotext else {}
         if meta:
             texts[PNG_META_KEY] = json.dumps(meta, sort_keys=True, ensure_ascii=False)
-        return png_with_text(encoded, texts)
+        out = png_with_text(encoded, texts)
+        return png_with_xmp(out, xmp_packet(source_type=source_type)) if source_type else out
 
     info = PngImagePlugin.PngInfo()
     if infotext:
         info.add_text("parameters", infotext)
     if meta:
         info.add_text(PNG_META_KEY, json.dumps(meta, sort_keys=True, ensure_ascii=False))
+    if source_type:
+        info.add_itxt(XMP_KEY, xmp_packet(source_type=source_type).decode("utf-8"))
     buf = io.BytesIO()
     image.save(buf, format="PNG", pnginfo=info, compress_level=4)
     return buf.getvalue()
@@ -223,15 +231,19 @@ def write_png(path: Path, image: Image.Image, *, infotext: str | None = None, me
     atomic_write_bytes(path, png_bytes(image, infotext=infotext, meta=meta))
 
 
-def result_bytes(image: Image.Image, fmt: str, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> bytes:
+def result_bytes(image: Image.Image, fmt: str, *, infotext: str | None = None, meta: dict[str, Any] | None = None,
+                 source_type: str | None = None) -> bytes:
     """A result encoded as ``enhance.format``: png, webp (lossless) or jpeg (quality 95).
 
     WebP and JPEG carry the A1111 infotext in EXIF UserComment (where the WebUI writes it) and
     our JSON as an XMP property (WebP) or the JPEG comment, so a renamed result is still ours.
+    ``source_type`` (an IPTC digital source type URI) goes into the XMP of every format.
     """
     if fmt == "png":
-        return png_bytes(image, infotext=infotext, meta=meta)
+        return png_bytes(image, infotext=infotext, meta=meta, source_type=source_type)
     from PIL import Image
+
+    from astrowatch.storage.provenance import xmp_packet
 
     exif = Image.Exif()
     if infotext:
@@ -240,23 +252,16 @@ def result_bytes(image: Image.Image, fmt: str, *, infotext: str | None = None, m
     buf = io.BytesIO()
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     if fmt == "webp":
+        xmp = xmp_packet(source_type=source_type, meta_text=text if meta else None) if meta or source_type else b""
         rgb.save(buf, format="WEBP", lossless=True, quality=20, method=1, exif=exif.tobytes(),  # fast effort
-                 xmp=_xmp(text) if meta else b"")
+                 xmp=xmp)
     elif fmt == "jpeg":
         rgb.save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True, exif=exif.tobytes(),
-                 comment=f"{PNG_META_KEY}:{text}".encode() if meta else b"")
+                 comment=f"{PNG_META_KEY}:{text}".encode() if meta else b"",
+                 xmp=xmp_packet(source_type=source_type) if source_type else b"")
     else:
         raise ValueError(f"unknown result format {fmt!r}")
     return buf.getvalue()
-
-
-def _xmp(text: str) -> bytes:
-    from xml.sax.saxutils import escape
-
-    quoted = escape(text, {'"': "&quot;"})
-    return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-            f'<rdf:Description xmlns:astrowatch="https://astrowatch.invalid/ns/1.0/" astrowatch:meta="{quoted}"/>'
-            "</rdf:RDF></x:xmpmeta>").encode()
 
 
 def _meta_text(img: Image.Image) -> str | None:

@@ -418,3 +418,27 @@ def append_file(path: Path, *, root: Path) -> Iterator[IO[bytes]]:
             raise UnsafePathError(f"{_show(path)}: could not open the log file (something keeps replacing it)")
     with os.fdopen(fd, "ab") as fh:
         yield fh
+
+
+def remove_tree(path: Path, *, root: Path) -> bool:
+    """Remove ``path`` (a file, a symlink -- the link itself --, or a whole folder) under ``root``,
+    reached without following any link and removed with :func:`shutil.rmtree`'s descriptor-based
+    walk (links inside are unlinked, never followed).  False when there was nothing there."""
+    import shutil
+
+    path = Path(path)
+    try:
+        with open_dir(path.parent, root) as dfd:
+            try:
+                st = os.stat(path.name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path.name, dir_fd=dfd)
+            else:
+                os.unlink(path.name, dir_fd=dfd)
+    except Unreadable as exc:
+        if exc.gone:
+            return False
+        raise
+    return True

@@ -180,6 +180,12 @@ def config_reference() -> str:
         out += _table(rows, yaml_notes)
         for key, sub in model.model_fields.items():
             item = _model_of(sub.annotation)
+            if item is not None and not _is_list(sub.annotation):  # a nested section, e.g. provenance.c2pa
+                out.append(f"\n#### `{name}.{key}`\n")
+                if item.__doc__:
+                    out.append(_oneline(item.__doc__).replace("``", "`") + "\n")
+                rows = [(k, f, f"{name}.{key}.{k}", py_notes.get((item.__name__, k))) for k, f in item.model_fields.items()]
+                out += _table(rows, yaml_notes)
             if item is not None and _is_list(sub.annotation):
                 out.append(f"\n#### `{name}.{key}[]` entries\n")
                 if item.__doc__:

@@ -21,8 +21,9 @@ OPTIONAL = {
     "plot": ("astrowatch.commands.stats", "astrowatch.review.stats"),
     "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),
     "celery": ("astrowatch.backends.remote.celery_app", "astrowatch.backends.remote.client", "astrowatch.runtime.remote_worker"),
+    "provenance": ("astrowatch.storage.provenance",),  # c2pa, imported inside the signing functions only
 }
-IMPORT_NAME = {"PIL": "pillow", "yaml": "pyyaml", "pillow_heif": "pillow-heif",
+IMPORT_NAME = {"PIL": "pillow", "c2pa": "c2pa-python", "yaml": "pyyaml", "pillow_heif": "pillow-heif",
                "prometheus_client": "prometheus-client"}  # import name -> distribution name
 
 

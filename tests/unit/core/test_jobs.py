@@ -26,7 +26,7 @@ from astrowatch.storage.ledger import Ledger
 def test_terminal_states_have_no_exits_and_the_others_have_some():
     assert TERMINAL == {s for s in JobState if not TRANSITIONS[s]}
     assert all(TRANSITIONS[s] for s in set(JobState) - TERMINAL)
-    assert TERMINAL == {"failed", "delivered", "filed", "rejected", "redone", "superseded"}
+    assert TERMINAL == {"failed", "delivered", "filed", "rejected", "redone", "superseded", "cancelled"}
 
 
 def test_the_table_names_every_state_and_only_states():
@@ -39,7 +39,8 @@ def test_intents_are_exactly_the_ing_states_other_than_running():
     # ``waiting`` ends in -ing too, but it is a pause (disk space, a paused backend), not a decision
     # being carried out: recovery leaves it alone, it goes back to ``queued``
     assert INTENTS == {s for s in JobState if s.endswith("ing")} - {JobState.RUNNING, JobState.WAITING}
-    assert JobState.WAITING not in INTENTS and TRANSITIONS[JobState.WAITING] == {JobState.QUEUED, JobState.SUPERSEDED}
+    assert JobState.WAITING not in INTENTS and TRANSITIONS[JobState.WAITING] == {JobState.QUEUED, JobState.SUPERSEDED,
+                                                                                  JobState.CANCELLED}
     assert INTENTS == {"publishing", "deciding", "failing"}
 
 
@@ -51,7 +52,7 @@ def test_every_state_is_reachable_from_queued():
                 seen.add(nxt)
                 todo.append(nxt)
     assert seen == set(JobState) == set(TRANSITIONS)
-    assert TERMINAL == {"failed", "delivered", "filed", "rejected", "redone", "superseded"}
+    assert TERMINAL == {"failed", "delivered", "filed", "rejected", "redone", "superseded", "cancelled"}
     assert INTENTS <= set(TRANSITIONS)
 
 
@@ -69,7 +70,7 @@ def test_decision_folders_are_the_review_folders():
 def test_values_are_the_strings_older_ledgers_and_logs_hold():
     assert [s.value for s in JobState] == ["queued", "running", "waiting", "publishing", "inbox", "deciding",
                                            "failing", "failed", "delivered", "filed", "rejected", "redone",
-                                           "superseded"]
+                                           "superseded", "cancelled"]
     assert [k.value for k in JobKind] == ["astro", "enhance"]
     assert [d.value for d in Decision] == ["approve", "reject", "redo"]
     assert [o.value for o in IngestOutcome] == ["job", "ignored", "skipped", "gone", "unchanged", "duplicate",
