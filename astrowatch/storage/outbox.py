@@ -34,14 +34,13 @@ from astrowatch.core.jobs import JOB_EVENTS, JobState
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    msg_id TEXT NOT NULL UNIQUE,
+    msg_id TEXT NOT NULL,  -- a random uuid: unique without an index (one page less per state change)
     type TEXT NOT NULL,
     user TEXT,
     job_id TEXT,
     at REAL NOT NULL,
     payload TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER NOT NULL,
     endpoint TEXT NOT NULL,
