@@ -115,6 +115,22 @@ def _review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                    help="with --failed: failed since T (YYYY-MM-DD[THH:MM], or 30m, 2h, 3d ago)")
 
 
+    p = sub.add_parser("webhooks", help="webhook deliveries: list them, retry one, send a test message")
+    _add_config(p)
+    wsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    wp = wsub.add_parser("list", help="the latest messages per endpoint, failed ones first")
+    _add_config(wp, nested=True)
+    wp.add_argument("--failed", action="store_true", help="only messages that failed for good")
+    wp.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    wp.add_argument("--json", action="store_true")
+    wp = wsub.add_parser("retry", help="send a message again (its webhook-id or event number), keeping its id")
+    _add_config(wp, nested=True)
+    wp.add_argument("id", help="webhook-id (msg_...) or event number")
+    wp.add_argument("--url", help="only to this endpoint (default: each one it failed or was delivered to)")
+    wp = wsub.add_parser("test", help="send a signed test message to a configured endpoint now")
+    _add_config(wp, nested=True)
+    wp.add_argument("url", help="the endpoint's url, as in the config's webhooks list")
+
 
 def _since(text: str) -> float:
     from astrowatch.commands.retry import since_arg  # only argparse and the standard library there

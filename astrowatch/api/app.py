@@ -20,8 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astrowatch.api.auth import bearer, token_matches
+from astrowatch.api.events import event_routes
 from astrowatch.api.metrics import LedgerCollector, render
 from astrowatch.api.service import ApiError, Service
+from astrowatch.api.uploads import STREAMED, upload_routes
 from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError
 from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, PENDING, BackendName, Decision, JobKind
@@ -129,7 +131,8 @@ class Guard:
             await send(message)
 
         try:
-            replay = await self._read_body(scope, receive)
+            # uploads read their own body, with their own limits, as it arrives
+            replay = receive if STREAMED.match(scope["path"]) else await self._read_body(scope, receive)
             if replay is None:
                 await error_response(413, f"request body over {MAX_BODY // 1024} KB",
                                      "send a smaller JSON body")(scope, receive, send_logged)
@@ -181,6 +184,8 @@ def create_app(config: Config, token: str | None) -> FastAPI:
     app.include_router(_reads(service), dependencies=[Depends(authorized)])
     app.include_router(_writes(service, config), dependencies=[Depends(authorized)])
     app.include_router(_personal_data(service), dependencies=[Depends(authorized)])
+    app.include_router(upload_routes(service, config), dependencies=[Depends(authorized)])
+    app.include_router(event_routes(service, config), dependencies=[Depends(authorized)])
     # no token needed: load balancers and Prometheus; user names in /metrics only with the token
     app.include_router(_operations(service, token))
     return app

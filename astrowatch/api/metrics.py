@@ -70,6 +70,7 @@ class LedgerCollector:
             failures.add_metric([reason], by_reason[reason])
         yield failures
         yield self._seconds(ledger)
+        yield from self._webhooks(ledger, CounterMetricFamily, GaugeMetricFamily)
         last = GaugeMetricFamily("astrowatch_last_success_timestamp_seconds",
                                  "when a result last reached the inbox (Unix time; 0 = never)")
         last.add_metric([], ledger.last_entered(JobState.INBOX) or 0.0)
@@ -112,6 +113,24 @@ class LedgerCollector:
         oldest = gauge("astrowatch_waiting_oldest_seconds", "how long the oldest waiting job has waited (0 = none)")
         oldest.add_metric([], max((time.time() - j.updated_at for j in waiting_jobs), default=0.0))
         yield oldest
+
+    def _webhooks(self, ledger: Any, counter: Any, gauge: Any) -> Iterator[Any]:
+        """Webhook messages per endpoint and state (delivered and failed ones within
+        events.retention_days), the backlog still to send, and the newest event id."""
+        counts = ledger.delivery_counts()
+        messages = counter("astrowatch_webhook_messages", "webhook messages by endpoint and outcome "
+                           "(kept events.retention_days)", labels=["endpoint", "state"])
+        backlog = gauge("astrowatch_webhook_backlog", "webhook messages not delivered yet", labels=["endpoint"])
+        for (endpoint, state), n in sorted(counts.items()):
+            if state == "pending":
+                backlog.add_metric([endpoint], n)
+            else:
+                messages.add_metric([endpoint, state], n)
+        yield messages
+        yield backlog
+        seq = gauge("astrowatch_events_last_id", "the newest event's id (GET /api/events)")
+        seq.add_metric([], ledger.last_event_seq())
+        yield seq
 
     def _seconds(self, ledger: Any) -> Any:
         from prometheus_client.core import HistogramMetricFamily

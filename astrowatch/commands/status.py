@@ -86,6 +86,11 @@ def render(info: dict[str, Any]) -> str:
             f"{w['job_id']} ({w['reason']})" for w in waiting[:5]))
     paused = {n: why for w in d.get("workers", []) if up for n, why in (w.get("paused") or {}).items()}
     lines += [f"paused backend {n}: {why} (fix it, then 'systemctl reload astrowatch')" for n, why in paused.items()]
+    hooks = info.get("webhooks") or {}
+    if hooks.get("counts"):
+        lines.append("webhooks: " + ", ".join(f"{s} {n}" for s, n in sorted(hooks["counts"].items())))
+    lines += [f"  FAILED {f['at']}  {f['type']} {f['webhook_id']} -> {f['endpoint']}: {f['error']} "
+              f"('astrowatch webhooks retry {f['webhook_id']}')" for f in hooks.get("failed", [])]
     lines.append("recent failures:")
     lines += [f"  {f['at']}  {f['source']}: {f['reason']}" for f in info["failures"]] or ["  (none)"]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from astrowatch.core.errors import ConfigError
-from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, JobKind
+from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, EventType, JobKind
 
 CONFIG_ENV = "ASTROWATCH_CONFIG"
 DEFAULT_CONFIG_NAME = "config.yaml"
@@ -311,6 +311,45 @@ class ApiConfig(Section):
     token_file: Path | None = None  # relative to the config file
     heartbeat_max_age: float = Field(30.0, gt=0.0)  # /healthz: the daemon's state file must be this fresh
     max_pending_per_user: int = Field(3, ge=1, le=1000)  # queued generation requests per user; more get 429
+    max_pending_uploads_per_user: int = Field(100, ge=1, le=100_000)  # uploaded files per user not yet taken; more get 429
+
+
+class WebhookConfig(Section):
+    """One receiver of the events, signed as Standard Webhooks v1 (see "Integrating an app")."""
+
+    url: str  # http:// or https:// URL the events are POSTed to; redirects are never followed
+    secret_file: Path  # its whsec_ secret, one a line (two during a rotation: each signs); chmod 600; relative to the config
+    events: list[EventType] | None = None  # the event types it gets (job.inbox, input.skipped...); default: all
+    allow_link_local: bool = False  # allow a link-local or cloud-metadata target (169.254.0.0/16, fe80::/10, fd00:ec2::254)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{v!r}: a webhook URL is http://host/... or https://host/...")
+        if parts.username or parts.password:
+            raise ValueError("no credentials in a webhook URL: the signature authenticates the sender")
+        return v
+
+
+class EventsConfig(Section):
+    """The events the upstream app is told (webhooks and ``GET /api/events``), kept in the ledger."""
+
+    retry_schedule: list[float] = Field(  # seconds before each webhook attempt; after the last, the message is failed
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0], min_length=1, max_length=50)
+    timeout_seconds: float = Field(5.0, gt=0.0, le=60.0)  # one webhook request's time limit
+    retention_days: float = Field(7.0, gt=0.0)  # events and delivered or failed messages are kept this long
+    keepalive_seconds: float = Field(15.0, gt=0.0, le=300.0)  # GET /api/events: a comment line at least this often
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _non_negative(cls, v: list[float]) -> list[float]:
+        if any(d < 0 for d in v):
+            raise ValueError("retry delays are seconds, 0 or more")
+        return v
 
 
 class CeleryConfig(Section):
@@ -418,6 +457,8 @@ class Config(Section):
     celery: CeleryConfig = Field(default_factory=CeleryConfig)
     provenance: ProvenanceConfig = Field(default_factory=ProvenanceConfig)
     forget: ForgetConfig = Field(default_factory=ForgetConfig)
+    webhooks: list[WebhookConfig] = Field(default_factory=list)  # receivers of the events (Standard Webhooks)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     # Not a config key: where the file was read from (set by load_config).
     source: Path | None = Field(default=None, exclude=True)
@@ -426,6 +467,9 @@ class Config(Section):
     def _overlap_smaller_than_tile(self) -> Config:
         if self.enhance.tile_overlap >= self.enhance.tile_size:
             raise ValueError("enhance.tile_overlap must be smaller than enhance.tile_size")
+        urls = [w.url for w in self.webhooks]
+        if len(set(urls)) != len(urls):
+            raise ValueError("webhooks: the same url twice (one entry per receiver)")
         return self
 
     @model_validator(mode="after")
@@ -478,6 +522,8 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config", ch
         value = getattr(cfg.provenance.c2pa, key)
         if value is not None:
             setattr(cfg.provenance.c2pa, key, (base_dir / value).resolve())
+    for hook in cfg.webhooks:
+        hook.secret_file = (base_dir / hook.secret_file).resolve()
     if cfg.sdxl.config_dir is not None:
         cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
     for key in ("model", "refiner", "vae"):

@@ -111,3 +111,33 @@ ASTRO_BACKENDS: tuple[BackendName, ...] = (BackendName.AUTO, BackendName.WHEEL, 
                                            BackendName.SDAPI, BackendName.OPENAI)
 ENHANCE_BACKENDS: tuple[BackendName, ...] = (BackendName.AUTO, BackendName.LANCZOS, BackendName.FAKE, BackendName.SDAPI,
                                              BackendName.SDXL)
+
+
+class EventType(StrEnum):
+    """What the upstream app is told (webhooks, ``GET /api/events``): a job reached a state, or a
+    dropped or uploaded file made no job."""
+
+    JOB_QUEUED = "job.queued"  # a new job (a drop, an upload, an API request, a redo or a retry)
+    JOB_RUNNING = "job.running"  # a worker took it
+    JOB_WAITING = "job.waiting"  # for disk space or a paused backend
+    JOB_INBOX = "job.inbox"  # a result awaits review
+    JOB_DELIVERED = "job.delivered"  # approved: theme_<user>.png written
+    JOB_FILED = "job.filed"  # approved: filed into the user's dataset
+    JOB_REJECTED = "job.rejected"
+    JOB_REDO = "job.redo"  # sent back with new parameters; data.redo_job_id is the new job
+    JOB_FAILED = "job.failed"
+    JOB_SUPERSEDED = "job.superseded"  # a newer input for the same user and kind replaced it
+    JOB_CANCELLED = "job.cancelled"  # its person was erased (astrowatch forget, DELETE /api/users/<user>)
+    INPUT_SKIPPED = "input.skipped"  # a file made no job; data.reason says why
+
+
+# the state a job reaches -> its event (intent states make none; a re-queue after a retry or a
+# wait makes none either: job.queued is sent once, when the job is created)
+JOB_EVENTS: dict[JobState, EventType] = {
+    JobState.QUEUED: EventType.JOB_QUEUED, JobState.RUNNING: EventType.JOB_RUNNING,
+    JobState.WAITING: EventType.JOB_WAITING, JobState.INBOX: EventType.JOB_INBOX,
+    JobState.DELIVERED: EventType.JOB_DELIVERED, JobState.FILED: EventType.JOB_FILED,
+    JobState.REJECTED: EventType.JOB_REJECTED, JobState.REDONE: EventType.JOB_REDO,
+    JobState.FAILED: EventType.JOB_FAILED, JobState.SUPERSEDED: EventType.JOB_SUPERSEDED,
+    JobState.CANCELLED: EventType.JOB_CANCELLED,
+}

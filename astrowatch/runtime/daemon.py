@@ -38,6 +38,7 @@ from astrowatch.runtime.notify import Notifier
 from astrowatch.runtime.recovery import recover
 from astrowatch.runtime.settings import load_service_config
 from astrowatch.runtime.statefile import state_record, status_line, write_state_file
+from astrowatch.runtime.webhooks import WebhookSenders, record_skipped
 from astrowatch.runtime.worker import Worker, job_deadline
 from astrowatch.storage.diskspace import DiskGuard
 from astrowatch.storage.layout import Layout, display
@@ -49,6 +50,7 @@ log = structlog.get_logger("astrowatch.daemon")
 IDLE_TICK = 0.5  # longest sleep of the main loop: bounds signal handling and supervision delays
 DISK_RETRY_S = 2.0  # a file that could not be recorded (disk full) is taken again after this
 STATUS_IDLE_EVERY = 2.0  # seconds between state-file writes / STATUS= when idle
+OUTBOX_PRUNE_EVERY = 3600.0  # seconds between prunes of events and webhook messages past events.retention_days
 STATUS_BUSY_EVERY = 0.75  # ... and while a job runs: with the 0.5 s tick, once a second (progress)
 IDLE_JOIN_S = 3.0  # at shutdown, how long a worker with no job in hand is waited for
 
@@ -92,6 +94,7 @@ class Daemon:
         try:
             self.layout.ensure()
             self.ledger = Ledger(self.layout.ledger_path)
+            self.webhooks = WebhookSenders(config, self.ledger)  # a bad secret_file: ConfigError, exit 78
         except BaseException:
             self._lock.release()
             raise
@@ -171,6 +174,7 @@ class Daemon:
         self.setup()
         for worker in self.workers:
             worker.start()
+        self.webhooks.start()
         self.notifier.ready(self.status_line())
         log.info("ready", data_dir=str(self.layout.root), backends=self.defaults, drain=self.drain)
         status = 0
@@ -224,7 +228,8 @@ class Daemon:
 
     def tick(self) -> None:
         for due in self.tracker.stable():  # with the (st_dev, st_ino) its stability check saw
-            self._guarded("take file", self.ingest.handle, due.path, due.identity)
+            outcome = self._guarded("take file", self.ingest.handle, due.path, due.identity)
+            self._guarded("record a skipped file", self._record_skipped, due.path, outcome)
         with self._dirs_lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
         for folder in dirs:
@@ -262,6 +267,8 @@ class Daemon:
             Chore("retention", self._apply_retention, every=lambda: self.config.retention.check_seconds,
                   when=lambda: not self.disk.full and self.disk.episodes == self._disk_episodes and self._idle()),
             Chore("disk", self._watch_disk),
+            Chore("webhooks", lambda: self.webhooks.restart_dead()),
+            Chore("outbox", self._prune_outbox, every=lambda: OUTBOX_PRUNE_EVERY),
             Chore("watchdog", self.notifier.watchdog,
                   every=lambda: self.notifier.watchdog_seconds / 2 if self.notifier.watchdog_seconds else None,
                   when=self.healthy),
@@ -308,6 +315,12 @@ class Daemon:
     def _apply_retention(self) -> float | None:
         done = apply_retention(self.config.retention, self.layout, self.ledger)
         return 5.0 if done["more"] else None  # a large backlog: the next batch soon, between other work
+
+    def _record_skipped(self, path: str, outcome: object) -> None:
+        record_skipped(self.layout, self.ledger, path, outcome)
+
+    def _prune_outbox(self) -> None:
+        self.ledger.prune_outbox(time.time() - self.config.events.retention_days * 86400)
 
     def _report_status(self) -> None:
         self.notifier.status(self.status_line())
@@ -368,6 +381,10 @@ class Daemon:
             self.watcher.polling, self.watcher.polling_interval = new.watch.polling, new.watch.polling_interval
             self.watcher.start()
             self.rescan()
+        try:
+            self.webhooks.reload(new)
+        except ConfigError as exc:
+            log.error("reload: webhooks kept as they were", error=str(exc))
         self.defaults = resolve_backends(new)
         for worker in self.workers:
             worker.reload(new, self.defaults)
@@ -381,6 +398,7 @@ class Daemon:
         if self.guard.fatal is not None:  # the other workers' jobs resume at the next start, uncounted
             self.cancel.request_interrupt()
         self.watcher.stop()
+        self.webhooks.stop()
         self._join_workers()
         self.write_state(stopped=True)
         self.ledger.close()

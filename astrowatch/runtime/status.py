@@ -38,9 +38,20 @@ def collect(config: Config) -> dict[str, Any]:
     waiting = [{"job_id": j.id, "user": j.user, "reason": j.error} for j in ledger.by_state("waiting")]
     return {"data_dir": str(layout.root), "daemon": daemon_state(layout), **remote(config),
             "counts": {s: counts.get(s, 0) for s in STATES if counts.get(s)},
-            "inbox": inbox, "waiting": waiting, "failures": failures,
+            "inbox": inbox, "waiting": waiting, "failures": failures, "webhooks": webhooks(ledger),
             "configured_backends": {"astro": config.astro.backend, "enhance": config.enhance.backend},
             **room(config, layout)}
+
+
+def webhooks(ledger: Any) -> dict[str, Any]:
+    """Webhook messages by state, and the latest ones that failed for good (``astrowatch webhooks``)."""
+    counts: dict[str, int] = {}
+    for (_endpoint, state), n in ledger.delivery_counts().items():
+        counts[state] = counts.get(state, 0) + n
+    failed = [{"webhook_id": r["msg_id"], "type": r["type"], "endpoint": r["endpoint"], "error": r["last_error"],
+               "at": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated_at"]))}
+              for r in ledger.deliveries(state="failed", limit=5)]
+    return {"counts": counts, "failed": failed}
 
 
 def room(config: Config, layout: Layout) -> dict[str, Any]:

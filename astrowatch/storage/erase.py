@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from astrowatch.core.jobs import Decision
+from astrowatch.core.jobs import Decision, EventType
 from astrowatch.storage import safefs
 from astrowatch.storage.layout import Layout, check_user_name
 
@@ -233,6 +233,20 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
+def _announce_cancellations(conn: sqlite3.Connection, user: str, tomb: str) -> None:
+    """The ``job.cancelled`` events of the erasure are still sent (the upstream app learns its
+    jobs are gone), but name the person only by the hash: no user name, no file name."""
+    rows = conn.execute("SELECT seq, payload FROM events WHERE user = ? AND type = ?",
+                        (user, EventType.JOB_CANCELLED)).fetchall()
+    for seq, payload in rows:
+        body = json.loads(payload)
+        data = body.get("data") if isinstance(body, dict) else None
+        if isinstance(data, dict):
+            data.update(user=tomb, source=None, path=None)
+        conn.execute("UPDATE events SET user = ?, payload = ? WHERE seq = ?",
+                     (tomb, json.dumps(body, ensure_ascii=False, separators=(",", ":")), seq))
+
+
 def erase_ledger(path: Path, user: str, *, reader_wait: float) -> LedgerErasure:
     """Tombstone the person's jobs, delete their other rows, then ``VACUUM`` and truncate the WAL
     (waiting up to ``reader_wait`` seconds for readers to let go)."""
@@ -257,6 +271,8 @@ def erase_ledger(path: Path, user: str, *, reader_wait: float) -> LedgerErasure:
                          " decision_data = NULL, result = NULL WHERE user = ?", (tomb, tomb, user))
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
                                                  " AND name NOT LIKE 'sqlite_%'")]
+            if "events" in tables:
+                _announce_cancellations(conn, user, tomb)
             for table in tables:
                 if table in _LEDGER_TABLES:
                     continue
@@ -264,7 +280,7 @@ def erase_ledger(path: Path, user: str, *, reader_wait: float) -> LedgerErasure:
                 n = 0
                 if "user" in cols:
                     n += conn.execute(f'DELETE FROM "{table}" WHERE user = ?', (user,)).rowcount
-                if "job_id" in cols:
+                if "job_id" in cols and table != "events":  # their cancellation events stay, under the hash
                     n += conn.execute(f'DELETE FROM "{table}" WHERE job_id IN (SELECT id FROM gone)').rowcount
                 if n:
                     deleted[table] = n

@@ -25,8 +25,10 @@ from typing import Any
 
 from astrowatch.core.errors import IllegalTransition, LedgerError, NotFound, as_disk_full
 from astrowatch.core.jobs import INTENTS, PENDING, TERMINAL, TRANSITIONS, Decision, JobKind, JobState
+from astrowatch.storage import outbox
 from astrowatch.storage.chart_seeds import SEEDS_SCHEMA, ChartSeeds
 from astrowatch.storage.ledger_monitor import MonitoringQueries
+from astrowatch.storage.outbox import OutboxQueries
 
 FAILED_FOR_INPUT = "input"  # history note on ``-> failing`` when the file itself is at fault
 
@@ -122,7 +124,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(**data)
 
 
-class Ledger(ChartSeeds, MonitoringQueries):
+class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries):
     """SQLite job ledger.  Thread-safe: one connection per thread."""
 
     def __init__(self, path: Path) -> None:
@@ -131,6 +133,7 @@ class Ledger(ChartSeeds, MonitoringQueries):
         self._local = threading.local()
         conn = self._conn()
         conn.executescript(SCHEMA)
+        conn.executescript(outbox.SCHEMA)  # events for the upstream app, written with the state changes
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
 
     # -- connections ------------------------------------------------------------------------
@@ -252,6 +255,7 @@ class Ledger(ChartSeeds, MonitoringQueries):
         )
         conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
                      (job.id, None, JobState.QUEUED, job.created_at))
+        outbox.job_changed(conn, job.id, JobState.QUEUED, job.created_at)  # same transaction
 
     def transition(self, job_id: str, frm: JobState, to: JobState, *, note: str | None = None,
                    **fields: Any) -> bool:
@@ -273,6 +277,7 @@ class Ledger(ChartSeeds, MonitoringQueries):
             if cur.rowcount == 1:
                 conn.execute("INSERT INTO history(job_id, from_state, to_state, at, note) VALUES (?,?,?,?,?)",
                              (job_id, frm, to, now, note))
+                outbox.job_changed(conn, job_id, to, now, frm)  # the event commits with the state, or neither
         return cur.rowcount == 1
 
     def update_fields(self, job_id: str, **fields: Any) -> None:

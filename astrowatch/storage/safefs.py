@@ -442,3 +442,65 @@ def remove_tree(path: Path, *, root: Path) -> bool:
             return False
         raise
     return True
+
+
+class Staged:
+    """A file being written under a hidden temporary name in its destination folder (opened
+    without following links), then published by :meth:`commit` under a name that does not exist
+    yet, or dropped by :meth:`abort`.  For streamed uploads: the bytes can be checked from
+    :attr:`fd` (``os.pread``, or handed to a child) before anyone can take the file."""
+
+    def __init__(self, folder: Path, *, root: Path, hint: str = "upload") -> None:
+        self.folder = Path(folder)
+        with ensure_dir(self.folder, root) as dfd:
+            self._dfd = os.dup(dfd)
+        self.tmp = f".{hint[:60]}.{secrets.token_hex(6)}.tmp"  # hidden and .tmp: the watcher ignores it
+        try:
+            self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                              dir_fd=self._dfd)
+            os.fchmod(self.fd, file_mode())
+        except BaseException:
+            os.close(self._dfd)
+            raise
+        self.size = 0
+        self.done = False
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.size += len(data)
+
+    def commit(self, name: str) -> str:
+        """Publish as ``name`` (or ``name (2)``... when taken: nothing is replaced); returns the name
+        used.  Refused if the temporary name no longer is the file written (a swap in the folder)."""
+        os.fsync(self.fd)
+        st = os.stat(self.tmp, dir_fd=self._dfd, follow_symlinks=False)
+        if identity(st) != identity(os.fstat(self.fd)):
+            raise UnsafePathError(f"{_show(self.folder / self.tmp)}: was replaced while being written")
+        stem, dot, suffix = name.rpartition(".")
+        if not dot:
+            stem, suffix = name, ""
+        for n in range(1, 1000):
+            candidate = name if n == 1 else f"{stem} ({n}){dot}{suffix}"
+            try:
+                os.link(self.tmp, candidate, src_dir_fd=self._dfd, dst_dir_fd=self._dfd, follow_symlinks=False)
+            except FileExistsError:
+                continue
+            os.unlink(self.tmp, dir_fd=self._dfd)
+            with contextlib.suppress(OSError):
+                os.fsync(self._dfd)
+            self._close()
+            return candidate
+        raise UnsafePathError(f"{_show(self.folder / name)}: no free name for it")
+
+    def abort(self) -> None:
+        if not self.done:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp, dir_fd=self._dfd)
+            self._close()
+
+    def _close(self) -> None:
+        self.done = True
+        os.close(self.fd)
+        os.close(self._dfd)
