@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from astrowatch.backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
+from astrowatch.backends.caption.text import CAPTION_KEYS
 from astrowatch.backends.loras import LoraPlan
 from astrowatch.core.errors import InputError
 from astrowatch.pipeline.feedback import sidecar_learned
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job
 
-PIPELINE_KEYS = frozenset({"backend", "seed", "style"})  # overrides the pipeline itself consumes
+PIPELINE_KEYS = frozenset({"backend", "seed", "style"}) | CAPTION_KEYS  # overrides the pipeline itself consumes
 SNAPSHOT_FROM = "_snapshot_from"  # param of a job made by astrowatch api: the job whose theme snapshot it uses
 INIT_IMAGE_BACKENDS = frozenset({"sdxl"})  # backends that use an init/style image (others ignore it)
 
@@ -157,6 +158,7 @@ def run_enhance(job: Job, ctx: JobContext, source: Path, default_backend: str) -
 def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, params: dict[str, Any],
                   default_backend: str, fallback_seed: int) -> Outcome:
     """Preprocess, look up the cache, enhance: the daemon's and ``astrowatch enhance``'s path."""
+    from astrowatch.pipeline.captions import caption_result
     from astrowatch.pipeline.preprocess import bounded_scale, preprocess
 
     cfg = ctx.config
@@ -171,16 +173,18 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
     seed = int(params.get("seed", fallback_seed))
     key = cache_key(image, name, backend, cfg, for_backend)
     cached = cache_load(ctx.layout, key)
+    task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
+                       params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel,
+                       progress=ctx.progress, source=source)
     if cached is not None:
         result, cache = cached, "hit"
     else:
-        task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
-                           params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel,
-                           progress=ctx.progress, source=source)
         result, cache = backend.enhance(task), "miss"
         cache_store(ctx.layout, key, result)
-    effective = {"backend": name, "seed": seed, **result.params}
-    return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key,
+    captions = caption_result(ctx, task, result, name, params)  # after the cache: a redo re-captions only
+    effective = {"backend": name, "seed": seed, **result.params,
+                 **{k: v for k, v in params.items() if k in CAPTION_KEYS}}
+    return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key, "captions": captions,
                                        "learned": sidecar_learned(params, effective)},
                    image_format=cfg.enhance.format)
 
