@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 # torch first and pinned: a bare `torch` requirement pulls a multi-GB CUDA build.  On a GPU box
 # use your CUDA build, e.g.  make TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH  ?= torch==2.13.0
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The WD14 tagger's runtime: onnxruntime (CPU) by default; on a GPU box  make ORT_EXTRA=caption-gpu
+# (onnxruntime-gpu: the same module, they conflict, so exactly one is installed).
+ORT_EXTRA ?= caption
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)-$(ORT_EXTRA)
 PYTEST_ARGS ?= -n 2
 
 .PHONY: run lint test test-fast test-long bench bench-smoke install clean docs
@@ -14,7 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[all]'
+	$(BIN)/python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu >/dev/null 2>&1 || true
+	$(BIN)/python -m pip install --quiet -e '.[all,$(ORT_EXTRA)]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

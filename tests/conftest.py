@@ -11,6 +11,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from harness import DaemonProcess, write_config
 from sdxl_fixtures import tiny_sdxl  # noqa: F401  (session fixture: the tiny offline SDXL)
 
+pytest_plugins = ["caption_fixtures"]  # session fixtures: the tiny offline caption models
+
 
 @pytest.fixture(autouse=True)
 def _restore_structlog():

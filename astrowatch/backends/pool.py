@@ -25,6 +25,10 @@ log = structlog.get_logger("astrowatch.worker")
 
 
 def new_backend(name: str, kind: str, config: Config, *, device: str | None = None) -> Backend:
+    if kind == "caption":  # the caption models run where the job is claimed (see backends/caption)
+        from astrowatch.backends.caption.service import CaptionService
+
+        return CaptionService(config, device=device)
     if getattr(config, "executor", "local") == "celery":
         from astrowatch.backends.remote.client import RemoteBackend
 

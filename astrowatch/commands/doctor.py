@@ -186,6 +186,39 @@ def _marking(config: Config) -> tuple[str, str]:
     return (WARN if not config.provenance.mark else OK), marker.describe()
 
 
+def _captions(config: Config) -> tuple[str, str]:
+    """What line 1 of a dataset caption will hold, and whether the model folders are complete."""
+    import importlib.util
+
+    from astrowatch.backends.caption.folders import check_caption_models, folder_problem
+    from astrowatch.backends.caption.text import resolve_captioner
+    from astrowatch.backends.registry import resolve_auto
+
+    c = config.caption
+    backend = config.enhance.backend
+    if backend == BackendName.AUTO:
+        backend, _why = resolve_auto(JobKind.ENHANCE, config)
+    captioner, why = resolve_captioner(config, backend)
+    warnings = []
+    if "caption_model" in config.enhance.model_fields_set:
+        warnings.append("enhance.caption_model is the old key: set caption.captioner_model (clip or deepdanbooru)")
+    problems = [p for p in (folder_problem(captioner, c.captioner_model) if captioner in ("blip", "florence2")
+                            else None, folder_problem("wd14", c.tagger_model) if c.tagger == "wd14" else None) if p]
+    if problems:
+        check_caption_models(config)  # raises, naming the folder and the missing file
+        return FAIL, "; ".join(problems)
+    if c.tagger == "wd14" and importlib.util.find_spec("onnxruntime") is None:
+        return FAIL, "caption.tagger wd14 needs onnxruntime: pip install 'astrowatch[caption]'"
+    parts = [f"captioner {captioner}" + (f" ({why})" if why else ""), f"tagger {c.tagger}"]
+    if captioner == "none" and c.tagger == "none":
+        warnings.append("no captioner and no tagger: line 1 of a dataset caption will hold only the trigger "
+                        "word" + ("" if config.dataset.trigger_word else " (none set: the technical line)"))
+    elif captioner == "none":
+        warnings.append("no captioner: captions will hold only the trigger word and the tags")
+    detail = ", ".join(parts) + ("; " + "; ".join(warnings) if warnings else "")
+    return (WARN if warnings else OK), detail
+
+
 def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
@@ -206,6 +239,7 @@ def main(args: argparse.Namespace) -> int:
         _check(results, "generated images marked", lambda: _marking(config))
         for kind in JobKind:
             _check(results, f"{kind} backend", functools.partial(_backend, config, kind))
+        _check(results, "captions", functools.partial(_captions, config))
     from astrowatch.core.secrets import redact
 
     for status, name, detail in results:

@@ -63,7 +63,7 @@ class EnhanceConfig(Section):
     sampler_name: str = "Euler a"
     format: Literal["png", "webp", "jpeg"] = "png"  # results and dataset files (webp lossless, jpeg q95)
     max_output_side: int = Field(4096, ge=0)  # the scale factor is lowered to stay within it; 0 = no limit
-    caption_model: Literal["clip", "deepdanbooru", "none"] = "clip"
+    caption_model: Literal["clip", "deepdanbooru", "none"] = "clip"  # old key of caption.captioner_model (sdapi)
     tile_size: int = Field(512, ge=64, le=2048)
     tile_overlap: int = Field(64, ge=0, le=512)
     min_side: int = Field(256, ge=1)
@@ -82,6 +82,55 @@ class EnhanceConfig(Section):
             if isinstance(data.get("format"), str):
                 data["format"] = {"jpg": "jpeg"}.get(data["format"].lower(), data["format"].lower())
         return data
+
+
+CAPTIONERS = ("auto", "none", "blip", "florence2", "sdapi", "openai")
+FLORENCE_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
+SDAPI_INTERROGATORS = ("clip", "deepdanbooru")
+
+
+def _device_name(v: str) -> str:
+    if v not in ("auto", "cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+        raise ValueError(f"{v!r} is not a device (use auto, cpu, cuda or cuda:N)")
+    return v
+
+
+class CaptionConfig(Section):
+    """Training captions of enhance results: line 1 of ``<stem>.txt`` = trigger word, the
+    captioner's sentence, then the tagger's tags (see docs/captions.md)."""
+
+    captioner: Literal[CAPTIONERS] = "auto"  # type: ignore[valid-type]  # auto: sdapi when enhance runs on the WebUI, else none
+    captioner_model: str | None = None  # blip/florence2: a save_pretrained folder; sdapi: clip|deepdanbooru; openai: a model
+    captioner_prompt: str | None = Field(None, max_length=2000)  # BLIP text prefix, Florence-2 task, or the chat instruction
+    max_new_tokens: int = Field(48, ge=4, le=512)  # longest caption the local models generate (tokens)
+    tagger: Literal["none", "wd14"] = "none"  # wd14: a SmilingWolf WD14 tagger (ONNX) run with onnxruntime
+    tagger_model: Path | None = None  # folder holding model.onnx and selected_tags.csv (relative to the config)
+    general_threshold: float = Field(0.35, ge=0.0, le=1.0)  # WD14 general tags (category 0) at or above this score
+    character_threshold: float = Field(0.85, ge=0.0, le=1.0)  # WD14 character tags (category 4) at or above this score
+    undesired_tags: list[str] = Field(default_factory=list)  # tags never written (either spelling: long_hair or long hair)
+    max_tags: int = Field(40, ge=0, le=500)  # most tags on line 1 (highest scores kept); 0 = no limit
+    keep_underscores: bool = False  # false: "long hair" (kohya --remove_underscore); kaomoji such as ^_^ are kept
+    device: str = "auto"  # blip/florence2/wd14: auto (a GPU when present, else the CPU), cpu, cuda or cuda:N
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return _device_name(v)
+
+    @model_validator(mode="after")
+    def _models_named(self) -> CaptionConfig:
+        if self.captioner in ("blip", "florence2") and not self.captioner_model:
+            raise ValueError(f"captioner_model: captioner {self.captioner} needs a local model folder "
+                             "(a transformers save_pretrained folder)")
+        if self.captioner == "sdapi" and self.captioner_model not in (None, *SDAPI_INTERROGATORS):
+            raise ValueError(f"captioner_model: {self.captioner_model!r} is not a WebUI interrogator "
+                             f"(use {' or '.join(SDAPI_INTERROGATORS)})")
+        if self.captioner == "florence2" and self.captioner_prompt not in (None, *FLORENCE_TASKS):
+            raise ValueError(f"captioner_prompt: {self.captioner_prompt!r} is not a Florence-2 caption task "
+                             f"(use one of {', '.join(FLORENCE_TASKS)})")
+        if self.tagger == "wd14" and self.tagger_model is None:
+            raise ValueError("tagger_model: tagger wd14 needs a folder holding model.onnx and selected_tags.csv")
+        return self
 
 
 class RetriesConfig(Section):
@@ -449,6 +498,7 @@ class Config(Section):
     sdapi: SdapiConfig = Field(default_factory=SdapiConfig)
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -524,6 +574,10 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config", ch
             setattr(cfg.provenance.c2pa, key, (base_dir / value).resolve())
     for hook in cfg.webhooks:
         hook.secret_file = (base_dir / hook.secret_file).resolve()
+    if cfg.caption.tagger_model is not None:
+        cfg.caption.tagger_model = (base_dir / cfg.caption.tagger_model).resolve()
+    if cfg.caption.captioner in ("blip", "florence2") and cfg.caption.captioner_model:
+        cfg.caption.captioner_model = str((base_dir / cfg.caption.captioner_model).resolve())
     if cfg.sdxl.config_dir is not None:
         cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
     for key in ("model", "refiner", "vae"):

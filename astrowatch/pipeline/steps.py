@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from astrowatch.backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
+from astrowatch.backends.caption.text import CAPTION_KEYS
 from astrowatch.backends.loras import LoraPlan
 from astrowatch.core.errors import InputError, UnsafePathError
 from astrowatch.pipeline.feedback import sidecar_learned
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job
 
-PIPELINE_KEYS = frozenset({"backend", "seed", "style"})  # overrides the pipeline itself consumes
+PIPELINE_KEYS = frozenset({"backend", "seed", "style"}) | CAPTION_KEYS  # overrides the pipeline itself consumes
 SNAPSHOT_FROM = "_snapshot_from"  # param of a job made by astrowatch api: the job whose theme snapshot it uses
 INIT_IMAGE_BACKENDS = frozenset({"sdxl"})  # backends that use an init/style image (others ignore it)
 
@@ -193,6 +194,7 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
                   source_sha256: str | None = None) -> Outcome:
     """Preprocess, look up the cache, enhance: the daemon's and ``astrowatch enhance``'s path.
     ``root``/``source_sha256``: see :func:`astrowatch.pipeline.preprocess.preprocess`."""
+    from astrowatch.pipeline.captions import caption_result
     from astrowatch.pipeline.preprocess import bounded_scale, preprocess
 
     cfg = ctx.config
@@ -207,16 +209,18 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
     seed = int(params.get("seed", fallback_seed))
     key = cache_key(image, name, backend, cfg, for_backend)
     cached = cache_load(ctx.layout, key, max_bytes=cfg.limits.max_image_bytes)
+    task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
+                       params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel,
+                       progress=ctx.progress, source=source)
     if cached is not None:
         result, cache = cached, "hit"
     else:
-        task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
-                           params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel,
-                           progress=ctx.progress, source=source)
         result, cache = backend.enhance(task), "miss"
         cache_store(ctx.layout, key, result)
-    effective = {"backend": name, "seed": seed, **result.params}
-    return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key,
+    captions = caption_result(ctx, task, result, name, params)  # after the cache: a redo re-captions only
+    effective = {"backend": name, "seed": seed, **result.params,
+                 **{k: v for k, v in params.items() if k in CAPTION_KEYS}}
+    return Outcome(result, effective, {"facts": facts, "cache": cache, "cache_key": key, "captions": captions,
                                        "learned": sidecar_learned(params, effective)},
                    image_format=cfg.enhance.format)
 

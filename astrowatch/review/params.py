@@ -163,6 +163,13 @@ EDITABLE: dict[str, Check] = {
     "tile_overlap": _number(0, 512, integer=True),
     "unsharp_percent": _number(0, 500, integer=True),
     "loras": _loras,
+    # the caption step (caption: section): another captioner or thresholds re-caption without upscaling
+    "captioner": _text(MAX_WORD, choices=("auto", "none", "blip", "florence2", "sdapi", "openai")),
+    "captioner_prompt": _text(MAX_TEXT, optional=True),
+    "tagger": _text(MAX_WORD, choices=("none", "wd14")),
+    "general_threshold": _fraction(),
+    "character_threshold": _fraction(),
+    "max_tags": _number(0, 500, integer=True),
 }
 
 

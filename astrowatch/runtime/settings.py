@@ -42,10 +42,13 @@ def load_service_config(path: str | os.PathLike[str] | None = None) -> Config:
     else (:func:`astrowatch.core.secrets.check_private_file`), else a :class:`ConfigError` (exit
     78) names the file and the ``chmod``/``chown`` that fixes it.  Reviewers' commands read the
     config with :func:`load_config` alone: it is not theirs."""
+    from astrowatch.backends.caption.folders import check_caption_models
     from astrowatch.core.secrets import check_private_file
 
     check_private_file(_config.find_config(path), "the config", fix_mode=CONFIG_MODE)
-    return load_config(path)
+    cfg = load_config(path)
+    check_caption_models(cfg)  # a missing model file is named at start-up, not by every photo's job
+    return cfg
 
 
 def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config") -> Config:

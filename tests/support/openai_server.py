@@ -76,6 +76,8 @@ class FakeOpenAI:
         self.image_side = image_side  # None: the requested size (slower); else a square this big
         self.received: list[dict[str, Any]] = []  # generation requests: {"body", "headers", "time"}
         self.models_calls = 0
+        self.chat_answer = "a red square on a white table"  # what /v1/chat/completions answers
+        self.chat_received: list[dict[str, Any]] = []  # chat requests: {"body", "headers"}
         self._script: deque[Action] = deque()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
@@ -170,6 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.rstrip("/") == "/v1/chat/completions":
+            return self._chat(raw)
         if self.path.rstrip("/") != "/v1/images/generations":
             return self._send(404, error_body(f"Invalid URL (POST {self.path})"))
         try:
@@ -185,6 +189,26 @@ class _Handler(BaseHTTPRequestHandler):
         if (bad := validate(body)) is not None:
             return self._send(400, bad)
         self._send(200, success_body(body, self.fake.image_side))
+
+    def _chat(self, raw: bytes) -> None:
+        """Chat Completions with an image: the scripted failures, then ``fake.chat_answer``."""
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = None
+        with self.fake._lock:
+            self.fake.chat_received.append({"body": body, "headers": dict(self.headers)})
+        if (err := self._auth_error()) is not None:
+            return self._send(*err)
+        action = self.fake.next_action()
+        if action is not None and self._scripted(action, body):
+            return
+        parts = (((body or {}).get("messages") or [{}])[0].get("content") or []) if isinstance(body, dict) else []
+        urls = [p.get("image_url", {}).get("url", "") for p in parts if isinstance(p, dict) and p.get("type") == "image_url"]
+        if not body or not body.get("model") or not urls or not all(u.startswith("data:image/") for u in urls):
+            return self._send(400, error_body("expected a model and an image_url data URL", param="messages"))
+        self._send(200, {"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"], "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.fake.chat_answer}}]})
 
     def _scripted(self, action: Action, body: Any) -> bool:
         """Play a scripted failure; False when the request must then be answered normally."""

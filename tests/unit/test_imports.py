@@ -16,7 +16,9 @@ OPTIONAL = {
     "sdxl": ("astrowatch.backends.sdxl.backend", "astrowatch.backends.sdxl.load", "astrowatch.backends.sdxl.run",
              "astrowatch.backends.sdxl.prompt", "astrowatch.backends.sdxl.lora",
              # exact CLIP token counts with a local model's tokenizer, guarded by has_transformers()
-             "astrowatch.fusion.tokens", "astrowatch.fusion.clipwords"),
+             "astrowatch.fusion.tokens", "astrowatch.fusion.clipwords",
+             "astrowatch.backends.caption.local"),  # BLIP / Florence-2: torch + transformers
+    "caption": ("astrowatch.backends.caption.wd14",),  # onnxruntime
     "ui": ("astrowatch.ui.page", "astrowatch.commands.ui"),
     "plot": ("astrowatch.commands.stats", "astrowatch.review.stats"),
     "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),

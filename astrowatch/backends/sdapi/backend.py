@@ -293,11 +293,13 @@ class SdapiBackend(Backend):
             image, meta = self._sd_upscale(task, p)
         image, size_fix = fit_exact(image, expected, meta["path"])
         check_not_blank(image, meta["path"], task.image)
-        description, caption = self._description(task, image, p.caption_model, p.scale_factor)
+        description, caption, caption_text = self._description(task, image, p.caption_model, p.scale_factor)
         infotext = meta["infotext"] or format_infotext("", "", {
             "Postprocess upscale by": p.scale_factor, "Postprocess upscaler": p.upscaler,
             "Size": f"{expected[0]}x{expected[1]}"})
         extra = {"route": meta["route"], "caption": caption, "webui": self.client.base}
+        if caption_text:  # the sentence itself, for the caption step (line 1)
+            extra["caption_text"] = caption_text
         if size_fix:
             extra["size_fix"] = size_fix
         return Result(image=image, backend=self.name, model=meta["model"], params=meta["params"],
@@ -338,6 +340,12 @@ class SdapiBackend(Backend):
             "seed": info.get("seed", task.seed), "params": params, "infotext": first_infotext(info),
             "prompt": p.prompt, "negative_prompt": p.negative_prompt}
 
+    def interrogate(self, task: EnhanceTask, model: str) -> str:
+        """The WebUI's caption of ``task.image`` (``clip`` or ``deepdanbooru``): the caption step's
+        ``sdapi`` captioner when another backend upscaled."""
+        self._ensure_started()
+        return self._interrogate(task, model)
+
     def _interrogate(self, task: EnhanceTask, model: str) -> str:
         thumb = task.image.copy()
         thumb.thumbnail((CAPTION_MAX_SIDE, CAPTION_MAX_SIDE))
@@ -347,8 +355,9 @@ class SdapiBackend(Backend):
             raise BackendError(f"{INTERROGATE}: the WebUI returned an empty caption")
         return caption
 
-    def _description(self, task: EnhanceTask, image: Image, model: str, scale: float) -> tuple[str, str]:
-        """(text, caption source).  Line 1 is the training caption (trigger word first)."""
+    def _description(self, task: EnhanceTask, image: Image, model: str,
+                     scale: float) -> tuple[str, str, str | None]:
+        """(text, caption source, caption).  Line 1 is the training caption (trigger word first)."""
         from astrowatch.backends.describe import technical_description
 
         language = str(task.params.get("language", self.config.astro.language))
@@ -365,7 +374,7 @@ class SdapiBackend(Backend):
                 note = f"caption: WebUI interrogate unavailable, technical description only ({exc.message})"
                 source = "technical"
         text = compose_description(self.config.dataset.trigger_word, caption, technical, note)
-        return text, source
+        return text, source, caption
 
     # -- astro -------------------------------------------------------------------------------------
     def generate(self, task: AstroTask) -> Result:
