@@ -44,9 +44,11 @@ log = structlog.get_logger("astrowatch.recovery")
 RESUMED = "resumed after restart (interrupted from outside; attempt not counted)"
 MAX_INTERRUPTIONS = 10  # the daemon died this many times running one job: that job is set aside
 
+FAILED_COUNT = "failed"  # the key of the recovery counts for jobs it had to fail
+
 
 def recover(config: Config, layout: Layout, ledger: Ledger, reviewer: Reviewer) -> dict[str, int]:
-    counts = {"resumed": 0, "failed": 0, "published": 0, "decided": 0, "parked": 0}
+    counts = {"resumed": 0, FAILED_COUNT: 0, "published": 0, "decided": 0, "parked": 0}
 
     def guarded(job: Job, what: str, step: Callable[[], str | None]) -> None:
         try:
@@ -85,7 +87,7 @@ def _resume(ledger: Ledger, layout: Layout, job: Job) -> str | None:
                   "memory or power lost); it is set aside")
         if ledger.transition(job.id, JobState.RUNNING, JobState.FAILING, error=reason, note="Interrupted"):
             finish_failed(ledger, layout, ledger.get(job.id))
-            return "failed"
+            return FAILED_COUNT
         return None
     if ledger.transition(job.id, JobState.RUNNING, JobState.QUEUED, attempts=max(job.attempts - 1, 0), note=RESUMED):
         log.info("interrupted job resumed; the attempt is not counted", job_id=job.id, user=job.user,
@@ -109,7 +111,7 @@ def _decide(reviewer: Reviewer, job: Job) -> str:
 
 def _fail(ledger: Ledger, layout: Layout, job: Job) -> str:
     finish_failed(ledger, layout, job)
-    return "failed"
+    return FAILED_COUNT
 
 
 def clean_work(layout: Layout, ledger: Ledger) -> int:

@@ -172,7 +172,7 @@ def test_a_full_disk_during_recovery_still_stops_the_start(setup, monkeypatch):
     claimed(ledger, queued.id)
     assert ledger.transition(queued.id, "running", "publishing", result={"stem": "theme", "image": "x.png"})
 
-    def full(job, layout):
+    def full(*_args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(recovery, "publish", full)
