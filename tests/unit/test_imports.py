@@ -21,12 +21,14 @@ OPTIONAL = {
     "caption": ("astrowatch.backends.caption.wd14",),  # onnxruntime
     "ui": ("astrowatch.ui.page", "astrowatch.commands.ui"),
     "plot": ("astrowatch.commands.stats", "astrowatch.review.stats"),
-    "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.commands.api"),
+    "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.api.events", "astrowatch.api.uploads",
+            "astrowatch.commands.api"),
     "celery": ("astrowatch.backends.remote.celery_app", "astrowatch.backends.remote.client", "astrowatch.runtime.remote_worker"),
     "provenance": ("astrowatch.storage.provenance",),  # c2pa, imported inside the signing functions only
 }
 IMPORT_NAME = {"PIL": "pillow", "c2pa": "c2pa-python", "yaml": "pyyaml", "pillow_heif": "pillow-heif",
-               "prometheus_client": "prometheus-client"}  # import name -> distribution name
+               "prometheus_client": "prometheus-client", "python_multipart": "python-multipart",
+               "sse_starlette": "sse-starlette"}  # import name -> distribution name
 
 
 def modules() -> dict[str, Path]:

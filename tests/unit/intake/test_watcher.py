@@ -111,4 +111,6 @@ def test_scan_finds_user_files_and_decisions_but_not_noise_or_deep_files(tmp_pat
     (layout.root / "inbox" / "e.png").write_bytes(b"x")
     os.symlink("/etc", layout.users / "linked-user")
     found = {os.path.relpath(p, layout.root) for p in scan(layout)}
-    assert found == {"Utilisateurs/gaby/a.jpg", "Utilisateurs/gaby/theme_gaby.json", "approved/lot/d.png"}
+    # a symlinked user folder is handed to ingest (which moves it aside, refused), never walked into
+    assert found == {"Utilisateurs/gaby/a.jpg", "Utilisateurs/gaby/theme_gaby.json", "approved/lot/d.png",
+                     "Utilisateurs/linked-user"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -351,7 +352,10 @@ def test_archive_moves_only_plain_files(site, tmp_path: Path) -> None:
     archive_decided(layout, job, image)
     archived = {p.name for p in layout.archive_dir("ana", job.id).iterdir()}
     assert archived == {image.name}
-    assert sidecar.is_symlink() and fifo.exists()
+    assert not os.path.lexists(sidecar) and not os.path.lexists(fifo)  # nothing left behind, nothing opened
+    review = layout.failed_dir("_review")
+    assert (review / sidecar.name).is_symlink() and stat.S_ISFIFO(os.lstat(review / fifo.name).st_mode)
+    assert (outside / "keep.txt").read_text() == "MARKER-SECRET"
 
 
 def test_a_symlinked_cache_entry_is_a_miss(site, tmp_path: Path) -> None:
