@@ -76,24 +76,9 @@ def ledger_rows(path: Path, user: str) -> tuple[list[dict[str, Any]], list[dict[
     return jobs, history
 
 
-def _entries(folder: Path, root: Path) -> list[tuple[str, os.stat_result]]:
-    """The names in ``folder`` (reached without links) and their ``lstat``; empty if it is not there."""
-    try:
-        with safefs.open_dir(folder, root) as dfd:
-            out = []
-            for name in os.listdir(dfd):
-                try:
-                    out.append((name, os.stat(name, dir_fd=dfd, follow_symlinks=False)))
-                except FileNotFoundError:
-                    continue
-            return out
-    except safefs.Unreadable:
-        return []
-
-
 def walk_files(folder: Path, root: Path, *, depth: int = 8) -> Iterator[Path]:
     """Regular files under ``folder``, never through a link (links themselves are skipped)."""
-    for name, st in _entries(folder, root):
+    for name, st in safefs.listdir(folder, root):
         if stat.S_ISDIR(st.st_mode) and depth > 0:
             yield from walk_files(folder / name, root, depth=depth - 1)
         elif stat.S_ISREG(st.st_mode):
@@ -159,7 +144,7 @@ def _cache_key(path: Path, root: Path) -> str | None:
 def log_files(layout: Layout) -> list[Path]:
     """``logs/*.jsonl`` and their rotated files."""
     out = []
-    for name, st in _entries(layout.logs, layout.root):
+    for name, st in safefs.listdir(layout.logs, layout.root):
         if stat.S_ISREG(st.st_mode) and (name.endswith(".jsonl") or ".jsonl." in name):
             out.append(layout.logs / name)
     return sorted(out)

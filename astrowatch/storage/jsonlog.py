@@ -90,26 +90,11 @@ def read_jsonl(path: Path, *, root: Path | None = None) -> Iterator[dict[str, An
             log.warning("log file not read", path=display(path), reason=str(exc))
 
 
-def _listing(folder: Path, root: Path) -> list[tuple[str, os.stat_result]]:
-    """(name, lstat) of the entries of ``folder``, reached without following links."""
-    try:
-        with safefs.open_dir(folder, root) as dfd:
-            out = []
-            for name in os.listdir(dfd):
-                try:
-                    out.append((name, os.stat(name, dir_fd=dfd, follow_symlinks=False)))
-                except OSError:
-                    continue
-            return out
-    except (safefs.Unreadable, OSError):
-        return []
-
-
 def rotated_files(path: Path, *, root: Path | None = None) -> list[Path]:
     """``x.jsonl.N`` ... ``x.jsonl.1``, ``x.jsonl`` that exist as regular files: oldest first."""
     path = Path(os.path.abspath(path))
     numbered, current = [], False
-    for name, st in _listing(path.parent, _root(path, root)):
+    for name, st in safefs.listdir(path.parent, _root(path, root)):
         if not stat.S_ISREG(st.st_mode):
             continue
         suffix = name[len(path.name) + 1:] if name.startswith(path.name + ".") else ""

@@ -236,6 +236,22 @@ def read_json_or_none(path: Path, *, root: Path, max_bytes: int = SIDECAR_MAX_BY
         return None
 
 
+def listdir(folder: Path, root: Path) -> list[tuple[str, os.stat_result]]:
+    """``(name, lstat)`` of the entries of ``folder``, reached without following links; empty if
+    the folder is not there or is refused (an entry removed while listed is left out)."""
+    try:
+        with open_dir(Path(folder), root) as dfd:
+            out = []
+            for name in os.listdir(dfd):
+                try:
+                    out.append((name, os.stat(name, dir_fd=dfd, follow_symlinks=False)))
+                except OSError:
+                    continue
+            return out
+    except (Unreadable, OSError):
+        return []
+
+
 def lstat_or_none(path: Path, *, root: Path) -> os.stat_result | None:
     """``lstat`` of a name relative to its parent folder, reached without following links."""
     try:
