@@ -49,6 +49,15 @@ def _personal_data_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     p.add_argument("--keep-loras", action="store_true", help="spare the per-user LoRA files ({user} in sdxl.loras)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    p = sub.add_parser("dataset", help="a user's filed LoRA dataset (datasets/<user>/)")
+    _add_config(p)
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dp = dsub.add_parser("recaption", help="re-caption the dataset with the caption: models (reviewer edits kept)")
+    _add_config(dp, nested=True)
+    dp.add_argument("user", help="the user folder name (datasets/<user>)")
+    dp.add_argument("--dry-run", action="store_true", help="say what would be re-captioned, write nothing")
+    dp.add_argument("--force", action="store_true", help="re-caption edited captions too")
+
     p = sub.add_parser("export", help="a zip of everything stored about one user (GDPR art. 15 and 20)")
     _add_config(p)
     p.add_argument("user", help="the user folder name (Utilisateurs/<user>)")
@@ -100,6 +109,20 @@ def _review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         if action == "approve":
             rp.add_argument("--force", action="store_true",
                             help="deliver a theme result even if a newer chart exists (marks its sidecar)")
+    rp = rsub.add_parser("caption", help="show or rewrite the caption sentence of an enhance result (line 1)")
+    _add_config(rp, nested=True)
+    rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
+    rp.add_argument("--text", help="the new sentence (after the trigger word, before the tags)")
+    rp.add_argument("--json", action="store_true")
+    rp = rsub.add_parser("tags", help="show or edit the tags of an enhance result's line 1 (filed on approval)")
+    _add_config(rp, nested=True)
+    rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
+    rp.add_argument("--set", dest="set_tags", metavar="'A, B'", help="replace the tags (comma-separated, in order)")
+    rp.add_argument("--add", action="append", default=[], metavar="TAG", help="add a tag at the end (repeatable)")
+    rp.add_argument("--remove", action="append", default=[], metavar="TAG", help="remove a tag (repeatable)")
+    rp.add_argument("--move", action="append", default=[], metavar="TAG:POS",
+                    help="move a tag to a 0-based position, -1 = last (repeatable)")
+    rp.add_argument("--json", action="store_true")
     rp = rsub.add_parser("redo", help="run a result again with parameter overrides")
     _add_config(rp, nested=True)
     rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")

@@ -10,7 +10,7 @@ import hashlib
 import threading
 import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
@@ -52,6 +52,33 @@ class DecisionBody(Strict):
 
 class RedoBody(DecisionBody):
     params: dict[str, Any] = Field(default_factory=dict, description="parameter overrides, e.g. {\"steps\": 40}")
+
+
+class CaptionBody(Strict):
+    caption: str | None = Field(None, max_length=1000, description="the sentence after the trigger word (one line)")
+    tags: list[Annotated[str, Field(max_length=100)]] | None = Field(
+        None, max_length=200, description="the tags of line 1, in order (no commas inside a tag)")
+
+
+class ProposedTag(BaseModel):
+    tag: str | None
+    score: float | None
+    category: str | None
+
+
+class Proposed(BaseModel):
+    line: str | None
+    caption: str | None
+    tags: list[ProposedTag]
+
+
+class CaptionOut(BaseModel):
+    job_id: str
+    line: str = Field(description="line 1 of the result's .txt: what approval files")
+    trigger: str
+    caption: str
+    tags: list[str]
+    proposed: Proposed = Field(description="what the captioner and the tagger proposed (tags with their scores)")
 
 
 class AstroImage(BaseModel):
@@ -233,6 +260,10 @@ def _reads(service: Service) -> APIRouter:
     def pending(job_id: str, request: Request) -> Response:
         return _png(service.pending_image(job_id), request)
 
+    @router.get("/jobs/{job_id}/caption", response_model=CaptionOut, responses={409: {"model": ErrorOut}})
+    def caption(job_id: str) -> dict[str, Any]:
+        return service.caption(job_id)
+
     @router.get("/inbox", response_model=list[InboxOut])
     def inbox(user: str | None = None) -> list[dict[str, Any]]:
         return service.inbox(user)
@@ -261,6 +292,10 @@ def _writes(service: Service, config: Config) -> APIRouter:
 
     for name in (Decision.APPROVE, Decision.REJECT):
         router.post(f"/jobs/{{job_id}}/{name}", name=name, **accepted)(decision(name))
+
+    @router.patch("/jobs/{job_id}/caption", response_model=CaptionOut)
+    def edit_caption(job_id: str, body: CaptionBody) -> dict[str, Any]:
+        return service.edit_caption(job_id, body.caption, body.tags)
 
     @router.post("/jobs/{job_id}/redo", **accepted)
     def redo(job_id: str, body: RedoBody | None = Body(None)) -> dict[str, Any]:
@@ -380,6 +415,8 @@ def _errors(app: FastAPI) -> None:
 def _valid_keys(path: str) -> str:
     if path.endswith("/redo"):
         return "params (an object of parameter overrides), caption"
+    if path.endswith("/caption"):
+        return "caption (the sentence), tags (a list, in order)"
     if path.endswith(("/approve", "/reject")):
         return "caption"
     return "seed, style (JSON body); backend (query)"

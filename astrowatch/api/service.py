@@ -34,6 +34,7 @@ from astrowatch.storage.safefs import SIDECAR_MAX_BYTES, Unreadable
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
+    from astrowatch.review.inbox import InboxItem
     from astrowatch.storage.ledger import Job, Ledger
 
 DECISIONS = tuple(Decision)
@@ -322,6 +323,45 @@ class Service:
                 raise ApiError(409, f"could not move {image.name}: {exc}",
                                "it was probably decided meanwhile") from None
         return {"job_id": job.id, "decision": decision, "state": job.state, "status_url": f"/api/jobs/{job.id}"}
+
+    # -- the training caption of an enhance result (review/captions.py) ---------------------------
+    def _caption_item(self, job_id: str) -> InboxItem:
+        from astrowatch.review.inbox import InboxItem
+
+        job = self.job(job_id)
+        image = self.inbox_image(job) if job.state == JobState.INBOX else None
+        if image is None:
+            raise ApiError(409, f"job {job.id} is not awaiting review (state: {job.state})",
+                           "a caption is edited while its result waits in the inbox: GET /api/inbox")
+        if job.kind != JobKind.ENHANCE:
+            raise ApiError(409, f"job {job.id} is an {job.kind} result: only enhance results have a training caption",
+                           "send an astro result's description as 'caption' with approve, reject or redo")
+        return InboxItem(job, image, self.layout.root)
+
+    def caption(self, job_id: str) -> dict[str, Any]:
+        """Line 1 split into trigger, caption and tags, with what the models proposed."""
+        from astrowatch.review.captions import describe
+
+        item = self._caption_item(job_id)
+        return {"job_id": item.job.id, **describe(item, self.config.dataset.trigger_word)}
+
+    def edit_caption(self, job_id: str, caption: str | None, tags: list[str] | None) -> dict[str, Any]:
+        """Rewrite line 1 of the result's .txt (caption and/or tags); filed as left on approval."""
+        from astrowatch.review.captions import describe, edit_caption
+
+        with self._decide_lock:  # not while this process moves the same result
+            item = self._caption_item(job_id)
+            try:
+                edit_caption(item, self.config.dataset.trigger_word, caption=caption, tags=tags)
+            except InputError as exc:
+                if isinstance(exc, UnsafePathError):
+                    raise ApiError(409, f"could not edit {item.caption_path.name}: {exc}",
+                                   "it was probably decided meanwhile") from None
+                raise bad_params(exc) from None
+            except (AstrowatchError, OSError) as exc:
+                raise ApiError(409, f"could not edit {item.caption_path.name}: {exc}",
+                               "it was probably decided meanwhile") from None
+            return {"job_id": item.job.id, **describe(item, self.config.dataset.trigger_word)}
 
     # -- health --------------------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:

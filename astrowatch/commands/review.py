@@ -1,15 +1,17 @@
-"""``astrowatch review list|approve|reject|redo``: the same as moving the file by hand.
+"""``astrowatch review list|approve|reject|redo|caption|tags``: the same as moving the file by hand.
 
 The command moves the inbox image (with its sidecars) into ``approved/``, ``rejected/`` or
 ``redo/``; the daemon acts on it exactly as on a reviewer's move (at its next start if it is
 not running).  ``redo --set section.key=value`` (the spelling of ``generate``/``enhance``, e.g.
-``astro.style=cosmique``, ``sdxl.steps=40``) first edits the sidecar's ``params``.
+``astro.style=cosmique``, ``sdxl.steps=40``) first edits the sidecar's ``params``.  ``caption``
+and ``tags`` edit line 1 of an enhance result's ``.txt`` (what approval files), nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from astrowatch.core.jobs import Decision, JobState
 from astrowatch.review.inbox import FOLDER, apply_sets, find_inbox_item, force, move, redo_overrides
@@ -39,6 +41,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             print("\n".join(f"{r['job_id']}  {r['kind']:<8} {r['image']}" for r in rows) or "inbox is empty")
         return 0
+    if args.action in ("caption", "tags"):
+        return _edit(args, config, layout, ledger)
     items = args.item if isinstance(args.item, list) else [args.item]
     for item in items:
         job, image = find_inbox_item(ledger, layout, item)
@@ -48,4 +52,40 @@ def main(args: argparse.Namespace) -> int:
             force(image.with_suffix(".json"), root=layout.root)
         dest = move(image, layout.root / FOLDER[args.action], root=layout.root)
         print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {args.action} it")
+    return 0
+
+
+def _edit(args: argparse.Namespace, config: Any, layout: Any, ledger: Any) -> int:
+    """``review caption ITEM [--text T]`` / ``review tags ITEM [--set|--add|--remove|--move]``:
+    without an edit, show the parts and the models' proposal."""
+    from astrowatch.core.jobs import JobKind
+    from astrowatch.review.captions import describe, edit_caption, parse_move, parse_tag_list
+    from astrowatch.review.inbox import InboxItem
+
+    job, image = find_inbox_item(ledger, layout, args.item)
+    if job.kind != JobKind.ENHANCE:
+        from astrowatch.core.errors import InputError
+
+        raise InputError(f"job {job.id} is an {job.kind} result: only enhance results have training captions",
+                         hint="edit an astro result's description in its .txt or on the review page")
+    item = InboxItem(job, image, layout.root)
+    trigger = config.dataset.trigger_word
+    text = getattr(args, "text", None)
+    tags = parse_tag_list(args.set_tags) if getattr(args, "set_tags", None) is not None else None
+    add, remove = getattr(args, "add", []), getattr(args, "remove", [])
+    move = [parse_move(m) for m in getattr(args, "move", [])]
+    if text is not None or tags is not None or add or remove or move:
+        edit_caption(item, trigger, caption=text, tags=tags, add=add, remove=remove, move=move)
+    shown = describe(item, trigger)
+    if args.json:
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{job.id}: {shown['line']}")
+    if args.action == "caption":
+        print(f"caption:  {shown['caption'] or '(none)'}")
+        print(f"proposed: {shown['proposed'].get('caption') or '(none)'}")
+    else:
+        print("tags:     " + (", ".join(shown["tags"]) or "(none)"))
+        scores = {t["tag"]: t["score"] for t in shown["proposed"]["tags"]}
+        print("proposed: " + (", ".join(f"{t} ({s})" for t, s in scores.items()) or "(none)"))
     return 0

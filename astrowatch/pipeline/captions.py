@@ -62,31 +62,40 @@ def _service(ctx: JobContext) -> CaptionService:
     return service
 
 
-def caption_result(ctx: JobContext, task: EnhanceTask, result: Result, backend: str,
-                   params: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite ``result.description`` (line 1 = the training line); return the sidecar's ``captions``."""
-    config = ctx.config
-    settings: CaptionSettings = effective_settings(config, backend, params)
-    image: Image = task.image
+def model_captions(config: Config, settings: CaptionSettings, image: Image, service: Callable[[], CaptionService],
+                   sdapi: Callable[[str], tuple[str, dict[str, Any]]], cancel: CancelToken | None) -> dict[str, Any]:
+    """What the configured models propose for ``image``: the sidecar's ``captions`` record, whose
+    ``line`` is line 1 (``trigger, caption, tag, tag``).  Also used by ``astrowatch dataset recaption``."""
     trigger = config.dataset.trigger_word.strip()
     caption, captioner = "", {"name": settings.captioner}
     if settings.captioner == "sdapi" and settings.captioner_model:
-        caption, captioner = _sdapi_caption(ctx, result, task, settings.captioner_model)
+        caption, captioner = sdapi(settings.captioner_model)
     elif settings.captioner in ("blip", "florence2", "openai"):
-        caption = _service(ctx).caption(image, settings, ctx.cancel)
-        captioner = _service(ctx).model_info(settings)
+        caption = service().caption(image, settings, cancel)
+        captioner = service().model_info(settings)
     if settings.captioner_prompt and settings.captioner != "none":
         captioner["prompt"] = settings.captioner_prompt
     tags: list[Any] = []
     ratings: dict[str, float] = {}
     tagger: dict[str, Any] = {"name": settings.tagger}
     if settings.tagger == "wd14":
-        ctx.cancel.check()
-        tags, ratings, tagger = _service(ctx).tag(image, settings)
+        if cancel is not None:
+            cancel.check()
+        tags, ratings, tagger = service().tag(image, settings)
     line = Line(trigger, caption, [t.name for t in tags]).text()
-    result.description = compose(line, technical_text(result, trigger))
     record: dict[str, Any] = {"line": line, "caption": caption, "captioner": captioner, "tagger": tagger,
                               "tags": [t.record() for t in tags], "ratings": ratings, **settings.record()}
     if settings.why:
         record["why"] = settings.why
+    return record
+
+
+def caption_result(ctx: JobContext, task: EnhanceTask, result: Result, backend: str,
+                   params: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite ``result.description`` (line 1 = the training line); return the sidecar's ``captions``."""
+    config = ctx.config
+    settings: CaptionSettings = effective_settings(config, backend, params)
+    record = model_captions(config, settings, task.image, lambda: _service(ctx),
+                            lambda model: _sdapi_caption(ctx, result, task, model), ctx.cancel)
+    result.description = compose(record["line"], technical_text(result, config.dataset.trigger_word.strip()))
     return record

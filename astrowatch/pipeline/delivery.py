@@ -116,9 +116,14 @@ def file_into_dataset(layout: Layout, config: Config, job: Job, image: Path, cap
             break
     write_dataset_toml(layout, config, job.user)
     # caption before image: a trainer scanning the folder never sees an image without its caption
-    safefs.write_text(dest.with_suffix(".txt"), caption_line(caption, config.dataset.trigger_word) + "\n", root=root)
+    filed = caption_line(caption, config.dataset.trigger_word)
+    safefs.write_text(dest.with_suffix(".txt"), filed + "\n", root=root)
     if _sha(layout, dest, bound) != digest:
         safefs.write_bytes(dest, content, root=root)
+    from astrowatch.pipeline.dataset_captions import note_filed
+
+    proposed = caption_line(str((job.result or {}).get("description") or ""), config.dataset.trigger_word)
+    note_filed(layout, job.user, dest.name, job_id=job.id, proposed=proposed, filed=filed)
     return layout.rel(dest)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from astrowatch.backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Progress, Result
-from astrowatch.backends.caption.text import CAPTION_KEYS
+from astrowatch.backends.caption.text import CAPTION_KEYS, effective_settings
 from astrowatch.backends.loras import LoraPlan
 from astrowatch.core.errors import InputError, UnsafePathError
 from astrowatch.pipeline.feedback import sidecar_learned
@@ -209,8 +209,11 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
     seed = int(params.get("seed", fallback_seed))
     key = cache_key(image, name, backend, cfg, for_backend)
     cached = cache_load(ctx.layout, key, max_bytes=cfg.limits.max_image_bytes)
+    task_params_now = dict(for_backend)
+    if name == "sdapi" and effective_settings(cfg, name, params).captioner != "sdapi":
+        task_params_now["caption_model"] = "none"  # another captioner writes line 1: no WebUI interrogate
     task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
-                       params=for_backend, seed=seed, facts=facts, cancel=ctx.cancel,
+                       params=task_params_now, seed=seed, facts=facts, cancel=ctx.cancel,
                        progress=ctx.progress, source=source)
     if cached is not None:
         result, cache = cached, "hit"

@@ -30,8 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FOLDER = {decision: decision.folder for decision in Decision}  # approve -> approved/, ...
 # what an edit of the sidecar may change: redo parameters (checked by check_params), the
-# reviewer's "force" and the API's mark; job id, hashes, backend record... stay as published
-EDITABLE_SIDECAR_KEYS = frozenset({"params", "force", "decided_via"})
+# reviewer's "force", the API's mark and the reviewer's caption sentence (review/captions.py);
+# job id, hashes, backend record, the models' proposed captions... stay as published
+EDITABLE_SIDECAR_KEYS = frozenset({"params", "force", "decided_via", "reviewed_caption"})
 
 
 def is_file(path: Path, root: Path) -> bool:

@@ -23,7 +23,15 @@ from astrowatch.storage.layout import Layout
 from astrowatch.storage.ledger import Ledger
 from astrowatch.storage.ledger_readonly import open_for_reading
 from astrowatch.storage.safefs import lstat_or_none
-from astrowatch.ui.views import LOGIN_ENV, chart_wheel, image_bytes, original_preview
+from astrowatch.ui.views import (
+    LOGIN_ENV,
+    caption_fields,
+    chart_wheel,
+    final_description,
+    image_bytes,
+    original_preview,
+    proposed_tags_text,
+)
 
 VERB = {Decision.APPROVE: "approved", Decision.REJECT: "rejected", Decision.REDO: "sent back for a redo"}
 
@@ -55,10 +63,53 @@ def _flash() -> None:
         (st.success if kind == "ok" else st.error)(text)
 
 
+def _edited(config: Any, item: InboxItem) -> str | None:
+    """The description as the reviewer left it: the box, line 1 from the caption and tag boxes
+    when those were edited (:func:`astrowatch.ui.views.final_description`)."""
+    job_id = item.job.id
+    description = st.session_state.get(f"caption-{job_id}")
+    if description is None:
+        return None
+    return final_description(st.session_state.get(f"file-{job_id}", ""), description,
+                             st.session_state.get(f"sentence-{job_id}"), st.session_state.get(f"tags-{job_id}"),
+                             item.sidecar(), config.dataset.trigger_word)
+
+
+def _from_fields(config: Any, item: InboxItem) -> None:
+    """The caption or tag box changed: rebuild line 1 of the description box."""
+    try:
+        st.session_state[f"caption-{item.job.id}"] = _edited(config, item)
+    except AstrowatchError as exc:
+        st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
+
+
+def _from_description(config: Any, item: InboxItem) -> None:
+    """The description box changed: split its line 1 into the caption and tag boxes again."""
+    job_id = item.job.id
+    if f"sentence-{job_id}" in st.session_state:
+        sentence, tags = caption_fields(st.session_state.get(f"caption-{job_id}") or "", item.sidecar(),
+                                        config.dataset.trigger_word)
+        st.session_state[f"sentence-{job_id}"], st.session_state[f"tags-{job_id}"] = sentence, tags
+
+
+def _fill(config: Any, item: InboxItem, sidecar: dict[str, Any], with_fields: bool) -> None:
+    """Fill the boxes from the files, first time and whenever the .txt changed on disk."""
+    job_id = item.job.id
+    text = item.caption()
+    keys = [f"caption-{job_id}", *((f"sentence-{job_id}", f"tags-{job_id}") if with_fields else ())]
+    if st.session_state.get(f"file-{job_id}") == text and all(k in st.session_state for k in keys):
+        return
+    st.session_state[f"file-{job_id}"] = text
+    st.session_state[f"caption-{job_id}"] = text
+    if with_fields:
+        sentence, tags = caption_fields(text, sidecar, config.dataset.trigger_word)
+        st.session_state[f"sentence-{job_id}"], st.session_state[f"tags-{job_id}"] = sentence, tags
+
+
 def _act(config: Any, layout: Layout, item: InboxItem, decision: Decision) -> None:
     job_id = item.job.id
-    caption = st.session_state.get(f"caption-{job_id}")
     try:
+        caption = _edited(config, item)
         params = parse_params(st.session_state.get(f"params-{job_id}", "{}")) if decision == Decision.REDO else None
         dest = decide(config, layout, item, decision, caption=caption, params=params)
     except AstrowatchError as exc:
@@ -70,8 +121,12 @@ def _act(config: Any, layout: Layout, item: InboxItem, decision: Decision) -> No
     st.session_state["flash"] = [("ok", f"{item.image.name} {VERB[decision]}: moved to {layout.rel(dest)}")]
 
 
-def _save(item: InboxItem) -> None:
-    changed = save_caption(item, st.session_state.get(f"caption-{item.job.id}", ""))
+def _save(config: Any, item: InboxItem) -> None:
+    try:
+        changed = save_caption(item, _edited(config, item) or "")
+    except AstrowatchError as exc:
+        st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
+        return
     st.session_state["flash"] = [("ok", f"description of {item.image.name} saved" if changed
                                   else f"description of {item.image.name} unchanged")]
 
@@ -135,9 +190,19 @@ def _controls(config: Any, layout: Layout, item: InboxItem, sidecar: dict[str, A
                           args=(config, layout, item, Decision.APPROVE))
     decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act,
                           args=(config, layout, item, Decision.REJECT))
-    st.text_area("Description (line 1 is the training caption)", value=item.caption(), key=f"caption-{job_id}",
-                 height=150)
-    st.button("Save description", key=f"save-{job_id}", on_click=_save, args=(item,))
+    fields = item.job.kind == JobKind.ENHANCE and isinstance(sidecar.get("captions"), dict)
+    _fill(config, item, sidecar, fields)
+    st.text_area("Description (line 1 is the training caption)", key=f"caption-{job_id}", height=150,
+                 on_change=_from_description, args=(config, item))
+    if fields:
+        st.text_input("Caption (after the trigger word)", key=f"sentence-{job_id}", on_change=_from_fields,
+                      args=(config, item))
+        st.text_area("Tags, in order (one a line: delete a line to remove a tag, add one, move lines to reorder)",
+                     key=f"tags-{job_id}", height=120, on_change=_from_fields, args=(config, item))
+        proposal = proposed_tags_text(sidecar)
+        if proposal:
+            st.caption("proposed: " + proposal)
+    st.button("Save description", key=f"save-{job_id}", on_click=_save, args=(config, item))
     params = sidecar.get("params") if isinstance(sidecar.get("params"), dict) else {}
     st.text_area("Parameters (edit, then redo)", value=json.dumps(params, indent=2, ensure_ascii=False),
                  key=f"params-{job_id}", height=170)

@@ -78,3 +78,47 @@ def login_required(config: Config, host: str) -> bool:
     required = not is_loopback(host)
     os.environ[LOGIN_ENV] = "1" if required else "0"
     return required
+
+
+# -- the training caption of an enhance result: a sentence and a tag list beside the description ----
+def caption_fields(description: str, sidecar: dict[str, Any], trigger: str) -> tuple[str, str]:
+    """(sentence, tags one per line) read from line 1 of ``description`` (see
+    :mod:`astrowatch.review.captions`): what the page's caption and tag boxes start from."""
+    from astrowatch.review.captions import current_parts
+
+    parts = current_parts(description, sidecar, trigger)
+    return parts.caption, "\n".join(parts.tags)
+
+
+def description_with_fields(description: str, sentence: str, tags_text: str, trigger: str) -> str:
+    """``description`` with line 1 rebuilt from the page's sentence and tag boxes (tags one per
+    line or comma-separated, in the order given; empty lines dropped), the technical lines kept.
+    A tag or sentence out of bounds is an :class:`~astrowatch.core.errors.InputError`."""
+    from astrowatch.review.captions import CaptionParts, check_caption, parse_tag_list, with_line
+
+    parts = CaptionParts(trigger.strip(), check_caption(sentence), parse_tag_list(tags_text))
+    return with_line(description, parts.line())
+
+
+def proposed_tags_text(sidecar: dict[str, Any]) -> str:
+    """``long hair 0.92 · outdoors 0.61``: the tagger's proposal with scores, for the page."""
+    from astrowatch.review.captions import proposed
+
+    tags = [t for t in proposed(sidecar).get("tags") or [] if isinstance(t, dict)]
+    return " · ".join(f"{t.get('tag')} {float(t.get('score') or 0):.2f}" for t in tags)
+
+
+def final_description(initial: str, description: str, sentence: str | None, tags_text: str | None,
+                      sidecar: dict[str, Any], trigger: str) -> str:
+    """What a decision or a save writes: the description box, with line 1 rebuilt from the
+    sentence and tag boxes when those were edited (they differ from what the box's, and the
+    file's, line 1 says).  ``initial`` is the ``.txt`` the boxes were filled from; ``None``
+    boxes (an astro result) leave the description as it is."""
+    if sentence is None or tags_text is None:
+        return description
+    from astrowatch.review.captions import check_caption, parse_tag_list
+
+    fields = (check_caption(sentence), "\n".join(parse_tag_list(tags_text)))
+    if fields in (caption_fields(description, sidecar, trigger), caption_fields(initial, sidecar, trigger)):
+        return description
+    return description_with_fields(description, sentence, tags_text, trigger)

@@ -337,3 +337,28 @@ def test_an_original_browsers_cannot_show_is_previewed_decoded_and_oriented(tmp_
     assert original_preview(tmp_path / "link.heic", Config(), root) is None  # nor when decoded
     (tmp_path / "c.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
     assert original_preview(tmp_path / "c.heic", Config(), root) is None
+
+
+def test_editing_tags_then_approving_files_exactly_those_tags_in_order(inbox, monkeypatch) -> None:
+    """The caption and tag boxes of an enhance result: a tag removed, one added, one moved first;
+    the sentence rewritten; approval files line 1 with exactly those parts in that order."""
+    from astrowatch.intake.ingest import Ingest
+    from astrowatch.review.inbox import InboxItem, save_caption
+
+    env, job = inbox["env"], inbox["photo"]["job"]
+    image = _image(inbox, "photo")
+    trigger = env.config.dataset.trigger_word
+    technical = image.with_suffix(".txt").read_text().splitlines()[1:]
+    proposed = ", ".join(p for p in (trigger, "sand", "sky", "sea") if p)  # no captioner here: tags only
+    save_caption(InboxItem(job, image, env.layout.root), "\n".join([proposed, *technical]))
+    at = _app(inbox, monkeypatch)
+    assert at.text_input(key=f"sentence-{job.id}").value == ""
+    assert at.text_area(key=f"tags-{job.id}").value == "sand\nsky\nsea"
+    at.text_input(key=f"sentence-{job.id}").set_value("a quiet beach, at noon")
+    at.text_area(key=f"tags-{job.id}").set_value("sea\nsand\nwaves")  # sky removed, waves added, sea first
+    at.button(key=f"approve-{job.id}").click().run()
+    assert not at.exception and not at.error
+    moved = env.layout.root / "approved" / image.name
+    assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
+    filed = next((env.layout.root / "datasets" / job.user).glob("*.txt")).read_text().splitlines()
+    assert filed == [", ".join(p for p in (trigger, "a quiet beach, at noon", "sea", "sand", "waves") if p)]

@@ -71,3 +71,27 @@ def test_no_captioner_no_tagger_keeps_the_trigger_only(tmp_path: Path) -> None:
     assert out.extra["captions"]["captioner"] == {"name": "none"}
     assert out.extra["captions"]["why"].startswith("auto:")
     assert "caption" not in pool._backends  # nothing to load
+
+
+def test_the_webui_interrogates_only_when_it_is_the_captioner(tmp_path: Path) -> None:
+    """On the WebUI backend, its own interrogate runs once for the ``sdapi`` captioner (line 1 takes
+    it), and not at all when another captioner (here ``none``) writes line 1."""
+    from sdapi_support import FakeWebUI, make_config
+
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), (255, 0, 0)).save(photo)
+    for captioner, calls in (("auto", 1), ("none", 0)):
+        with FakeWebUI() as server:
+            config = make_config(server.url, tmp_path,  # data_dir: the default data/ under tmp_path
+                                 enhance={"backend": "sdapi", "min_side": 16, "caption_model": "clip"},
+                                 dataset={"trigger_word": "ohwx"}, caption={"captioner": captioner})
+            layout = Layout(config.data_dir)
+            layout.ensure()
+            pool = BackendPool(config, device="cpu")
+            out = enhance_image(photo, JobContext(config, layout, pool.get), job_id="b" * 12, user="gaby",
+                                params={}, default_backend="sdapi", fallback_seed=1)
+            pool.close()
+            assert server.posts["/sdapi/v1/interrogate"] == calls, captioner
+        first = out.result.description.splitlines()[0]
+        assert (first != "ohwx") == bool(calls) and out.extra["captions"]["captioner"]["name"] == (
+            "sdapi" if calls else "none")

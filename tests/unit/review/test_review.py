@@ -95,4 +95,5 @@ def test_a_dataset_never_holds_two_images_for_one_caption(site):
     reviewer.handle(layout.root / "approved" / second.name)
     job_id = second.name.split(".")[1]
     names = sorted(p.name for p in (layout.root / "datasets" / "gaby").iterdir())
-    assert names == ["dataset.toml", f"photo-{job_id}.txt", f"photo-{job_id}.webp", "photo.png", "photo.txt"]
+    assert names == ["astrowatch-captions.json", "dataset.toml", f"photo-{job_id}.txt", f"photo-{job_id}.webp",
+                     "photo.png", "photo.txt"]
