@@ -218,5 +218,17 @@ class Backend:
     def generate(self, task: AstroTask) -> Result:
         raise NotImplementedError(f"backend {self.name!r} does not generate astro images")
 
+    def generate_variants(self, task: AstroTask, seeds: list[int]) -> list[Result]:
+        """One image per seed (``astro.variants``).  This default makes them one after another;
+        a backend that batches (SDXL ``num_images_per_prompt``, the WebUI's ``batch_size``)
+        overrides it with one call.  Each result records its own seed."""
+        from dataclasses import replace
+
+        results = []
+        for seed in seeds:
+            task.cancel.check()
+            results.append(self.generate(replace(task, seed=seed)))
+        return results
+
     def enhance(self, task: EnhanceTask) -> Result:
         raise NotImplementedError(f"backend {self.name!r} does not enhance images")

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job
 
-PIPELINE_KEYS = frozenset({"backend", "seed", "style"}) | CAPTION_KEYS  # overrides the pipeline itself consumes
+PIPELINE_KEYS = frozenset({"backend", "seed", "style", "variants"}) | CAPTION_KEYS  # overrides the pipeline itself consumes
 SNAPSHOT_FROM = "_snapshot_from"  # param of a job made by astrowatch api: the job whose theme snapshot it uses
 INIT_IMAGE_BACKENDS = frozenset({"sdxl"})  # backends that use an init/style image (others ignore it)
 
@@ -52,6 +52,7 @@ class Outcome:
     params: dict[str, Any]  # effective parameters, as the reviewer sees and edits them
     extra: dict[str, Any]  # recorded in the sidecar (fusion, facts, cache...)
     image_format: str = "png"  # the result file: png, webp or jpeg (enhance.format; astro is always png)
+    variants: list[Result] = field(default_factory=list)  # astro.variants > 1: every image, ``result`` first
 
 
 def backend_for(params: dict[str, Any], default_backend: str) -> str:
@@ -110,7 +111,15 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
                      prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
                      fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel,
                      progress=ctx.progress)
-    result = backend.generate(task)
+    count = int(params.get("variants") or ctx.config.astro.variants)
+    variants: list[Result] = []
+    if count > 1:
+        from astrowatch.pipeline.variants import variant_seeds
+
+        variants = backend.generate_variants(task, variant_seeds(fusion.seed, count))
+        result = variants[0]
+    else:
+        result = backend.generate(task)
     description = result.description or ""
     if fusion.description and fusion.description not in description:
         description = f"{fusion.description}\n{description}".strip()
@@ -120,9 +129,14 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     effective = {"backend": name, "style": fusion.style, "seed": fusion.seed, **result.params}
     if loras is not None:
         effective["loras"] = loras.params()
+    if variants:
+        effective["variants"] = len(variants)
+        for other in variants[1:]:
+            other.description = description
+            other.prompt, other.negative_prompt = other.prompt or result.prompt, other.negative_prompt or result.negative_prompt
     return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel,
                                        "loras": loras.record(ctx.config.data_dir) if loras else None,
-                                       "learned": sidecar_learned(params, effective)})
+                                       "learned": sidecar_learned(params, effective)}, variants=variants)
 
 
 def lora_plan(backend: Backend, user: str, params: dict[str, Any]) -> LoraPlan | None:
