@@ -113,3 +113,44 @@ def test_all_variants_rejected_rejects_and_redo_from_a_variant_seed(tmp_path, da
     wait_until(lambda: not _inbox(data), what="sheet archived")
     assert not (user / "theme_gaby.png").exists()
     assert d.stop() == 0
+
+
+def test_pick_through_the_api_and_the_cli(tmp_path, daemon_factory):
+    from api_support import ApiProcess, wait_state
+
+    config = write_config(tmp_path, astro={"backend": "fake"}, fake={"size": 64})
+    d = daemon_factory(config).start()
+    (d.data / "Utilisateurs" / "rey").mkdir(parents=True)
+    (d.data / "Utilisateurs" / "rey" / "theme_rey.json").write_bytes(theme_bytes("kerykeion_v5_subject.json", "rey"))
+    api = ApiProcess(config)
+    try:
+        api.start()
+        first = wait_state(api, "/api/astro-image/rey", {"inbox"})["job_id"]
+        assert api.get("/api/inbox").json()[0]["variants"] is None  # one image: as before
+        api.post(f"/api/jobs/{first}/reject")
+        wait_state(api, f"/api/jobs/{first}", {"rejected"})
+        resp = api.post("/api/astro-image/rey", json={"variants": 3})
+        job = wait_state(api, resp.json()["status_url"], {"inbox"})["job_id"]
+        item = next(i for i in api.get("/api/inbox").json() if i["job_id"] == job)
+        assert [v["variant"] for v in item["variants"]] == [1, 2, 3]
+        pngs = [api.get(v["image"]).content for v in item["variants"]]
+        assert len(set(pngs)) == 3 and api.get(item["image"]).content not in pngs  # the sheet
+        assert api.post(f"/api/jobs/{job}/approve").status_code == 422  # which one?
+        assert api.post(f"/api/jobs/{job}/pick", json={"variant": 9}).status_code == 422
+        assert api.post(f"/api/jobs/{job}/pick", json={"variant": 3}).status_code == 202
+        wait_state(api, f"/api/jobs/{job}", {"delivered"})
+        assert (d.data / "Utilisateurs" / "rey" / "theme_rey.png").read_bytes() == pngs[2]
+        assert _reviews(d.data)[-1]["via"] == "api" and _reviews(d.data)[-1]["variant"] == 3
+
+        # the CLI: approve asks for the variant, pick moves it
+        third = wait_state(api, api.post("/api/astro-image/rey", json={"variants": 2, "seed": 5}).json()["status_url"],
+                           {"inbox"})["job_id"]
+        refused = run_cli("review", "approve", third, config=config, check=False)
+        assert refused.returncode != 0 and "pick" in refused.stderr
+        v2 = next(p for p in _inbox(d.data, "rey") if p.name.endswith(".v2.png")).read_bytes()
+        run_cli("review", "pick", third, "2", config=config)
+        wait_state(api, f"/api/jobs/{third}", {"delivered"})
+        assert (d.data / "Utilisateurs" / "rey" / "theme_rey.png").read_bytes() == v2
+    finally:
+        api.close()
+    assert d.stop() == 0
