@@ -154,6 +154,8 @@ class AstroTask:
     negative_prompt: str
     fusion: dict[str, Any] = field(default_factory=dict)  # prompt-fusion output, recorded as is
     init_image: Path | None = None  # moodboard or chart wheel, for backends that take one
+    style_image: Path | None = None  # the style reference (sdxl.ip_adapter): a decoded copy of the moodboard
+    style_sha256: str | None = None  # the reference file's hash, recorded with the result
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress = field(default_factory=Progress)
 

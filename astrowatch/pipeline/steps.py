@@ -104,13 +104,14 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
                   seed=int(seed) if seed is not None else None, triggers=loras.triggers if loras else ())
     init_image, init_rel = _init_image(chart, ctx, name, work_dir, params)
+    style_image, style_sha, style_rel = _style_reference(chart, ctx, name, work_dir)
     for_backend = task_params(params)
     if loras is not None:
         for_backend["loras"] = loras
     task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=for_backend, seed=fusion.seed,
                      prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
                      fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel,
-                     progress=ctx.progress)
+                     progress=ctx.progress, style_image=style_image, style_sha256=style_sha)
     count = int(params.get("variants") or ctx.config.astro.variants)
     variants: list[Result] = []
     if count > 1:
@@ -135,6 +136,7 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
             other.description = description
             other.prompt, other.negative_prompt = other.prompt or result.prompt, other.negative_prompt or result.negative_prompt
     return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel,
+                                       "style_reference": {"path": style_rel, "sha256": style_sha} if style_rel else None,
                                        "loras": loras.record(ctx.config.data_dir) if loras else None,
                                        "learned": sidecar_learned(params, effective)}, variants=variants)
 
@@ -161,7 +163,7 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path,
 
     used = backend in INIT_IMAGE_BACKENDS and params.get("init_strength", ctx.config.sdxl.init_strength) is not None
     user_dir: Path = ctx.layout.users / chart.user
-    for ext in ("png", "jpg", "webp"):
+    for ext in (() if _adapter(ctx, backend) else ("png", "jpg", "webp")):  # with an adapter: a style reference
         candidate = user_dir / f"moodboard.{ext}"
         st = safefs.lstat_or_none(candidate, root=ctx.layout.root)
         if st is not None and stat.S_ISREG(st.st_mode):
@@ -184,13 +186,43 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path,
     return path, ctx.layout.rel(path)
 
 
-def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path) -> Path:
+def _adapter(ctx: JobContext, backend: str) -> bool:
+    return backend == "sdxl" and ctx.config.sdxl.ip_adapter.model is not None
+
+
+def _style_reference(chart: Any, ctx: JobContext, backend: str,
+                     work_dir: Path) -> tuple[Path | None, str | None, str | None]:
+    """With ``sdxl.ip_adapter``: the user's ``moodboard.*`` (else, with ``fallback: last_portrait``,
+    the last delivered ``theme_<user>.png``) as the style reference: (the decoded copy the backend
+    reads, the sha256 of the user's file, its path for the sidecar).  Read through safefs and the
+    sandboxed decoder like the init image; a changed moodboard is used by the next job."""
+    if not _adapter(ctx, backend):
+        return None, None, None
+    user_dir: Path = ctx.layout.users / chart.user
+    names = [f"moodboard.{ext}" for ext in ("png", "jpg", "webp")]
+    if ctx.config.sdxl.ip_adapter.fallback == "last_portrait":
+        names.append(f"theme_{chart.user}.png")
+    for name in names:
+        candidate = user_dir / name
+        st = safefs.lstat_or_none(candidate, root=ctx.layout.root)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        try:
+            digest, _st = safefs.sha256_of(candidate, root=ctx.layout.root,
+                                           max_bytes=ctx.config.limits.max_image_bytes, what="style reference")
+        except safefs.Unreadable:
+            continue
+        return _moodboard_copy(candidate, ctx, work_dir, "style.png"), digest, ctx.layout.rel(candidate)
+    return None, None, None
+
+
+def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path, name: str = "moodboard.png") -> Path:
     from astrowatch.pipeline.preprocess import preprocess
     from astrowatch.storage.images import write_png
 
     as_is = ctx.config.enhance.model_copy(update={"min_side": 1})  # decoded, oriented, sRGB; not enlarged
     image, _facts = preprocess(source, enhance=as_is, limits=ctx.config.limits, root=ctx.layout.root)
-    path = work_dir / "moodboard.png"
+    path = work_dir / name
     write_png(path, image)
     return path
 
