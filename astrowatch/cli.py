@@ -109,6 +109,8 @@ def _review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         if action == "approve":
             rp.add_argument("--force", action="store_true",
                             help="deliver a theme result even if a newer chart exists (marks its sidecar)")
+            rp.add_argument("--variant", type=int, metavar="K",
+                            help="the variant to deliver, for a job with several (astro.variants)")
     rp = rsub.add_parser("caption", help="show or rewrite the caption sentence of an enhance result (line 1)")
     _add_config(rp, nested=True)
     rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
@@ -123,9 +125,15 @@ def _review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     rp.add_argument("--move", action="append", default=[], metavar="TAG:POS",
                     help="move a tag to a 0-based position, -1 = last (repeatable)")
     rp.add_argument("--json", action="store_true")
+    rp = rsub.add_parser("pick", help="deliver variant K of a job with several (same as approve --variant K)")
+    rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
+    rp.add_argument("variant", type=int, metavar="K", help="the variant's number (the .v<K> in its name)")
+    _add_config(rp, nested=True)
+    rp.add_argument("--force", action="store_true", help="as for approve")
     rp = rsub.add_parser("redo", help="run a result again with parameter overrides")
     _add_config(rp, nested=True)
     rp.add_argument("item", help="job id (or a unique prefix) or path of the inbox image")
+    rp.add_argument("--variant", type=int, metavar="K", help="redo from this variant's seed")
     rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="parameter override written into the sidecar's params (repeatable)")
 

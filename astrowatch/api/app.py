@@ -44,6 +44,7 @@ class Strict(BaseModel):
 class GenerationBody(Strict):
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixed seed (default: derived from the chart)")
     style: str | None = Field(None, max_length=100, description="style preset (default: astro.style)")
+    variants: int | None = Field(None, ge=1, le=8, description="images to choose from (default: astro.variants)")
 
 
 class DecisionBody(Strict):
@@ -120,6 +121,12 @@ class JobOut(BaseModel):
     status_url: str
 
 
+class VariantOut(BaseModel):
+    variant: int = Field(description="its number: POST /api/jobs/{id}/pick with {\"variant\": k} delivers it")
+    seed: int | None
+    image: str = Field(description="URL of this variant's image")
+
+
 class InboxOut(BaseModel):
     job_id: str
     user: str
@@ -128,6 +135,11 @@ class InboxOut(BaseModel):
     image: str
     waiting_s: int
     status_url: str
+    variants: list[VariantOut] | None = Field(None, description="astro.variants > 1: pick one; image is the contact sheet")
+
+
+class PickBody(DecisionBody):
+    variant: int = Field(ge=1, le=8, description="the variant to deliver (its siblings are retired)")
 
 
 class ErrorOut(BaseModel):
@@ -257,8 +269,9 @@ def _reads(service: Service) -> APIRouter:
         return service.job_view(job_id)
 
     @router.get("/jobs/{job_id}/image.png", response_class=Response)
-    def pending(job_id: str, request: Request) -> Response:
-        return _png(service.pending_image(job_id), request)
+    def pending(job_id: str, request: Request,
+                variant: int | None = Query(None, ge=1, le=8, description="one of several variants")) -> Response:
+        return _png(service.pending_image(job_id, variant=variant), request)
 
     @router.get("/jobs/{job_id}/caption", response_model=CaptionOut, responses={409: {"model": ErrorOut}})
     def caption(job_id: str) -> dict[str, Any]:
@@ -297,6 +310,10 @@ def _writes(service: Service, config: Config) -> APIRouter:
     def edit_caption(job_id: str, body: CaptionBody) -> dict[str, Any]:
         return service.edit_caption(job_id, body.caption, body.tags)
 
+    @router.post("/jobs/{job_id}/pick", **accepted)
+    def pick(job_id: str, body: PickBody) -> dict[str, Any]:
+        return service.decide(job_id, Decision.APPROVE, caption=body.caption, variant=body.variant)
+
     @router.post("/jobs/{job_id}/redo", **accepted)
     def redo(job_id: str, body: RedoBody | None = Body(None)) -> dict[str, Any]:
         body = body or RedoBody()
@@ -330,7 +347,7 @@ def _overrides(config: Config, request: Request, backend: str | None, body: Gene
     unknown = sorted(set(request.query_params) - {"backend"})
     if unknown:
         raise ApiError(422, f"unknown query parameter {unknown[0]!r}",
-                       "valid: backend (query); seed, style (JSON body)")
+                       "valid: backend (query); seed, style, variants (JSON body)")
     overrides: dict[str, Any] = {}
     if backend is not None:
         if backend not in GENERATION_BACKENDS:
@@ -338,6 +355,8 @@ def _overrides(config: Config, request: Request, backend: str | None, body: Gene
         overrides["backend"] = backend
     if body is not None and body.seed is not None:
         overrides["seed"] = body.seed
+    if body is not None and body.variants is not None:
+        overrides["variants"] = body.variants
     if body is not None and body.style is not None:
         styles = sorted(merged_raw_styles(config.astro.styles_file))
         if body.style not in styles:

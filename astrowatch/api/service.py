@@ -176,7 +176,7 @@ class Service:
                 continue
             items.append({"job_id": job.id, "user": job.user, "kind": job.kind, "backend": self.backend_of(job),
                           "image": f"/api/jobs/{job.id}/image.png", "waiting_s": round(time.time() - job.updated_at),
-                          "status_url": f"/api/jobs/{job.id}"})
+                          "status_url": f"/api/jobs/{job.id}", **self._variants_view(job)})
         return items
 
     # -- files ---------------------------------------------------------------------------------------
@@ -189,7 +189,25 @@ class Service:
         path = self.layout.user_dir(user) / f"theme_{user}.png"
         return path if self._regular(path) else None
 
-    def inbox_image(self, job: Job) -> Path | None:
+    def _variants_view(self, job: Job) -> dict[str, Any]:
+        from astrowatch.pipeline.variants import job_variants
+
+        found = job_variants(job)
+        if not found:
+            return {}
+        return {"variants": [{"variant": v.get("variant"), "seed": v.get("seed"),
+                              "image": f"/api/jobs/{job.id}/image.png?variant={v.get('variant')}"} for v in found]}
+
+    def inbox_image(self, job: Job, variant: int | None = None) -> Path | None:
+        if variant is not None:
+            from astrowatch.pipeline.variants import variant_entry
+
+            entry = variant_entry(job, variant)
+            name = entry.get("image") if entry else None
+            if job.state != JobState.INBOX or not name:
+                return None
+            path = self.layout.inbox_dir(job.user) / check_name(str(name))
+            return path if self._regular(path) else None
         name = (job.result or {}).get("image")
         if job.state != JobState.INBOX or not name:
             return None
@@ -215,10 +233,11 @@ class Service:
         return self._image_bytes(self.delivered(user), ApiError(
             404, f"{user} has no delivered picture yet", f"GET /api/astro-image/{user} says where its generation stands"))
 
-    def pending_image(self, job_id: str) -> bytes:
+    def pending_image(self, job_id: str, variant: int | None = None) -> bytes:
         job = self.job(job_id)
-        return self._image_bytes(self.inbox_image(job), ApiError(
-            404, f"job {job.id} has no result waiting for review (state: {job.state})",
+        return self._image_bytes(self.inbox_image(job, variant), ApiError(
+            404, f"job {job.id} has no result waiting for review (state: {job.state})"
+            + (f" as variant {variant}" if variant is not None else ""),
             "a result is served here only while it waits in the inbox"))
 
     def _prompt(self, job: Job) -> str | None:
@@ -282,7 +301,7 @@ class Service:
                 "created": created}, created
 
     def decide(self, job_id: str, decision: Decision, *, caption: str | None = None,
-               params: dict[str, Any] | None = None) -> dict[str, Any]:
+               params: dict[str, Any] | None = None, variant: int | None = None) -> dict[str, Any]:
         """Move the inbox image into approved/, rejected/ or redo/ as a reviewer would."""
         from astrowatch.review.inbox import InboxItem, changed_params, decide, edit_sidecar
         from astrowatch.review.reviewer import VIA_KEY
@@ -295,7 +314,12 @@ class Service:
                                + (", its result was already moved: the daemon is applying a decision)"
                                   if job.state == JobState.INBOX else ")"),
                                f"GET /api/jobs/{job.id} shows where it is; GET /api/inbox lists what awaits review")
-            item = InboxItem(job, image, self.layout.root)
+            item = sheet = InboxItem(job, image, self.layout.root)
+            if variant is not None:  # a pick: the variant's own sidecar carries the mark
+                try:
+                    item = InboxItem(job, sheet.variant(variant).image, self.layout.root)
+                except NotFound as exc:
+                    raise ApiError(409, exc.message, f"GET /api/inbox lists the variants of job {job.id}") from None
             sidecar = item.sidecar()
             if decision == Decision.REDO and not sidecar:
                 raise ApiError(409, f"{item.sidecar_path.name} is missing or unreadable: a redo needs the sidecar",
@@ -314,7 +338,7 @@ class Service:
             else:  # none (or unreadable): the mark alone, so the decision is still logged as the API's
                 safefs.write_json(item.sidecar_path, {VIA_KEY: "api"}, root=root)
             try:
-                decide(self.config, self.layout, item, decision, caption=caption, params=merged)
+                decide(self.config, self.layout, sheet, decision, caption=caption, params=merged, variant=variant)
             except (AstrowatchError, OSError) as exc:
                 if safefs.lstat_or_none(item.sidecar_path, root=root) is not None:
                     safefs.write_json(item.sidecar_path, sidecar, root=root)  # not moved: no stale mark

@@ -154,6 +154,8 @@ class AstroTask:
     negative_prompt: str
     fusion: dict[str, Any] = field(default_factory=dict)  # prompt-fusion output, recorded as is
     init_image: Path | None = None  # moodboard or chart wheel, for backends that take one
+    style_image: Path | None = None  # the style reference (sdxl.ip_adapter): a decoded copy of the moodboard
+    style_sha256: str | None = None  # the reference file's hash, recorded with the result
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress = field(default_factory=Progress)
 
@@ -217,6 +219,18 @@ class Backend:
     # -- work --------------------------------------------------------------------------------
     def generate(self, task: AstroTask) -> Result:
         raise NotImplementedError(f"backend {self.name!r} does not generate astro images")
+
+    def generate_variants(self, task: AstroTask, seeds: list[int]) -> list[Result]:
+        """One image per seed (``astro.variants``).  This default makes them one after another;
+        a backend that batches (SDXL ``num_images_per_prompt``, the WebUI's ``batch_size``)
+        overrides it with one call.  Each result records its own seed."""
+        from dataclasses import replace
+
+        results = []
+        for seed in seeds:
+            task.cancel.check()
+            results.append(self.generate(replace(task, seed=seed)))
+        return results
 
     def enhance(self, task: EnhanceTask) -> Result:
         raise NotImplementedError(f"backend {self.name!r} does not enhance images")

@@ -1,20 +1,24 @@
-"""``astrowatch review list|approve|reject|redo|caption|tags``: the same as moving the file by hand.
+"""``astrowatch review list|approve|reject|redo|pick|caption|tags``: the same as moving the file by hand.
 
 The command moves the inbox image (with its sidecars) into ``approved/``, ``rejected/`` or
 ``redo/``; the daemon acts on it exactly as on a reviewer's move (at its next start if it is
 not running).  ``redo --set section.key=value`` (the spelling of ``generate``/``enhance``, e.g.
 ``astro.style=cosmique``, ``sdxl.steps=40``) first edits the sidecar's ``params``.  ``caption``
 and ``tags`` edit line 1 of an enhance result's ``.txt`` (what approval files), nothing else.
+A job with several variants: ``pick ITEM K`` (or ``approve --variant K``) moves variant K; approve
+without one is refused; reject moves the contact sheet (all rejected); ``redo --variant K`` redoes
+from variant K's seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from astrowatch.core.jobs import Decision, JobState
-from astrowatch.review.inbox import FOLDER, apply_sets, find_inbox_item, force, move, redo_overrides
+from astrowatch.review.inbox import FOLDER, InboxItem, apply_sets, find_inbox_item, force, move, redo_overrides
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,7 +39,9 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "list":
         jobs = ledger.by_state(JobState.INBOX)
         rows = [{"job_id": j.id, "user": j.user, "kind": j.kind,
-                 "image": f"inbox/{j.user}/{(j.result or {}).get('image')}"} for j in jobs]
+                 "image": f"inbox/{j.user}/{(j.result or {}).get('image')}",
+                 **({"variants": [f"inbox/{j.user}/{v.get('image')}" for v in (j.result or {})["variants"]]}
+                    if (j.result or {}).get("variants") else {})} for j in jobs]
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
@@ -44,14 +50,16 @@ def main(args: argparse.Namespace) -> int:
     if args.action in ("caption", "tags"):
         return _edit(args, config, layout, ledger)
     items = args.item if isinstance(args.item, list) else [args.item]
+    action = Decision.APPROVE if args.action == "pick" else Decision(args.action)
     for item in items:
         job, image = find_inbox_item(ledger, layout, item)
-        if args.action == Decision.REDO and args.set:
+        image = _variant_image(InboxItem(job, image, layout.root), action, getattr(args, "variant", None))
+        if action == Decision.REDO and args.set:
             apply_sets(image.with_suffix(".json"), redo_overrides(config, job.kind, args.set), root=layout.root)
-        if args.action == Decision.APPROVE and getattr(args, "force", False):
+        if action == Decision.APPROVE and getattr(args, "force", False):
             force(image.with_suffix(".json"), root=layout.root)
-        dest = move(image, layout.root / FOLDER[args.action], root=layout.root)
-        print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {args.action} it")
+        dest = move(image, layout.root / FOLDER[action], root=layout.root)
+        print(f"{job.id}: moved to {layout.rel(dest)}; the daemon will {action} it")
     return 0
 
 
@@ -60,7 +68,6 @@ def _edit(args: argparse.Namespace, config: Any, layout: Any, ledger: Any) -> in
     without an edit, show the parts and the models' proposal."""
     from astrowatch.core.jobs import JobKind
     from astrowatch.review.captions import describe, edit_caption, parse_move, parse_tag_list
-    from astrowatch.review.inbox import InboxItem
 
     job, image = find_inbox_item(ledger, layout, args.item)
     if job.kind != JobKind.ENHANCE:
@@ -89,3 +96,17 @@ def _edit(args: argparse.Namespace, config: Any, layout: Any, ledger: Any) -> in
         scores = {t["tag"]: t["score"] for t in shown["proposed"]["tags"]}
         print("proposed: " + (", ".join(f"{t} ({s})" for t, s in scores.items()) or "(none)"))
     return 0
+
+
+def _variant_image(item: InboxItem, action: Decision, variant: int | None) -> Path:
+    """The image to move: variant ``variant`` of a job with several, else the job's own image
+    (approving a job with several variants needs one: the contact sheet is not delivered)."""
+    from astrowatch.core.errors import InputError
+
+    if variant is None:
+        if action == Decision.APPROVE and item.variants():
+            ks = " ".join(str(v.k) for v in item.variants())
+            raise InputError(f"job {item.job.id} has several variants ({ks}): say which one",
+                             hint=f"astrowatch review pick {item.job.id} K (or approve --variant K)")
+        return item.image
+    return item.variant(variant).image

@@ -49,6 +49,7 @@ class AstroConfig(Section):
     styles_file: Path | None = None
     init_image: Literal["none", "wheel"] = "wheel"
     wheel_size: int = Field(1024, ge=256, le=8192)
+    variants: int = Field(1, ge=1, le=8)  # images per chart, one job: the reviewer picks one
 
 
 class EnhanceConfig(Section):
@@ -217,6 +218,24 @@ class SdapiLoraEntry(Section):
         return v
 
 
+class IpAdapterConfig(Section):
+    """``sdxl.ip_adapter``: the moodboard as a style reference (a folder laid out like h94/IP-Adapter)."""
+
+    model: Path | None = None  # the folder holding sdxl_models/ (relative to the config); unset = no adapter
+    subfolder: str = "sdxl_models"  # where the weights lie inside the folder
+    weight_name: str = "ip-adapter_sdxl.safetensors"  # the weights file (.safetensors only)
+    image_encoder: str = "image_encoder"  # inside subfolder; with a "/": from the folder's root
+    scale: float = Field(0.6, ge=0.0, le=2.0)  # how strongly the reference steers; 0 = not at all
+    fallback: Literal["none", "last_portrait"] = "none"  # reference when there is no moodboard
+
+    @field_validator("weight_name")
+    @classmethod
+    def _safetensors(cls, v: str) -> str:
+        if not v.endswith(".safetensors") or "/" in v:
+            raise ValueError(f"{v!r}: a .safetensors file name (pickles are never loaded)")
+        return v
+
+
 class SdxlConfig(Section):
     model: str | None = None
     refiner: str | None = None
@@ -237,6 +256,7 @@ class SdxlConfig(Section):
     cpu_offload: bool = False
     compile: bool = False
     loras: list[LoraEntry] = Field(default_factory=list)
+    ip_adapter: IpAdapterConfig = Field(default_factory=IpAdapterConfig)  # moodboard as style reference
 
     @field_validator("width", "height")
     @classmethod
@@ -580,6 +600,8 @@ def config_from_mapping(data: Any, *, base_dir: Path, origin: str = "config", ch
         cfg.caption.captioner_model = str((base_dir / cfg.caption.captioner_model).resolve())
     if cfg.sdxl.config_dir is not None:
         cfg.sdxl.config_dir = (base_dir / cfg.sdxl.config_dir).resolve()
+    if cfg.sdxl.ip_adapter.model is not None:
+        cfg.sdxl.ip_adapter.model = (base_dir / cfg.sdxl.ip_adapter.model).resolve()
     for key in ("model", "refiner", "vae"):
         value = getattr(cfg.sdxl, key)
         if value and (value.startswith(".") or value.startswith("/")):

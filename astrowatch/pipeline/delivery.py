@@ -28,6 +28,7 @@ import structlog
 from astrowatch.core.config import input_bound
 from astrowatch.core.jobs import JobKind
 from astrowatch.pipeline.publish import refuse_file, result_stem
+from astrowatch.pipeline.variants import job_variants, sheet_stem, variant_stem
 from astrowatch.storage import safefs
 from astrowatch.storage.images import RESULT_SUFFIX
 from astrowatch.storage.layout import REVIEW_FOLDER
@@ -151,12 +152,14 @@ def write_dataset_toml(layout: Layout, config: Config, user: str) -> None:
     safefs.write_text(path, text, root=layout.root)
 
 
-def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Path] | None = None) -> None:
+def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Path] | None = None, *,
+                    only_moved: bool = False) -> None:
     """Move the decided image and the job's sidecars (beside it and in the inbox) into the archive.
     Only regular files are archived; a symlink, FIFO or folder under one of these names is moved,
     unopened, to ``failed/_review/`` with the reason, so nothing is left behind in a decision folder
     or the inbox.  The archive folder is entered without following links (a squatter is moved
-    aside first)."""
+    aside first).  ``only_moved``: just ``image`` and its sidecars (one variant rejected while its
+    siblings still wait in the inbox)."""
     root = layout.root
     archive = layout.archive_dir(job.user, job.id)
     safefs.make_dirs(archive, root)
@@ -166,7 +169,10 @@ def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Pa
         moves.append(image)
         moves += [image.with_name(f"{image.name.rsplit('.', 1)[0]}{s}") for s in (".json", ".txt")]
     inbox = layout.inbox_dir(job.user)
-    moves += [inbox / f"{stem}{s}" for s in (*RESULT_SUFFIX.values(), ".json", ".txt", ".error.txt")]
+    stems = [] if only_moved else [stem]
+    if job_variants(job) and not only_moved:  # every variant and the contact sheet: the siblings of a pick are retired here
+        stems += [variant_stem(stem, int(v["variant"])) for v in job_variants(job)] + [sheet_stem(stem)]
+    moves += [inbox / f"{s}{x}" for s in stems for x in (*RESULT_SUFFIX.values(), ".json", ".txt", ".error.txt")]
     for src in moves:
         st = safefs.lstat_or_none(src, root=root)
         if st is None or src.parent == archive:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astrowatch.backends.base import Result
 from astrowatch.core.config import input_bound
 from astrowatch.core.jobs import JobKind
 from astrowatch.storage import safefs
@@ -34,6 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RESULT_SHA_KEY = "sha256"  # in a job's result (the ledger): the hash of the image published to the inbox
 RESULT_MAX_BYTES = 1 << 31  # the daemon's own result, hashed from its work folder (no user input)
+VARIANT_HELP = ("One of several variants: move this image into approved/ to pick it (its siblings are "
+                "retired), rejected/ to drop it, or redo/ to run the chart again from this variant's seed.")
+SHEET_HELP = ("The contact sheet shows the variants side by side; it cannot be approved: move one "
+              "<name>.v<k> image into approved/ to pick it, or this sheet into rejected/ to reject them all.")
 REVIEW_HELP = ("Move the image into approved/ to accept it, rejected/ to refuse it, or edit 'params' "
                "here and move the image into redo/ to run it again.")
 
@@ -48,29 +53,56 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
                   marker: Marker | None = None) -> dict[str, Any]:
     """Write image, caption and sidecar into the job's work folder; return the sidecar.  With a
     ``marker`` the image says it is generated (XMP, and a C2PA manifest when configured): made
-    here, before the sha256 is taken at publish, so the bytes reviewed are the bytes delivered."""
-    work = layout.work_dir(job.id)
+    here, before the sha256 is taken at publish, so the bytes reviewed are the bytes delivered.
+
+    With several variants (:mod:`astrowatch.pipeline.variants`) each one is written as
+    ``<stem>.v<k>`` with its own seed, and the returned sidecar is the contact sheet's, which lists
+    them under ``variants``."""
     stem = result_stem(job)
     r = outcome.result
-    image_name = stem + RESULT_SUFFIX[outcome.image_format]
     sidecar = {
         "job_id": job.id, "kind": job.kind, "user": job.user, "parent_job": job.parent_id,
         "source": {"path": job.source, "name": job.source_name, "sha256": job.source_sha256},
-        "image": image_name, "backend": r.backend, "model": r.model, "params": outcome.params,
-        "seed": outcome.params.get("seed", r.seed), "prompt": r.prompt, "negative_prompt": r.negative_prompt,
-        "attempt": job.attempts, "timings": timings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "image": stem + RESULT_SUFFIX[outcome.image_format], "backend": r.backend, "model": r.model,
+        "params": outcome.params, "seed": outcome.params.get("seed", r.seed), "prompt": r.prompt,
+        "negative_prompt": r.negative_prompt, "attempt": job.attempts, "timings": timings,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **{k: v for k, v in outcome.extra.items() if v is not None},
         "review": REVIEW_HELP,
     }
+    if not outcome.variants:
+        return _write_one(job, layout, outcome, r, stem, sidecar, marker)
+    from astrowatch.pipeline.variants import contact_sheet, sheet_stem, variant_stem
+
+    listed = []
+    for k, v in enumerate(outcome.variants, 1):
+        name = variant_stem(stem, k)
+        own = {**sidecar, "image": name + RESULT_SUFFIX[outcome.image_format], "seed": v.seed,
+               "params": {**outcome.params, "seed": v.seed}, "variant": k, "variant_count": len(outcome.variants),
+               "review": VARIANT_HELP}
+        _write_one(job, layout, outcome, v, name, own, marker)
+        listed.append({"variant": k, "image": own["image"], "seed": v.seed})
+    sheet = contact_sheet([v.image for v in outcome.variants])
+    as_result = Result(image=sheet, backend=r.backend, model=r.model, description=r.description)
+    return _write_one(job, layout, outcome, as_result, sheet_stem(stem),
+                      {**sidecar, "image": sheet_stem(stem) + ".png", "variants": listed, "review": SHEET_HELP},
+                      marker, image_format="png")
+
+
+def _write_one(job: Job, layout: Layout, outcome: Outcome, r: Result, stem: str, sidecar: dict[str, Any],
+               marker: Marker | None, image_format: str | None = None) -> dict[str, Any]:
+    work = layout.work_dir(job.id)
+    fmt = image_format or outcome.image_format
+    image_name = str(sidecar["image"])
     if r.extra:
         sidecar["backend_extra"] = r.extra
     meta = {"job_id": job.id, "kind": job.kind, "user": job.user, "source_sha256": job.source_sha256}
     kind_of_source = marker.source_type(job.kind, r) if marker is not None else None
-    data = result_bytes(r.image, outcome.image_format, infotext=r.infotext, meta=meta, source_type=kind_of_source)
+    data = result_bytes(r.image, fmt, infotext=r.infotext, meta=meta, source_type=kind_of_source)
     if marker is not None and kind_of_source is not None:
         from astrowatch.pipeline.marking import source_ingredient
 
-        data = marker.sign(data, outcome.image_format, source_type=kind_of_source, title=image_name,
+        data = marker.sign(data, fmt, source_type=kind_of_source, title=image_name,
                            ingredient=source_ingredient(job, layout) if job.kind == JobKind.ENHANCE else None)
         sidecar["provenance"] = {"digital_source_type": kind_of_source, "c2pa": marker.signer is not None}
     root = layout.root
@@ -94,23 +126,42 @@ def publish(job: Job, layout: Layout, ledger: Ledger) -> None:
     stem = result_stem(job)
     result = dict(ledger.get(job.id).result or {})  # recorded with ``-> publishing`` (``job`` may predate it)
     image = work / str(result.get("image") or "")
+    changed = False
     if result.get("image") and RESULT_SHA_KEY not in result:
-        try:
-            result[RESULT_SHA_KEY], _st = safefs.sha256_of(image, root=root, max_bytes=RESULT_MAX_BYTES,
-                                                           what="result image")
-        except safefs.Unreadable as exc:
-            if not exc.gone:
-                raise
-        else:
-            ledger.update_fields(job.id, result=result)
-    for suffix in (".json", ".txt", *RESULT_SUFFIX.values()):  # image last
-        src = work / f"{stem}{suffix}"
+        digest = _work_sha(image, root)
+        if digest is not None:
+            result[RESULT_SHA_KEY], changed = digest, True
+    for entry in result.get("variants") or []:  # each variant's bytes: a pick is honoured only for them
+        if isinstance(entry, dict) and RESULT_SHA_KEY not in entry:
+            digest = _work_sha(work / str(entry.get("image") or ""), root)
+            if digest is not None:
+                entry[RESULT_SHA_KEY], changed = digest, True
+    if changed:
+        ledger.update_fields(job.id, result=result)
+    stems = [stem]
+    if result.get("variants"):
+        from astrowatch.pipeline.variants import sheet_stem, variant_stem
+
+        stems = [variant_stem(stem, int(e["variant"])) for e in result["variants"]] + [sheet_stem(stem)]
+    moves = [f"{s}{suffix}" for suffix in (".json", ".txt") for s in stems]  # sidecars first
+    moves += [f"{s}{suffix}" for s in stems for suffix in RESULT_SUFFIX.values()]  # images, the sheet last
+    for name in moves:
+        src = work / name
         if safefs.lstat_or_none(src, root=root) is not None:
             safefs.rename(src, inbox / src.name, root=root)
     fsync_dir(inbox)
     if job.kind == JobKind.ENHANCE and job.parent_id is None:  # a redo reads the parent's archived copy
         move_source_to(job, layout, layout.archive_dir(job.user, job.id))
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _work_sha(path: Path, root: Path) -> str | None:
+    try:
+        return safefs.sha256_of(path, root=root, max_bytes=RESULT_MAX_BYTES, what="result image")[0]
+    except safefs.Unreadable as exc:
+        if not exc.gone:
+            raise
+        return None
 
 
 def _same_content(path: Path, layout: Layout, job: Job, max_bytes: int) -> safefs.Identity | None:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job
 
-PIPELINE_KEYS = frozenset({"backend", "seed", "style"}) | CAPTION_KEYS  # overrides the pipeline itself consumes
+PIPELINE_KEYS = frozenset({"backend", "seed", "style", "variants"}) | CAPTION_KEYS  # overrides the pipeline itself consumes
 SNAPSHOT_FROM = "_snapshot_from"  # param of a job made by astrowatch api: the job whose theme snapshot it uses
 INIT_IMAGE_BACKENDS = frozenset({"sdxl"})  # backends that use an init/style image (others ignore it)
 
@@ -52,6 +52,7 @@ class Outcome:
     params: dict[str, Any]  # effective parameters, as the reviewer sees and edits them
     extra: dict[str, Any]  # recorded in the sidecar (fusion, facts, cache...)
     image_format: str = "png"  # the result file: png, webp or jpeg (enhance.format; astro is always png)
+    variants: list[Result] = field(default_factory=list)  # astro.variants > 1: every image, ``result`` first
 
 
 def backend_for(params: dict[str, Any], default_backend: str) -> str:
@@ -103,14 +104,23 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
                   seed=int(seed) if seed is not None else None, triggers=loras.triggers if loras else ())
     init_image, init_rel = _init_image(chart, ctx, name, work_dir, params)
+    style_image, style_sha, style_rel = _style_reference(chart, ctx, name, work_dir)
     for_backend = task_params(params)
     if loras is not None:
         for_backend["loras"] = loras
     task = AstroTask(job_id=job_id, user=chart.user, chart=chart, params=for_backend, seed=fusion.seed,
                      prompt=fusion.prompt, negative_prompt=fusion.negative_prompt,
                      fusion=fusion.to_dict(), init_image=init_image, cancel=ctx.cancel,
-                     progress=ctx.progress)
-    result = backend.generate(task)
+                     progress=ctx.progress, style_image=style_image, style_sha256=style_sha)
+    count = int(params.get("variants") or ctx.config.astro.variants)
+    variants: list[Result] = []
+    if count > 1:
+        from astrowatch.pipeline.variants import variant_seeds
+
+        variants = backend.generate_variants(task, variant_seeds(fusion.seed, count))
+        result = variants[0]
+    else:
+        result = backend.generate(task)
     description = result.description or ""
     if fusion.description and fusion.description not in description:
         description = f"{fusion.description}\n{description}".strip()
@@ -120,9 +130,15 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     effective = {"backend": name, "style": fusion.style, "seed": fusion.seed, **result.params}
     if loras is not None:
         effective["loras"] = loras.params()
+    if variants:
+        effective["variants"] = len(variants)
+        for other in variants[1:]:
+            other.description = description
+            other.prompt, other.negative_prompt = other.prompt or result.prompt, other.negative_prompt or result.negative_prompt
     return Outcome(result, effective, {"fusion": fusion.to_dict(), "init_image": init_rel,
+                                       "style_reference": {"path": style_rel, "sha256": style_sha} if style_rel else None,
                                        "loras": loras.record(ctx.config.data_dir) if loras else None,
-                                       "learned": sidecar_learned(params, effective)})
+                                       "learned": sidecar_learned(params, effective)}, variants=variants)
 
 
 def lora_plan(backend: Backend, user: str, params: dict[str, Any]) -> LoraPlan | None:
@@ -147,7 +163,7 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path,
 
     used = backend in INIT_IMAGE_BACKENDS and params.get("init_strength", ctx.config.sdxl.init_strength) is not None
     user_dir: Path = ctx.layout.users / chart.user
-    for ext in ("png", "jpg", "webp"):
+    for ext in (() if _adapter(ctx, backend) else ("png", "jpg", "webp")):  # with an adapter: a style reference
         candidate = user_dir / f"moodboard.{ext}"
         st = safefs.lstat_or_none(candidate, root=ctx.layout.root)
         if st is not None and stat.S_ISREG(st.st_mode):
@@ -170,13 +186,43 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path,
     return path, ctx.layout.rel(path)
 
 
-def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path) -> Path:
+def _adapter(ctx: JobContext, backend: str) -> bool:
+    return backend == "sdxl" and ctx.config.sdxl.ip_adapter.model is not None
+
+
+def _style_reference(chart: Any, ctx: JobContext, backend: str,
+                     work_dir: Path) -> tuple[Path | None, str | None, str | None]:
+    """With ``sdxl.ip_adapter``: the user's ``moodboard.*`` (else, with ``fallback: last_portrait``,
+    the last delivered ``theme_<user>.png``) as the style reference: (the decoded copy the backend
+    reads, the sha256 of the user's file, its path for the sidecar).  Read through safefs and the
+    sandboxed decoder like the init image; a changed moodboard is used by the next job."""
+    if not _adapter(ctx, backend):
+        return None, None, None
+    user_dir: Path = ctx.layout.users / chart.user
+    names = [f"moodboard.{ext}" for ext in ("png", "jpg", "webp")]
+    if ctx.config.sdxl.ip_adapter.fallback == "last_portrait":
+        names.append(f"theme_{chart.user}.png")
+    for name in names:
+        candidate = user_dir / name
+        st = safefs.lstat_or_none(candidate, root=ctx.layout.root)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        try:
+            digest, _st = safefs.sha256_of(candidate, root=ctx.layout.root,
+                                           max_bytes=ctx.config.limits.max_image_bytes, what="style reference")
+        except safefs.Unreadable:
+            continue
+        return _moodboard_copy(candidate, ctx, work_dir, "style.png"), digest, ctx.layout.rel(candidate)
+    return None, None, None
+
+
+def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path, name: str = "moodboard.png") -> Path:
     from astrowatch.pipeline.preprocess import preprocess
     from astrowatch.storage.images import write_png
 
     as_is = ctx.config.enhance.model_copy(update={"min_side": 1})  # decoded, oriented, sRGB; not enlarged
     image, _facts = preprocess(source, enhance=as_is, limits=ctx.config.limits, root=ctx.layout.root)
-    path = work_dir / "moodboard.png"
+    path = work_dir / name
     write_png(path, image)
     return path
 

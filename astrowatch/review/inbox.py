@@ -53,7 +53,7 @@ def find_inbox_item(ledger: Ledger, layout: Layout, item: str) -> tuple[Job, Pat
     job = ledger.find(item)
     if job.state != JobState.INBOX:
         raise NotFound(f"job {job.id} is not waiting in the inbox (state: {job.state})")
-    image = layout.inbox_dir(job.user) / (job.result or {}).get("image", "")
+    image = layout.inbox_dir(job.user) / (job.result or {}).get("image", "")  # with variants: the contact sheet
     if not is_file(image, layout.root):
         raise NotFound(f"{layout.rel(image)} is not in the inbox any more (already moved?)")
     return job, image
@@ -158,11 +158,40 @@ class InboxItem:
         data = read_sidecar(self.sidecar_path, self.root)
         return data if isinstance(data, dict) else {}
 
+    def variants(self) -> list[Variant]:
+        """The job's variants still waiting in the inbox beside the contact sheet (none for one image)."""
+        from astrowatch.pipeline.variants import REJECTED_KEY, job_variants
+
+        rejected = (self.job.result or {}).get(REJECTED_KEY) or []
+        found = []
+        for v in job_variants(self.job):
+            path = self.image.with_name(str(v.get("image") or ""))
+            if int(v["variant"]) not in rejected and is_file(path, self.root):
+                found.append(Variant(int(v["variant"]), path, v.get("seed"), v.get("sha256")))
+        return found
+
+    def variant(self, k: int) -> Variant:
+        found = next((v for v in self.variants() if v.k == k), None)
+        if found is None:
+            have = ", ".join(str(v.k) for v in self.variants()) or "none"
+            raise NotFound(f"job {self.job.id} has no variant {k} waiting in the inbox (waiting: {have})")
+        return found
+
     def bounce_note(self) -> str | None:
         """Why the daemon put a decision back (``<stem>.error.txt``), if it did."""
         note = safefs.read_text_or_none(self.image.with_name(self.stem + ".error.txt"), root=self.root,
                                         max_bytes=CAPTION_MAX_BYTES)
         return (note or "").strip() or None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One of several images of a job (``astro.variants``): ``<stem>.v<k>.png`` in the inbox."""
+
+    k: int
+    image: Path
+    seed: Any
+    sha256: Any
 
 
 def inbox_items(layout: Layout, ledger: Ledger) -> list[InboxItem]:
@@ -215,9 +244,20 @@ def parse_params(text: str) -> dict[str, Any]:
 
 
 def decide(config: Config, layout: Layout, item: InboxItem, decision: Decision, *, caption: str | None = None,
-           params: dict[str, Any] | None = None) -> Path:
+           params: dict[str, Any] | None = None, variant: int | None = None) -> Path:
     """Save the caption, write redo params into the sidecar, then move the image like a reviewer.
-    The params a redo changes (against the result's) are checked first (:mod:`astrowatch.review.params`)."""
+    The params a redo changes (against the result's) are checked first (:mod:`astrowatch.review.params`).
+
+    A job with several variants: ``variant`` names the one moved (approve: the pick; redo: from its
+    seed); approving without one is refused, since the contact sheet cannot be delivered; a reject
+    or redo without one moves the sheet (all variants rejected / the job redone)."""
+    if variant is not None or (decision == Decision.APPROVE and item.variants()):
+        if variant is None:
+            ks = ", ".join(str(v.k) for v in item.variants())
+            raise InputError(f"job {item.job.id} has several variants ({ks}): say which one to pick",
+                             hint="astrowatch review pick ITEM K, or approve --variant K")
+        chosen = item.variant(variant)
+        item = InboxItem(item.job, chosen.image, item.root)
     if not is_file(item.image, layout.root):
         raise NotFound(f"{item.image.name} is not in the inbox any more (decided elsewhere?)")
     if decision == Decision.REDO and params is not None:

@@ -132,6 +132,8 @@ def _fraction(optional: bool = False) -> Check:
 EDITABLE: dict[str, Check] = {
     "backend": _backend,
     "seed": _seed,
+    "variants": _number(1, 8, integer=True),
+    "ip_adapter_scale": _number(0.0, 2.0),
     "style": _style,
     "language": _text(2, choices=("fr", "en")),
     "steps": _number(1, 150, integer=True),

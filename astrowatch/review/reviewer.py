@@ -25,6 +25,7 @@ from astrowatch.core.jobs import Decision, IngestOutcome, JobKind, JobState
 from astrowatch.pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
 from astrowatch.pipeline.freshness import newer_result, stale_note
 from astrowatch.pipeline.publish import RESULT_SHA_KEY, refuse_file, result_stem
+from astrowatch.pipeline.variants import REJECTED_KEY, SHEET, job_variants, part_of_name, variant_entry
 from astrowatch.review.params import check_params
 from astrowatch.storage import safefs
 from astrowatch.storage.images import RESULT_SUFFIX, read_png_meta
@@ -39,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = structlog.get_logger("astrowatch.review")
 VIA_KEY = "decided_via"  # sidecar key set by the HTTP API before it moves a result
-JOB_STEM = re.compile(r"\.([0-9a-f]{12})$")
+JOB_STEM = re.compile(r"\.([0-9a-f]{12})(?:\.v[1-8]|\.sheet)?$")  # a variant / contact sheet: .v<k> / .sheet
 FINAL: dict[tuple[Decision, JobKind], JobState] = {
     (Decision.APPROVE, JobKind.ASTRO): JobState.DELIVERED, (Decision.APPROVE, JobKind.ENHANCE): JobState.FILED,
     (Decision.REJECT, JobKind.ASTRO): JobState.REJECTED, (Decision.REJECT, JobKind.ENHANCE): JobState.REJECTED,
@@ -79,6 +80,8 @@ class Reviewer:
             refuse_file(self.layout, REVIEW_FOLDER, path, f"{path.name} is not an astrowatch result "
                         "(no job id in its name, PNG metadata or sidecar)", move=True)
             return IngestOutcome.FAILED
+        if job_variants(job):
+            return self._on_variant_job(job, decision, path, image)
         if job.state == JobState.INBOX:
             return self.decide(job, decision, path, image)
         if job.state == JobState.DECIDING:
@@ -114,8 +117,63 @@ class Reviewer:
                     continue
         return None
 
-    def decide(self, job: Job, decision: Decision, path: Path, image: Examined) -> str:
+    # -- several variants: one is picked by moving it ---------------------------------------------
+    def _part(self, job: Job, path: Path, image: Examined) -> int | str | None:
+        """Which of the job's images was moved: a variant's number, the sheet, or None (foreign)."""
+        result = job.result or {}
+        if image.sha256 == result.get(RESULT_SHA_KEY):
+            return SHEET
+        found = next((v for v in job_variants(job) if v.get(RESULT_SHA_KEY) == image.sha256), None)
+        if found is not None:
+            return int(found["variant"])
+        part = part_of_name(path.name)
+        return part if part is not None and result.get(RESULT_SHA_KEY) is None else None  # older: by name
+
+    def _on_variant_job(self, job: Job, decision: Decision, path: Path, image: Examined) -> str:
+        part = self._part(job, path, image)
+        if job.state == JobState.DECIDING:
+            self.finish(job, again=True)
+            job = self.ledger.get(job.id)
+        if job.state in FINAL.values():
+            picked = (job.decision_data or {}).get("variant")
+            if decision == Decision.APPROVE and (part != picked or job.decision != Decision.APPROVE):
+                what = f"variant {picked} was picked" if job.decision == Decision.APPROVE and picked else \
+                    f"it was decided already ({job.state})"
+                reason = (f"{path.name}: job {job.id} is decided, {what}; this image was not delivered "
+                          "(one pick per job: a redo makes new variants)")
+                refuse_file(self.layout, REVIEW_FOLDER, path, reason, move=True)
+                log.warning("second pick refused", job_id=job.id, reason=reason)
+                return "bounced"
+            archive_decided(self.layout, job, path)
+            return "archived"
+        if job.state != JobState.INBOX:
+            log.warning("decision on a job that is not in the inbox; left in place", job_id=job.id, state=job.state)
+            return IngestOutcome.IGNORED
+        if part is None:
+            return self._bounce(job, path, f"{path.name} is not an image astrowatch made for job {job.id} "
+                                "(its content differs from the published variants); decision not taken",
+                                foreign=True)
+        if part == SHEET:
+            if decision == Decision.APPROVE:
+                names = ", ".join(str(v.get("image")) for v in job_variants(job))
+                return self._bounce(job, path, f"{path.name} is the contact sheet: it cannot be delivered. Move "
+                                    f"one variant into approved/ to pick it ({names})")
+            return self.decide(job, decision, path, image)
+        k = int(part)
+        if decision == Decision.REJECT:
+            rejected = {int(x) for x in (job.result or {}).get(REJECTED_KEY) or []} | {k}
+            if not {int(v["variant"]) for v in job_variants(job)} <= rejected:  # siblings still wait
+                self.ledger.update_fields(job.id, result={**(job.result or {}), REJECTED_KEY: sorted(rejected)})
+                archive_decided(self.layout, job, path, only_moved=True)
+                log.info("variant rejected; its siblings still wait", job_id=job.id, variant=k)
+                return "variant rejected"
+        return self.decide(job, decision, path, image, variant=k)
+
+    def decide(self, job: Job, decision: Decision, path: Path, image: Examined, *, variant: int | None = None) -> str:
         recorded = (job.result or {}).get(RESULT_SHA_KEY)
+        entry = variant_entry(job, variant) if variant is not None else None
+        if entry is not None:
+            recorded = entry.get(RESULT_SHA_KEY)
         if recorded is not None and recorded != image.sha256:
             return self._bounce(job, path, f"{path.name} is not the image astrowatch made for job {job.id} "
                                 "(its content differs from the published result); decision not taken",
@@ -125,6 +183,9 @@ class Reviewer:
                         job_id=job.id)
         data: dict[str, Any] = {"path": self.layout.rel(path), "decided_at": time.time(),
                                 RESULT_SHA_KEY: image.sha256}
+        if entry is not None:  # a pick: the others are retired, recorded as not picked
+            data["variant"], data["seed"] = variant, entry.get("seed")
+            data["not_picked"] = [v["variant"] for v in job_variants(job) if v.get("variant") != variant]
         stem = path.name.rsplit(".", 1)[0]
         inbox = self.layout.inbox_dir(job.user)
         caption = (self._text(path.with_name(stem + ".txt")) or self._text(inbox / f"{stem}.txt")
@@ -144,6 +205,8 @@ class Reviewer:
                                     "object (a regular file of at most 1 MB, not a link)")
             try:
                 data["overrides"] = redo_overrides(self.config, job, sidecar["params"])
+                if entry is not None and entry.get("seed") is not None and "seed" not in data["overrides"]:
+                    data["overrides"]["seed"] = entry["seed"]  # a variant redone: from its own seed
             except InputError as exc:
                 return self._bounce(job, path, f"redo refused: {exc.message}"
                                     + (f" ({exc.hint})" if exc.hint else ""))
@@ -221,6 +284,7 @@ class Reviewer:
             "delivered_to": delivered_to, "backend": result.get("backend"), "params": result.get("params"),
             "overrides": data.get("overrides"), "via": data.get("via") or "files",
             "forced_over": data.get("forced_over"),
+            **({"variant": data["variant"], "not_picked": data.get("not_picked")} if "variant" in data else {}),
             "caption_edited": bool(caption) and caption != original_caption,
             "review_seconds": round(data["decided_at"] - inbox_at, 3) if inbox_at and data.get("decided_at") else None,
         })

@@ -64,6 +64,8 @@ class Publisher:
         record = {"stem": result_stem(job), "image": sidecar["image"], "backend": r.backend, "model": r.model,
                   "params": outcome.params, "seed": sidecar["seed"], "description": r.description,
                   "cache": outcome.extra.get("cache")}
+        if sidecar.get("variants"):  # several images: each one's name and seed (their sha256 at publish)
+            record["variants"] = sidecar["variants"]
         logged: set[str] = set()
         self.disk.until_recorded(lambda: self._publish(job, record, sidecar, run_s, logged))
 

@@ -37,6 +37,7 @@ from astrowatch.backends.sdxl.load import (
     check_device_name,
     enable_offload,
     img2img_from,
+    load_ip_adapter,
     load_pipes,
     make_scheduler,
     quiet,
@@ -106,6 +107,8 @@ class SdxlBackend(Backend):
         pipes = load_pipes(self.config.sdxl, self.device)
         self._install(pipes, time.perf_counter() - started)
         self._lora().load_configured(self.config.sdxl.loras, self.config.data_dir)  # ConfigError: exit 78
+        if self.config.sdxl.ip_adapter.model is not None:  # loaded once, kept resident
+            load_ip_adapter(pipes, self.config.sdxl.ip_adapter)
         log.info("sdxl_loaded", model=pipes.model_name, refiner=pipes.refiner_name, device=pipes.device,
                  dtype=_dtype_name(pipes.dtype), seconds=round(self.load_seconds or 0.0, 2))
 
@@ -139,6 +142,8 @@ class SdxlBackend(Backend):
         key = {k: getattr(sdxl, k) for k in RELOAD_KEYS}
         key["config_dir"] = str(sdxl.config_dir) if sdxl.config_dir else None
         key["device"] = self.device
+        ip = sdxl.ip_adapter  # the scale and the fallback apply to the next image as is
+        key["ip_adapter"] = [str(ip.model) if ip.model else None, ip.subfolder, ip.weight_name, ip.image_encoder]
         return key
 
     def describe(self) -> dict[str, Any]:
@@ -166,44 +171,84 @@ class SdxlBackend(Backend):
 
     # -- astro -----------------------------------------------------------------------------------
     def generate(self, task: AstroTask) -> Result:
+        return self.generate_variants(task, [task.seed])[0]
+
+    def generate_variants(self, task: AstroTask, seeds: list[int]) -> list[Result]:
+        """All ``seeds`` in one batched call (``num_images_per_prompt`` with one generator per
+        image, so each is reproducible from its own seed)."""
         pipes = self._loaded()
         run = merge_params(self.config.sdxl, task.params)
         factor = 2 if run.upscale else 1
-        with self._lock:
-            return self._oom_guard(lambda: self._generate(pipes, task, run),
-                                   run.width, run.height, upscale=run.upscale, final=factor)
+        done: list[Result] = []
 
-    def _generate(self, pipes: Pipes, task: AstroTask, run: RunParams) -> Result:
+        def batch() -> Result:
+            done[:] = self._generate(pipes, task, run, seeds)
+            return done[0]
+
+        with self._lock:
+            self._oom_guard(batch, run.width, run.height, upscale=run.upscale, final=factor)
+        return done
+
+    def _generate(self, pipes: Pipes, task: AstroTask, run: RunParams, seeds: list[int]) -> list[Result]:
+        from dataclasses import replace
+
         task.cancel.check()
         started, timings = time.perf_counter(), Timings()
-        generator = torch.Generator("cpu").manual_seed(task.seed)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         monitor = StepMonitor(task.cancel, task.progress)
         with timings.measure("lora_seconds"):
             self._lora().activate(task.params.get("loras"))
         with timings.measure("encode_seconds"):
             embeds = self.encode(task.prompt, task.negative_prompt)
         self._set_schedulers(pipes, run.scheduler)
-        latents = self._denoise(pipes, task, run, embeds, generator, monitor, timings)
-        with timings.measure("decode_seconds"):
-            image, retried = decode_checked(pipes.base, latents)
-        if run.upscale:
-            task.cancel.check()
-            image, again = self._upscale(pipes, image, run, embeds, generator, monitor, timings)
-            retried = retried or again
-        return self._astro_result(pipes, task, run, image, started, timings, monitor, retried)
+        style = self._style(pipes, task)
+        latents = self._denoise(pipes, task, run, embeds, generators, monitor, timings, style)
+        results = []
+        for i, seed in enumerate(seeds):
+            with timings.measure("decode_seconds"):
+                image, retried = decode_checked(pipes.base, latents[i:i + 1])
+            if run.upscale:
+                task.cancel.check()
+                image, again = self._upscale(pipes, image, run, embeds, generators[i], monitor, timings, style)
+                retried = retried or again
+            results.append(self._astro_result(pipes, replace(task, seed=seed), run, image, started, timings,
+                                              monitor, retried, style))
+        return results
+
+    def _style(self, pipes: Pipes, task: AstroTask) -> dict[str, Any]:
+        """The IP-Adapter's call arguments: the reference at the job's scale; once an adapter is
+        loaded every call needs an image, so a job without one passes a neutral image at scale 0
+        (the same pixels as no adapter)."""
+        if not pipes.ip_adapter:
+            return {}
+        scale = _number(task.params.get("ip_adapter_scale"), self.config.sdxl.ip_adapter.scale,
+                        "ip_adapter_scale", 0.0, 2.0)
+        if task.style_image is None:
+            scale, image = 0.0, Image.new("RGB", (64, 64))
+        else:
+            from astrowatch.storage.images import open_image
+
+            limits = self.config.limits
+            image = open_image(task.style_image, max_pixels=limits.max_image_pixels,
+                               max_bytes=limits.max_image_bytes).convert("RGB")
+        pipes.base.set_ip_adapter_scale(scale)
+        return {"ip_adapter_image": image, "_scale": scale}
 
     def _denoise(self, pipes: Pipes, task: AstroTask, run: RunParams, embeds: Embeds,
-                 generator: torch.Generator, monitor: StepMonitor, timings: Timings) -> torch.Tensor:
+                 generator: list[torch.Generator], monitor: StepMonitor, timings: Timings,
+                 style: dict[str, Any]) -> torch.Tensor:
         common = {"num_inference_steps": run.steps, "guidance_scale": run.cfg_scale, "generator": generator,
-                  "output_type": "latent", "callback_on_step_end": monitor}
+                  "output_type": "latent", "callback_on_step_end": monitor, "num_images_per_prompt": len(generator)}
+        base_only = {k: v for k, v in style.items() if not k.startswith("_")}  # the refiner has no adapter
         if pipes.refiner is not None:
             common["denoising_end"] = run.refiner_switch
         init = self._init_image(task, run)
         with timings.measure("base_seconds"):
             if init is not None:
-                out = pipes.img2img(image=init, strength=run.init_strength, **common, **embeds.kwargs())
+                out = pipes.img2img(image=init, strength=run.init_strength, **common, **base_only,
+                                    **embeds.kwargs())
             else:
-                out = pipes.base(width=run.width, height=run.height, **common, **embeds.kwargs())
+                out = pipes.base(width=run.width, height=run.height, **common, **base_only, **embeds.kwargs())
         monitor.check()
         if pipes.refiner is None:
             base_images: torch.Tensor = out.images
@@ -213,6 +258,7 @@ class SdxlBackend(Backend):
         with timings.measure("encode_seconds"):
             refiner_embeds = encode_refiner(self._refiner_compel, task.prompt, task.negative_prompt)
         common.pop("denoising_end")
+        common["num_images_per_prompt"] = 1  # the base's latents are the batch already
         with timings.measure("refiner_seconds"):
             out = pipes.refiner(image=out.images, denoising_start=run.refiner_switch, **common,
                                 **refiner_embeds.kwargs())
@@ -231,7 +277,8 @@ class SdxlBackend(Backend):
         return image.convert("RGB").resize((run.width, run.height), LANCZOS)
 
     def _upscale(self, pipes: Pipes, image: Image.Image, run: RunParams, embeds: Embeds,
-                 generator: torch.Generator, monitor: StepMonitor, timings: Timings) -> tuple[Image.Image, bool]:
+                 generator: torch.Generator, monitor: StepMonitor, timings: Timings,
+                 style: dict[str, Any]) -> tuple[Image.Image, bool]:
         """Lanczos x2, then img2img at ``upscale_strength`` with a tiled VAE."""
         big = image.resize((image.width * 2, image.height * 2), LANCZOS)
         self._set_schedulers(pipes, run.scheduler)
@@ -240,12 +287,13 @@ class SdxlBackend(Backend):
             out = pipes.img2img(
                 image=big, strength=run.upscale_strength, num_inference_steps=steps,
                 guidance_scale=run.cfg_scale, generator=generator, output_type="latent",
-                callback_on_step_end=monitor, **embeds.kwargs())
+                callback_on_step_end=monitor, **{k: v for k, v in style.items() if not k.startswith("_")},
+                **embeds.kwargs())
             monitor.check()
             return decode_checked(pipes.img2img, out.images)
 
     def _astro_result(self, pipes: Pipes, task: AstroTask, run: RunParams, image: Image.Image, started: float,
-                      timings: Timings, monitor: StepMonitor, retried: bool) -> Result:
+                      timings: Timings, monitor: StepMonitor, retried: bool, style: dict[str, Any]) -> Result:
         total = time.perf_counter() - started
         self._image_seconds.append(total)
         refined = pipes.refiner is not None
@@ -258,11 +306,16 @@ class SdxlBackend(Backend):
                "Hires upscale": 2 if run.upscale else None, "Hires steps": upscale_steps if run.upscale else None,
                "Hires upscaler": "Lanczos" if run.upscale else None,
                "Denoising strength": run.upscale_strength if run.upscale else None,
-               "Lora hashes": loras.hashes_field() if loras else None})
+               "Lora hashes": loras.hashes_field() if loras else None,
+               "IP-Adapter": pipes.ip_adapter, "IP-Adapter scale": style.get("_scale") if style else None,
+               "IP-Adapter reference": task.style_sha256[:10] if style and task.style_sha256 else None})
         params = {"steps": run.steps, "cfg_scale": run.cfg_scale, "width": run.width, "height": run.height,
                   "scheduler": run.scheduler, "upscale": "2" if run.upscale else "none",
                   "refiner_switch": run.refiner_switch if refined else None,
                   "init_strength": run.init_strength, "device": pipes.device, "dtype": _dtype_name(pipes.dtype)}
+        if style:  # the adapter, its scale and the reference it was given (none: scale 0)
+            params["ip_adapter"] = {"model": pipes.ip_adapter, "scale": style["_scale"],
+                                    "reference_sha256": task.style_sha256 if task.style_image else None}
         return Result(
             image=image, backend=self.name, model=pipes.model_name, params=params, seed=task.seed,
             prompt=task.prompt, negative_prompt=task.negative_prompt,

@@ -46,6 +46,7 @@ class Pipes:
     vae_name: str | None = None
     offloaded: bool = False
     scheduler_configs: dict[str, Any] | None = None  # as loaded: "base", "refiner"
+    ip_adapter: str | None = None  # the IP-Adapter loaded into the base UNet (sdxl.ip_adapter), by name
 
     def __post_init__(self) -> None:
         if self.scheduler_configs is None:  # schedulers are rebuilt from these, never from a replaced one
@@ -243,6 +244,26 @@ def compile_unets(pipes: Pipes) -> None:
         if pipe is not None:
             pipe.unet.to(memory_format=torch.channels_last)
             pipe.unet.compile(mode="max-autotune", fullgraph=True)
+
+
+def load_ip_adapter(pipes: Pipes, cfg: Any) -> None:
+    """``sdxl.ip_adapter``: a local folder laid out like h94/IP-Adapter, loaded with diffusers' own
+    loader into the base UNet (shared by the img2img pipeline, which gets the image encoder too)."""
+    folder = Path(cfg.model)
+    weights = folder / cfg.subfolder / cfg.weight_name
+    if not weights.is_file():
+        raise ConfigError(f"sdxl.ip_adapter.model: {weights} is not a file",
+                          hint="a local folder laid out like h94/IP-Adapter: sdxl_models/ip-adapter_sdxl.safetensors "
+                               "and sdxl_models/image_encoder/")
+    try:
+        pipes.base.load_ip_adapter(str(folder), subfolder=cfg.subfolder, weight_name=cfg.weight_name,
+                                   image_encoder_folder=cfg.image_encoder, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise _load_error("sdxl.ip_adapter.model", "IP-Adapter folder", str(folder), exc) from None
+    base = pipes.base
+    pipes.img2img.register_modules(image_encoder=base.image_encoder, feature_extractor=base.feature_extractor)
+    pipes.ip_adapter = f"{folder.name}/{cfg.weight_name}"
+    log.info("sdxl_ip_adapter_loaded", adapter=pipes.ip_adapter, scale=cfg.scale)
 
 
 # -- schedulers --------------------------------------------------------------------------------
