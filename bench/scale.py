@@ -39,8 +39,21 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ROOT, BenchDaemon, loadavg, log, median, memory_mb, parse_args, percentile, save, scratch,
-                    small_png, verdict, write_bench_config)
+from common import (
+    ROOT,
+    BenchDaemon,
+    loadavg,
+    log,
+    median,
+    memory_mb,
+    parse_args,
+    percentile,
+    save,
+    scratch,
+    small_png,
+    verdict,
+    write_bench_config,
+)
 
 TARGETS = {"inbox_p99_ms": 20.0, "status_query_ms": 50.0, "status_cli_s": 0.5, "status_bytes": 200_000,
            "metrics_ms": 10.0, "heartbeat_gap_max_s": 2.0, "sigterm_s": 2.0}
