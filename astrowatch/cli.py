@@ -74,9 +74,20 @@ def _daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
 
-    p = sub.add_parser("status", help="job counts by state, the inbox, recent failures, backends")
+    p = sub.add_parser("status", help="a summary: counts by state, kind and backend, oldest waiting, failures")
     _add_config(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--sizes", action="store_true", help="also the sizes of archive/, the cache and logs (walks them)")
+
+    p = sub.add_parser("jobs", help="jobs in detail, a page at a time (status gives the summary)")
+    _add_config(p)
+    jsub = p.add_subparsers(dest="action", metavar="ACTION")
+    jsub.required = True
+    jp = jsub.add_parser("list", help="jobs in one state, oldest first")
+    jp.add_argument("--state", default="inbox", help="queued, running, waiting, inbox, failed, ... (default: inbox)")
+    jp.add_argument("--json", action="store_true", help="a JSON array (the next cursor on stderr)")
+    _add_paging(jp)
+    _add_config(jp, nested=True)
 
     p = sub.add_parser("init", help="create the data folders (shared with the group) and a commented config.yaml")
     p.add_argument("dir", nargs="?", default=".", help="where to create config.yaml and data/ (default: .); "
@@ -94,6 +105,15 @@ def _daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 
+def _add_paging(p: argparse.ArgumentParser) -> None:
+    from astrowatch.storage.paging import DEFAULT_LIMIT
+
+    p.add_argument("--user", help="only this user's")
+    p.add_argument("--kind", choices=["astro", "enhance"], help="only this kind")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"items per page (default {DEFAULT_LIMIT}, max 1000)")
+    p.add_argument("--cursor", help="the next page: the cursor the previous page printed")
+
+
 def _review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("review", help="list the inbox or decide on a result (same as moving the file)")
     _add_config(p)
@@ -101,6 +121,7 @@ def _review_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     rsub.required = True
     rp = rsub.add_parser("list", help="list results waiting in the inbox")
     rp.add_argument("--json", action="store_true")
+    _add_paging(rp)
     _add_config(rp, nested=True)
     for action in ("approve", "reject"):
         rp = rsub.add_parser(action, help=f"{action} a result (job id or inbox image path)")

@@ -23,7 +23,8 @@ ROOT = BENCH.parent
 # script -> needs redis-server.  run_cpu.py --smoke runs startup, recovery, ingest, idle and overhead.
 SCRIPTS: dict[str, bool] = {
     "run_cpu.py": False, "api.py": False, "soak.py": False, "phone_photo.py": False, "profile_idle.py": False,
-    "profile_ingest.py": False, "lora_switch.py": False, "variants.py": False, "c2pa_sign.py": False, "caption.py": False,
+    "profile_ingest.py": False, "lora_switch.py": False, "variants.py": False, "c2pa_sign.py": False,
+    "caption.py": False, "scale.py": False,
     "celery_costs.py": True, "celery_idle.py": True, "celery_scale.py": True,
 }
 

@@ -27,6 +27,7 @@ from astrowatch.api.uploads import STREAMED, upload_routes
 from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError
 from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, PENDING, BackendName, Decision, JobKind
+from astrowatch.storage import paging
 
 log = structlog.get_logger("astrowatch.api")
 MAX_BODY = 64 * 1024
@@ -277,9 +278,20 @@ def _reads(service: Service) -> APIRouter:
     def caption(job_id: str) -> dict[str, Any]:
         return service.caption(job_id)
 
-    @router.get("/inbox", response_model=list[InboxOut])
-    def inbox(user: str | None = None) -> list[dict[str, Any]]:
-        return service.inbox(user)
+    @router.get("/inbox", response_model=list[InboxOut], responses={200: {"headers": {"Link": {
+        "description": 'the next page: `<...&cursor=...>; rel="next"` (absent on the last page)',
+        "schema": {"type": "string"}}}}})
+    def inbox(request: Request, response: Response, user: str | None = None, kind: JobKind | None = None,
+              limit: int = Query(paging.DEFAULT_LIMIT, ge=1, le=paging.MAX_LIMIT,
+                                 description="items per page (oldest first)"),
+              cursor: str | None = Query(None, max_length=200, description="from the previous page's Link header"),
+              ) -> list[dict[str, Any]]:
+        """Results waiting for review, one page at a time (a JSON array); the next page's URL is in
+        the `Link: <...>; rel="next"` header."""
+        items, after = service.inbox(user, kind=kind, limit=limit, cursor=cursor)
+        if after is not None:
+            response.headers["Link"] = f'<{request.url.include_query_params(cursor=after)}>; rel="next"'
+        return items
 
     return router
 

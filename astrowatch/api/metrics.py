@@ -1,8 +1,10 @@
 """``/metrics``: Prometheus metrics read from the ledger at scrape time.
 
 The ledger is the source of truth, so every API process (and a restart) reports the same
-numbers and nothing needs ``prometheus_client``'s multi-process mode.  Counters and the
-histogram are cumulative because jobs and their history are never deleted.
+numbers and nothing needs ``prometheus_client``'s multi-process mode.  Totals come from the
+ledger's counters (:mod:`astrowatch.storage.counters`), written in the same transaction as each
+state change: a scrape reads a few rows, however long the history.  Counters and the histogram
+are cumulative because jobs are never deleted.
 
 User names are the upstream app's users: ``astrowatch_inbox_results{user}`` is in the output only
 for a scrape that presents the API token (``render(..., per_user=True)``).  Without the token, or
@@ -12,19 +14,17 @@ label) is always there.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from astrowatch.core.jobs import STATES, JobKind, JobState
+from astrowatch.core.jobs import STATES, BackendName, JobKind, JobState
+from astrowatch.storage.counters import BUCKETS
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.api.service import Service
 
-# seconds per image: CPU wheel/fake (sub-second) up to SDXL on CPU or a slow remote API (minutes)
-BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 # the history note of a job's move to ``failing`` is the exception class; Prometheus gets its family
 REASON_CLASS = {
     "input": "input", "InputError": "input", "UnsafePathError": "input", "PermanentBackendError": "refused",
@@ -39,9 +39,6 @@ class LedgerCollector:
 
     def __init__(self, service: Service) -> None:
         self.service = service
-        self._lock = threading.Lock()
-        self._seen = 0  # last history row added to the histogram (it only grows: add increments)
-        self._hist: dict[str, list[float]] = {}  # backend -> [count per bucket..., +Inf count, sum]
 
     def describe(self) -> list[Any]:
         return []  # no collect() at registration time (the ledger may not exist yet)
@@ -64,7 +61,7 @@ class LedgerCollector:
         yield from self._waiting(ledger, GaugeMetricFamily)
         failures = CounterMetricFamily("astrowatch_failures", "failed jobs by reason class", labels=["reason"])
         by_reason: Counter[str] = Counter()
-        for cause, n in ledger.failure_causes().items():
+        for cause, n in ledger.failure_counts().items():
             by_reason[REASON_CLASS.get(cause, "other")] += n
         for reason in REASONS:
             failures.add_metric([reason], by_reason[reason])
@@ -73,7 +70,7 @@ class LedgerCollector:
         yield from self._webhooks(ledger, CounterMetricFamily, GaugeMetricFamily)
         last = GaugeMetricFamily("astrowatch_last_success_timestamp_seconds",
                                  "when a result last reached the inbox (Unix time; 0 = never)")
-        last.add_metric([], ledger.last_entered(JobState.INBOX) or 0.0)
+        last.add_metric([], ledger.last_inbox_at() or 0.0)
         yield last
 
     def _supervision(self, counter: Any) -> Any:
@@ -89,30 +86,43 @@ class LedgerCollector:
 
     def _jobs(self, ledger: Any, gauge: Any, *, per_user: bool) -> Iterator[Any]:
         jobs = gauge("astrowatch_jobs", "jobs by state and kind", labels=["state", "kind"])
-        counts = ledger.counts_by_kind()
+        counts = ledger.job_counts()
         for state in STATES:
             for kind in JobKind:
                 jobs.add_metric([state, kind], counts.get((state, kind), 0))
         yield jobs
-        by_user = ledger.counts_by_user(JobState.INBOX)
         total = gauge("astrowatch_inbox_results_all", "results waiting for review, all users")
-        total.add_metric([], sum(by_user.values()))
+        total.add_metric([], sum(n for (state, _kind), n in counts.items() if state == JobState.INBOX))
         yield total
-        if per_user:  # user names: only for a scrape with the API token
+        if per_user:  # user names: only for a scrape with the API token (one series per user)
             inbox = gauge("astrowatch_inbox_results", "results waiting for review, per user", labels=["user"])
-            for user, n in sorted(by_user.items()):
+            for user, n in sorted(ledger.counts_by_user(JobState.INBOX).items()):
                 inbox.add_metric([user], n)
             yield inbox
 
     def _waiting(self, ledger: Any, gauge: Any) -> Iterator[Any]:
-        waiting_jobs = ledger.by_state(JobState.WAITING)
+        groups = ledger.waiting_groups()  # one row per kind and requested backend, not per job
+        by_backend: Counter[str] = Counter()
+        for g in groups:
+            by_backend[self._backend(g["kind"], g["backend"])] += g["n"]
         waiting = gauge("astrowatch_waiting_jobs", "jobs waiting for their backend to come back", labels=["backend"])
-        for backend, n in sorted(Counter(self.service.backend_of(j) or "?" for j in waiting_jobs).items()):
+        for backend, n in sorted(by_backend.items()):
             waiting.add_metric([backend], n)
         yield waiting
         oldest = gauge("astrowatch_waiting_oldest_seconds", "how long the oldest waiting job has waited (0 = none)")
-        oldest.add_metric([], max((time.time() - j.updated_at for j in waiting_jobs), default=0.0))
+        oldest.add_metric([], max((time.time() - g["since"] for g in groups), default=0.0))
         yield oldest
+
+    def _backend(self, kind: str, requested: Any) -> str:
+        """The backend a waiting job of ``kind`` runs on (as :meth:`Service.backend_of` without a result)."""
+        from astrowatch.runtime.status import daemon_state
+
+        if isinstance(requested, str) and requested:
+            return requested
+        default = str(getattr(self.service.config, kind).backend)
+        if default == BackendName.AUTO:
+            default = str((daemon_state(self.service.layout).get("backends") or {}).get(kind, default))
+        return default or "?"
 
     def _webhooks(self, ledger: Any, counter: Any, gauge: Any) -> Iterator[Any]:
         """Webhook messages per endpoint and state (delivered and failed ones within
@@ -135,20 +145,14 @@ class LedgerCollector:
     def _seconds(self, ledger: Any) -> Any:
         from prometheus_client.core import HistogramMetricFamily
 
-        with self._lock:
-            rows, self._seen = ledger.generation_seconds(after=self._seen)
-            for backend, seconds in rows:
-                acc = self._hist.setdefault(backend or "?", [0.0] * (len(BUCKETS) + 2))
-                for i, bound in enumerate(BUCKETS):
-                    acc[i] += seconds <= bound
-                acc[-2] += 1
-                acc[-1] += seconds
-            snapshot = {backend: list(acc) for backend, acc in self._hist.items()}
         hist = HistogramMetricFamily("astrowatch_image_seconds", "seconds per result (claim to publish), per backend",
                                      labels=["backend"])
-        for backend, acc in sorted(snapshot.items()):
-            buckets = [(_le(b), acc[i]) for i, b in enumerate(BUCKETS)] + [("+Inf", acc[-2])]
-            hist.add_metric([backend], buckets, acc[-1])
+        for backend, d in sorted(ledger.durations().items()):
+            buckets, running = [], 0.0
+            for bound, n in zip(BUCKETS, d.buckets, strict=True):
+                running += n
+                buckets.append((_le(bound), running))
+            hist.add_metric([backend], [*buckets, ("+Inf", d.count)], d.sum)
         return hist
 
 

@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 from astrowatch.core.errors import AstrowatchError, InputError, NotFound, UnsafePathError
 from astrowatch.core.jobs import BackendName, Decision, JobKind, JobState
-from astrowatch.storage import safefs
+from astrowatch.storage import paging, safefs
 from astrowatch.storage.layout import Layout, check_name, check_user_name
 from astrowatch.storage.safefs import SIDECAR_MAX_BYTES, Unreadable
 
@@ -168,16 +168,21 @@ class Service:
             "updated_at": iso(job.updated_at), "status_url": f"/api/jobs/{job.id}",
         }
 
-    def inbox(self, name: str | None) -> list[dict[str, Any]]:
+    def inbox(self, name: str | None, *, kind: str | None = None, limit: int = paging.DEFAULT_LIMIT,
+              cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the results waiting for review (oldest first), and the cursor of the next
+        page (None: the last).  An index serves it: its cost does not grow with the inbox."""
         user = self.user(name) if name is not None else None
-        items = []
-        for job in self.reader().by_state(JobState.INBOX):
-            if user is not None and job.user != user:
-                continue
-            items.append({"job_id": job.id, "user": job.user, "kind": job.kind, "backend": self.backend_of(job),
-                          "image": f"/api/jobs/{job.id}/image.png", "waiting_s": round(time.time() - job.updated_at),
-                          "status_url": f"/api/jobs/{job.id}", **self._variants_view(job)})
-        return items
+        try:
+            after = paging.decode(cursor) if cursor else None
+        except InputError as exc:
+            raise ApiError(400, exc.message, "pass back the cursor of the previous page's Link header") from None
+        jobs, last = self.reader().page(JobState.INBOX, user=user, kind=kind, limit=paging.check_limit(limit),
+                                        after=after)
+        items = [{"job_id": job.id, "user": job.user, "kind": job.kind, "backend": self.backend_of(job),
+                  "image": f"/api/jobs/{job.id}/image.png", "waiting_s": round(time.time() - job.updated_at),
+                  "status_url": f"/api/jobs/{job.id}", **self._variants_view(job)} for job in jobs]
+        return items, (paging.encode(last) if last else None)
 
     # -- files ---------------------------------------------------------------------------------------
     def _regular(self, path: Path) -> bool:

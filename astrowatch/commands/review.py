@@ -1,6 +1,7 @@
 """``astrowatch review list|approve|reject|redo|pick|caption|tags``: the same as moving the file by hand.
 
-The command moves the inbox image (with its sidecars) into ``approved/``, ``rejected/`` or
+``review list`` prints one page (``--limit``, default 100, oldest first; ``--user``, ``--kind``)
+and the ``--cursor`` of the next one.  The command moves the inbox image (with its sidecars) into ``approved/``, ``rejected/`` or
 ``redo/``; the daemon acts on it exactly as on a reviewer's move (at its next start if it is
 not running).  ``redo --set section.key=value`` (the spelling of ``generate``/``enhance``, e.g.
 ``astro.style=cosmique``, ``sdxl.steps=40``) first edits the sidecar's ``params``.  ``caption``
@@ -17,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from astrowatch.commands.jobs import page_rows, print_next
 from astrowatch.core.jobs import Decision, JobState
 from astrowatch.review.inbox import FOLDER, InboxItem, apply_sets, find_inbox_item, force, move, redo_overrides
 
@@ -37,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
         print("[]" if args.json else f"inbox is empty (no ledger yet under {layout.root})")
         return 0
     if args.action == "list":
-        jobs = ledger.by_state(JobState.INBOX)
+        jobs, cursor = page_rows(ledger, JobState.INBOX, args)  # a page at a time, oldest first
         rows = [{"job_id": j.id, "user": j.user, "kind": j.kind,
                  "image": f"inbox/{j.user}/{(j.result or {}).get('image')}",
                  **({"variants": [f"inbox/{j.user}/{v.get('image')}" for v in (j.result or {})["variants"]]}
@@ -46,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2))
         else:
             print("\n".join(f"{r['job_id']}  {r['kind']:<8} {r['image']}" for r in rows) or "inbox is empty")
+        print_next("review list", cursor, json_mode=args.json)
         return 0
     if args.action in ("caption", "tags"):
         return _edit(args, config, layout, ledger)

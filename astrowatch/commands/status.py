@@ -1,4 +1,6 @@
-"""``astrowatch status``: counts by state, the inbox, recent failures, the backends in use.
+"""``astrowatch status``: a summary — counts by state, kind and backend, the oldest waiting items, the
+slowest step, the failures of the last hour, the backends in use — that stays small and fast however
+long the history (``astrowatch jobs list`` has the detail; ``--sizes`` walks the folders retention bounds).
 
 Works whether or not the daemon runs, for anyone in the service's group: it reads the ledger
 (read-only) and the daemon's state file.
@@ -70,9 +72,20 @@ def render(info: dict[str, Any]) -> str:
     if info.get("note"):
         lines.append(info["note"])
     lines.append("jobs: " + (", ".join(f"{s} {n}" for s, n in info["counts"].items()) or "none"))
+    for kind, by_state in (info.get("by_kind") or {}).items():
+        lines.append(f"  {kind}: " + ", ".join(f"{s} {n}" for s, n in by_state.items()))
+    for name, b in (info.get("by_backend") or {}).items():
+        lines.append(f"  backend {name}: {b['results']} results, mean {b['mean_s']} s, max {b['max_s']} s")
+    if slow := info.get("slowest"):
+        lines.append(f"slowest step: {slow['step']} on {slow['backend']} ({slow['mean_s']} s mean, {slow['max_s']} s max)")
+    for state, o in (info.get("oldest") or {}).items():
+        lines.append(f"oldest {state}: job {o['job_id']} ({o['kind']}, {o['age_s']} s old)")
     inbox = info[JobState.INBOX]
-    lines.append(f"inbox ({len(inbox)}):")
+    total = info.get("inbox_total", len(inbox))
+    lines.append(f"inbox ({total}{', the oldest ' + str(len(inbox)) + ' here' if total > len(inbox) else ''}):")
     lines += [f"  {i['image']}  [{i['kind']}, {i['backend']}, job {i['job_id']}]" for i in inbox] or ["  (empty)"]
+    if total > len(inbox):
+        lines.append("  (all of them: astrowatch review list, a page at a time)")
     disk, sizes = info.get("disk") or {}, info.get("sizes_mb") or {}
     if disk.get("full"):
         lines.append(f"DISK FULL: {disk['free_mb']} MB free under data_dir (limits.min_free_mb="
@@ -82,7 +95,7 @@ def render(info: dict[str, Any]) -> str:
     if sizes:
         lines.append("sizes: " + ", ".join(f"{k} {v} MB" for k, v in sizes.items()))
     if waiting := info.get(JobState.WAITING):
-        lines.append(f"waiting ({len(waiting)}): " + "; ".join(
+        lines.append(f"waiting ({info.get('waiting_total', len(waiting))}): " + "; ".join(
             f"{w['job_id']} ({w['reason']})" for w in waiting[:5]))
     paused = {n: why for w in d.get("workers", []) if up for n, why in (w.get("paused") or {}).items()}
     lines += [f"paused backend {n}: {why} (fix it, then 'systemctl reload astrowatch')" for n, why in paused.items()]
@@ -91,7 +104,7 @@ def render(info: dict[str, Any]) -> str:
         lines.append("webhooks: " + ", ".join(f"{s} {n}" for s, n in sorted(hooks["counts"].items())))
     lines += [f"  FAILED {f['at']}  {f['type']} {f['webhook_id']} -> {f['endpoint']}: {f['error']} "
               f"('astrowatch webhooks retry {f['webhook_id']}')" for f in hooks.get("failed", [])]
-    lines.append("recent failures:")
+    lines.append(f"failures in the last hour: {info.get('failures_last_hour', len(info['failures']))}")
     lines += [f"  {f['at']}  {f['source']}: {f['reason']}" for f in info["failures"]] or ["  (none)"]
     return "\n".join(lines)
 
@@ -99,7 +112,7 @@ def render(info: dict[str, Any]) -> str:
 def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
-    info = collect(load_config(args.config))
+    info = collect(load_config(args.config), sizes=bool(getattr(args, "sizes", False)))
     from astrowatch.core.secrets import redact
 
     print(redact(json.dumps(info, indent=2, default=str) if args.json else render(info)))  # no secret, ever

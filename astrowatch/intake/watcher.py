@@ -70,11 +70,17 @@ class StabilityTracker:
         """Paths that stayed unchanged for the quiet period, with the time they became stable."""
         return [(s.path, s.stable_at) for s in self.stable()]
 
-    def stable(self) -> list[Stable]:
-        """:meth:`due` with the identity each stability check saw (hand it to ``Ingest.handle``)."""
+    def stable(self, limit: int | None = None) -> list[Stable]:
+        """:meth:`due` with the identity each stability check saw (hand it to ``Ingest.handle``);
+        at most ``limit`` of them (the first touched first): the rest stay due for the next call."""
         now = self.clock()
+        ready: list[tuple[str, tuple[float, StatKey | None, float]]] = []
         with self._lock:
-            ready = [(p, v) for p, v in self._pending.items() if v[0] <= now]
+            for p, v in self._pending.items():
+                if v[0] <= now:
+                    ready.append((p, v))
+                    if limit is not None and len(ready) >= limit:
+                        break
         stable: list[Stable] = []
         for path, (deadline, key, first) in ready:
             current = stat_key(path)

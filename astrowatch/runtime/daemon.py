@@ -53,6 +53,10 @@ STATUS_IDLE_EVERY = 2.0  # seconds between state-file writes / STATUS= when idle
 OUTBOX_PRUNE_EVERY = 3600.0  # seconds between prunes of events and webhook messages past events.retention_days
 STATUS_BUSY_EVERY = 0.75  # ... and while a job runs: with the 0.5 s tick, once a second (progress)
 IDLE_JOIN_S = 3.0  # at shutdown, how long a worker with no job in hand is waited for
+# A burst (20,000 photos dropped, or as many decisions) is taken in batches: after TICK_BUDGET_S of
+# them the loop goes round (signals, the watchdog, status), so it never stalls behind a backlog.
+TICK_BATCH = 8  # files taken from the stability tracker at a time
+TICK_BUDGET_S = 0.25
 
 
 def resolve_backends(config: Config) -> dict[str, str]:
@@ -227,9 +231,14 @@ class Daemon:
         self._wakeup.set()
 
     def tick(self) -> None:
-        for due in self.tracker.stable():  # with the (st_dev, st_ino) its stability check saw
-            outcome = self._guarded("take file", self.ingest.handle, due.path, due.identity)
-            self._guarded("record a skipped file", self._record_skipped, due.path, outcome)
+        until = time.monotonic() + TICK_BUDGET_S
+        while not self._signals and time.monotonic() < until:  # bounded: the rest at the next turn
+            batch = self.tracker.stable(limit=TICK_BATCH)  # with the (st_dev, st_ino) its check saw
+            for due in batch:
+                outcome = self._guarded("take file", self.ingest.handle, due.path, due.identity)
+                self._guarded("record a skipped file", self._record_skipped, due.path, outcome)
+            if len(batch) < TICK_BATCH:
+                break
         with self._dirs_lock:
             dirs, self._dirs_to_scan = self._dirs_to_scan, set()
         for folder in dirs:

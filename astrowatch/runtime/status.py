@@ -1,5 +1,7 @@
-"""What the service is doing, for anyone in its group: counts by state, the inbox, recent
-failures, free space, the daemon's heartbeat file and (``executor: celery``) the remote workers.
+"""What the service is doing, for anyone in its group, as a summary that does not grow with the
+history: counts per state, kind and backend, the oldest waiting items, the slowest backend, the
+failures of the last hour, the first items of the inbox (``astrowatch jobs list`` pages the rest),
+free space, the daemon's heartbeat file and (``executor: celery``) the remote workers.
 
 Read-only: the ledger opened for reading and the daemon's state file.  ``astrowatch status``, the
 HTTP API and the review page all show this one snapshot.
@@ -17,7 +19,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.storage.layout import Layout
 
 
-def collect(config: Config) -> dict[str, Any]:
+LISTED = 20  # items of each list in the summary (the oldest first); ``astrowatch jobs list`` has the rest
+FAILURE_WINDOW_S = 3600.0
+
+
+def collect(config: Config, *, sizes: bool = False) -> dict[str, Any]:
+    """The summary.  Every figure comes from the ledger's counters or from a query bounded by an
+    index, so it costs the same at 100 jobs as at 100,000; ``sizes`` adds what retention bounds
+    (a walk of archive/, cache and logs: it grows with the history, hence opt-in)."""
     from astrowatch.core.jobs import STATES
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger_readonly import open_for_reading
@@ -27,20 +36,59 @@ def collect(config: Config) -> dict[str, Any]:
         return {"data_dir": str(layout.root), "daemon": daemon_state(layout), "counts": {}, "inbox": [],
                 "failures": [], "note": "no ledger yet: the daemon has never run on this data folder"}
     ledger = open_for_reading(layout)  # a reviewer may read the ledger, never write it
-    counts = ledger.counts()
+    by_pair = ledger.job_counts()
+    counts: dict[str, int] = {}
+    by_kind: dict[str, dict[str, int]] = {}
+    for (state, kind), n in by_pair.items():
+        counts[state] = counts.get(state, 0) + n
+        by_kind.setdefault(kind, {})[state] = n
+    inbox_jobs, _ = ledger.page("inbox", limit=LISTED)
     inbox = [{"job_id": j.id, "user": j.user, "kind": j.kind,
               "image": f"inbox/{j.user}/{(j.result or {}).get('image')}",
               "backend": (j.result or {}).get("backend"), "waiting_s": round(time.time() - j.updated_at)}
-             for j in ledger.by_state("inbox")]
-    failures = [{"job_id": j.id, "user": j.user, "kind": j.kind, "source": j.source, "reason": j.error,
-                 "at": time.strftime("%Y-%m-%d %H:%M", time.localtime(j.updated_at))}
-                for j in ledger.by_state("failed", limit=10)]
-    waiting = [{"job_id": j.id, "user": j.user, "reason": j.error} for j in ledger.by_state("waiting")]
-    return {"data_dir": str(layout.root), "daemon": daemon_state(layout), **remote(config),
+             for j in inbox_jobs]
+    since = time.time() - FAILURE_WINDOW_S
+    failed_n, recent = ledger.recent(("failed", "failing"), since, limit=LISTED)
+    failures = [{"job_id": r["id"], "user": r["user"], "kind": r["kind"], "source": r["source"], "reason": r["error"],
+                 "at": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated_at"]))} for r in recent]
+    waiting_jobs, _ = ledger.page("waiting", limit=LISTED)
+    waiting = [{"job_id": j.id, "user": j.user, "reason": j.error} for j in waiting_jobs]
+    info = {"data_dir": str(layout.root), "daemon": daemon_state(layout), **remote(config),
             "counts": {s: counts.get(s, 0) for s in STATES if counts.get(s)},
-            "inbox": inbox, "waiting": waiting, "failures": failures, "webhooks": webhooks(ledger),
+            "by_kind": {k: {s: v[s] for s in STATES if v.get(s)} for k, v in sorted(by_kind.items())},
+            "by_backend": (per_backend := backends(ledger)), "slowest": slowest(per_backend), "oldest": oldest(ledger),
+            "inbox_total": counts.get("inbox", 0), "inbox": inbox,
+            "waiting_total": counts.get("waiting", 0), "waiting": waiting,
+            "failures_last_hour": failed_n, "failures": failures, "webhooks": webhooks(ledger),
             "configured_backends": {"astro": config.astro.backend, "enhance": config.enhance.backend},
-            **room(config, layout)}
+            **room(config, layout, sizes=sizes)}
+    return info
+
+
+def backends(ledger: Any) -> dict[str, dict[str, Any]]:
+    """Per backend, the results it produced and their claim-to-publish seconds (the counters)."""
+    return {name: {"results": int(d.count), "mean_s": round(d.sum / d.count, 3) if d.count else None,
+                   "max_s": round(d.max, 3)} for name, d in sorted(ledger.durations().items())}
+
+
+def slowest(per_backend: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The generation step that takes longest on average: which backend, its mean and max seconds."""
+    timed = [(d["mean_s"], name) for name, d in per_backend.items() if d["mean_s"] is not None]
+    if not timed:
+        return None
+    mean, name = max(timed)
+    return {"step": "generate", "backend": name, "mean_s": mean, "max_s": per_backend[name]["max_s"]}
+
+
+def oldest(ledger: Any) -> dict[str, Any]:
+    """The items waiting longest: to run (queued, waiting) and for review (inbox)."""
+    out: dict[str, Any] = {}
+    for state in ("queued", "waiting", "inbox"):
+        row = ledger.oldest(state)
+        if row is not None:
+            out[state] = {"job_id": row["id"], "user": row["user"], "kind": row["kind"],
+                          "age_s": round(time.time() - row["created_at"])}
+    return out
 
 
 def webhooks(ledger: Any) -> dict[str, Any]:
@@ -54,15 +102,19 @@ def webhooks(ledger: Any) -> dict[str, Any]:
     return {"counts": counts, "failed": failed}
 
 
-def room(config: Config, layout: Layout) -> dict[str, Any]:
-    """Free space under data_dir (and whether jobs wait for it), and what retention bounds."""
+def room(config: Config, layout: Layout, *, sizes: bool = False) -> dict[str, Any]:
+    """Free space under data_dir (and whether jobs wait for it); with ``sizes``, what retention bounds."""
     from astrowatch.storage.diskspace import DiskGuard
-    from astrowatch.storage.retention import sizes_mb
 
     guard = DiskGuard(layout.root, config.limits.min_free_mb)
     free = guard.free_mb()
-    return {"disk": {"free_mb": free, "min_free_mb": guard.min_free_mb, "full": free is not None and free < guard.threshold_mb},
-            "sizes_mb": sizes_mb(layout)}
+    out: dict[str, Any] = {"disk": {"free_mb": free, "min_free_mb": guard.min_free_mb,
+                                    "full": free is not None and free < guard.threshold_mb}}
+    if sizes:
+        from astrowatch.storage.retention import sizes_mb
+
+        out["sizes_mb"] = sizes_mb(layout)
+    return out
 
 
 def remote(config: Config) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from typing import Any
 
 from astrowatch.core.errors import IllegalTransition, LedgerError, NotFound, as_disk_full
 from astrowatch.core.jobs import INTENTS, PENDING, TERMINAL, TRANSITIONS, Decision, JobKind, JobState
-from astrowatch.storage import outbox
+from astrowatch.storage import counters, outbox
 from astrowatch.storage.chart_seeds import SEEDS_SCHEMA, ChartSeeds
+from astrowatch.storage.counters import CounterQueries
 from astrowatch.storage.ledger_monitor import MonitoringQueries
 from astrowatch.storage.outbox import OutboxQueries
 
@@ -54,6 +55,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
 CREATE INDEX IF NOT EXISTS jobs_source ON jobs(user, source, created_at);
 CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id);
+-- pages in a stable order (created_at, id): all users' inbox, and one user's
+CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_state_user ON jobs(state, user, created_at, id);
 CREATE TABLE IF NOT EXISTS history (
     job_id TEXT NOT NULL,
     from_state TEXT,
@@ -124,7 +128,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     return Job(**data)
 
 
-class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries):
+class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries, CounterQueries):
     """SQLite job ledger.  Thread-safe: one connection per thread."""
 
     def __init__(self, path: Path) -> None:
@@ -135,6 +139,10 @@ class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries):
         conn.executescript(SCHEMA)
         conn.executescript(outbox.SCHEMA)  # events for the upstream app, written with the state changes
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        conn.executescript(counters.SCHEMA)
+        if not self.counted():
+            with self._tx() as tx:  # a ledger from before the counters: counted once, all or nothing
+                counters.backfill(tx)
 
     # -- connections ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -256,6 +264,7 @@ class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries):
         conn.execute("INSERT INTO history(job_id, from_state, to_state, at) VALUES (?,?,?,?)",
                      (job.id, None, JobState.QUEUED, job.created_at))
         outbox.job_changed(conn, job.id, JobState.QUEUED, job.created_at)  # same transaction
+        counters.created(conn, job.kind)  # ... and the counters /metrics and status read
 
     def transition(self, job_id: str, frm: JobState, to: JobState, *, note: str | None = None,
                    **fields: Any) -> bool:
@@ -272,13 +281,14 @@ class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries):
             sets.append(f"{key} = ?")
             values.append(json.dumps(value) if key in _JSON_FIELDS and value is not None else value)
         with self._tx() as conn:
-            cur = conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?",
-                               (*values, job_id, frm))
-            if cur.rowcount == 1:
+            row = conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND state = ?"
+                               " RETURNING kind, json_extract(result, '$.backend')", (*values, job_id, frm)).fetchone()
+            if row is not None:
+                counters.moved(conn, job_id, row[0], frm, to, now, note=note, backend=row[1])  # before history
                 conn.execute("INSERT INTO history(job_id, from_state, to_state, at, note) VALUES (?,?,?,?,?)",
                              (job_id, frm, to, now, note))
                 outbox.job_changed(conn, job_id, to, now, frm)  # the event commits with the state, or neither
-        return cur.rowcount == 1
+        return row is not None
 
     def update_fields(self, job_id: str, **fields: Any) -> None:
         """Set non-state fields (result details...).  State only changes via :meth:`transition`."""
@@ -334,6 +344,27 @@ class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries):
             sql += f" LIMIT {int(limit)}"
         return [_row_to_job(r) for r in self._conn().execute(sql, args)]
 
+    def page(self, state: str, *, user: str | None = None, kind: str | None = None, limit: int = 100,
+             after: tuple[float, str] | None = None) -> tuple[list[Job], tuple[float, str] | None]:
+        """One page of the jobs in ``state`` (optionally one user's, one kind's), oldest first in
+        the stable order ``(created_at, id)``, starting after the key ``after``; and the key to pass
+        for the next page (None: this was the last).  Served by an index: the cost of a page does
+        not grow with the number of jobs."""
+        sql, args = "SELECT * FROM jobs WHERE state = ?", list[Any]([state])
+        if user is not None:
+            sql += " AND user = ?"
+            args.append(user)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        if after is not None:
+            sql += " AND (created_at, id) > (?, ?)"
+            args += [after[0], after[1]]
+        rows = self._conn().execute(sql + " ORDER BY created_at, id LIMIT ?", (*args, int(limit) + 1)).fetchall()
+        jobs = [_row_to_job(r) for r in rows[:limit]]
+        more = len(rows) > limit and jobs
+        return jobs, ((jobs[-1].created_at, jobs[-1].id) if more else None)
+
     def jobs_for_source(self, user: str, source: str) -> list[Job]:
         """All jobs made from one source path, newest first."""
         rows = self._conn().execute(
@@ -355,8 +386,8 @@ class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries):
         return [_row_to_job(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
-        return {r["state"]: r["n"] for r in rows}
+        """Jobs per state, from the counters (:mod:`astrowatch.storage.counters`): a few rows read."""
+        return self.state_counts()
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._conn().execute("SELECT * FROM history WHERE job_id = ? ORDER BY rowid", (job_id,))

@@ -1,12 +1,15 @@
-"""Read-only aggregates over the ledger for monitoring (``astrowatch api``'s ``/metrics``).
+"""Read-only aggregates over the ledger for monitoring (``astrowatch api``'s ``/metrics``, ``status``).
 
 A mixin of :class:`astrowatch.storage.ledger.Ledger`: the state machine stays in ``ledger.py``; these
-queries only read ``jobs`` and ``history``.
+queries only read ``jobs``, each one bounded by an index on ``state`` (never a scan of all jobs or
+of ``history``: totals come from :mod:`astrowatch.storage.counters`).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
+from typing import Any
 
 from astrowatch.core.jobs import JobState
 
@@ -15,33 +18,35 @@ class MonitoringQueries:
     def _conn(self) -> sqlite3.Connection:  # pragma: no cover - provided by Ledger
         raise NotImplementedError
 
-    def counts_by_kind(self) -> dict[tuple[str, str], int]:
-        rows = self._conn().execute("SELECT state, kind, COUNT(*) AS n FROM jobs GROUP BY state, kind")
-        return {(r["state"], r["kind"]): r["n"] for r in rows}
-
-    def failure_causes(self) -> dict[str | None, int]:
-        """Failed jobs by the note of their ``-> failing`` move (the exception class)."""
-        rows = self._conn().execute(
-            "SELECT h.note AS cause, COUNT(*) AS n FROM history h JOIN jobs j ON j.id = h.job_id"
-            " WHERE h.to_state = ? AND j.state IN (?, ?) GROUP BY h.note",
-            (JobState.FAILING, JobState.FAILING, JobState.FAILED))
-        return {r["cause"]: r["n"] for r in rows}
-
-    def generation_seconds(self, after: int = 0) -> tuple[list[tuple[str | None, float]], int]:
-        """``(backend, seconds)`` of every result produced since history row ``after`` (claim, i.e.
-        ``running``, to ``publishing``), and the last history row seen: callers add up increments."""
-        rows = self._conn().execute(
-            "SELECT p.rowid AS seq, json_extract(j.result, '$.backend') AS backend, p.at - (SELECT MAX(r.at)"
-            " FROM history r WHERE r.job_id = p.job_id AND r.to_state = ? AND r.rowid < p.rowid) AS seconds"
-            " FROM history p JOIN jobs j ON j.id = p.job_id WHERE p.rowid > ? AND p.to_state = ?"
-            " ORDER BY p.rowid", (JobState.RUNNING, after, JobState.PUBLISHING)).fetchall()
-        last = rows[-1]["seq"] if rows else after  # writers are serialised: rowids grow in commit order
-        return [(r["backend"], r["seconds"]) for r in rows if r["seconds"] is not None], last
-
     def counts_by_user(self, state: str) -> dict[str, int]:
+        """Jobs in ``state`` per user (a covering scan of the ``(state, user, ...)`` index)."""
         rows = self._conn().execute("SELECT user, COUNT(*) AS n FROM jobs WHERE state = ? GROUP BY user", (state,))
         return {r["user"]: r["n"] for r in rows}
 
-    def last_entered(self, state: str) -> float | None:
-        row = self._conn().execute("SELECT MAX(at) AS at FROM history WHERE to_state = ?", (state,)).fetchone()
-        return row["at"] if row else None
+    def waiting_groups(self) -> list[dict[str, Any]]:
+        """Waiting jobs grouped by kind and the backend their params ask for (None: the default):
+        ``n`` and the oldest ``since`` (Unix time) of each group."""
+        rows = self._conn().execute(
+            "SELECT kind, json_extract(params, '$.backend') AS backend, COUNT(*) AS n, MIN(updated_at) AS since"
+            " FROM jobs WHERE state = ? GROUP BY kind, backend", (JobState.WAITING,))
+        return [dict(r) for r in rows]
+
+    def oldest(self, state: str) -> dict[str, Any] | None:
+        """The job longest in ``state`` by creation (id, user, kind, since)."""
+        row = self._conn().execute("SELECT id, user, kind, created_at, updated_at FROM jobs WHERE state = ?"
+                                   " ORDER BY created_at, id LIMIT 1", (state,)).fetchone()
+        return dict(row) if row is not None else None
+
+    def recent(self, states: tuple[str, ...], since: float, limit: int = 10) -> tuple[int, list[dict[str, Any]]]:
+        """How many jobs in ``states`` changed since ``since``, and the latest ``limit`` of them."""
+        marks = ",".join("?" * len(states))
+        n = self._conn().execute(f"SELECT COUNT(*) FROM jobs WHERE state IN ({marks}) AND updated_at >= ?",
+                                 (*states, since)).fetchone()[0]
+        rows = self._conn().execute(
+            f"SELECT id, user, kind, source, error, updated_at FROM jobs WHERE state IN ({marks}) AND updated_at >= ?"
+            " ORDER BY updated_at DESC LIMIT ?", (*states, since, limit)).fetchall()
+        return int(n), [dict(r) for r in rows]
+
+
+def age(since: float | None) -> float:
+    return round(time.time() - since, 1) if since else 0.0

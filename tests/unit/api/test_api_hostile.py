@@ -64,7 +64,7 @@ def test_the_api_answers_while_a_fifo_takes_the_results_place(waiting: tuple[Ser
     stem = image.name.rsplit(".", 1)[0]
     os.mkfifo(layout.root / "inbox" / "gaby" / "x.fifo")
     os.replace(layout.root / "inbox" / "gaby" / "x.fifo", image.with_name(stem + ".json"))  # a FIFO sidecar
-    assert [i["job_id"] for i in _within(5, lambda: service.inbox(None))] == [job_id]
+    assert [i["job_id"] for i in _within(5, lambda: service.inbox(None)[0])] == [job_id]
     assert _within(5, lambda: service.job_view(job_id))["prompt"] is None
     assert _within(5, lambda: service.pending_image(job_id))[:8] == b"\x89PNG\r\n\x1a\n"
     image.unlink()

@@ -92,7 +92,7 @@ def test_a_commit_on_a_full_disk_raises_disk_full_and_applies_nothing():
 
     from astrowatch.core.errors import DiskFull
 
-    with small_tmpfs(2) as disk:
+    with small_tmpfs(4) as disk:
         ledger = Ledger(disk / "ledger.sqlite3")
         jobs = [_job(ledger, source=f"Utilisateurs/gaby/{i}.jpg", sha=f"s{i}") for i in range(40)]
         fill(disk / "ballast")

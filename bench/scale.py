@@ -1,0 +1,307 @@
+"""Scale: what the reads, the main loop and memory cost as the history grows (issue 27).
+
+At each ``--sizes`` N, a ledger with N jobs of history is written in bulk (many users; 10 % of
+them, at most ``--pending``, waiting in the inbox; the rest filed, rejected, delivered or failed;
+the counters backfilled by the daemon's own start-up code), then:
+
+- ``inbox_p99_ms``: one user's ``GET /api/inbox?user=`` page (FastAPI TestClient, 200 requests);
+- ``inbox_all_p99_ms``: the first page of all users' inbox, and a page deep in it (by cursor);
+- ``status_query_ms``: :func:`astrowatch.runtime.status.collect` in-process (the summary query);
+- ``status_cli_s`` / ``status_bytes``: ``astrowatch status --json`` as a subprocess, wall-clock;
+- ``metrics_ms``: ``GET /metrics`` with the token (per-user series included), median of 20;
+- a daemon (fake backend, systemd watchdog every 1 s via ``WATCHDOG_USEC=2 s``) on that ledger takes
+  a burst of ``--burst`` tiny photos dropped at once: ``per_job_ms`` (first drop to the last result
+  in the inbox, per job), ``rss_mb`` after it, ``heartbeat_gap_max_s`` (longest gap between two
+  ``WATCHDOG=1``); then as many review decisions at once (every result moved into ``approved/``),
+  and a SIGTERM 1 s into them: ``sigterm_s`` (signal to exit).
+
+``--soak N`` adds one daemon run that takes N photos and samples its RSS at 2k and at the end
+(``rss_growth_mb``: the issue's "less than 12 MB from 2k to 10k jobs").  Targets are checked and
+printed; ``--plot`` draws the curves (matplotlib) into ``bench/scale.png``.
+
+    .venv/bin/python bench/scale.py --sizes 2000,10000,100000 --burst 2000 --plot
+    .venv/bin/python bench/scale.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (
+    ROOT,
+    BenchDaemon,
+    loadavg,
+    log,
+    median,
+    memory_mb,
+    parse_args,
+    percentile,
+    save,
+    scratch,
+    small_png,
+    verdict,
+    write_bench_config,
+)
+
+TARGETS = {"inbox_p99_ms": 20.0, "status_query_ms": 50.0, "status_cli_s": 0.5, "status_bytes": 200_000,
+           "metrics_ms": 10.0, "heartbeat_gap_max_s": 2.0, "sigterm_s": 2.0}
+FINAL = ("delivered", "filed", "rejected", "failed")
+
+
+def synthesize(data: Path, n: int, pending: int, users: int) -> None:
+    """``n`` jobs of history written straight into a fresh ledger (jobs and history rows), then
+    counted by the ledger's own back-fill (as at the first start after an upgrade)."""
+    from astrowatch.storage.ledger import Ledger
+
+    path = data / "state" / "ledger.sqlite3"
+    Ledger(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    rng = random.Random(n)
+    t0 = time.time() - n * 2.0
+    inbox = min(pending, n // 10)
+    jobs, history = [], []
+    for i in range(n):
+        user = f"user{i % users:04d}"
+        kind = "enhance" if i % 5 else "astro"
+        state = "inbox" if i >= n - inbox else FINAL[rng.randrange(len(FINAL))] if i % 50 else "failed"
+        at = t0 + i * 2.0
+        job_id = uuid.uuid4().hex[:12]
+        result = json.dumps({"image": f"p{i}.{job_id}.png", "backend": "fake"})
+        jobs.append((job_id, kind, user, f"Utilisateurs/{user}/p{i}.png", f"{i:064x}", state, 1, "{}", None, 0,
+                     "bench" if state == "failed" else None, None, None, result, at, at + 1.5))
+        history += [(job_id, None, "queued", at, None), (job_id, "queued", "running", at + 0.1, None)]
+        if state == "failed":
+            history += [(job_id, "running", "failing", at + 0.2, "BackendError"),
+                        (job_id, "failing", "failed", at + 0.3, None)]
+        else:
+            history += [(job_id, "running", "publishing", at + 0.1 + rng.uniform(0.02, 0.4), None),
+                        (job_id, "publishing", "inbox", at + 1.0, None)]
+            if state != "inbox":
+                history += [(job_id, "inbox", "deciding", at + 1.4, None), (job_id, "deciding", state, at + 1.5, None)]
+    conn.executemany("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", jobs)
+    conn.executemany("INSERT INTO history(job_id, from_state, to_state, at, note) VALUES (?,?,?,?,?)", history)
+    conn.execute("DELETE FROM meta WHERE key = 'counters'")
+    conn.execute("COMMIT")
+    conn.close()
+    for u in range(users):
+        (data / "Utilisateurs" / f"user{u:04d}").mkdir(parents=True, exist_ok=True)
+    Ledger(path).close()  # the back-fill
+
+
+def timed(fn: Any, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def reads(cfg_path: Path, users: int) -> dict[str, Any]:
+    from fastapi.testclient import TestClient
+
+    from astrowatch.api.app import create_app
+    from astrowatch.runtime.settings import load_config
+    from astrowatch.runtime.status import collect
+
+    config = load_config(cfg_path)
+    token = "b" * 32
+    auth = {"Authorization": f"Bearer {token}"}
+    http = TestClient(create_app(config, token))
+    rng = random.Random(1)
+
+    def user_page() -> None:
+        resp = http.get(f"/api/inbox?user=user{rng.randrange(users):04d}", headers=auth)
+        assert resp.status_code == 200, resp.text
+
+    timed(user_page, 10)  # warm: the first connection, the page cache
+    user_ms = timed(user_page, 200)
+    first = http.get("/api/inbox?limit=1000", headers=auth)
+    deep = first.headers.get("link", "<>")[1:].split(">")[0] or "/api/inbox"
+    all_ms = timed(lambda: http.get("/api/inbox", headers=auth), 50) + timed(lambda: http.get(deep, headers=auth), 50)
+    timed(lambda: collect(config), 2)
+    status_ms = timed(lambda: collect(config), 10)
+    http.get("/metrics", headers=auth)
+    metrics_ms = timed(lambda: http.get("/metrics", headers=auth), 20)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "astrowatch", "status", "--json", "-c", str(cfg_path)],
+                          capture_output=True, env=env, cwd=cfg_path.parent)
+    cli_s = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    return {"inbox_p99_ms": round(percentile(user_ms, 99), 2), "inbox_p50_ms": round(percentile(user_ms, 50), 2),
+            "inbox_all_p99_ms": round(percentile(all_ms, 99), 2),
+            "status_query_ms": round(median(status_ms), 2), "status_cli_s": round(cli_s, 3),
+            "status_bytes": len(proc.stdout), "metrics_ms": round(median(metrics_ms), 2),
+            "metrics_bytes": len(http.get("/metrics", headers=auth).content)}
+
+
+def gaps(d: BenchDaemon, since: float) -> float:
+    beats = [t for t, m in d.arrivals if "WATCHDOG=1" in m and t >= since]
+    return max((b - a for a, b in zip(beats, beats[1:], strict=False)), default=0.0)
+
+
+def wait_states(data: Path, state: str, n: int, d: BenchDaemon, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    path = data / "state" / "ledger.sqlite3"
+    while time.monotonic() < deadline:
+        d.pump(0.5)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            got = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = ? AND source LIKE '%/b%'", (state,)).fetchone()[0]
+        finally:
+            conn.close()
+        if got >= n:
+            return
+    raise SystemExit(f"burst not done in {timeout} s: {got}/{n} {state}")
+
+
+def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
+    d = BenchDaemon(cfg_path)
+    d.watchdog_usec = 2_000_000  # WATCHDOG=1 every second; systemd would kill after 2 s
+    d.start()
+    try:
+        d.pump(2.0)
+        rss_idle = memory_mb(d.pid)["VmRSS"]
+        staging = data / "staging"
+        staging.mkdir(exist_ok=True)
+        names = []
+        for i in range(n):
+            src = staging / f"b{i:06d}.png"
+            src.write_bytes(small_png(10_000_000 + i))
+            names.append((src, data / "Utilisateurs" / f"user{i % users:04d}" / src.name))
+        t0 = time.monotonic()
+        for src, dst in names:  # the burst: all at once (renames)
+            os.replace(src, dst)
+        wait_states(data, "inbox", n, d, timeout=max(120.0, n * 0.2))
+        per_job_ms = (time.monotonic() - t0 - 0.5) * 1000 / n  # less the stability wait (0.5 s)
+        rss = memory_mb(d.pid)["VmRSS"]
+        gap_burst = gaps(d, t0)
+        results = sorted((data / "inbox").glob("*/b*.png"))
+        t1 = time.monotonic()
+        for png in results:  # as many decisions at once
+            os.replace(png, data / "approved" / png.name)
+        d.pump(1.0)
+        t_sig = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.proc is not None
+        d.proc.wait(timeout=120)
+        sigterm_s = time.monotonic() - t_sig
+        d.drain_messages()
+        return {"per_job_ms": round(per_job_ms, 2), "rss_idle_mb": round(rss_idle, 1), "rss_mb": round(rss, 1),
+                "heartbeat_gap_max_s": round(max(gap_burst, gaps(d, t1)), 2), "sigterm_s": round(sigterm_s, 2),
+                "decisions": len(results)}
+    finally:
+        d.close()
+
+
+def soak(n: int, users: int, loadtag: list[float]) -> dict[str, Any]:
+    """One daemon takes ``n`` photos (in batches of 500): its RSS at 2k done and at the end."""
+    with scratch("scale-soak") as tmp:
+        cfg = write_bench_config(tmp, watch={"stability_seconds": 0.5, "polling": False, "polling_interval": 2.0,
+                                             "rescan_seconds": 0})
+        data = tmp / "data"
+        d = BenchDaemon(cfg).start()
+        marks: dict[str, float] = {}
+        try:
+            for start in range(0, n, 500):
+                for i in range(start, min(start + 500, n)):
+                    folder = data / "Utilisateurs" / f"user{i % users:04d}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / f".b{i:06d}.part").write_bytes(small_png(20_000_000 + i))
+                    os.replace(folder / f".b{i:06d}.part", folder / f"b{i:06d}.png")
+                wait_states(data, "inbox", min(start + 500, n), d, timeout=600)
+                done = min(start + 500, n)
+                if done >= min(2000, n) and "at_2k" not in marks:
+                    marks["at_2k"] = memory_mb(d.pid)["VmRSS"]
+            d.pump(2.0)
+            marks["at_end"] = memory_mb(d.pid)["VmRSS"]
+            d.stop(timeout=60)
+        finally:
+            d.close()
+    return {"jobs": n, "rss_at_2k_mb": round(marks["at_2k"], 1), "rss_end_mb": round(marks["at_end"], 1),
+            "rss_growth_mb": round(marks["at_end"] - marks["at_2k"], 1),
+            "rss_ok": verdict(marks["at_end"] - marks["at_2k"] < 12.0), "loadavg_before": loadtag}
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["jobs"] for r in rows]
+    panels = [("per_job_ms", "per-job ms (burst)"), ("inbox_p99_ms", "user inbox page p99 ms"),
+              ("status_cli_s", "status --json s"), ("metrics_ms", "/metrics ms"), ("rss_mb", "daemon RSS MB"),
+              ("heartbeat_gap_max_s", "longest heartbeat gap s"), ("sigterm_s", "SIGTERM to exit s")]
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
+        ax.plot(sizes, [r[key] for r in rows], marker="o")
+        if key in TARGETS:
+            ax.axhline(TARGETS[key], color="red", linestyle="--", linewidth=1, label="target")
+            ax.legend(fontsize=7)
+        ax.set_xscale("log")
+        ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("jobs in the ledger")
+    axes.flat[-1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+
+
+def run_size(n: int, pending: int, burst_n: int) -> dict[str, Any]:
+    users = max(20, min(1000, n // 50))
+    with scratch(f"scale-{n}") as tmp:
+        cfg = write_bench_config(tmp, watch={"stability_seconds": 0.5, "polling": False, "polling_interval": 2.0,
+                                             "rescan_seconds": 0})
+        data = tmp / "data"
+        for folder in ("state", "inbox", "approved", "rejected", "redo", "Utilisateurs"):
+            (data / folder).mkdir(parents=True, exist_ok=True)
+        t = time.monotonic()
+        synthesize(data, n, pending, users)
+        log(f"{n} jobs of history written in {time.monotonic() - t:.1f} s; {users} users")
+        row: dict[str, Any] = {"jobs": n, "users": users, "pending": min(pending, n // 10), "loadavg": loadavg()}
+        row.update(reads(cfg, users))
+        row.update(burst(cfg, data, burst_n, users))
+        row["checks"] = {k: verdict(row[k] <= v) for k, v in TARGETS.items()}
+        log(json.dumps(row))
+        return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="2000,10000,100000", help="jobs of history, comma-separated")
+    ap.add_argument("--pending", type=int, default=10_000, help="results waiting in the inbox (at most 10 %% of jobs)")
+    ap.add_argument("--burst", type=int, default=2000, help="photos dropped at once, then as many decisions")
+    ap.add_argument("--soak", type=int, default=0, help="also: one daemon takes this many photos (RSS growth)")
+    ap.add_argument("--plot", action="store_true", help="draw bench/scale.png from the results")
+    args = parse_args(ap, sizes="200,1000", burst=30, pending=100)
+    rows = [run_size(int(n), args.pending, args.burst) for n in args.sizes.split(",")]
+    result: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "targets": TARGETS,
+                              "sizes": rows}
+    if args.soak:
+        result["soak"] = soak(args.soak, 50, loadavg())
+    path = save("scale", result)
+    if args.plot:
+        plot(rows, Path(__file__).resolve().parent / "scale.png")
+    print(json.dumps({"sizes": [{k: v for k, v in r.items() if k != "checks"} for r in rows],
+                      "checks": [r["checks"] for r in rows], "soak": result.get("soak")}, indent=1))
+    log(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
