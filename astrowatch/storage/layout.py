@@ -71,7 +71,8 @@ def user_name_pattern() -> str:
     inner = _char_class(unsafe)
     edge = _char_class(sorted(set(unsafe) | set(space)))
     reserved = "".join(f"(?!{name}$)" for name in sorted(RESERVED_USERS))
-    return f"^(?!\\.){reserved}[^{edge}](?:[^{inner}]*[^{edge}])?$"
+    # (?!.*\n): Python's $ also matches before a final newline, which the classes already refuse
+    return f"^(?!.*\\n)(?!\\.){reserved}[^{edge}](?:[^{inner}]*[^{edge}])?$"
 
 
 def _char_class(codes: list[int]) -> str:
