@@ -7,34 +7,51 @@ module maps it onto HTTP.  Imported only by ``astrowatch api`` (FastAPI is the `
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from astrowatch.api.auth import bearer, token_matches
 from astrowatch.api.events import event_routes
 from astrowatch.api.metrics import LedgerCollector, render
+from astrowatch.api.openapi import (
+    BEARER,
+    COMMON,
+    MAX_BODY,
+    PUBLIC,
+    ErrorOut,
+    JobId,
+    UserName,
+    UserQuery,
+    errors,
+    exactly,
+    redo_params_schema,
+)
 from astrowatch.api.service import ApiError, Service
 from astrowatch.api.uploads import STREAMED, upload_routes
 from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError
 from astrowatch.core.jobs import ASTRO_BACKENDS, ENHANCE_BACKENDS, PENDING, BackendName, Decision, JobKind
+from astrowatch.review.params import SEED_MAX, enabled_backends, params_schema
 from astrowatch.storage import paging
 
 log = structlog.get_logger("astrowatch.api")
-MAX_BODY = 64 * 1024
 QUIET_PATHS = frozenset({"/healthz", "/metrics"})
 GENERATION_BACKENDS = tuple(b for b in ASTRO_BACKENDS if b != BackendName.AUTO)
 REDO_BACKENDS = {JobKind.ASTRO: GENERATION_BACKENDS,
                  JobKind.ENHANCE: tuple(b for b in ENHANCE_BACKENDS if b != BackendName.AUTO)}
+HTTP_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
 RETRY_AFTER_BUSY = "30"  # seconds: a user's pending generations take about that long each on a GPU
 
 
@@ -43,7 +60,7 @@ class Strict(BaseModel):
 
 
 class GenerationBody(Strict):
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="fixed seed (default: derived from the chart)")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="fixed seed (default: derived from the chart)")
     style: str | None = Field(None, max_length=100, description="style preset (default: astro.style)")
     variants: int | None = Field(None, ge=1, le=8, description="images to choose from (default: astro.variants)")
 
@@ -95,6 +112,14 @@ class AstroImage(BaseModel):
     updated_at: str | None
 
 
+class HealthOut(BaseModel):
+    status: str = Field(description="ok or unhealthy")
+    ledger: bool
+    daemon_up: bool
+    heartbeat_age_s: float | None
+    reasons: list[str]
+
+
 class Accepted(BaseModel):
     job_id: str
     state: str
@@ -141,11 +166,6 @@ class InboxOut(BaseModel):
 
 class PickBody(DecisionBody):
     variant: int = Field(ge=1, le=8, description="the variant to deliver (its siblings are retired)")
-
-
-class ErrorOut(BaseModel):
-    error: str
-    hint: str
 
 
 def error_response(status: int, error: str, hint: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -208,27 +228,64 @@ class Guard:
         return replay
 
 
+PNG: dict[str, Any] = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+       "headers": {"ETag": {"description": "send it back in If-None-Match", "schema": {"type": "string"}},
+                   "Cache-Control": {"schema": {"type": "string"}}}}
+NOT_MODIFIED: dict[str, Any] = {"description": "the picture of the If-None-Match ETag, unchanged (no body)",
+                "headers": PNG["headers"], "content": {}}
+bearer_scheme = HTTPBearer(auto_error=False, scheme_name=BEARER,
+                           description="the API token (ASTROWATCH_API_TOKEN, the systemd credential api_token or "
+                                       "api.token_file); every /api route needs it when one is configured")
+
+
 def create_app(config: Config, token: str | None) -> FastAPI:
     service = Service(config)
 
-    def authorized(request: Request) -> None:
+    def authorized(request: Request, _declared: Annotated[Any, Depends(bearer_scheme)]) -> None:
         if token is not None and not token_matches(bearer(request.headers.get("authorization")), token):
             raise ApiError(401, "missing or wrong API token", "send 'Authorization: Bearer <token>'",
                            {"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="astrowatch", version="1", docs_url="/docs", redoc_url=None,
-                  description="Where a user's astro picture stands, new generations, review, health and metrics.",
-                  responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
+    app = Api(title="astrowatch", version="1", docs_url="/docs", redoc_url=None,
+                  description="Where a user's astro picture stands, new generations, review, health and metrics. "
+                  "Every error is JSON {\"error\", \"hint\"}; a method a path does not take is 405 with the "
+                  "path's methods in Allow; a path no route has is 404.")
     app.add_middleware(Guard)
     _errors(app)
-    app.include_router(_reads(service), dependencies=[Depends(authorized)])
-    app.include_router(_writes(service, config), dependencies=[Depends(authorized)])
-    app.include_router(_personal_data(service), dependencies=[Depends(authorized)])
-    app.include_router(upload_routes(service, config), dependencies=[Depends(authorized)])
-    app.include_router(event_routes(service, config), dependencies=[Depends(authorized)])
+    protected: dict[str, Any] = {"dependencies": [Depends(authorized)], "responses": COMMON}
+    app.include_router(_reads(service), **protected)
+    app.include_router(_writes(service, config), **protected)
+    app.include_router(_personal_data(service), **protected)
+    app.include_router(upload_routes(service, config), **protected)
+    app.include_router(event_routes(service, config), **protected)
     # no token needed: load balancers and Prometheus; user names in /metrics only with the token
-    app.include_router(_operations(service, token))
+    app.include_router(_operations(service, token), responses=PUBLIC)
     return app
+
+
+class Api(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, where its ``422`` of its own shape (``HTTPValidationError``, on every
+        route with parameters) is ours, :class:`ErrorOut` (see :func:`_errors`), routes added later
+        included."""
+        if self.openapi_schema is not None:
+            return self.openapi_schema
+        schema = super().openapi()
+        for ops in schema.get("paths", {}).values():
+            for op in ops.values():
+                unprocessable = op.get("responses", {}).get("422")
+                if unprocessable and "HTTPValidationError" in str(unprocessable):
+                    op["responses"]["422"] = {"description": "a parameter or body the server refuses; the hint "
+                                              "lists the valid ones",
+                                              "content": {"application/json": {"schema": {
+                                                  "$ref": "#/components/schemas/ErrorOut"}}}}
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.setdefault("ErrorOut", ErrorOut.model_json_schema())
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if unused not in str(schema.get("paths")):
+                components.pop(unused, None)
+        self.openapi_schema = schema
+        return schema
 
 
 def _personal_data(service: Service) -> APIRouter:
@@ -236,19 +293,21 @@ def _personal_data(service: Service) -> APIRouter:
     router = APIRouter(prefix="/api")
 
     @router.delete("/users/{user}", response_model=dict[str, Any],
-                   responses={409: {"model": ErrorOut, "description": "a job of theirs is still running; try again"}})
-    def forget_user(user: str) -> dict[str, Any]:
+                   responses=errors(400, 409, s409="a job of theirs is still running; try again"))
+    def forget_user(user: UserName) -> dict[str, Any]:
         """Erase everything stored about `user` (like `astrowatch forget --yes`); the report names them
         only by a salted hash."""
         return service.forget_user(user)
 
     @router.get("/users/{user}/export", response_class=Response,
-                responses={200: {"content": {"application/zip": {}}, "description": "a zip of their files, "
-                                 "ledger rows and log lines, with index.json"}})
-    def export_user(user: str) -> Response:
+                responses={200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+                                 "description": "a zip of their files, ledger rows and log lines, with index.json",
+                                 "headers": {"Content-Disposition": {"schema": {"type": "string"}}}},
+                           **errors(400)})
+    def export_user(user: UserName) -> Response:
         data = service.export_user(user)
         return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="{service.user(user)}.zip"',
+                        headers={"Content-Disposition": attachment(f"{service.user(user)}.zip"),
                                  "Cache-Control": "no-store"})
 
     return router
@@ -257,31 +316,35 @@ def _personal_data(service: Service) -> APIRouter:
 def _reads(service: Service) -> APIRouter:
     router = APIRouter(prefix="/api")
 
-    @router.get("/astro-image/{user}", response_model=AstroImage)
-    def astro_image(user: str) -> dict[str, Any]:
+    png: dict[int | str, dict[str, Any]] = {200: {**PNG, "description": "the PNG"}, 304: NOT_MODIFIED}
+
+    @router.get("/astro-image/{user}", response_model=AstroImage, responses=errors(400))
+    def astro_image(user: UserName) -> dict[str, Any]:
         return service.astro_image(user)
 
-    @router.get("/astro-image/{user}/image.png", response_class=Response)
-    def delivered(user: str, request: Request) -> Response:
+    @router.get("/astro-image/{user}/image.png", response_class=Response,
+                responses={**png, **errors(400, 404, s404="no delivered picture (yet)")})
+    def delivered(user: UserName, request: Request) -> Response:
         return _png(service.delivered_image(user), request)
 
-    @router.get("/jobs/{job_id}", response_model=JobOut)
-    def job(job_id: str) -> dict[str, Any]:
+    @router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(400, 404))
+    def job(job_id: JobId) -> dict[str, Any]:
         return service.job_view(job_id)
 
-    @router.get("/jobs/{job_id}/image.png", response_class=Response)
-    def pending(job_id: str, request: Request,
+    @router.get("/jobs/{job_id}/image.png", response_class=Response,
+                responses={**png, **errors(400, 404, s404="no such job, or no result of it awaiting review")})
+    def pending(job_id: JobId, request: Request,
                 variant: int | None = Query(None, ge=1, le=8, description="one of several variants")) -> Response:
         return _png(service.pending_image(job_id, variant=variant), request)
 
-    @router.get("/jobs/{job_id}/caption", response_model=CaptionOut, responses={409: {"model": ErrorOut}})
-    def caption(job_id: str) -> dict[str, Any]:
+    @router.get("/jobs/{job_id}/caption", response_model=CaptionOut, responses=errors(400, 404, 409))
+    def caption(job_id: JobId) -> dict[str, Any]:
         return service.caption(job_id)
 
-    @router.get("/inbox", response_model=list[InboxOut], responses={200: {"headers": {"Link": {
+    @router.get("/inbox", response_model=list[InboxOut], responses={**errors(400), 200: {"headers": {"Link": {
         "description": 'the next page: `<...&cursor=...>; rel="next"` (absent on the last page)',
         "schema": {"type": "string"}}}}})
-    def inbox(request: Request, response: Response, user: str | None = None, kind: JobKind | None = None,
+    def inbox(request: Request, response: Response, user: UserQuery = None, kind: JobKind | None = None,
               limit: int = Query(paging.DEFAULT_LIMIT, ge=1, le=paging.MAX_LIMIT,
                                  description="items per page (oldest first)"),
               cursor: str | None = Query(None, max_length=200, description="from the previous page's Link header"),
@@ -297,37 +360,49 @@ def _reads(service: Service) -> APIRouter:
 
 
 def _writes(service: Service, config: Config) -> APIRouter:
-    router = APIRouter(prefix="/api", responses={409: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+    router = APIRouter(prefix="/api", responses=errors(400, 404, 409, 422))
     accepted: dict[str, Any] = {"status_code": 202, "response_model": Accepted, "response_model_exclude_none": True}
     admit = threading.Lock()  # the pending count and the new row, one request at a time per process
+    backends = enabled_backends(config, JobKind.ASTRO)
+    # the bodies as this configuration takes them: its styles, its backends (the models check the
+    # shape; the styles and parameters are checked by review.params, which these schemas come from)
+    generation_body = _body_schema(GenerationBody, style={"anyOf": [params_schema(config, JobKind.ASTRO)["style"],
+                                                                     {"type": "null"}]})
+    redo_body = _body_schema(RedoBody, params={**redo_params_schema(config), "description": (
+        "parameter overrides, e.g. {\"steps\": 40}; a backend must be one of the job's kind (astro or enhance)")})
 
-    @router.post("/astro-image/{user}", responses={429: {"model": ErrorOut}}, **accepted)
-    def generate(user: str, request: Request,
-                 backend: str | None = Query(None, description=", ".join(GENERATION_BACKENDS)),
-                 body: GenerationBody | None = Body(None)) -> dict[str, Any]:
+    @router.post("/astro-image/{user}", **accepted, responses=errors(
+        404, 409, 429, s404="the user has no theme", s409="the daemon has not taken the user's current theme yet",
+        s429="api.max_pending_per_user generations of this user are pending already"))
+    def generate(user: UserName, request: Request,
+                 backend: str | None = Query(None, description="for this job only: " + ", ".join(backends),
+                                             json_schema_extra=exactly({"type": "string", "enum": backends})),
+                 body: GenerationBody | None = Body(None, json_schema_extra=generation_body)) -> dict[str, Any]:
         overrides = _overrides(config, request, backend, body)
         with admit:
             check_pending(service, service.user(user), overrides, config.api.max_pending_per_user)
             return service.request_generation(user, overrides)[0]
 
     def decision(name: Decision) -> Any:
-        def decide(job_id: str, body: DecisionBody | None = Body(None)) -> dict[str, Any]:
+        def decide(job_id: JobId, body: DecisionBody | None = Body(None)) -> dict[str, Any]:
             return service.decide(job_id, name, caption=body.caption if body else None)
         return decide
 
+    not_awaiting = {"s409": "the job is not awaiting review, or its result was moved meanwhile"}
     for name in (Decision.APPROVE, Decision.REJECT):
-        router.post(f"/jobs/{{job_id}}/{name}", name=name, **accepted)(decision(name))
+        router.post(f"/jobs/{{job_id}}/{name}", name=name, **accepted,
+                    responses=errors(409, **not_awaiting))(decision(name))
 
-    @router.patch("/jobs/{job_id}/caption", response_model=CaptionOut)
-    def edit_caption(job_id: str, body: CaptionBody) -> dict[str, Any]:
+    @router.patch("/jobs/{job_id}/caption", response_model=CaptionOut, responses=errors(400, 404, 409, 422))
+    def edit_caption(job_id: JobId, body: CaptionBody) -> dict[str, Any]:
         return service.edit_caption(job_id, body.caption, body.tags)
 
-    @router.post("/jobs/{job_id}/pick", **accepted)
-    def pick(job_id: str, body: PickBody) -> dict[str, Any]:
+    @router.post("/jobs/{job_id}/pick", **accepted, responses=errors(409, **not_awaiting))
+    def pick(job_id: JobId, body: PickBody) -> dict[str, Any]:
         return service.decide(job_id, Decision.APPROVE, caption=body.caption, variant=body.variant)
 
-    @router.post("/jobs/{job_id}/redo", **accepted)
-    def redo(job_id: str, body: RedoBody | None = Body(None)) -> dict[str, Any]:
+    @router.post("/jobs/{job_id}/redo", **accepted, responses=errors(409, **not_awaiting))
+    def redo(job_id: JobId, body: RedoBody | None = Body(None, json_schema_extra=redo_body)) -> dict[str, Any]:
         body = body or RedoBody()
         _check_redo_params(service, job_id, body.params)
         return service.decide(job_id, Decision.REDO, caption=body.caption, params=body.params)
@@ -339,18 +414,36 @@ def _operations(service: Service, token: str | None) -> APIRouter:
     router = APIRouter()
     collector = LedgerCollector(service)
 
-    @router.get("/healthz", responses={503: {"description": "unhealthy, with the reasons"}})
+    @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut,
+                                                                      "description": "unhealthy, with the reasons"}})
     def healthz() -> JSONResponse:
         ok, info = service.health()
         return JSONResponse(info, status_code=200 if ok else 503)
 
-    @router.get("/metrics", response_class=Response)
+    @router.get("/metrics", response_class=Response, openapi_extra={"security": [{}, {BEARER: []}]},
+                responses={200: {"description": "Prometheus text exposition (per-user series only with the token)",
+                                 "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics(request: Request) -> Response:
         with_users = token is not None and token_matches(bearer(request.headers.get("authorization")), token)
         body, content_type = render(collector, per_user=with_users)
         return Response(body, media_type=content_type)
 
     return router
+
+
+def _body_schema(model: type[BaseModel], **fields: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """The ``json_schema_extra`` of an optional JSON body: ``model``'s schema with ``fields`` replaced."""
+    schema = model.model_json_schema()
+    for name, field in fields.items():
+        schema["properties"][name] = {"title": schema["properties"][name].get("title", name), **field}
+    return exactly({"anyOf": [schema, {"type": "null"}]})
+
+
+def attachment(name: str) -> str:
+    """``Content-Disposition`` for ``name``: an ASCII fallback and the UTF-8 name (RFC 6266), since
+    a header is Latin-1 and a user name any Unicode (it crashed the export of such a user)."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def _overrides(config: Config, request: Request, backend: str | None, body: GenerationBody | None) -> dict[str, Any]:
@@ -420,8 +513,11 @@ def _errors(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         hints = {404: "see /docs or /openapi.json for the routes", 405: "see /docs for the methods of each route"}
         error = f"no route {request.method} {request.url.path}" if exc.status_code == 404 else str(exc.detail)
-        return error_response(exc.status_code, error, hints.get(exc.status_code, "see /docs"),
-                              getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names the methods of the first route of that path only
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))} \
+                if allowed_methods(request) else headers
+        return error_response(exc.status_code, error, hints.get(exc.status_code, "see /docs"), headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -441,6 +537,20 @@ def _errors(app: FastAPI) -> None:
     async def crashed(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error in a request")
         return error_response(500, "internal error", "see the astrowatch-api log (journalctl -u astrowatch-api)")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of every operation of the request's path in the OpenAPI document (GET brings
+    HEAD, as Starlette serves it); ``[]`` for a path it does not list (``/docs``)."""
+    methods: set[str] = set()
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part)
+                          for part in re.split(r"(\{[^}]+\})", template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in ops if m.upper() in HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 def _valid_keys(path: str) -> str:

@@ -12,26 +12,29 @@ carry on.  ``?user=`` keeps one user's events.  A comment line is sent at least 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 import anyio
 from anyio import to_thread
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from astrowatch.api.openapi import UserQuery, errors, exactly
 from astrowatch.api.service import ApiError, Service
 from astrowatch.core.config import Config
 from astrowatch.storage.outbox import RESYNC
 
 POLL_SECONDS = 0.25  # how soon a committed event reaches the stream
+LAST_EVENT_ID = re.compile("[0-9]{1,18}")  # an outbox seq (SQLite INTEGER: under 2**63)
 
 
 def parse_last_id(value: str | None) -> int | None:
     if value is None or not value.strip():
         return None
-    if not value.strip().isdigit():
+    if not LAST_EVENT_ID.fullmatch(value.strip()):  # ASCII digits (isdigit() takes "²", int() not)
         raise ApiError(400, f"Last-Event-ID {value[:40]!r} is not an event id", "send back the id: of an event")
     return int(value.strip())
 
@@ -39,13 +42,19 @@ def parse_last_id(value: str | None) -> int | None:
 def event_routes(service: Service, config: Config) -> APIRouter:
     router = APIRouter(prefix="/api")
 
-    @router.get("/events", response_class=EventSourceResponse,
-                responses={200: {"content": {"text/event-stream": {}}, "description": "the event stream"}})
-    async def events(request: Request, user: str | None = Query(None, description="only this user's events")
+    @router.get("/events", response_class=EventSourceResponse, responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+              "description": "the event stream (endless; a comment line at least every events.keepalive_seconds)"},
+        **errors(400, s400="a user name the daemon refuses, or a Last-Event-ID that is not an event id")})
+    async def events(request: Request, user: UserQuery = None,
+                     last_event_id: str | None = Header(
+                         None, alias="Last-Event-ID", description="the id: of the last event received: the stream "
+                         "resumes after it (blank or absent: from the next event)",
+                         json_schema_extra=exactly({"type": "string", "pattern": "^[0-9]{0,18}$"}))
                      ) -> EventSourceResponse:
         """Server-Sent Events: the webhook payloads, with ``id:`` for ``Last-Event-ID``."""
         who = service.user(user) if user is not None else None
-        last = parse_last_id(request.headers.get("last-event-id"))
+        last = parse_last_id(last_event_id)
         ledger = await to_thread.run_sync(service.reader)
 
         async def stream() -> AsyncIterator[ServerSentEvent]:

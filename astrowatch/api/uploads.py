@@ -23,8 +23,10 @@ import re
 from anyio import to_thread
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from astrowatch.api.openapi import UserName, errors
 from astrowatch.api.service import ApiError, Service
 from astrowatch.core.config import Config
 from astrowatch.core.errors import AstrowatchError, InputError, UnsafePathError
@@ -81,6 +83,11 @@ def store_theme(config: Config, layout: Layout, user: str, data: bytes) -> Store
         raise ApiError(422, f"not a usable chart: {exc}", "see the theme formats in the documentation") from None
     safefs.write_bytes(layout.user_dir(user) / name, data, root=layout.root)
     return Stored(user=user, files=[name], paths=[f"{USERS}/{user}/{name}"])
+
+
+def malformed(exc: MultipartParseError) -> ApiError:
+    return ApiError(422, f"the multipart body is malformed: {exc}",
+                    "send multipart/form-data with one or more 'file' parts: curl -F file=@photo.jpg ...")
 
 
 def photo_name(raw: bytes) -> str:
@@ -148,12 +155,18 @@ class PhotoReceiver:
             self._current = None
 
     def feed(self, chunk: bytes) -> None:
-        self.parser.write(chunk)
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError as exc:  # a malformed body was a 500
+            raise malformed(exc) from None
 
     def check_and_commit(self, config: Config) -> list[str]:
         from astrowatch.storage import sandbox
 
-        self.parser.finalize()
+        try:
+            self.parser.finalize()
+        except MultipartParseError as exc:
+            raise malformed(exc) from None
         if not self.parts:
             raise ApiError(422, "no photo in the request", "send multipart/form-data with one or more 'file' parts")
         limits = config.limits
@@ -175,18 +188,34 @@ class PhotoReceiver:
 
 
 def upload_routes(service: Service, config: Config) -> APIRouter:
-    router = APIRouter(prefix="/api", responses={413: {}, 422: {}, 429: {}})
+    limits = config.limits
+    router = APIRouter(prefix="/api", responses=errors(400, 413, 422))
     layout = service.layout
+    theme_body = {"requestBody": {"required": True, "description": (
+        f"the natal chart, in any theme format (see the documentation), at most {limits.max_json_bytes} bytes "
+        "(limits.max_json_bytes); checked as a chart: 422 with the reason otherwise"),
+        "content": {"application/json": {"schema": {"type": "object"}}}}}
+    photos_body = {"requestBody": {"required": True, "description": (
+        f"one or more photos, each at most {limits.max_image_bytes} bytes (limits.max_image_bytes) and "
+        f"{limits.max_image_pixels} pixels, with a photo's file name (.jpg, .png, .heic...); each is decoded as "
+        "the daemon will: 422 when one is not a usable image"),
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}}
 
-    @router.put("/users/{user}/theme", status_code=202, response_model=Stored)
-    async def put_theme(user: str, request: Request) -> Stored:
+    @router.put("/users/{user}/theme", status_code=202, response_model=Stored, openapi_extra=theme_body,
+                responses=errors(413, s413=f"the chart is over limits.max_json_bytes ({limits.max_json_bytes} bytes)"))
+    async def put_theme(user: UserName, request: Request) -> Stored:
         """The user's natal chart (JSON body), checked as a chart, written as ``theme_<user>.json``."""
         name = service.user(user)
         data = await read_capped(request, config.limits.max_json_bytes, "the chart (limits.max_json_bytes)")
         return await to_thread.run_sync(store_theme, config, layout, name, data)
 
-    @router.post("/users/{user}/photos", status_code=202, response_model=Stored)
-    async def post_photos(user: str, request: Request) -> Stored:
+    @router.post("/users/{user}/photos", status_code=202, response_model=Stored, openapi_extra=photos_body,
+                 responses=errors(413, 415, 429, s413=f"a photo is over limits.max_image_bytes "
+                                  f"({limits.max_image_bytes} bytes)", s415="the body is not multipart/form-data",
+                                  s429="api.max_pending_uploads_per_user photos of this user wait already"))
+    async def post_photos(user: UserName, request: Request) -> Stored:
         """Photos (multipart, field ``file``, several allowed) for the user's dataset."""
         name = service.user(user)
         ctype, params = parse_options_header(request.headers.get("content-type"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from astrowatch.core.errors import InputError
@@ -28,9 +29,29 @@ MAX_TEXT = 2000  # a prompt
 MAX_WORD = 100  # a sampler, scheduler or upscaler name
 MAX_LORAS = 16
 SEED_MAX = 2**32 - 1
-OPENAI_SIZE = re.compile(r"(\d{2,4})x(\d{2,4})")
+OPENAI_SIZE = re.compile(r"([0-9]{2,4})x([0-9]{2,4})")  # ASCII digits only (\d would take "６４")
+# 64 to 4096 in two to four digits (leading zeros allowed, as int() reads them): OPENAI_SIZE's bounds
+_SIDE = r"(?:0{0,2}(?:6[4-9]|[7-9][0-9])|0?[1-9][0-9]{2}|[1-3][0-9]{3}|40[0-8][0-9]|409[0-6])"
+OPENAI_SIZE_PATTERN = f"^{_SIDE}x{_SIDE}$"
 
 Check = Callable[[str, Any, "Config", str], Any]
+Schema = Callable[["Config", str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One editable parameter: its check, and the same bounds as a JSON Schema (for the API's
+    OpenAPI document: generated from this table, so schema and check cannot drift)."""
+    check: Check
+    schema: Schema
+
+
+def _fixed(schema: dict[str, Any]) -> Schema:
+    return lambda _config, _kind: schema
+
+
+def _nullable(schema: dict[str, Any], optional: bool) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]} if optional else schema
 
 
 def _fail(key: str, value: Any, allowed: str) -> InputError:
@@ -44,7 +65,7 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def _number(lo: float, hi: float, *, integer: bool = False, multiple: int = 1, optional: bool = False) -> Check:
+def _number(lo: float, hi: float, *, integer: bool = False, multiple: int = 1, optional: bool = False) -> Rule:
     what = "a whole number" if integer else "a number"
     allowed = f"expected {what} from {_num(lo)} to {_num(hi)}" + (f", a multiple of {multiple}" if multiple > 1 else "") \
         + (" (or null for the default)" if optional else "")
@@ -59,10 +80,17 @@ def _number(lo: float, hi: float, *, integer: bool = False, multiple: int = 1, o
         if not math.isfinite(value) or not lo <= value <= hi or (integer and int(value) % multiple):
             raise _fail(key, value, allowed)
         return int(value) if integer else value
-    return check
+    return Rule(check, _fixed(_nullable(_number_schema(lo, hi, integer, multiple), optional)))
 
 
-def _text(limit: int, *, choices: tuple[str, ...] = (), optional: bool = False) -> Check:
+def _number_schema(lo: float, hi: float, integer: bool, multiple: int = 1) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer" if integer else "number", "minimum": lo, "maximum": hi}
+    if multiple > 1:
+        schema["multipleOf"] = multiple
+    return schema
+
+
+def _text(limit: int, *, choices: tuple[str, ...] = (), optional: bool = False) -> Rule:
     allowed = ("one of " + ", ".join(choices)) if choices else f"expected text of at most {limit} characters"
 
     def check(key: str, value: Any, _config: Config, _kind: str) -> Any:
@@ -71,13 +99,18 @@ def _text(limit: int, *, choices: tuple[str, ...] = (), optional: bool = False) 
         if not isinstance(value, str) or len(value) > limit or "\x00" in value or (choices and value not in choices):
             raise _fail(key, value, allowed)
         return value
-    return check
+    schema: dict[str, Any] = {"type": "string", "enum": list(choices)} if choices else \
+        {"type": "string", "maxLength": limit, "pattern": "^[^\\x00]*$"}
+    return Rule(check, _fixed(_nullable(schema, optional)))
 
 
 def _flag(key: str, value: Any, _config: Config, _kind: str) -> Any:
     if not isinstance(value, bool):
         raise _fail(key, value, "expected true or false")
     return value
+
+
+_SIZE_PIXELS = _number(8, 4096, integer=True)
 
 
 def _size(key: str, value: Any, config: Config, kind: str) -> Any:
@@ -87,17 +120,22 @@ def _size(key: str, value: Any, config: Config, kind: str) -> Any:
         if value == "auto" or (m and all(64 <= int(g) <= 4096 for g in m.groups())):
             return value
         raise _fail(key, value, "expected WIDTHxHEIGHT (64 to 4096 each, e.g. 1024x1536), auto, or a number")
-    return _number(8, 4096, integer=True)(key, value, config, kind)
+    return _SIZE_PIXELS.check(key, value, config, kind)
 
 
-def _seed(key: str, value: Any, config: Config, kind: str) -> Any:
-    return _number(0, SEED_MAX, integer=True, optional=True)(key, value, config, kind)
+_SIZE_SCHEMA = {"anyOf": [{"type": "string", "enum": ["auto"]}, {"type": "string", "pattern": OPENAI_SIZE_PATTERN},
+                          _number_schema(8, 4096, True)]}
+_SEED = _number(0, SEED_MAX, integer=True, optional=True)
+
+
+def _styles(config: Config) -> list[str]:
+    from astrowatch.fusion.data import merged_raw_styles
+
+    return sorted(merged_raw_styles(config.astro.styles_file))
 
 
 def _style(key: str, value: Any, config: Config, _kind: str) -> Any:
-    from astrowatch.fusion.data import merged_raw_styles
-
-    styles = sorted(merged_raw_styles(config.astro.styles_file))
+    styles = _styles(config)
     if not isinstance(value, str) or value not in styles:
         raise _fail(key, value, "known styles: " + ", ".join(styles))
     return value
@@ -125,22 +163,34 @@ def _backend(key: str, value: Any, config: Config, kind: str) -> Any:
     return value
 
 
-def _fraction(optional: bool = False) -> Check:
+def _fraction(optional: bool = False) -> Rule:
     return _number(0.0, 1.0, optional=optional)
 
 
-EDITABLE: dict[str, Check] = {
-    "backend": _backend,
-    "seed": _seed,
+_LORA_VALUE = {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 500}, {"type": "number"}, {"type": "boolean"}]}
+_LORAS_SCHEMA = {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": MAX_LORAS, "items": {
+    "type": "object", "maxProperties": 8, "additionalProperties": _LORA_VALUE}}]}
+
+
+def _backends_schema(config: Config, kind: str) -> dict[str, Any]:
+    """``kind`` ``""``: any job's (the API's redo body, where the job's kind is not known yet)."""
+    kinds = [kind] if kind else [JobKind.ASTRO, JobKind.ENHANCE]
+    names = [b for k in kinds for b in enabled_backends(config, k)]
+    return {"type": "string", "enum": list(dict.fromkeys(names))}
+
+
+EDITABLE: dict[str, Rule] = {
+    "backend": Rule(_backend, _backends_schema),
+    "seed": _SEED,
     "variants": _number(1, 8, integer=True),
     "ip_adapter_scale": _number(0.0, 2.0),
-    "style": _style,
+    "style": Rule(_style, lambda config, _kind: {"type": "string", "enum": _styles(config)}),
     "language": _text(2, choices=("fr", "en")),
     "steps": _number(1, 150, integer=True),
     "cfg_scale": _number(0.0, 30.0),
     "width": _number(64, 4096, integer=True, multiple=8),
     "height": _number(64, 4096, integer=True, multiple=8),
-    "size": _size,
+    "size": Rule(_size, _fixed(_SIZE_SCHEMA)),
     "wheel_size": _number(256, 4096, integer=True),
     "quality": _text(MAX_WORD, choices=("auto", "low", "medium", "high", "standard", "hd")),
     "scheduler": _text(MAX_WORD),
@@ -156,7 +206,7 @@ EDITABLE: dict[str, Check] = {
     "upscaler": _text(MAX_WORD),
     "prompt": _text(MAX_TEXT),
     "negative_prompt": _text(MAX_TEXT),
-    "hires_fix": _flag,
+    "hires_fix": Rule(_flag, _fixed({"type": "boolean"})),
     "hr_scale": _number(1.0, 4.0),
     "hr_upscaler": _text(MAX_WORD),
     "hr_second_pass_steps": _number(0, 150, integer=True),
@@ -164,7 +214,7 @@ EDITABLE: dict[str, Check] = {
     "tile_size": _number(64, 2048, integer=True),
     "tile_overlap": _number(0, 512, integer=True),
     "unsharp_percent": _number(0, 500, integer=True),
-    "loras": _loras,
+    "loras": Rule(_loras, _fixed(_LORAS_SCHEMA)),
     # the caption step (caption: section): another captioner or thresholds re-caption without upscaling
     "captioner": _text(MAX_WORD, choices=("auto", "none", "blip", "florence2", "sdapi", "openai")),
     "captioner_prompt": _text(MAX_TEXT, optional=True),
@@ -202,10 +252,15 @@ def check_params(config: Config, kind: str, params: dict[str, Any]) -> dict[str,
         raise InputError("parameters must be a JSON object, e.g. {\"steps\": 40}")
     checked: dict[str, Any] = {}
     for key, value in params.items():
-        check = EDITABLE.get(key) if isinstance(key, str) else None
-        if check is None:
+        rule = EDITABLE.get(key) if isinstance(key, str) else None
+        if rule is None:
             shown = repr(key) if len(repr(key)) <= 60 else repr(key)[:57] + "..."
             raise InputError(f"parameter {shown} cannot be set by a redo or a request",
                              hint="editable parameters: " + ", ".join(sorted(EDITABLE)))
-        checked[key] = check(key, value, config, kind)
+        checked[key] = rule.check(key, value, config, kind)
     return checked
+
+
+def params_schema(config: Config, kind: str = "") -> dict[str, dict[str, Any]]:
+    """Each editable parameter's JSON Schema under ``config`` (``kind`` ``""``: any job's)."""
+    return {key: rule.schema(config, kind) for key, rule in EDITABLE.items()}

@@ -7,8 +7,10 @@ shown safely; :meth:`Layout.rel` refuses any path outside the data root.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -25,6 +27,7 @@ DECISION_FOLDERS = {decision.folder: decision for decision in Decision}  # folde
 REVIEW_FOLDER = "_review"  # failed/_review/ holds files dropped in approved/ etc. that are not ours
 RESERVED_USERS = frozenset({REVIEW_FOLDER})
 MAX_NAME_BYTES = 200
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})  # control and format characters, line separators
 
 # Drop-folder noise: never inputs (see shared/reference/watching.md).
 IGNORED_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
@@ -41,7 +44,7 @@ def check_name(name: str, what: str = "file name") -> str:
         raise UnsafePathError(f"{what} {name!r} is not valid UTF-8") from None
     if len(encoded) > MAX_NAME_BYTES:
         raise UnsafePathError(f"{what} {name[:40]!r}... is longer than {MAX_NAME_BYTES} bytes")
-    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in name):
+    if any(unicodedata.category(c) in UNSAFE_CATEGORIES for c in name):
         raise UnsafePathError(f"{what} {name!r} contains control characters")
     return name
 
@@ -53,6 +56,36 @@ def check_user_name(name: str) -> str:
     if name in RESERVED_USERS:
         raise UnsafePathError(f"user folder name {name!r} is reserved")
     return name
+
+
+@functools.cache
+def user_name_pattern() -> str:
+    """:func:`check_user_name` as a regular expression, for the API's OpenAPI document (Python's
+    ``re`` syntax, as Schemathesis and ``jsonschema`` read it: ``\\U`` escapes beyond the BMP).
+    Built from the same rules (the categories of :data:`UNSAFE_CATEGORIES`, ``str.isspace``, the
+    reserved names), so the two cannot drift; the length (:data:`MAX_NAME_BYTES` bytes of UTF-8)
+    is the schema's ``maxLength`` and description."""
+    unsafe = [c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) in UNSAFE_CATEGORIES
+              or 0xD800 <= c <= 0xDFFF or chr(c) in "/\\"]  # surrogates: never valid UTF-8
+    space = [c for c in range(sys.maxunicode + 1) if chr(c).isspace()]
+    inner = _char_class(unsafe)
+    edge = _char_class(sorted(set(unsafe) | set(space)))
+    reserved = "".join(f"(?!{name}$)" for name in sorted(RESERVED_USERS))
+    # (?!.*\n): Python's $ also matches before a final newline, which the classes already refuse
+    return f"^(?!.*\\n)(?!\\.){reserved}[^{edge}](?:[^{inner}]*[^{edge}])?$"
+
+
+def _char_class(codes: list[int]) -> str:
+    """The inside of a ``[...]`` matching ``codes`` (sorted), as ranges of escapes."""
+    def esc(c: int) -> str:
+        return f"\\u{c:04x}" if c <= 0xFFFF else f"\\U{c:08x}"
+
+    out, start = [], codes[0]
+    for prev, cur in zip(codes, [*codes[1:], -1], strict=True):
+        if cur != prev + 1:
+            out.append(esc(start) if start == prev else f"{esc(start)}-{esc(prev)}")
+            start = cur
+    return "".join(out)
 
 
 def display(path: object) -> str:
