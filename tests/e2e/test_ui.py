@@ -8,9 +8,11 @@ reviewer must then act on those moves.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,18 +230,58 @@ class Chromium:
             assert chunk, "Chromium closed the DevTools pipe"
             self._buf += chunk
 
-    def screenshot(self, url: str, ready: str, timeout: float = 30.0) -> bytes:
+    def open(self, url: str, ready: str, timeout: float = 30.0) -> None:
+        """A new tab on ``url``, once the expression ``ready`` is true in it."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.send("Emulation.setDeviceMetricsOverride", {"width": self.size[0], "height": self.size[1],
                                                          "deviceScaleFactor": 1, "mobile": False})
         self.send("Page.navigate", {"url": url})
+        self.wait(ready, "the review page did not finish loading in Chromium", timeout)
+
+    def evaluate(self, expression: str) -> Any:
+        return self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
+
+    def wait(self, expression: str, failure: str, timeout: float = 30.0) -> Any:
         deadline = time.monotonic() + timeout
-        while not self.send("Runtime.evaluate", {"expression": ready, "returnByValue": True})["result"].get("value"):
-            assert time.monotonic() < deadline, "the review page did not finish loading in Chromium"
-            time.sleep(0.2)
+        while not (value := self.evaluate(expression)):
+            assert time.monotonic() < deadline, failure
+            time.sleep(0.1)
+        return value
+
+    def screenshot(self, url: str, ready: str, timeout: float = 30.0) -> bytes:
+        self.open(url, ready, timeout)
         time.sleep(0.5)  # let the last layout settle
         return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
+
+    def click(self, selector: str) -> None:
+        """A left click, pressed and released by the mouse at the middle of the element."""
+        x, y = self.wait(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;"
+                         " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+                         " return [r.x + r.width / 2, r.y + r.height / 2]; })()", f"no {selector} on the page")
+        self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": x, "y": y})
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+
+    def key(self, key: str, code: int, text: str = "", ctrl: bool = False, commands: tuple[str, ...] = ()) -> None:
+        down: dict[str, Any] = {"type": "keyDown" if text else "rawKeyDown", "key": key, "code": key,
+                                "windowsVirtualKeyCode": code, "modifiers": 2 if ctrl else 0, "commands": list(commands)}
+        if text:
+            down["text"] = down["unmodifiedText"] = text
+        self.send("Input.dispatchKeyEvent", down)
+        self.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code,
+                                             "modifiers": down["modifiers"]})
+
+    def retype(self, text: str) -> None:
+        """Into the focused box: select all, delete, then one key a character (Enter for a new line)."""
+        self.key("a", 65, ctrl=True, commands=("selectAll",))
+        self.key("Backspace", 8)
+        for char in text:
+            if char == "\n":
+                self.key("Enter", 13, "\r")
+            else:
+                self.send("Input.dispatchKeyEvent", {"type": "keyDown", "key": char, "text": char, "unmodifiedText": char})
+                self.send("Input.dispatchKeyEvent", {"type": "keyUp", "key": char})
 
     def close(self) -> None:
         try:
@@ -273,6 +316,25 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 40.0) -> No
     raise AssertionError("astrowatch ui did not answer on its port")
 
 
+@contextlib.contextmanager
+def _served(inbox: dict[str, Any], tmp_path: Path) -> Iterator[tuple[Chromium, str]]:
+    """``astrowatch ui`` on a free port over the inbox, and a headless Chromium to look at it."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "astrowatch", "ui", "-c", str(inbox["config"]),
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_healthy(url, proc)
+        browser = Chromium(tmp_path / "profile", (1280, 900))
+        try:
+            yield browser, url
+        finally:
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
 READY = ("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4 && "
          "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
 
@@ -282,21 +344,9 @@ READY = ("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4
 def test_page_in_headless_chromium(inbox, tmp_path: Path) -> None:
     from PIL import Image
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     shot_path = Path(os.environ.get("ASTROWATCH_UI_SHOT") or tmp_path / "review.png")
-    proc = subprocess.Popen([sys.executable, "-m", "astrowatch", "ui", "-c", str(inbox["config"]),
-                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_healthy(url, proc)
-        browser = Chromium(tmp_path / "profile", (1280, 900))
-        try:
-            shot_path.write_bytes(browser.screenshot(url, READY))
-        finally:
-            browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    with _served(inbox, tmp_path) as (browser, url):
+        shot_path.write_bytes(browser.screenshot(url, READY))
     with Image.open(shot_path) as img:
         rgb = img.convert("RGB")
     assert rgb.size == (1280, 900)
@@ -339,10 +389,13 @@ def test_an_original_browsers_cannot_show_is_previewed_decoded_and_oriented(tmp_
     assert original_preview(tmp_path / "c.heic", Config(), root) is None
 
 
-def test_editing_tags_then_approving_files_exactly_those_tags_in_order(inbox, monkeypatch) -> None:
-    """The caption and tag boxes of an enhance result: a tag removed, one added, one moved first;
-    the sentence rewritten; approval files line 1 with exactly those parts in that order."""
-    from astrowatch.intake.ingest import Ingest
+# the tag-editing scenario, for AppTest and for Chromium: the models proposed "sand, sky, sea"; the
+# reviewer writes a sentence, removes sky, adds waves, moves sea first, then approves
+SENTENCE, TAGS = "a quiet beach, at noon", "sea\nsand\nwaves"
+
+
+def _propose_tags(inbox: dict[str, Any]) -> str:
+    """Line 1 of lou's photo becomes ``trigger, sand, sky, sea``; returns the line to be filed."""
     from astrowatch.review.inbox import InboxItem, save_caption
 
     env, job = inbox["env"], inbox["photo"]["job"]
@@ -351,14 +404,68 @@ def test_editing_tags_then_approving_files_exactly_those_tags_in_order(inbox, mo
     technical = image.with_suffix(".txt").read_text().splitlines()[1:]
     proposed = ", ".join(p for p in (trigger, "sand", "sky", "sea") if p)  # no captioner here: tags only
     save_caption(InboxItem(job, image, env.layout.root), "\n".join([proposed, *technical]))
+    return ", ".join(p for p in (trigger, SENTENCE, *TAGS.split("\n")) if p)
+
+
+def _filed(inbox: dict[str, Any]) -> list[str]:
+    """The daemon's reviewer acts on the approval; the dataset's .txt as filed."""
+    from astrowatch.intake.ingest import Ingest
+
+    env, job = inbox["env"], inbox["photo"]["job"]
+    moved = env.layout.root / "approved" / _image(inbox, "photo").name
+    assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
+    return next((env.layout.root / "datasets" / job.user).glob("*.txt")).read_text().splitlines()
+
+
+def test_editing_tags_then_approving_files_exactly_those_tags_in_order(inbox, monkeypatch) -> None:
+    """The caption and tag boxes of an enhance result: a tag removed, one added, one moved first;
+    the sentence rewritten; approval files line 1 with exactly those parts in that order."""
+    expected = _propose_tags(inbox)
+    job = inbox["photo"]["job"]
     at = _app(inbox, monkeypatch)
     assert at.text_input(key=f"sentence-{job.id}").value == ""
     assert at.text_area(key=f"tags-{job.id}").value == "sand\nsky\nsea"
-    at.text_input(key=f"sentence-{job.id}").set_value("a quiet beach, at noon")
-    at.text_area(key=f"tags-{job.id}").set_value("sea\nsand\nwaves")  # sky removed, waves added, sea first
+    at.text_input(key=f"sentence-{job.id}").set_value(SENTENCE)
+    at.text_area(key=f"tags-{job.id}").set_value(TAGS)
     at.button(key=f"approve-{job.id}").click().run()
     assert not at.exception and not at.error
-    moved = env.layout.root / "approved" / image.name
-    assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
-    filed = next((env.layout.root / "datasets" / job.user).glob("*.txt")).read_text().splitlines()
-    assert filed == [", ".join(p for p in (trigger, "a quiet beach, at noon", "sea", "sand", "waves") if p)]
+    assert _filed(inbox) == [expected]
+
+
+def _box(key: str, tag: str) -> str:
+    """The CSS selector of a keyed Streamlit widget's ``input``/``textarea``/``button``."""
+    return f".st-key-{re.sub(r'[^a-zA-Z0-9_-]', '-', key)} {tag}"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (looked for " + ", ".join(BROWSERS) + ")")
+def test_editing_tags_in_chromium_then_approving_files_exactly_those_tags(inbox, tmp_path: Path) -> None:
+    """The same scenario typed and clicked in the page served by ``astrowatch ui``: the sentence
+    (Enter applies it), the tags (Ctrl+Enter), each change reflected in line 1 of the description
+    box, then Approve."""
+    expected = _propose_tags(inbox)
+    job = inbox["photo"]["job"]
+    sentence, tags, description = (_box(f"sentence-{job.id}", "input"), _box(f"tags-{job.id}", "textarea"),
+                                   _box(f"caption-{job.id}", "textarea"))
+
+    def value(selector: str) -> str:
+        return f"(document.querySelector({json.dumps(selector)}) || {{}}).value"
+
+    def line_one_is(line: str) -> str:
+        return f"({value(description)} || '').split('\\n')[0] === {json.dumps(line)}"
+
+    with _served(inbox, tmp_path) as (browser, url):
+        browser.open(url, f"{value(tags)} === 'sand\\nsky\\nsea' && {value(sentence)} === ''")
+        browser.click(sentence)
+        browser.retype(SENTENCE)
+        browser.key("Enter", 13, "\r")
+        trigger = inbox["env"].config.dataset.trigger_word
+        with_sentence = ", ".join(p for p in (trigger, SENTENCE, "sand", "sky", "sea") if p)
+        browser.wait(line_one_is(with_sentence), "Enter in the caption box did not reach line 1", 15)
+        browser.click(tags)
+        browser.retype(TAGS)
+        browser.key("Enter", 13, "\r", ctrl=True)
+        browser.wait(line_one_is(expected), "Ctrl+Enter in the tags box did not reach line 1", 15)
+        browser.click(_box(f"approve-{job.id}", "button"))
+        browser.wait("document.body.innerText.includes('approved: moved to approved/')",
+                     "Approve did not report the move", 15)
+    assert _filed(inbox) == [expected]

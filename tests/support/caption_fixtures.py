@@ -23,3 +23,13 @@ def tiny_blip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from caption_tiny import build_blip
 
     return build_blip(tmp_path_factory.mktemp("blip") / "blip-tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_florence2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")  # 5.x (the sdxl extra): Florence-2 is native there
+    from caption_tiny import build_florence2
+
+    return build_florence2(tmp_path_factory.mktemp("florence2") / "florence2-tiny")
+

@@ -1,6 +1,7 @@
 """Tiny caption models built offline for the tests: a WD14 stand-in (``onnx.helper``) whose scores
-are known in advance, and a random-weight BLIP (a small ``BlipConfig`` + a BERT tokenizer from a
-handful of words), both saved the way users' downloaded folders are laid out."""
+are known in advance, a random-weight BLIP (a small ``BlipConfig`` + a BERT tokenizer from a
+handful of words) and a random-weight Florence-2 (a small ``Florence2Config`` + a byte-level BART
+tokenizer spelling a handful of words), all saved the way users' downloaded folders are laid out."""
 
 from __future__ import annotations
 
@@ -81,5 +82,75 @@ def build_blip(folder: Path, seed: int = 0) -> Path:
         vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=32)
     torch.manual_seed(seed)
     model = BlipForConditionalGeneration(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+# The words the tiny Florence-2 may say. Its BART tokenizer is byte-level BPE as the real one: every
+# byte is a token (so any prompt encodes) and each word is built by merges ("Ġ"+"c" -> "Ġc", ... ->
+# "Ġcat"); its generation config suppresses every token but these words and the special ones, so
+# whatever the random weights say decodes to words of this list.
+FLORENCE_WORDS = ["a", "photo", "of", "cat", "dog", "sky", "tree", "red", "blue", "house", "woman", "standing",
+                  "near", "the", "in", "field", "river", "mountain"]
+FLORENCE_SIZE = 32  # pixels; the vision tower's strides 4 and 2 leave a 4x4 grid: 16 + 1 image tokens
+
+
+def build_florence2(folder: Path, seed: int = 0) -> Path:
+    """A random-weight Florence-2 (a two-stage DaViT of widths 16/32, a one-layer BART of width 32)
+    with its ``Florence2Processor`` (CLIP image processor, BART tokenizer from the ``vocab.json`` and
+    ``merges.txt`` written here), saved as the transformers-native conversions are laid out."""
+    import json
+
+    import torch
+    from transformers import (
+        BartTokenizer,
+        CLIPImageProcessorPil,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {token: i for i, token in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}  # BART's ids 0..3
+    for char in bytes_to_unicode().values():
+        vocab.setdefault(char, len(vocab))
+    merges: list[tuple[str, str]] = []
+    words = []
+    for word in FLORENCE_WORDS:
+        piece = "Ġ"  # byte-level BPE's space
+        for char in word:
+            if (piece, char) not in merges:
+                merges.append((piece, char))
+            piece += char
+            vocab.setdefault(piece, len(vocab))
+        words.append(vocab[piece])
+    for token in ("<mask>", "<image>"):
+        vocab[token] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+                                       encoding="utf-8")
+    tokenizer = BartTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
+                              extra_special_tokens={"image_token": "<image>"})
+    image_processor = CLIPImageProcessorPil(
+        size={"height": FLORENCE_SIZE, "width": FLORENCE_SIZE}, do_center_crop=False,
+        crop_size={"height": FLORENCE_SIZE, "width": FLORENCE_SIZE},
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])  # Florence-2's (ImageNet's)
+    image_processor.image_seq_length = (FLORENCE_SIZE // 8) ** 2 + 1  # the grid, then its mean
+    Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
+                       post_processor_config={"pure_text": {}}).save_pretrained(folder)
+    vision = {"depths": [1, 1], "patch_size": [7, 3], "patch_stride": [4, 2], "patch_padding": [3, 1],
+              "patch_prenorm": [False, True], "embed_dim": [16, 32], "num_heads": [1, 2], "num_groups": [1, 2],
+              "window_size": 2, "drop_path_rate": 0.0, "projection_dim": 32, "max_position_embeddings": 8,
+              "max_temporal_embeddings": 4}
+    text = {"vocab_size": len(tokenizer), "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+            "encoder_attention_heads": 2, "decoder_attention_heads": 2, "encoder_ffn_dim": 37,
+            "decoder_ffn_dim": 37, "max_position_embeddings": 128, "pad_token_id": 1, "bos_token_id": 0,
+            "eos_token_id": 2, "decoder_start_token_id": 2, "forced_eos_token_id": 2}
+    config = Florence2Config(vision_config=vision, text_config=text, image_token_id=tokenizer.image_token_id)
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config)
+    allowed = {*words, vocab["<s>"], vocab["<pad>"], vocab["</s>"]}
+    model.generation_config.suppress_tokens = [i for i in range(len(tokenizer)) if i not in allowed]
     model.save_pretrained(folder)
     return folder

@@ -44,9 +44,11 @@ class LocalCaptioner:
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         try:
             self.processor, self.model = self._load(transformers)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        # OSError, ValueError... and huggingface_hub's StrictDataclassError, which transformers 5 raises
+        # for the config.json of another model: each is a folder that cannot serve, reported as such
+        except Exception as exc:
             raise ConfigError(f"caption.captioner_model: {self.folder} cannot be loaded as {self.name}: "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None  # one line
         self.model.to(device=device, dtype=self.dtype).eval()
         self.sha256 = weights_sha256(self.folder)
 
@@ -108,6 +110,9 @@ class FlorenceCaptioner(LocalCaptioner):
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, num_beams=3, do_sample=False)
         text = self.processor.batch_decode(out, skip_special_tokens=False)[0]
-        parsed = self.processor.post_process_generation(text, task=task, image_size=rgb.size)
+        try:
+            parsed = self.processor.post_process_generation(text, task=task, image_size=rgb.size)
+        except ValueError:  # a processor saved without its post_processor_config: the text is the answer
+            parsed = None
         answer = parsed.get(task, text) if isinstance(parsed, dict) else text
         return clean_caption(str(answer).replace("</s>", " ").replace("<s>", " ").replace("<pad>", " "))
