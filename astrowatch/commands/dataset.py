@@ -28,16 +28,11 @@ IMAGE_SUFFIXES = (".png", ".webp", ".jpg", ".jpeg")
 
 
 def progress(items: list[T], what: str) -> Iterator[T]:
-    """A progress bar on stderr when it is a terminal: tqdm's if installed, else a plain one."""
+    """A progress bar on stderr when it is a terminal (nothing otherwise: logs stay clean)."""
     if not sys.stderr.isatty():
         yield from items
         return
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        yield from _plain_bar(items, what)
-        return
-    yield from tqdm(items, desc=what, unit="image", file=sys.stderr)
+    yield from _plain_bar(items, what)
 
 
 def _plain_bar(items: list[T], what: str, width: int = 30) -> Iterator[T]:

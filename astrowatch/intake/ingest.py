@@ -324,11 +324,18 @@ class Ingest:
 
     def _refuse_unreadable(self, user: str, p: Path, exc: Unreadable) -> IngestOutcome:
         """A symlink, FIFO, hard-linked, oversized or swapped input: moved to ``failed/<user>/``
-        (a name moves; nothing is read through it) with the reason."""
+        (a name moves; nothing is read through it) with the reason.  A plain theme file (too big,
+        say) stays where it is -- the upstream app owns its JSON, as for any theme that fails --
+        and is remembered by size and mtime, so it is refused once, not at every scan."""
+        st = safefs.lstat_or_none(p, root=self.layout.root)
+        keep = st is not None and stat.S_ISREG(st.st_mode) and p.name.lower().endswith(".json")
         try:
-            return self.refuse(user, p, f"missing or unreadable: {exc}", move=True)
+            outcome = self.refuse(user, p, f"missing or unreadable: {exc}", move=not keep)
         except FileNotFoundError:
             return IngestOutcome.GONE  # moved away meanwhile
+        if keep and st is not None:
+            self._seen(self.layout.rel(p), st, "", None)
+        return outcome
 
     def _warn_once(self, key: str, event: str, reason: str) -> None:
         if key not in self._warned:

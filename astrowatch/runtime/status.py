@@ -14,6 +14,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from astrowatch.core.jobs import STATES, JobState
+from astrowatch.storage.outbox import Delivery
+
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
     from astrowatch.storage.layout import Layout
@@ -27,7 +30,6 @@ def collect(config: Config, *, sizes: bool = False) -> dict[str, Any]:
     """The summary.  Every figure comes from the ledger's counters or from a query bounded by an
     index, so it costs the same at 100 jobs as at 100,000; ``sizes`` adds what retention bounds
     (a walk of archive/, cache and logs: it grows with the history, hence opt-in)."""
-    from astrowatch.core.jobs import STATES
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger_readonly import open_for_reading
 
@@ -42,23 +44,23 @@ def collect(config: Config, *, sizes: bool = False) -> dict[str, Any]:
     for (state, kind), n in by_pair.items():
         counts[state] = counts.get(state, 0) + n
         by_kind.setdefault(kind, {})[state] = n
-    inbox_jobs, _ = ledger.page("inbox", limit=LISTED)
+    inbox_jobs, _ = ledger.page(JobState.INBOX, limit=LISTED)
     inbox = [{"job_id": j.id, "user": j.user, "kind": j.kind,
               "image": f"inbox/{j.user}/{(j.result or {}).get('image')}",
               "backend": (j.result or {}).get("backend"), "waiting_s": round(time.time() - j.updated_at)}
              for j in inbox_jobs]
     since = time.time() - FAILURE_WINDOW_S
-    failed_n, recent = ledger.recent(("failed", "failing"), since, limit=LISTED)
+    failed_n, recent = ledger.recent((JobState.FAILED, JobState.FAILING), since, limit=LISTED)
     failures = [{"job_id": r["id"], "user": r["user"], "kind": r["kind"], "source": r["source"], "reason": r["error"],
                  "at": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated_at"]))} for r in recent]
-    waiting_jobs, _ = ledger.page("waiting", limit=LISTED)
+    waiting_jobs, _ = ledger.page(JobState.WAITING, limit=LISTED)
     waiting = [{"job_id": j.id, "user": j.user, "reason": j.error} for j in waiting_jobs]
     info = {"data_dir": str(layout.root), "daemon": daemon_state(layout), **remote(config),
             "counts": {s: counts.get(s, 0) for s in STATES if counts.get(s)},
             "by_kind": {k: {s: v[s] for s in STATES if v.get(s)} for k, v in sorted(by_kind.items())},
             "by_backend": (per_backend := backends(ledger)), "slowest": slowest(per_backend), "oldest": oldest(ledger),
-            "inbox_total": counts.get("inbox", 0), "inbox": inbox,
-            "waiting_total": counts.get("waiting", 0), "waiting": waiting,
+            "inbox_total": counts.get(JobState.INBOX, 0), "inbox": inbox,
+            "waiting_total": counts.get(JobState.WAITING, 0), "waiting": waiting,
             "failures_last_hour": failed_n, "failures": failures, "webhooks": webhooks(ledger),
             "configured_backends": {"astro": config.astro.backend, "enhance": config.enhance.backend},
             **room(config, layout, sizes=sizes)}
@@ -83,7 +85,7 @@ def slowest(per_backend: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
 def oldest(ledger: Any) -> dict[str, Any]:
     """The items waiting longest: to run (queued, waiting) and for review (inbox)."""
     out: dict[str, Any] = {}
-    for state in ("queued", "waiting", "inbox"):
+    for state in (JobState.QUEUED, JobState.WAITING, JobState.INBOX):
         row = ledger.oldest(state)
         if row is not None:
             out[state] = {"job_id": row["id"], "user": row["user"], "kind": row["kind"],
@@ -98,7 +100,7 @@ def webhooks(ledger: Any) -> dict[str, Any]:
         counts[state] = counts.get(state, 0) + n
     failed = [{"webhook_id": r["msg_id"], "type": r["type"], "endpoint": r["endpoint"], "error": r["last_error"],
                "at": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["updated_at"]))}
-              for r in ledger.deliveries(state="failed", limit=5)]
+              for r in ledger.deliveries(state=Delivery.FAILED, limit=5)]
     return {"counts": counts, "failed": failed}
 
 

@@ -84,7 +84,10 @@ def _show(path: object) -> str:
 def open_dir(path: Path, root: Path) -> Iterator[int]:
     """A descriptor on folder ``path`` under ``root``, reached without following any link below
     ``root`` (``root`` itself is the operator's choice and may sit under a symlink)."""
-    fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    try:
+        fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise Unreadable(f"{_show(path)}: the data folder {_show(root)} is missing", gone=True) from None
     try:
         for part in _parts(path, root):
             try:
@@ -300,7 +303,9 @@ def _enter(dfd: int, name: str, where: Path, create: bool) -> int:
 @contextlib.contextmanager
 def ensure_dir(path: Path, root: Path, *, create: bool = True) -> Iterator[int]:
     """A descriptor on folder ``path`` under ``root``, each missing component created, each
-    squatting one (symlink, file, FIFO) quarantined first.  Nothing outside ``root`` is touched."""
+    squatting one (symlink, file, FIFO) quarantined first.  Nothing outside ``root`` is touched
+    (``root`` itself, the operator's data folder, is made when missing)."""
+    os.makedirs(root, mode=dir_mode(), exist_ok=True)
     fd = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
     where = Path(root)
     try:

@@ -190,7 +190,7 @@ def test_404_409_413_422_are_json_with_a_hint(stack) -> None:
     _in_inbox(stack, "ida")
     assert "no job" in _error(api.get("/api/jobs/0123456789ab"), 404)["error"]
     _error(api.post("/api/jobs/0123456789ab/approve"), 404)
-    assert "no theme" in _error(api.post("/api/astro-image/nobody"), 404)["error"]
+    assert "no readable theme" in _error(api.post("/api/astro-image/nobody"), 404)["error"]
     assert "no delivered picture" in _error(api.get("/api/astro-image/ida/image.png"), 404)["error"]
     _error(api.get("/api/nothing-here"), 404)
     _error(api.http.delete(api.base + "/api/inbox", timeout=10), 405)

@@ -151,7 +151,7 @@ def test_a_service_uid_a_reviewer_and_the_upstream_app_share_the_data_folder(sit
                    what="theme delivered and photo filed")
         head = site["upstream"].python("import sys;print(open(sys.argv[1],'rb').read(8).hex())", str(delivered))
         assert head.stdout.strip() == b"\x89PNG\r\n\x1a\n".hex()
-        assert reviewer.python(READ_ALL, str(data / "datasets")).stdout.strip() == "3"  # png, txt, toml
+        assert reviewer.python(READ_ALL, str(data / "datasets")).stdout.strip() == "4"  # png, txt, toml, astrowatch-captions.json
 
         # the reviewer's looks at the ledger created nothing in state/
         owners = {p.name: p.stat().st_uid for p in (data / "state").iterdir()}

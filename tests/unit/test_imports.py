@@ -22,6 +22,7 @@ OPTIONAL = {
     "ui": ("astrowatch.ui.page", "astrowatch.commands.ui"),
     "plot": ("astrowatch.commands.stats", "astrowatch.review.stats"),
     "api": ("astrowatch.api.app", "astrowatch.api.metrics", "astrowatch.api.events", "astrowatch.api.uploads",
+            "astrowatch.api.openapi",
             "astrowatch.commands.api"),
     "celery": ("astrowatch.backends.remote.celery_app", "astrowatch.backends.remote.client", "astrowatch.runtime.remote_worker"),
     "provenance": ("astrowatch.storage.provenance",),  # c2pa, imported inside the signing functions only
