@@ -347,7 +347,8 @@ def _reads(service: Service) -> APIRouter:
     def inbox(request: Request, response: Response, user: UserQuery = None, kind: JobKind | None = None,
               limit: int = Query(paging.DEFAULT_LIMIT, ge=1, le=paging.MAX_LIMIT,
                                  description="items per page (oldest first)"),
-              cursor: str | None = Query(None, max_length=200, description="from the previous page's Link header"),
+              cursor: str | None = Query(None, max_length=paging.MAX_LENGTH, pattern=paging.PATTERN,
+                                         description="from the previous page's Link header"),
               ) -> list[dict[str, Any]]:
         """Results waiting for review, one page at a time (a JSON array); the next page's URL is in
         the `Link: <...>; rel="next"` header."""

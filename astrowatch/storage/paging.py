@@ -1,16 +1,16 @@
 """Opaque cursors for paged reads of the ledger (``GET /api/inbox``, ``review list``, ``jobs list``).
 
 A cursor is the key of the last item of a page, ``(created_at, id)`` — the stable order of
-:meth:`astrowatch.storage.ledger.Ledger.page` — as URL-safe base64 of a short JSON array.  Clients
-must treat it as opaque: pass back what the ``Link: <...>; rel="next"`` header (or the CLI) gave.
-An item decided between two pages simply leaves; nothing is skipped or repeated.
+:meth:`astrowatch.storage.ledger.Ledger.page` — written ``<created_at>-<job id>`` (the float as
+``repr`` writes it, so it reads back exactly).  Clients should treat it as opaque and pass back what
+the ``Link: <...>; rel="next"`` header (or the CLI) gave; any string matching :data:`PATTERN` is a
+valid cursor (the page of the items after that key), so the OpenAPI schema can say exactly what is
+accepted.  An item decided between two pages simply leaves; nothing is skipped or repeated.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import re
 
 from astrowatch.core.errors import InputError
 
@@ -18,21 +18,20 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
 
+PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,17})?-[0-9a-f]{12}$"  # <created_at>-<job id>
+MAX_LENGTH = 43
+_CURSOR = re.compile(PATTERN)
+
+
 def encode(key: tuple[float, str]) -> str:
-    raw = json.dumps([key[0], key[1]], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return f"{key[0]!r}-{key[1]}"
 
 
 def decode(cursor: str) -> tuple[float, str]:
-    """The key in ``cursor``; :class:`InputError` for anything this module did not write."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw.decode())
-        if isinstance(created, bool) or not isinstance(created, int | float) or not isinstance(job_id, str) \
-                or len(job_id) > 64:
-            raise ValueError(cursor)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise InputError("invalid cursor: pass back the one the previous page gave") from None
+    """The key in ``cursor``; :class:`InputError` for anything that does not match :data:`PATTERN`."""
+    if not _CURSOR.fullmatch(cursor):
+        raise InputError("invalid cursor: pass back the one the previous page gave")
+    created, _, job_id = cursor.partition("-")
     return float(created), job_id
 
 
