@@ -205,6 +205,8 @@ def _one_shot_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("-o", "--output", required=True, help="output PNG")
     p.add_argument("--seed", type=int, help="seed (default: derived from the chart)")
     p.add_argument("--backend", help="backend for this run (default: astro.backend)")
+    p.add_argument("--moodboard", metavar="PATH", help="a moodboard image: the style reference with "
+                   "sdxl.ip_adapter, else the img2img start when sdxl.init_strength is set")
 
     p = sub.add_parser("enhance", help="enhance one image without the daemon")
     _add_config(p)

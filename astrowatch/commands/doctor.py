@@ -219,6 +219,22 @@ def _captions(config: Config) -> tuple[str, str]:
     return (WARN if warnings else OK), detail
 
 
+def _ip_adapter(config: Config) -> tuple[str, str]:
+    """``sdxl.ip_adapter``: whether the folder is complete (weights + image encoder), and, with
+    ``sdapi.ip_adapter``, whether the WebUI's ControlNet extension offers that module and model."""
+    from astrowatch.backends.sdxl.folders import ip_adapter_paths, ip_adapter_problems
+
+    ip = config.sdxl.ip_adapter
+    if ip.model is None:
+        return OK, ("not configured: a user's moodboard is the img2img start (sdxl.init_strength), "
+                    "not a style reference")
+    problems = ip_adapter_problems(ip)
+    if problems:
+        return FAIL, "sdxl.ip_adapter.model: " + "; ".join(problems)
+    weights, encoder = ip_adapter_paths(ip)
+    return OK, f"complete: {weights} and {encoder}/ (scale {ip.scale:g}, fallback {ip.fallback})"
+
+
 def main(args: argparse.Namespace) -> int:
     from astrowatch.runtime.settings import load_config
 
@@ -240,6 +256,7 @@ def main(args: argparse.Namespace) -> int:
         for kind in JobKind:
             _check(results, f"{kind} backend", functools.partial(_backend, config, kind))
         _check(results, "captions", functools.partial(_captions, config))
+        _check(results, "IP-Adapter (moodboard as style reference)", functools.partial(_ip_adapter, config))
     from astrowatch.core.secrets import redact
 
     for status, name, detail in results:

@@ -1,4 +1,6 @@
-"""``astrowatch generate THEME.json -o out.png``: one astro image, no daemon, same code path."""
+"""``astrowatch generate THEME.json -o out.png [--moodboard PATH]``: one astro image, no daemon,
+same code path.  ``--moodboard`` stands for the user folder's ``moodboard.*``: the style reference
+with ``sdxl.ip_adapter``, else the img2img start when ``sdxl.init_strength`` is set."""
 
 from __future__ import annotations
 
@@ -57,8 +59,9 @@ def main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as work:
             from astrowatch.pipeline.steps import generate_astro
 
+            moodboard = Path(args.moodboard) if getattr(args, "moodboard", None) else None
             outcome = generate_astro(chart, ctx, job_id="cli", params=params, default_backend=default,
-                                     work_dir=Path(work))
+                                     work_dir=Path(work), moodboard=moodboard)
         output = Path(args.output)
         write_result(outcome, output, "cli", "astro")
     finally:
@@ -70,4 +73,19 @@ def main(args: argparse.Namespace) -> int:
     detail = ", ".join(f"{k} {v:.2f} s" for k, v in steps.items() if isinstance(v, (int, float)))
     print(f"timings: load {json.dumps(pool.load_seconds)} s, total {total:.2f} s" + (f" ({detail})" if detail else ""))
     print(f"prompt: {outcome.result.prompt}")
+    if getattr(args, "moodboard", None):
+        print(moodboard_line(outcome))
     return 0
+
+
+def moodboard_line(outcome: Outcome) -> str:
+    """What ``--moodboard`` did: style reference (adapter, scale, sha256), img2img start, or nothing."""
+    style = outcome.extra.get("style_reference")
+    if isinstance(style, dict):
+        adapter = outcome.params.get("ip_adapter") or {}
+        return (f"moodboard: style reference (IP-Adapter {adapter.get('model')}, scale {adapter.get('scale')}, "
+                f"sha256 {style.get('sha256')})")
+    if outcome.extra.get("init_image"):
+        return f"moodboard: img2img start (init_strength {outcome.params.get('init_strength')})"
+    return (f"moodboard: not used by backend {outcome.params.get('backend')} (configure sdxl.ip_adapter for a "
+            "style reference, or sdxl.init_strength for an img2img start)")

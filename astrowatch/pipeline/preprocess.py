@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import io
 import os
 import stat
@@ -64,6 +65,17 @@ def preprocess(
             timeout_s=limits.decode_timeout_seconds, max_bytes=limits.max_image_bytes, sha256=sha256)
     w, h = header["size"]
     return Image.frombytes("RGB", (w, h), pixels), header["facts"]
+
+
+def operator_file_sha256(path: Path, max_bytes: int) -> str:
+    """The sha256 of a file the operator names on the command line (a regular file within
+    ``max_bytes``, opened without blocking): pass it to :func:`preprocess` so that the content
+    decoded is the content hashed."""
+    h = hashlib.sha256()
+    with _source_fd(path, None, max_bytes) as fd:
+        while block := os.read(fd, 1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

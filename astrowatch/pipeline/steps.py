@@ -92,8 +92,11 @@ def run_astro(job: Job, ctx: JobContext, default_backend: str) -> Outcome:
 
 
 def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str, Any], default_backend: str,
-                   work_dir: Path) -> Outcome:
-    """Fuse the prompt and generate: the one code path of the daemon and ``astrowatch generate``."""
+                   work_dir: Path, moodboard: Path | None = None) -> Outcome:
+    """Fuse the prompt and generate: the one code path of the daemon and ``astrowatch generate``.
+
+    ``moodboard``: a file the operator names (``generate --moodboard``), used instead of the user
+    folder's ``moodboard.*``: the style reference with ``sdxl.ip_adapter``, else the img2img start."""
     from astrowatch.fusion import fuse
 
     name = backend_for(params, default_backend)
@@ -103,8 +106,11 @@ def generate_astro(chart: Any, ctx: JobContext, *, job_id: str, params: dict[str
     loras = lora_plan(backend, chart.user, params)
     fusion = fuse(chart, ctx.config, style=params.get("style"), backend=fusion_backend,
                   seed=int(seed) if seed is not None else None, triggers=loras.triggers if loras else ())
-    init_image, init_rel = _init_image(chart, ctx, name, work_dir, params)
-    style_image, style_sha, style_rel = _style_reference(chart, ctx, name, work_dir)
+    if moodboard is not None:
+        init_image, init_rel, style_image, style_sha, style_rel = _given_moodboard(moodboard, ctx, name, work_dir, params)
+    else:
+        init_image, init_rel = _init_image(chart, ctx, name, work_dir, params)
+        style_image, style_sha, style_rel = _style_reference(chart, ctx, name, work_dir)
     for_backend = task_params(params)
     if loras is not None:
         for_backend["loras"] = loras
@@ -214,6 +220,28 @@ def _style_reference(chart: Any, ctx: JobContext, backend: str,
             continue
         return _moodboard_copy(candidate, ctx, work_dir, "style.png"), digest, ctx.layout.rel(candidate)
     return None, None, None
+
+
+def _given_moodboard(source: Path, ctx: JobContext, backend: str, work_dir: Path, params: dict[str, Any],
+                     ) -> tuple[Path | None, str | None, Path | None, str | None, str | None]:
+    """``generate --moodboard``: an operator's file outside the shared tree, decoded by the sandboxed
+    decoder (a regular file within ``limits.max_image_bytes``, the content it was hashed with).
+    Returns (init image, its record, style image, its sha256, its record)."""
+    from astrowatch.pipeline.preprocess import operator_file_sha256, preprocess
+    from astrowatch.storage.images import write_png
+
+    adapter = _adapter(ctx, backend)
+    as_init = backend in INIT_IMAGE_BACKENDS and params.get("init_strength", ctx.config.sdxl.init_strength) is not None
+    if not (adapter or as_init):
+        return None, None, None, None, None
+    digest = operator_file_sha256(source, ctx.config.limits.max_image_bytes)
+    image, _facts = preprocess(source, enhance=ctx.config.enhance.model_copy(update={"min_side": 1}),
+                               limits=ctx.config.limits, sha256=digest)
+    path = work_dir / ("style.png" if adapter else "moodboard.png")
+    write_png(path, image)
+    if adapter:
+        return None, None, path, digest, str(source)
+    return path, str(source), None, None, None
 
 
 def _moodboard_copy(source: Path, ctx: JobContext, work_dir: Path, name: str = "moodboard.png") -> Path:

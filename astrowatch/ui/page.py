@@ -30,7 +30,10 @@ from astrowatch.ui.views import (
     final_description,
     image_bytes,
     original_preview,
+    pick_caption,
     proposed_tags_text,
+    variant_cells,
+    variant_columns,
 )
 
 VERB = {Decision.APPROVE: "approved", Decision.REJECT: "rejected", Decision.REDO: "sent back for a redo"}
@@ -106,19 +109,23 @@ def _fill(config: Any, item: InboxItem, sidecar: dict[str, Any], with_fields: bo
         st.session_state[f"sentence-{job_id}"], st.session_state[f"tags-{job_id}"] = sentence, tags
 
 
-def _act(config: Any, layout: Layout, item: InboxItem, decision: Decision) -> None:
+def _act(config: Any, layout: Layout, item: InboxItem, decision: Decision, variant: int | None = None) -> None:
+    """A button: the same move as ``astrowatch review`` (``variant``: the Pick button of variant K)."""
     job_id = item.job.id
     try:
         caption = _edited(config, item)
+        if variant is not None:  # the box holds the contact sheet's text: only an edit goes to the pick
+            caption = pick_caption(st.session_state.get(f"file-{job_id}"), caption)
         params = parse_params(st.session_state.get(f"params-{job_id}", "{}")) if decision == Decision.REDO else None
-        dest = decide(config, layout, item, decision, caption=caption, params=params)
+        dest = decide(config, layout, item, decision, caption=caption, params=params, variant=variant)
     except AstrowatchError as exc:
         st.session_state["flash"] = [("error", f"{item.image.name}: {exc}")]
         return
     except OSError as exc:  # moved by hand meanwhile, or a permission problem
         st.session_state["flash"] = [("error", f"{item.image.name}: could not move it: {exc.strerror or exc}")]
         return
-    st.session_state["flash"] = [("ok", f"{item.image.name} {VERB[decision]}: moved to {layout.rel(dest)}")]
+    verb = f"picked (variant {variant})" if variant is not None else VERB[decision]
+    st.session_state["flash"] = [("ok", f"{dest.name} {verb}: moved to {layout.rel(dest)}")]
 
 
 def _save(config: Any, item: InboxItem) -> None:
@@ -186,9 +193,11 @@ def _original(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> N
 def _controls(config: Any, layout: Layout, item: InboxItem, sidecar: dict[str, Any]) -> None:
     job_id = item.job.id
     decide_cols = st.columns(2)
-    decide_cols[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act,
-                          args=(config, layout, item, Decision.APPROVE))
-    decide_cols[1].button("Reject", key=f"reject-{job_id}", on_click=_act,
+    several = bool(item.variants())
+    if not several:  # with variants, each has its Pick button (the contact sheet is never approved)
+        decide_cols[0].button("Approve", key=f"approve-{job_id}", type="primary", on_click=_act,
+                              args=(config, layout, item, Decision.APPROVE))
+    decide_cols[1].button("Reject all" if several else "Reject", key=f"reject-{job_id}", on_click=_act,
                           args=(config, layout, item, Decision.REJECT))
     fields = item.job.kind == JobKind.ENHANCE and isinstance(sidecar.get("captions"), dict)
     _fill(config, item, sidecar, fields)
@@ -210,6 +219,20 @@ def _controls(config: Any, layout: Layout, item: InboxItem, sidecar: dict[str, A
               args=(config, layout, item, Decision.REDO))
 
 
+def _variants(config: Any, layout: Layout, item: InboxItem, cells: list[Any]) -> None:
+    """The variants side by side, each with its Pick button (``review pick JOB K``)."""
+    columns = st.columns(variant_columns(len(cells)))
+    for i, cell in enumerate(cells):
+        with columns[i % len(columns)]:
+            data = image_bytes(cell.image, config, layout.root)
+            if data is not None:
+                st.image(data, caption=cell.caption)
+            else:
+                st.caption(f"{cell.caption}: not readable (a link, a special file or too big)")
+            st.button(cell.button, key=cell.key, type="primary", on_click=_act,
+                      args=(config, layout, item, Decision.APPROVE, cell.k))
+
+
 def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
     job, sidecar = item.job, item.sidecar()
     with st.container(border=True):
@@ -225,14 +248,21 @@ def _item(config: Any, layout: Layout, ledger: Ledger, item: InboxItem) -> None:
         left, middle, right = st.columns([1, 1, 1.2])
         with left:
             _original(config, layout, ledger, item)
+        cells = variant_cells(item)
         with middle:
-            result = image_bytes(item.image, config, layout.root)
-            if result is not None:
-                st.image(result, caption="result")
+            if cells:
+                st.caption(f"{len(cells)} variants below, side by side: **Pick** one to deliver exactly it "
+                           "(its siblings are retired); Reject all, or Redo the chart.")
             else:
-                st.caption("result not readable (a link, a special file or too big)")
+                result = image_bytes(item.image, config, layout.root)
+                if result is not None:
+                    st.image(result, caption="result")
+                else:
+                    st.caption("result not readable (a link, a special file or too big)")
         with right:
             _controls(config, layout, item, sidecar)
+        if cells:
+            _variants(config, layout, item, cells)
         learned = sidecar.get("learned")
         if isinstance(learned, dict) and learned:
             st.caption("learned: " + "; ".join(f"{k} = {v.get('value')!r} ({v.get('why')})"

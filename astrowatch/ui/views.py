@@ -4,11 +4,13 @@ rule.  Plain Python, tested without a browser; :mod:`astrowatch.ui.page` only dr
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
+    from astrowatch.review.inbox import InboxItem
     from astrowatch.storage.layout import Layout
     from astrowatch.storage.ledger import Job
 
@@ -122,3 +124,39 @@ def final_description(initial: str, description: str, sentence: str | None, tags
     if fields in (caption_fields(description, sidecar, trigger), caption_fields(initial, sidecar, trigger)):
         return description
     return description_with_fields(description, sentence, tags_text, trigger)
+
+
+# -- several variants of one chart (astro.variants): side by side, one click to pick -----------------
+@dataclass(frozen=True)
+class VariantCell:
+    """One variant as the page draws it: its image, a caption, and the Pick button's label and key."""
+
+    k: int
+    image: Path
+    caption: str
+    button: str
+    key: str
+
+
+def variant_cells(item: InboxItem) -> list[VariantCell]:
+    """The job's variants still waiting in the inbox (none for a one-image job), in order: each
+    with ``Pick vK``, whose click makes exactly the move of ``astrowatch review pick JOB K``."""
+    cells = []
+    for v in sorted(item.variants(), key=lambda v: v.k):
+        seed = f" · seed {v.seed}" if v.seed is not None else ""
+        cells.append(VariantCell(v.k, v.image, f"v{v.k}{seed}", f"Pick v{v.k}", f"pick-{item.job.id}-{v.k}"))
+    return cells
+
+
+def variant_columns(count: int) -> int:
+    """How many columns the variants take side by side (at most 4 a row, like the contact sheet)."""
+    return max(1, min(count, 4))
+
+
+def pick_caption(initial: str | None, description: str | None) -> str | None:
+    """The description a pick saves into the picked variant's ``.txt``: the box's text only when the
+    reviewer edited it (the box is filled from the contact sheet's ``.txt``, whose text must not
+    replace a variant's own)."""
+    if description is None or description == initial:
+        return None
+    return description

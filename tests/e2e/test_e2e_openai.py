@@ -56,3 +56,25 @@ def test_generate_backend_switch(tmp_path, monkeypatch):
         proc = run_cli("generate", str(FIXTURES / "themes" / "astrowatch_minimal.json"), "-o", str(out),
                        "--backend", "openai", config=cfg)
         assert "backend openai" in proc.stdout and out.exists() and server.count == 1
+
+
+def test_three_variants_from_one_request_each_sidecar_with_its_seed(tmp_path, daemon_factory, monkeypatch):
+    """``astro.variants: 3`` with gpt-image-1: one request with n=3, one job, three images; each
+    variant's sidecar records the seed derived for it (recorded, not honoured by the service)."""
+    from astrowatch.pipeline.variants import variant_seeds
+
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI(KEY) as server:
+        cfg = write_config(tmp_path, astro={"backend": "openai", "variants": 3},
+                           openai={"base_url": server.base_url, "model": "gpt-image-1", "size": "1024x1024"})
+        d = daemon_factory(cfg).start()
+        drop_theme(d.data)
+        images = wait_until(lambda: len(inbox_images(d.data)) == 4 and inbox_images(d.data), what="3 variants + sheet")
+        assert d.stop() == 0
+    variants = sorted(p for p in images if ".v" in p.name)
+    sidecars = [json.loads(p.with_suffix(".json").read_text()) for p in variants]
+    assert server.count == 1 and server.received[0]["body"]["n"] == 3
+    seeds = [s["seed"] for s in sidecars]
+    assert seeds == variant_seeds(seeds[0], 3) and [s["variant"] for s in sidecars] == [1, 2, 3]
+    assert all(s["backend"] == "openai" and s["params"]["seed"] == s["seed"] for s in sidecars)
+    assert len({p.read_bytes() for p in variants}) == 3

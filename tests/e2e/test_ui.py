@@ -469,3 +469,99 @@ def test_editing_tags_in_chromium_then_approving_files_exactly_those_tags(inbox,
         browser.wait("document.body.innerText.includes('approved: moved to approved/')",
                      "Approve did not report the move", 15)
     assert _filed(inbox) == [expected]
+
+
+# -- several variants of one chart: side by side, one click to pick -------------------------------------
+@pytest.fixture
+def variants_inbox(tmp_path: Path) -> dict[str, Any]:
+    """gaby's theme made into one job with three variants (the seeded ``fake`` backend: three
+    different images), waiting in a real inbox."""
+    from astrowatch.backends.base import CancelToken
+    from astrowatch.intake.ingest import Ingest
+    from astrowatch.review.reviewer import Reviewer
+    from astrowatch.runtime.settings import config_from_mapping
+    from astrowatch.runtime.worker import Worker
+
+    env = Env(tmp_path, learn=False)
+    env.mapping["astro"] = {"backend": "fake", "variants": 3}
+    env.mapping["fake"] = {"size": 96}
+    env.config = config_from_mapping(env.mapping, base_dir=tmp_path)
+    env.reviewer = Reviewer(env.config, env.layout, env.ledger)
+    theme = env.layout.root / "Utilisateurs" / "gaby" / "theme_gaby.json"
+    theme.parent.mkdir(parents=True)
+    theme.write_bytes(theme_bytes())
+    assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(theme)) == "job"
+    worker = Worker(env.config, env.layout, {"astro": "fake", "enhance": "lanczos"}, CancelToken())
+    job = worker.ledger.claim_next()
+    worker.execute(job)
+    worker.pool.close()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(env.mapping), encoding="utf-8")
+    job = env.ledger.get(job.id)
+    folder = env.layout.inbox_dir(job.user)
+    variants = {int(v["variant"]): folder / v["image"] for v in job.result["variants"]}
+    return {"env": env, "job": job, "config": config, "variants": variants, "sheet": folder / job.result["image"]}
+
+
+def _delivered_after_pick(box: dict[str, Any], k: int) -> bytes:
+    """The daemon's reviewer acts on the move; what ``theme_gaby.png`` holds then."""
+    from astrowatch.intake.ingest import Ingest
+
+    env = box["env"]
+    moved = env.layout.root / "approved" / box["variants"][k].name
+    assert moved.is_file() and not box["variants"][k].exists()
+    assert Ingest(env.config, env.layout, env.ledger, env.reviewer).handle(str(moved)) == "decided"
+    assert env.ledger.get(box["job"].id).state == "delivered"
+    return (env.layout.root / "Utilisateurs" / "gaby" / "theme_gaby.png").read_bytes()
+
+
+def test_variants_side_by_side_and_pick_delivers_exactly_that_one(variants_inbox, monkeypatch) -> None:
+    box, job = variants_inbox, variants_inbox["job"]
+    want = box["variants"][2].read_bytes()
+    assert len({p.read_bytes() for p in box["variants"].values()}) == 3
+    at = _app(box, monkeypatch)
+    assert not at.exception
+    assert [b.label for b in at.button if b.key.startswith(f"pick-{job.id}-")] == ["Pick v1", "Pick v2", "Pick v3"]
+    assert not [b for b in at.button if b.key == f"approve-{job.id}"]  # the contact sheet is never approved
+    assert len(at.image) == 4  # the chart wheel + three variants
+    at.button(key=f"pick-{job.id}-2").click().run()
+    assert not at.exception and not at.error
+    assert "picked (variant 2): moved to approved/" in at.success[0].value
+    assert box["sheet"].is_file()  # the sheet and the siblings wait for the daemon, which retires them
+    assert _delivered_after_pick(box, 2) == want
+
+
+def test_variant_cells_are_the_waiting_variants_in_order(variants_inbox) -> None:
+    from astrowatch.review.inbox import inbox_items
+    from astrowatch.ui.views import pick_caption, variant_cells, variant_columns
+
+    env, job = variants_inbox["env"], variants_inbox["job"]
+    item = next(i for i in inbox_items(env.layout, env.ledger) if i.job.id == job.id)
+    cells = variant_cells(item)
+    seeds = [v["seed"] for v in job.result["variants"]]
+    assert [(c.k, c.image, c.caption, c.key) for c in cells] == [
+        (k, variants_inbox["variants"][k], f"v{k} · seed {seeds[k - 1]}", f"pick-{job.id}-{k}") for k in (1, 2, 3)]
+    variants_inbox["variants"][1].unlink()  # gone (moved by hand): not offered
+    assert [c.k for c in variant_cells(item)] == [2, 3]
+    assert [variant_columns(n) for n in (1, 3, 4, 8)] == [1, 3, 4, 4]
+    assert pick_caption("text\n", "text\n") is None and pick_caption("text\n", "edited\n") == "edited\n"
+    assert pick_caption("text\n", None) is None
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on PATH (looked for " + ", ".join(BROWSERS) + ")")
+def test_pick_variant_two_in_chromium_delivers_its_bytes(variants_inbox, tmp_path: Path) -> None:
+    """The page served by ``astrowatch ui``: the three variants side by side, one click on
+    **Pick v2**; the daemon's reviewer then delivers ``theme_gaby.png`` with exactly variant 2's bytes."""
+    box, job = variants_inbox, variants_inbox["job"]
+    want = box["variants"][2].read_bytes()
+    ready = ("document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4 && "
+             "[...document.images].every(i => i.complete && i.naturalWidth > 0) && "
+             f"!!document.querySelector({json.dumps(_box(f'pick-{job.id}-2', 'button'))})")
+    with _served(box, tmp_path) as (browser, url):
+        browser.open(url, ready)
+        assert browser.evaluate("[...document.querySelectorAll('button')].filter(b => /^Pick v[0-9]$/"
+                                ".test(b.innerText.trim())).map(b => b.innerText.trim())") == ["Pick v1", "Pick v2", "Pick v3"]
+        browser.click(_box(f"pick-{job.id}-2", "button"))
+        browser.wait("document.body.innerText.includes('picked (variant 2): moved to approved/')",
+                     "Pick v2 did not report the move", 15)
+    assert _delivered_after_pick(box, 2) == want

@@ -48,10 +48,11 @@ def error_body(message: str, etype: str = "invalid_request_error", param: str | 
     return {"error": {"message": message, "type": etype, "param": param, "code": code}}
 
 
-def png_b64(width: int, height: int) -> str:
+def png_b64(width: int, height: int, index: int = 0) -> str:
+    """A small picture; ``index`` (the image's place in an ``n`` > 1 answer) changes its background."""
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", (width, height), (20, 24, 60))
+    img = Image.new("RGB", (width, height), (20 + 40 * index % 200, 24, 60))
     ImageDraw.Draw(img).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(230, 190, 60))
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)
@@ -297,5 +298,7 @@ def success_body(body: dict[str, Any], image_side: int | None) -> dict[str, Any]
         item["url"] = "https://oaidalleapiprodscus.blob.core.windows.net/private/img-test.png"
     if model == "dall-e-3":
         item["revised_prompt"] = f"A detailed, vivid illustration: {body['prompt']}, in rich colours."
-    out["data"] = [item] * int(body.get("n", 1))
+    out["data"] = [item]
+    for i in range(1, int(body.get("n", 1))):  # the service's n images differ from each other
+        out["data"].append({**item, "b64_json": png_b64(w, h, i)} if "b64_json" in item else dict(item))
     return out

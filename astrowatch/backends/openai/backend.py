@@ -59,6 +59,15 @@ MODEL_OPTIONS = {
     "dall-e-3": ({"1024x1024", "1792x1024", "1024x1792"}, {"auto", "standard", "hd"}),
     "dall-e-2": ({"256x256", "512x512", "1024x1024"}, {"auto", "standard"}),
 }
+# the models that make several images in one request (``n``, up to 10): dall-e-3 takes only n=1,
+# and a model we do not know (a compatible server) gets one request per image
+N_MODELS = ("gpt-image", "dall-e-2")
+MAX_N = 10
+
+
+def takes_n(model: str) -> bool:
+    """Whether ``model`` makes several images in one request (``n`` > 1)."""
+    return model.startswith(N_MODELS)
 
 
 # -- the backend ------------------------------------------------------------------------------
@@ -153,6 +162,27 @@ class OpenAIBackend(Backend):
                  extra["seconds"], attempts, extra.get("request_id"))
         return self._result(task, image, item, extra)
 
+    def generate_variants(self, task: AstroTask, seeds: list[int]) -> list[Result]:
+        """Several variants (``astro.variants``): one request with ``n`` where the model takes it
+        (gpt-image-*, dall-e-2), else one request each.  The service takes no seed: each result
+        records its variant's seed (as not honoured), so a redo of a variant asks again."""
+        if len(seeds) <= 1 or not takes_n(self.cfg.model) or len(seeds) > MAX_N:
+            return super().generate_variants(task, seeds)
+        from dataclasses import replace
+
+        self._ready()
+        started = time.monotonic()
+        payload = {**self._payload(task.prompt), "n": len(seeds)}
+        resp, attempts = self._post_with_retries(payload, task.cancel)
+        images, items, extra = self._parse_all(resp)
+        if len(images) != len(seeds):
+            raise BackendError(f"OpenAI answered {len(images)} image(s) to a request for n={len(seeds)}")
+        extra.update(attempts=attempts, seconds=round(time.monotonic() - started, 3), n=len(seeds))
+        log.info("openai: job %s generated %d variants in one request in %.1fs (%d attempt(s), request %s)",
+                 task.job_id, len(seeds), extra["seconds"], attempts, extra.get("request_id"))
+        return [self._result(replace(task, seed=seed), image, item, dict(extra))
+                for seed, image, item in zip(seeds, images, items, strict=True)]
+
     def _payload(self, prompt: str) -> dict[str, Any]:
         payload: dict[str, Any] = {"model": self.cfg.model, "prompt": prompt, "n": 1, "size": self.cfg.size}
         dalle = self.cfg.model.startswith("dall-e")
@@ -236,25 +266,32 @@ class OpenAIBackend(Backend):
         raise PermanentBackendError(f"OpenAI rejected the request ({status} {what}): {message}")
 
     def _parse_success(self, resp: requests.Response) -> tuple[Image, dict[str, Any], dict[str, Any]]:
+        images, items, extra = self._parse_all(resp)
+        return images[0], items[0], extra
+
+    def _parse_all(self, resp: requests.Response) -> tuple[list[Image], list[dict[str, Any]], dict[str, Any]]:
+        """Every image of the answer (``data[0..n-1]``), with their items and the request's record."""
         try:
             body = resp.json()
         except ValueError:
             raise BackendError(f"OpenAI answered {resp.status_code} with a body that is not JSON") from None
         data = body.get("data") if isinstance(body, dict) else None
-        item = data[0] if isinstance(data, list) and data else None
-        if not isinstance(item, dict):
-            raise PermanentBackendError("OpenAI answered without an image (no data[0] in the response)")
-        b64 = item.get("b64_json")
-        if not isinstance(b64, str) or not b64:
-            why = " (it sent a URL: the server ignored response_format=b64_json)" if item.get("url") else ""
-            raise PermanentBackendError(f"OpenAI answered without b64_json{why}")
-        limits = self.config.limits
-        image = decode_b64_image(b64, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels)
+        images, items = [], []
+        for i, item in enumerate(data if isinstance(data, list) and data else [None]):
+            if not isinstance(item, dict):
+                raise PermanentBackendError(f"OpenAI answered without an image (no data[{i}] in the response)")
+            items.append(item)
+            b64 = item.get("b64_json")
+            if not isinstance(b64, str) or not b64:
+                why = " (it sent a URL: the server ignored response_format=b64_json)" if item.get("url") else ""
+                raise PermanentBackendError(f"OpenAI answered without b64_json{why}")
+            limits = self.config.limits
+            images.append(decode_b64_image(b64, max_bytes=limits.max_image_bytes, max_pixels=limits.max_image_pixels))
         extra: dict[str, Any] = {"request_id": resp.headers.get("x-request-id"),
                                  "created": body.get("created")}
         if isinstance(body.get("usage"), dict):
             extra["usage"] = body["usage"]
-        return image, item, {k: v for k, v in extra.items() if v is not None}
+        return images, items, {k: v for k, v in extra.items() if v is not None}
 
     def _result(self, task: AstroTask, image: Image, item: dict[str, Any], extra: dict[str, Any]) -> Result:
         model, size, quality = self.cfg.model, self.cfg.size, self.cfg.quality

@@ -5,6 +5,10 @@ enhance: ``denoising_strength == 0`` -> ``/sdapi/v1/extra-single-image`` (upscal
          The result is exactly ``round(w * scale) x round(h * scale)``; the caption comes from
          ``/sdapi/v1/interrogate`` (clip or deepdanbooru) plus the technical description.
 astro:   ``/sdapi/v1/txt2img`` (A1111 weight syntax from prompt fusion, optional hires fix).
+         Variants (``astro.variants``) are one request each, ``batch_size: 1``: a WebUI batch takes
+         one ``seed`` and draws image i with ``seed + i`` (the API has no per-image seed list), while
+         variant seeds are derived by hash (:func:`astrowatch.pipeline.variants.variant_seeds`), so a
+         batch could not give each image the seed recorded for its variant.
 
 HTTP, retries and interruption live in :mod:`.sdapi_client`; this module builds payloads and
 checks results.  It raises :class:`BackendUnavailable` while the WebUI is down; waiting is the

@@ -249,10 +249,12 @@ def compile_unets(pipes: Pipes) -> None:
 def load_ip_adapter(pipes: Pipes, cfg: Any) -> None:
     """``sdxl.ip_adapter``: a local folder laid out like h94/IP-Adapter, loaded with diffusers' own
     loader into the base UNet (shared by the img2img pipeline, which gets the image encoder too)."""
+    from astrowatch.backends.sdxl.folders import ip_adapter_problems
+
     folder = Path(cfg.model)
-    weights = folder / cfg.subfolder / cfg.weight_name
-    if not weights.is_file():
-        raise ConfigError(f"sdxl.ip_adapter.model: {weights} is not a file",
+    problems = ip_adapter_problems(cfg)
+    if problems:
+        raise ConfigError("sdxl.ip_adapter.model: " + "; ".join(problems),
                           hint="a local folder laid out like h94/IP-Adapter: sdxl_models/ip-adapter_sdxl.safetensors "
                                "and sdxl_models/image_encoder/")
     try:

@@ -357,3 +357,44 @@ def test_redact_scrubs_key_shapes() -> None:
     key = resolve_api_key(None, {"OPENAI_API_KEY": KEY})
     assert KEY not in redact(f"x {KEY} y", key)
     assert "sk-proj-abc123" not in redact("Incorrect API key provided: sk-proj-abc123.", None)
+
+
+# -- several variants (astro.variants): n images in one request where the model takes it -------------
+@pytest.mark.parametrize("model", ["gpt-image-1", "dall-e-2"])
+def test_variants_are_one_request_with_n_and_each_result_has_its_seed(server, tmp_path, env_key, model) -> None:
+    from astrowatch.pipeline.variants import variant_seeds
+
+    size = "1024x1024"
+    backend = make_backend(tmp_path, server.base_url, model=model, size=size)
+    seeds = variant_seeds(1234, 3)
+    results = backend.generate_variants(make_task(), seeds)
+    assert server.count == 1 and server.received[0]["body"]["n"] == 3
+    assert [r.seed for r in results] == seeds
+    assert [parse_infotext(r.infotext)["Seed"] for r in results] == [str(s) for s in seeds]
+    assert len({r.image.tobytes() for r in results}) == 3  # the service's three images, in order
+    assert all(r.params["seed_honoured"] is False and r.extra["n"] == 3 for r in results)
+
+
+def test_dall_e_3_variants_are_one_request_each(server, tmp_path, env_key) -> None:
+    from astrowatch.pipeline.variants import variant_seeds
+
+    backend = make_backend(tmp_path, server.base_url, model="dall-e-3", size="1024x1024")
+    seeds = variant_seeds(1234, 2)
+    results = backend.generate_variants(make_task(), seeds)
+    assert server.count == 2 and [r["body"]["n"] for r in server.received] == [1, 1]  # dall-e-3 takes n=1 only
+    assert [r.seed for r in results] == seeds
+
+
+def test_fewer_images_than_asked_is_an_error(server, tmp_path, env_key) -> None:
+    from astrowatch.pipeline.variants import variant_seeds
+
+    server.script("error", status=200, body={"created": 1, "data": [{"b64_json": _one_png()}]})
+    backend = make_backend(tmp_path, server.base_url, model="gpt-image-1", max_retries=0)
+    with pytest.raises(BackendError, match="1 image"):
+        backend.generate_variants(make_task(), variant_seeds(1234, 2))
+
+
+def _one_png() -> str:
+    from openai_server import png_b64
+
+    return png_b64(8, 8)

@@ -248,3 +248,21 @@ def test_a_webui_error_that_echoes_the_password_is_redacted(tmp_path):
     resp = requests.Response()
     resp.status_code, resp._content = 500, b'{"detail": "bad login alice:echoed-Pa55word"}'
     assert server_detail(resp) == "bad login [redacted]"  # the whole user:pass line, as read
+
+
+def test_variants_are_one_txt2img_request_each_with_its_seed(server, tmp_path):
+    """A WebUI batch draws image i with seed + i; variant seeds are derived by hash, so each variant is
+    its own request with batch_size 1 and exactly its recorded seed."""
+    from astrowatch.pipeline.variants import variant_seeds
+
+    backend = make_backend(server, tmp_path)
+    seeds = variant_seeds(42, 3)
+    assert seeds[1] != seeds[0] + 1  # not A1111's seed + i
+    results = backend.generate_variants(astro_task(seed=42), seeds)
+    bodies = [b for b in server.requests_seen if "prompt" in b and "steps" in b]
+    assert [(b["seed"], b["batch_size"], b["n_iter"]) for b in bodies] == [(s, 1, 1) for s in seeds]
+    assert [r.seed for r in results] == seeds
+    assert [parse_infotext(r.infotext)["Seed"] for r in results] == [str(s) for s in seeds]
+    assert len({r.image.tobytes() for r in results}) == 3
+    alone = backend.generate(astro_task(seed=seeds[2]))
+    assert alone.image.tobytes() == results[2].image.tobytes()  # a variant is reproducible alone

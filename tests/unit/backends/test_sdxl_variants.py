@@ -95,3 +95,41 @@ def test_ip_adapter_moodboard_steers_and_is_recorded(plain, adapted, boards):
     no_ref = adapted.generate(_task())  # no moodboard: a neutral reference at scale 0, same as no adapter
     assert np.array_equal(_px(no_ref), _px(none))
     assert no_ref.params["ip_adapter"]["reference_sha256"] is None
+
+
+def test_generate_with_moodboard_uses_it_as_the_style_reference(tiny_sdxl, boards, tmp_path, capsys):
+    """``astrowatch generate --moodboard PATH``: the file steers the portrait through the adapter
+    (same file + seed: same pixels; another file: other pixels) and the infotext names its sha256."""
+    import hashlib
+
+    import yaml
+    from harness import FIXTURES
+    from ip_adapter_tiny import build_tiny_ip_adapter
+
+    from astrowatch.cli import main
+
+    folder = build_tiny_ip_adapter(tmp_path / "ip", tiny_sdxl[0])
+    settings = {"model": str(tiny_sdxl[0]), "device": "cpu", "steps": 3, "width": 64, "height": 64,
+                "ip_adapter": {"model": str(folder), "scale": 1.0}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "astro": {"backend": "sdxl"},
+                                      "sdxl": settings}), encoding="utf-8")
+    theme = FIXTURES / "themes" / "astrowatch_minimal.json"
+
+    def generate(board: Path, name: str) -> np.ndarray:
+        out = tmp_path / name
+        assert main(["generate", str(theme), "-o", str(out), "-c", str(config), "--seed", "5",
+                     "--moodboard", str(board)]) == 0
+        with Image.open(out) as img:
+            parameters = img.info["parameters"]
+            pixels = np.asarray(img.convert("RGB"), dtype=np.int16)
+        sha = hashlib.sha256(board.read_bytes()).hexdigest()
+        assert parse_infotext(parameters)["IP-Adapter reference"] == sha[:10]
+        said = capsys.readouterr().out
+        assert "moodboard: style reference (IP-Adapter " in said and f"scale 1.0, sha256 {sha})" in said
+        return pixels
+
+    a, b = boards
+    first = generate(a, "a.png")
+    assert np.array_equal(generate(a, "a2.png"), first)
+    assert not np.array_equal(generate(b, "b.png"), first)
