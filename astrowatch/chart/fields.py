@@ -91,12 +91,17 @@ def opt_number(obj: dict[str, Any], key: str, ctx: Ctx) -> float | None:
     return None if value is None else as_number(value, ctx.at(key))
 
 
+MAX_TEXT_BYTES = 200  # a display name, a city, a birth string: shown and logged, so bounded
+
+
 def opt_str(obj: dict[str, Any], key: str, ctx: Ctx) -> str | None:
     value = obj.get(key)
     if value is None:
         return None
     if not isinstance(value, str):
         raise ctx.at(key).error(f"expected a string, got {describe(value)}")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_TEXT_BYTES:
+        raise ctx.at(key).error(f"longer than {MAX_TEXT_BYTES} bytes (a name or place, not a text)")
     return value
 
 

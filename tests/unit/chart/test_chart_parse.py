@@ -240,8 +240,17 @@ def test_deep_nesting_is_refused_without_recursion() -> None:
     assert json_depth(b'{"a": [1, {"b": "[[[[{{{{"}], "c": "\\"[["}') == 3
     assert json_depth(b"[]" * 1000) == 1
     doc = load("astrowatch_minimal.json")
-    doc["name"] = "[" * 1000  # brackets inside strings do not count
-    assert parse_doc(doc, max_depth=4).extra["name"] == "[" * 1000
+    doc["name"] = "[" * 200  # brackets inside strings do not count
+    assert parse_doc(doc, max_depth=4).extra["name"] == "[" * 200
+
+
+def test_display_names_and_places_are_bounded() -> None:
+    doc = load("astrowatch_minimal.json")
+    doc["name"] = "é" * 100  # 200 bytes: the bound itself
+    assert parse_doc(doc).extra["name"] == "é" * 100
+    doc["name"] = "é" * 101
+    with pytest.raises(InputError, match="name: longer than 200 bytes"):
+        parse_doc(doc)
 
 
 def test_non_utf8_bytes() -> None:
