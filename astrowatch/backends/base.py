@@ -172,6 +172,7 @@ class EnhanceTask:
     cancel: CancelToken = field(default_factory=CancelToken)
     progress: Progress = field(default_factory=Progress)
     source: Path | None = None  # the file ``image`` was preprocessed from (a remote worker gets its bytes)
+    caption_params: dict[str, Any] = field(default_factory=dict)  # the job's caption overrides (a redo's)
 
 
 @dataclass
@@ -186,6 +187,7 @@ class Result:
     description: str = ""  # reviewer-facing text; line 1 is the training caption for enhance
     infotext: str | None = None  # A1111 "parameters" text written into the PNG
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"cache": "hit"}
+    captions: dict[str, Any] | None = None  # the caption record a remote worker made (never cached)
 
 
 class Backend:

@@ -25,7 +25,7 @@ log = structlog.get_logger("astrowatch.worker")
 
 
 def new_backend(name: str, kind: str, config: Config, *, device: str | None = None) -> Backend:
-    if kind == "caption":  # the caption models run where the job is claimed (see backends/caption)
+    if kind == "caption":  # always local: under executor: celery only ``astrowatch worker`` asks for it
         from astrowatch.backends.caption.service import CaptionService
 
         return CaptionService(config, device=device)

@@ -2,7 +2,9 @@
 description becomes ``trigger, the captioner's sentence, tag, tag, ...``; the technical
 description follows for the reviewer; the sidecar records the models, the settings, the caption and
 every proposed tag with its score.  It runs on every backend and on a cache hit, so a redo with
-another captioner or other thresholds re-captions without upscaling again."""
+another captioner or other thresholds re-captions without upscaling again.  Under ``executor:
+celery`` :func:`model_captions` runs on the ``astrowatch worker`` (its models, its device) and the
+record comes back in ``Result.captions``; here only line 1 is put in place."""
 
 from __future__ import annotations
 
@@ -43,11 +45,12 @@ def technical_text(result: Result, trigger: str) -> str:
     return "\n".join(lines)
 
 
-def _sdapi_caption(ctx: JobContext, result: Result, task: EnhanceTask, model: str) -> tuple[str, dict[str, Any]]:
+def sdapi_caption(ctx: JobContext, result: Result | None, task: EnhanceTask,
+                  model: str) -> tuple[str, dict[str, Any]]:
     """The WebUI's interrogate: taken from the sdapi result when it asked the same model (no second
     call; a failed interrogate there is not repeated), else asked now."""
     info: dict[str, Any] = {"name": "sdapi", "model": model}
-    if result.backend == "sdapi" and result.extra.get("caption") in (f"webui:{model}", "technical"):
+    if result is not None and result.backend == "sdapi" and result.extra.get("caption") in (f"webui:{model}", "technical"):
         return str(result.extra.get("caption_text") or ""), {**info, "webui": result.extra.get("webui")}
     from astrowatch.backends.sdapi.backend import SdapiBackend
 
@@ -56,17 +59,19 @@ def _sdapi_caption(ctx: JobContext, result: Result, task: EnhanceTask, model: st
     return backend.interrogate(task, model), {**info, "webui": backend.describe().get("url")}
 
 
-def _service(ctx: JobContext) -> CaptionService:
+def service(ctx: JobContext) -> CaptionService:
     service = ctx.get_backend(CAPTION_KIND, CAPTION_KIND)
     assert isinstance(service, CaptionService)
     return service
 
 
 def model_captions(config: Config, settings: CaptionSettings, image: Image, service: Callable[[], CaptionService],
-                   sdapi: Callable[[str], tuple[str, dict[str, Any]]], cancel: CancelToken | None) -> dict[str, Any]:
+                   sdapi: Callable[[str], tuple[str, dict[str, Any]]], cancel: CancelToken | None,
+                   trigger: str | None = None) -> dict[str, Any]:
     """What the configured models propose for ``image``: the sidecar's ``captions`` record, whose
-    ``line`` is line 1 (``trigger, caption, tag, tag``).  Also used by ``astrowatch dataset recaption``."""
-    trigger = config.dataset.trigger_word.strip()
+    ``line`` is line 1 (``trigger, caption, tag, tag``).  Also used by ``astrowatch dataset recaption``
+    and by ``astrowatch worker`` (``trigger``: the coordinator's ``dataset.trigger_word``)."""
+    trigger = (config.dataset.trigger_word if trigger is None else trigger).strip()
     caption, captioner = "", {"name": settings.captioner}
     if settings.captioner == "sdapi" and settings.captioner_model:
         caption, captioner = sdapi(settings.captioner_model)
@@ -92,10 +97,13 @@ def model_captions(config: Config, settings: CaptionSettings, image: Image, serv
 
 def caption_result(ctx: JobContext, task: EnhanceTask, result: Result, backend: str,
                    params: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite ``result.description`` (line 1 = the training line); return the sidecar's ``captions``."""
+    """Rewrite ``result.description`` (line 1 = the training line); return the sidecar's ``captions``:
+    the record a remote worker made (``result.captions``), else the one made here."""
     config = ctx.config
-    settings: CaptionSettings = effective_settings(config, backend, params)
-    record = model_captions(config, settings, task.image, lambda: _service(ctx),
-                            lambda model: _sdapi_caption(ctx, result, task, model), ctx.cancel)
+    record = result.captions
+    if record is None:
+        settings: CaptionSettings = effective_settings(config, backend, params)
+        record = model_captions(config, settings, task.image, lambda: service(ctx),
+                                lambda model: sdapi_caption(ctx, result, task, model), ctx.cancel)
     result.description = compose(record["line"], technical_text(result, config.dataset.trigger_word.strip()))
     return record

@@ -288,9 +288,15 @@ def enhance_image(source: Path, ctx: JobContext, *, job_id: str, user: str, para
         task_params_now["caption_model"] = "none"  # another captioner writes line 1: no WebUI interrogate
     task = EnhanceTask(job_id=job_id, user=user, image=image, source_name=source.name,
                        params=task_params_now, seed=seed, facts=facts, cancel=ctx.cancel,
-                       progress=ctx.progress, source=source)
+                       progress=ctx.progress, source=source,
+                       caption_params={k: v for k, v in params.items() if k in CAPTION_KEYS})
     if cached is not None:
         result, cache = cached, "hit"
+        if cfg.executor == "celery":  # the caption models are on the workers: one captions it there
+            from astrowatch.backends.remote.client import RemoteBackend
+
+            if isinstance(backend, RemoteBackend):
+                result.captions = backend.captions(task)
     else:
         result, cache = backend.enhance(task), "miss"
         cache_store(ctx.layout, key, result)

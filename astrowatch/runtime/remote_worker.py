@@ -1,8 +1,12 @@
 """``astrowatch worker``: a Celery worker bound to one device, running one job at a time.
 
-The backends named by the worker's config (``astro.backend``, ``enhance.backend``) are loaded
-*before* the Celery consumer starts: a worker whose backend cannot load exits non-zero with the
-reason and never takes a job.  Pool ``threads`` with concurrency 1 (no fork, so no CUDA after
+The backends named by the worker's config (``astro.backend``, ``enhance.backend``) and its
+``caption:`` models are loaded *before* the Celery consumer starts: a worker whose backend cannot
+load, or whose caption model folder lacks a file, exits non-zero (78 for the folder, naming it)
+with the reason and never takes a job.  An enhance task is captioned here, after the image is made,
+with this worker's ``caption:`` section and the job's caption overrides; the record travels back
+in the result (a ``caption`` task, sent on a cache hit, runs that step alone).
+Pool ``threads`` with concurrency 1 (no fork, so no CUDA after
 fork; the main thread stays free to answer ``inspect`` and to restore messages of dead
 workers), prefetch 1, acks late.  Only :data:`protocol.TASK_NAME` is registered.  The worker
 never touches the data folder unless ``celery.shared_data_dir`` gives it paths in it.
@@ -18,13 +22,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
 from astrowatch import __version__
-from astrowatch.backends.base import AstroTask, CancelToken, EnhanceTask, Result
+from astrowatch.backends.base import AstroTask, Backend, CancelToken, EnhanceTask, Result
+from astrowatch.backends.caption.folders import check_caption_models
+from astrowatch.backends.caption.service import CAPTION_KIND
 from astrowatch.backends.pool import BackendPool
 from astrowatch.backends.registry import resolve_auto
 from astrowatch.backends.remote import protocol as proto
@@ -32,6 +40,7 @@ from astrowatch.core.errors import AstrowatchError, PermanentBackendError
 from astrowatch.core.jobs import BackendName, JobKind
 
 if TYPE_CHECKING:  # pragma: no cover
+    from astrowatch.backends.caption.text import CaptionSettings
     from astrowatch.core.config import Config
 
 log = structlog.get_logger("astrowatch.remote.worker")
@@ -60,6 +69,7 @@ class WorkerRuntime:
 
     def load(self) -> None:
         """Start the configured backends now; raises (the worker exits) if one cannot load."""
+        check_caption_models(self.config)  # before any model loads: a missing file is named at once
         for kind in JobKind:
             name = getattr(self.config, kind).backend
             if name == BackendName.AUTO:
@@ -67,6 +77,7 @@ class WorkerRuntime:
                 log.info("backend chosen", kind=kind.value, backend=name, why=why)
             self.defaults[kind.value] = name  # plain strings: logged and reported as they are
             self.pool.get(kind, name)
+        self.pool.get(CAPTION_KIND, CAPTION_KIND)  # the caption models, loaded once, kept across jobs
         log.info("backends loaded", backends=self.defaults, load_seconds=self.pool.load_seconds, device=self.device)
 
     def info(self) -> dict[str, Any]:
@@ -100,15 +111,15 @@ class WorkerRuntime:
             too_many = self._count_delivery(task_id)
             if too_many:
                 raise PermanentBackendError(too_many)
-            result = self.run(payload)
+            result, captions = self.run(payload)
             seconds = time.monotonic() - t0
             self.stats["jobs"] += 1
             self.stats["seconds"] = round(self.stats["seconds"] + seconds, 3)
             self.stats["last_seconds"] = round(seconds, 3)
-            log.info("task done", seconds=round(seconds, 3), backend=result.backend)
+            log.info("task done", seconds=round(seconds, 3), backend=result.backend if result else None)
             self._clear_deliveries(task_id)
             return proto.result_ok(result, worker=self.name, device=self.device, seconds=seconds, job_id=task_id,
-                                   put_png=self._put_png)
+                                   put_png=self._put_png, captions=captions)
         except Exception as exc:
             if not isinstance(exc, AstrowatchError):
                 log.exception("unexpected error in task")
@@ -121,9 +132,12 @@ class WorkerRuntime:
                 self.current = None
             structlog.contextvars.unbind_contextvars("job_id", "user")
 
-    def run(self, payload: dict[str, Any]) -> Result:
+    def run(self, payload: dict[str, Any]) -> tuple[Result | None, dict[str, Any] | None]:
+        """(the image, the caption record): no image for a ``caption`` task, no record for an astro
+        task or for a schema-1 coordinator (it captions itself)."""
         data_dir = self.config.data_dir if self.config.celery.shared_data_dir else None
-        backend = self.pool.get(payload["kind"], payload["backend"])
+        caption_only = payload["kind"] == "caption"
+        backend = self.pool.get(JobKind.ENHANCE if caption_only else payload["kind"], payload["backend"])
         # the job's deadline runs here, where the backend runs (limits.job_timeout_seconds, kept
         # below celery.visibility_timeout so a task is never redelivered while it still runs)
         cancel = self.cancel.for_job(self.config.limits.job_timeout_seconds)
@@ -138,14 +152,44 @@ class WorkerRuntime:
                     job_id=payload["job_id"], user=payload["user"], chart=proto.chart_from_dict(payload["chart"]),
                     params=payload["params"], seed=payload["seed"], prompt=payload["prompt"],
                     negative_prompt=payload["negative_prompt"], fusion=payload.get("fusion") or {},
-                    init_image=init, cancel=cancel))
+                    init_image=init, cancel=cancel)), None
             finally:
                 if init is not None:
                     init.unlink(missing_ok=True)
         image = self._enhance_input(payload, data_dir)
-        return backend.enhance(EnhanceTask(
-            job_id=payload["job_id"], user=payload["user"], image=image, source_name=payload["source_name"],
-            params=payload["params"], seed=payload["seed"], facts=payload.get("facts") or {}, cancel=cancel))
+        section = payload.get("caption")
+        settings = self._caption_settings(payload["backend"], section)
+        params = dict(payload["params"])
+        if payload["backend"] == "sdapi" and settings is not None and settings.captioner != "sdapi":
+            params["caption_model"] = "none"  # this worker's captioner writes line 1: no WebUI interrogate
+        task = EnhanceTask(job_id=payload["job_id"], user=payload["user"], image=image,
+                           source_name=payload["source_name"], params=params, seed=payload["seed"],
+                           facts=payload.get("facts") or {}, cancel=cancel)
+        result = None if caption_only else backend.enhance(task)
+        if settings is None or section is None:
+            return result, None
+        return result, self.caption(task, result, settings, str(section.get("trigger") or ""))
+
+    def _caption_settings(self, backend: str, section: Any) -> CaptionSettings | None:
+        if not isinstance(section, dict):
+            return None
+        from astrowatch.backends.caption.text import effective_settings
+
+        return effective_settings(self.config, backend, dict(section.get("params") or {}))
+
+    def caption(self, task: EnhanceTask, result: Result | None, settings: CaptionSettings,
+                trigger: str) -> dict[str, Any]:
+        """The caption step, with this worker's models, on the preprocessed input (as the local path)."""
+        from astrowatch.pipeline.captions import model_captions, sdapi_caption, service
+
+        ctx = _CaptionContext(self.config, self.pool.get, task.cancel)
+        t0 = time.monotonic()
+        record = model_captions(self.config, settings, task.image, lambda: service(ctx),
+                                lambda model: sdapi_caption(ctx, result, task, model), task.cancel, trigger=trigger)
+        record["worker"] = {"name": self.name, "device": self.device}
+        log.info("captioned", captioner=settings.captioner, tagger=settings.tagger,
+                 seconds=round(time.monotonic() - t0, 3))
+        return record
 
     def _enhance_input(self, payload: dict[str, Any], data_dir: Path | None) -> Any:
         from PIL import Image
@@ -211,6 +255,15 @@ class WorkerRuntime:
             self._redis_client().delete(proto.DELIVERIES_KEY.format(task_id))
         except Exception:
             pass
+
+
+@dataclass(frozen=True)
+class _CaptionContext:
+    """What the caption step needs of a job's context, on a worker."""
+
+    config: Config
+    get_backend: Callable[[str, str], Backend]
+    cancel: CancelToken
 
 
 def default_name(device: str | None) -> str:

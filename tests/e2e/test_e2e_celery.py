@@ -110,7 +110,7 @@ def test_twenty_inputs_each_exactly_once_on_both_workers(tmp_path, redis_server,
     remote = {w["name"]: w for w in status["remote_workers"]}
     assert set(remote) == {a.name, b.name}
     assert sum(w["stats"]["jobs"] for w in remote.values()) == 20  # no duplicate execution
-    assert all(w["backends"] == {"astro": "fake", "enhance": "fake"} and w["schema"] == 1 for w in remote.values())
+    assert all(w["backends"] == {"astro": "fake", "enhance": "fake"} and w["schema"] == 2 for w in remote.values())
     assert not (a.folder / "data").exists() and not (b.folder / "data").exists()  # workers never touch data
 
 
@@ -204,7 +204,7 @@ def test_worker_refuses_a_payload_schema_it_does_not_speak_and_foreign_task_name
                         task_id="futurejob001", queue="astrowatch")
     answer = res.get(timeout=30)
     assert answer["status"] == "rejected"
-    assert all(s in answer["message"] for s in (w.name, "schema 99", "9.0.0", "schema 1"))
+    assert all(s in answer["message"] for s in (w.name, "schema 99", "9.0.0", "schema 2"))
     assert not started_jobs(w)  # refused before any work
     app.send_task("celery.backend_cleanup", task_id="foreign00001", queue="astrowatch")  # a Celery built-in
     wait_until(lambda: "unregistered task" in w.log().lower(), 20, what="a foreign task name refused")

@@ -1,7 +1,8 @@
 """The caption models of one worker, as a backend of kind ``caption`` in its
 :class:`~astrowatch.backends.pool.BackendPool`: started (models loaded) at the first photo,
-kept across jobs, closed when a reload changes ``caption:``.  ``caption`` never runs remotely:
-under ``executor: celery`` the claiming host runs it (see docs/captions.md)."""
+kept across jobs, closed when a reload changes ``caption:``.  Under ``executor: celery`` it lives
+in each ``astrowatch worker`` (loaded before the worker takes a job), not on the coordinator (see
+docs/captions.md)."""
 
 from __future__ import annotations
 

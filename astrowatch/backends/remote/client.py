@@ -16,8 +16,9 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
 
 log = structlog.get_logger("astrowatch.remote")
+T = TypeVar("T")
 _APPS: dict[Any, Any] = {}
 LOST_CHECK_SECONDS = 5.0  # how often a job in flight checks that the broker still has its task
 _APPS_LOCK = threading.Lock()
@@ -112,11 +114,19 @@ class RemoteBackend(Backend):
         init = None
         if task.init_image is not None:
             init = self._blob(Path(task.init_image), task.job_id)
-        return self._run(proto.astro_payload(task, self.name, init=init), task.job_id, task.cancel)
+        return self._run(proto.astro_payload(task, self.name, init=init), task.job_id, task.cancel, self._decode)
 
     def enhance(self, task: EnhanceTask) -> Result:
         """The dropped file's own bytes travel (a JPEG is ~5x smaller than the pixels as PNG, and
-        nothing is encoded here); the worker preprocesses it again with this config's settings."""
+        nothing is encoded here); the worker preprocesses it again with this config's settings,
+        enhances it, then captions it with its own ``caption:`` models (``Result.captions``)."""
+        return self._run(self._enhance_payload(task, "enhance"), task.job_id, task.cancel, self._decode)
+
+    def captions(self, task: EnhanceTask) -> dict[str, Any]:
+        """The caption step alone, on a worker (a cache hit here: the models are there, not here)."""
+        return self._run(self._enhance_payload(task, "caption"), task.job_id, task.cancel, proto.decode_captions)
+
+    def _enhance_payload(self, task: EnhanceTask, kind: str) -> dict[str, Any]:
         source = self._source_bytes(task.source) if task.source is not None else None
         if task.source is not None and source is not None:
             blob = self._blob_bytes(source, task.source_name, task.job_id, f"input{task.source.suffix.lower()}")
@@ -125,8 +135,8 @@ class RemoteBackend(Backend):
         else:
             data = proto.png_bytes(task.image, compress_level=1)
             blob, prep = self._blob_bytes(data, task.source_name, task.job_id, "input.png"), None
-        return self._run(proto.enhance_payload(task, self.name, image=blob, preprocess=prep), task.job_id,
-                         task.cancel)
+        return proto.enhance_payload(task, self.name, image=blob, preprocess=prep, kind=kind,
+                                     trigger=self.config.dataset.trigger_word.strip())
 
     def _source_bytes(self, path: Path) -> bytes | None:
         """The dropped file's bytes, read as every shared-tree file is (no link followed, a plain
@@ -163,7 +173,10 @@ class RemoteBackend(Backend):
     def _shared_dir(self, job_id: str) -> Path:
         return Layout(self.config.data_dir).remote_dir(job_id)
 
-    def _run(self, payload: dict[str, Any], job_id: str, cancel: CancelToken) -> Result:
+    def _decode(self, data: Any) -> Result:
+        return proto.decode_result(data, self.name, get_png=self.redis.get)
+
+    def _run(self, payload: dict[str, Any], job_id: str, cancel: CancelToken, decode: Callable[[Any], T]) -> T:
         errors = broker_errors()
         try:
             self._dispatch(payload, job_id)
@@ -171,7 +184,7 @@ class RemoteBackend(Backend):
         except errors as exc:
             raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {redact_text(str(exc))}") from None
         try:
-            return proto.decode_result(data, self.name, get_png=self.redis.get)
+            return decode(data)
         except errors as exc:
             raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {redact_text(str(exc))}") from None
         finally:

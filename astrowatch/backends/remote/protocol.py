@@ -1,7 +1,9 @@
 """What travels between the coordinator and ``astrowatch worker``: plain JSON, no pickle.
 
-A task carries one job's model work (the backend call; fusion, preprocessing, the cache and
-publishing stay on the coordinator).  Inputs are base64 in the message up to
+A task carries one job's model work (the backend call and, for an enhance job, the caption step
+with the worker's own ``caption:`` models; fusion, the cache and publishing stay on the
+coordinator).  A ``caption`` task (a cache hit on the coordinator) runs the caption step alone.
+Inputs are base64 in the message up to
 ``celery.inline_max_mb``, or paths relative to the data folder with ``celery.shared_data_dir``.
 Every task names astrowatch's version and :data:`SCHEMA`; a worker that does not speak that
 schema answers ``rejected`` (the job waits) and never starts the work.  The result carries the
@@ -32,8 +34,8 @@ from astrowatch.core.errors import (
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.backends.base import AstroTask, EnhanceTask, Result
 
-SCHEMA = 1  # bump when the payload or result layout changes
-SUPPORTED_SCHEMAS = frozenset({1})
+SCHEMA = 2  # bump when the payload or result layout changes (2: the caption step runs on the worker)
+SUPPORTED_SCHEMAS = frozenset({1, 2})  # a schema-1 coordinator sends no ``caption``: it captions itself
 TASK_NAME = "astrowatch.model_work"
 SENT_KEY = "astrowatch:sent:{}"  # set by the coordinator once the message is in the broker
 DELIVERIES_KEY = "astrowatch:deliveries:{}"  # counted by workers (a task that kills its worker)
@@ -80,12 +82,16 @@ def astro_payload(task: AstroTask, backend: str, *, init: dict[str, Any] | None)
 
 
 def enhance_payload(task: EnhanceTask, backend: str, *, image: dict[str, Any],
-                    preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+                    preprocess: dict[str, Any] | None = None, trigger: str = "",
+                    kind: str = "enhance") -> dict[str, Any]:
     """``image`` is the dropped file itself with ``preprocess`` (the coordinator's ``enhance`` and
-    ``limits`` sections: the worker preprocesses it the same way), or the preprocessed pixels as PNG."""
-    return {"schema": SCHEMA, "astrowatch": __version__, "kind": "enhance", "backend": backend,
+    ``limits`` sections: the worker preprocesses it the same way), or the preprocessed pixels as PNG.
+    ``caption``: the coordinator's trigger word and the job's caption overrides; the worker captions
+    with its own ``caption:`` section.  ``kind`` ``caption``: the caption step alone (no backend call)."""
+    return {"schema": SCHEMA, "astrowatch": __version__, "kind": kind, "backend": backend,
             "job_id": task.job_id, "user": task.user, "params": task.params, "seed": task.seed,
-            "source_name": task.source_name, "facts": task.facts, "image": image, "preprocess": preprocess}
+            "source_name": task.source_name, "facts": task.facts, "image": image, "preprocess": preprocess,
+            "caption": {"trigger": trigger, "params": task.caption_params}}
 
 
 def inline_size(payload: dict[str, Any]) -> int:
@@ -105,16 +111,24 @@ def check_schema(payload: Any, worker: str) -> str | None:
     return None
 
 
-def result_ok(result: Result, *, worker: str, device: str | None, seconds: float, job_id: str = "",
-              put_png: Callable[[str, bytes], bool] | None = None) -> dict[str, Any]:
+def result_ok(result: Result | None, *, worker: str, device: str | None, seconds: float, job_id: str = "",
+              put_png: Callable[[str, bytes], bool] | None = None,
+              captions: dict[str, Any] | None = None) -> dict[str, Any]:
     """The worker's answer.  The PNG goes as raw bytes into its own Redis key when ``put_png``
-    manages it (no base64: -25 % memory, and the coordinator's 9 ms/MPx decode), else inline."""
+    manages it (no base64: -25 % memory, and the coordinator's 9 ms/MPx decode), else inline.
+    ``captions``: the caption record (None when the coordinator asked for none); with no
+    ``result`` (a ``caption`` task) the answer carries only the captions."""
+    head = {"status": "ok", "schema": SCHEMA, "astrowatch": __version__, "worker": worker, "device": device,
+            "seconds": round(seconds, 3)}
+    if captions is not None:
+        head["captions"] = captions
+    if result is None:
+        return head
     data = png_bytes(result.image)
     sha = hashlib.sha256(data).hexdigest()
     key = PNG_KEY.format(job_id, sha)
     image = {"png_key": key} if put_png is not None and put_png(key, data) else {"png_b64": b64(data)}
-    return {"status": "ok", "schema": SCHEMA, "astrowatch": __version__, "worker": worker, "device": device,
-            "seconds": round(seconds, 3), **image, "sha256": sha,
+    return {**head, **image, "sha256": sha,
             "backend": result.backend, "model": result.model, "params": result.params, "seed": result.seed,
             "prompt": result.prompt, "negative_prompt": result.negative_prompt, "description": result.description,
             "infotext": result.infotext, "extra": result.extra}
@@ -130,12 +144,8 @@ def result_error(exc: BaseException, *, worker: str, device: str | None, status:
             "error_class": name, "message": message}
 
 
-def decode_result(data: Any, backend: str, get_png: Callable[[str], bytes | None] | None = None) -> Result:
-    """The coordinator's side: a worker's answer -> :class:`Result`, or the error it carried."""
-    from PIL import Image
-
-    from astrowatch.backends.base import Result
-
+def check_answer(data: Any) -> dict[str, Any]:
+    """A worker's answer that says ``ok``, or the error it carried, raised."""
     if not isinstance(data, dict) or "status" not in data:
         raise BackendError(f"a worker answered something that is not an astrowatch result: {str(data)[:200]}")
     worker = data.get("worker", "?")
@@ -144,6 +154,25 @@ def decode_result(data: Any, backend: str, get_png: Callable[[str], bytes | None
     if data["status"] != "ok":
         cls = _ERRORS.get(data.get("error_class", ""), BackendError)
         raise cls(f"{data.get('message')} (on worker {worker})")
+    return data
+
+
+def decode_captions(data: Any) -> dict[str, Any]:
+    """The coordinator's side of a ``caption`` task: the caption record the worker made."""
+    captions = check_answer(data).get("captions")
+    if not isinstance(captions, dict):
+        raise BackendError(f"worker {data.get('worker', '?')} answered a caption task without captions")
+    return captions
+
+
+def decode_result(data: Any, backend: str, get_png: Callable[[str], bytes | None] | None = None) -> Result:
+    """The coordinator's side: a worker's answer -> :class:`Result`, or the error it carried."""
+    from PIL import Image
+
+    from astrowatch.backends.base import Result
+
+    data = check_answer(data)
+    worker = data.get("worker", "?")
     if "png_key" in data:
         raw = get_png(data["png_key"]) if get_png is not None else None
         if raw is None:
@@ -160,7 +189,8 @@ def decode_result(data: Any, backend: str, get_png: Callable[[str], bytes | None
     return Result(image=image, backend=data.get("backend") or backend, model=data.get("model"),
                   params=data.get("params") or {}, seed=data.get("seed"), prompt=data.get("prompt"),
                   negative_prompt=data.get("negative_prompt"), description=data.get("description") or "",
-                  infotext=data.get("infotext"), extra=extra)
+                  infotext=data.get("infotext"), extra=extra,
+                  captions=data["captions"] if isinstance(data.get("captions"), dict) else None)
 
 
 def blob_bytes(blob: dict[str, Any], data_dir: Path | None) -> bytes:

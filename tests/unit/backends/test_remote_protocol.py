@@ -75,8 +75,8 @@ def test_errors_travel_as_data_and_keep_their_class():
 
 
 def test_a_schema_the_worker_does_not_speak_is_refused_and_the_job_waits():
-    reason = proto.check_schema({"schema": 2, "astrowatch": "0.2.0"}, "gpu1@h")
-    assert "gpu1@h" in reason and "schema 2" in reason and "0.2.0" in reason and f"schema {proto.SCHEMA}" in reason
+    reason = proto.check_schema({"schema": 3, "astrowatch": "0.2.0"}, "gpu1@h")
+    assert "gpu1@h" in reason and "schema 3" in reason and "0.2.0" in reason and f"schema {proto.SCHEMA}" in reason
     assert proto.check_schema({"schema": proto.SCHEMA}, "w") is None
     rejected = proto.result_error(BackendError(reason), worker="gpu1@h", device=None, status="rejected")
     with pytest.raises(BackendUnavailable, match="gpu1@h"):  # BackendUnavailable = the job waits
