@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from astrowatch.backends.caption.text import CAPTION_KEYS
 from astrowatch.core.config import parse_set, settable_keys, unknown_set_key
 from astrowatch.core.errors import InputError, NotFound
 from astrowatch.core.jobs import Decision, JobKind, JobState
@@ -74,7 +75,7 @@ def move(image: Path, dest_dir: Path, *, root: Path) -> Path:
 
 # The sections whose keys a redo may override, per job kind (the params are flat: "steps").
 REDO_SECTIONS = {JobKind.ASTRO: ("astro", "sdxl", "sdapi", "openai", "fake"),
-                 JobKind.ENHANCE: ("enhance", "sdxl", "sdapi", "fake")}
+                 JobKind.ENHANCE: ("enhance", "sdxl", "sdapi", "fake", "caption")}
 
 
 JOB_KEYS = ("seed",)  # read by the pipeline, not a config key
@@ -84,7 +85,8 @@ def redo_overrides(config: Config, kind: JobKind, pairs: list[str]) -> dict[str,
     """``--set astro.style=cosmique`` -> ``{"style": "cosmique"}``: the same ``SECTION.KEY`` spelling
     as ``generate``/``enhance``; a key the job cannot use is refused with the valid ones."""
     sections = REDO_SECTIONS[kind]
-    valid = settable_keys(config.model_dump(mode="json", exclude={"source"}), sections)
+    valid = [key for key in settable_keys(config.model_dump(mode="json", exclude={"source"}), sections)
+             if not key.startswith("caption.") or key.partition(".")[2] in CAPTION_KEYS]  # not the model folders
     valid += [f"{kind}.{key}" for key in JOB_KEYS]
     overrides: dict[str, Any] = {}
     for pair in pairs:

@@ -121,3 +121,15 @@ def test_api_reads_and_patches_the_caption(inbox: dict[str, Any]) -> None:
     assert inbox["image"].with_suffix(".txt").read_text().splitlines()[0] == "ohwx, a meadow, sea, grass"
     assert client.patch(url, json={"tags": []}).status_code == 401
     assert client.patch("/api/jobs/000000000000/caption", headers=auth, json={"tags": []}).status_code == 404
+
+
+def test_review_redo_set_takes_the_caption_keys_but_never_a_model_folder() -> None:
+    from astrowatch.core.config import Config
+    from astrowatch.core.errors import ConfigError
+    from astrowatch.core.jobs import JobKind
+    from astrowatch.review.inbox import redo_overrides
+
+    assert redo_overrides(Config(), JobKind.ENHANCE, ["caption.general_threshold=0.5", "caption.max_tags=5"]) == {
+        "general_threshold": 0.5, "max_tags": 5}
+    with pytest.raises(ConfigError, match="caption.tagger_model: unknown key"):
+        redo_overrides(Config(), JobKind.ENHANCE, ["caption.tagger_model=/etc"])
