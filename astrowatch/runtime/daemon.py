@@ -415,9 +415,10 @@ class Daemon:
         log.info("stopped")
 
     def _join_workers(self) -> None:
-        """Wait for the image being generated (a second signal interrupts it); not for a worker
-        with no job in hand beyond IDLE_JOIN_S (it may sit in a backend's health check), nor for
-        one that is dead or stuck past its job's deadline (the process exits without it)."""
+        """Wait for the image being generated (a second signal interrupts it) and for a worker
+        releasing its models (the process must not exit under torch); not for a worker with no job
+        in hand beyond IDLE_JOIN_S (it may sit in a backend's health check), nor for one that is
+        dead or stuck past its job's deadline (the process exits without it)."""
         for worker in self.workers:
             worker.wake()
         idle_until = time.monotonic() + IDLE_JOIN_S
@@ -428,7 +429,10 @@ class Daemon:
                     self._signals.clear()
                     log.warning("second stop signal: interrupting the current image")
                     self.cancel.request_interrupt()
-                if worker.is_alive() and worker.current is None and time.monotonic() > idle_until:
+                if worker.current is not None:
+                    idle_until = time.monotonic() + IDLE_JOIN_S  # counted from the end of its last job
+                if worker.is_alive() and worker.current is None and not worker.closing \
+                        and time.monotonic() > idle_until:
                     log.warning("worker not stopped yet; not waiting for it (no job in hand)", worker=worker.name)
                     break
                 stuck = self._guarded("check stuck jobs", self._check_stuck) or []

@@ -76,6 +76,7 @@ class Worker(threading.Thread):
         self._new_config: tuple[Config, dict[str, str]] | None = None
         self.disk = disk or DiskGuard(layout.root, config.limits.min_free_mb)
         self.current: str | None = None
+        self.closing = False  # out of the loop, releasing its backends
         self.started: float | None = None  # time.monotonic() when the current job started
         self.job_cancel: CancelToken | None = None  # the current job's token (its deadline)
         self.progress = Progress()  # the running job's steps, for status (read by the daemon)
@@ -134,6 +135,7 @@ class Worker(threading.Thread):
                     self._sleep(pause)
                     pause = min(pause * 2, LOOP_PAUSE_MAX)
         finally:
+            self.closing = True  # unloading models: the daemon waits for this (exiting under torch aborts)
             self.pool.close()
             self.ledger.close()
 

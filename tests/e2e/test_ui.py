@@ -467,7 +467,7 @@ def test_editing_tags_in_chromium_then_approving_files_exactly_those_tags(inbox,
         browser.wait(line_one_is(expected), "Ctrl+Enter in the tags box did not reach line 1", 15)
         browser.click(_box(f"approve-{job.id}", "button"))
         browser.wait("document.body.innerText.includes('approved: moved to approved/')",
-                     "Approve did not report the move", 15)
+                     "Approve did not report the move", 40)
     assert _filed(inbox) == [expected]
 
 
@@ -563,5 +563,5 @@ def test_pick_variant_two_in_chromium_delivers_its_bytes(variants_inbox, tmp_pat
                                 ".test(b.innerText.trim())).map(b => b.innerText.trim())") == ["Pick v1", "Pick v2", "Pick v3"]
         browser.click(_box(f"pick-{job.id}-2", "button"))
         browser.wait("document.body.innerText.includes('picked (variant 2): moved to approved/')",
-                     "Pick v2 did not report the move", 15)
+                     "Pick v2 did not report the move", 40)
     assert _delivered_after_pick(box, 2) == want
