@@ -32,9 +32,10 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The in-process tests only (tests/unit): under a minute on 2 cores.
+# The in-process tests only (tests/unit), without those that run tiny torch models (marker
+# `torch`: SDXL, IP-Adapter, BLIP, Florence-2; `make test` runs them): under a minute on 2 cores.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests/unit -n 2 -p no:cacheprovider -q
+	$(BIN)/python -m pytest tests/unit -n 2 -m "not torch" -p no:cacheprovider -q
 
 # Best effort (root + apt-get only): headless Chromium for the review page's screenshot test,
 # redis-server for the executor: celery tests and systemd (for systemd-analyze: the units' verify

@@ -18,6 +18,8 @@ from astrowatch.backends.caption.text import effective_settings
 from astrowatch.core.errors import ConfigError
 from astrowatch.runtime.settings import config_from_mapping
 
+pytestmark = pytest.mark.torch  # tiny BLIP / Florence-2 models: make test, not make test-fast
+
 # what Florence2Processor puts in front of the image for each task (the model is asked the question)
 QUESTIONS = {"<CAPTION>": "What does the image describe?",
              "<DETAILED_CAPTION>": "Describe in detail what is shown in the image.",

@@ -31,7 +31,7 @@ from astrowatch.core.config import Config  # noqa: E402
 from astrowatch.core.errors import BackendError, ConfigError, InputError, Interrupted  # noqa: E402
 from astrowatch.runtime.settings import config_from_mapping  # noqa: E402
 
-pytestmark = pytest.mark.sdxl
+pytestmark = [pytest.mark.sdxl, pytest.mark.torch]
 
 PROMPT = "a natal chart as a stained glass window, gold, indigo, (sun in leo:1.2)"
 NEGATIVE = "blurry, text"

@@ -22,7 +22,7 @@ from astrowatch.backends.infotext import parse_infotext  # noqa: E402
 from astrowatch.backends.sdxl.backend import SdxlBackend  # noqa: E402
 from astrowatch.runtime.settings import config_from_mapping  # noqa: E402
 
-pytestmark = pytest.mark.sdxl
+pytestmark = [pytest.mark.sdxl, pytest.mark.torch]
 
 
 def _config(base: Path, **sdxl: Any) -> Any:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from caption_tiny import BLIP_WORDS
 from PIL import Image
 
 from astrowatch.cli import main
 from astrowatch.pipeline.dataset_captions import RECORD_NAME
+
+pytestmark = pytest.mark.torch  # tiny BLIP / Florence-2 models: make test, not make test-fast
 
 TAGS = ["hatsune miku", "red dominant", "long hair", "^_^"]
 
