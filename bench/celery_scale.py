@@ -66,7 +66,7 @@ def inbox_count(db: Path) -> int:
         return 0
 
 
-def run_once(n_workers: int, jobs: int, delay: float) -> dict:
+def run_once(n_workers: int, jobs: int, delay: float, profile: str | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="aw-celery-bench-"))
     redis = RedisServer().start()
     workers = [WorkerProcess(tmp, f"w{i}", redis, delay=delay)
@@ -79,12 +79,13 @@ def run_once(n_workers: int, jobs: int, delay: float) -> dict:
         if n_workers:
             cfg = write_config(tmp / "coord", astro={"backend": "fake"}, enhance={"backend": "fake"},
                                executor="celery",
-                               celery=celery_section(redis, max_in_flight=2 * n_workers, visibility_timeout=60,
+                               celery=celery_section(redis, max_in_flight=2 * n_workers, visibility_timeout=3700,
                                                      poll_interval=0.2))
         else:  # baseline: executor local, the fake backend in the daemon's own worker thread
             cfg = write_config(tmp / "coord", astro={"backend": "fake"}, enhance={"backend": "fake"},
                                fake={"delay_seconds": delay})
-        with DaemonProcess(cfg) as coord:
+        prefix = [sys.executable, str(Path(__file__).with_name("cprofile_run.py")), profile] if profile else None
+        with DaemonProcess(cfg, prefix=prefix) as coord:
             pid = coord.proc.pid
             db = coord.data / "state" / "ledger.sqlite3"
             drop_theme(coord.data, user="warmup")  # first-job imports (fusion data...) are not per-job costs
@@ -99,6 +100,7 @@ def run_once(n_workers: int, jobs: int, delay: float) -> dict:
             busy = time.monotonic() - t0
             cpu = cpu_seconds(pid) - c1 - idle_per_s * busy
             done, span = ledger_span(db)
+            coord.stop(timeout=120)  # a clean exit: the profile (--profile) is written at exit
         assert done == jobs + 1
         throughput = jobs / span
         return {"workers": n_workers, "jobs": jobs, "delay_s": delay, "span_s": round(span, 3),
@@ -117,10 +119,13 @@ def main() -> int:
     ap.add_argument("--workers", default="0,1,2,4", help="0 = baseline: executor local, one in-process worker")
     ap.add_argument("--jobs-per-worker", type=int, default=8)
     ap.add_argument("--delay", type=float, default=1.0)
+    ap.add_argument("--profile", default=None, help="run the coordinator under cProfile (all threads) and "
+                    "write the stats to PROFILE-<workers>.pstats (its CPU figures then include the profiler)")
     args = parse_args(ap, workers="1", jobs_per_worker=2, delay=0.1)
     runs = []
     for n in (int(x) for x in args.workers.split(",")):
-        r = run_once(n, max(n, 1) * args.jobs_per_worker, args.delay)
+        r = run_once(n, max(n, 1) * args.jobs_per_worker, args.delay,
+                     f"{args.profile}-{n}.pstats" if args.profile else None)
         print(json.dumps(r), flush=True)
         runs.append(r)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,8 @@ harness = _load_harness()
 class BenchDaemon(harness.DaemonProcess):
     """``DaemonProcess`` that remembers when each notify datagram arrived (monotonic clock)."""
 
-    def __init__(self, config_path: Path, args: list[str] | None = None) -> None:
-        super().__init__(config_path, args=args)
+    def __init__(self, config_path: Path, args: list[str] | None = None, prefix: list[str] | None = None) -> None:
+        super().__init__(config_path, args=args, prefix=prefix)
         self.arrivals: list[tuple[float, str]] = []
         self.t_start: float | None = None  # monotonic, just before Popen
         self.t_start_wall: float | None = None  # time.time(), just before Popen

@@ -15,11 +15,18 @@ the counters backfilled by the daemon's own start-up code), then:
   ``WATCHDOG=1``); then as many review decisions at once (every result moved into ``approved/``),
   and a SIGTERM 1 s into them: ``sigterm_s`` (signal to exit).
 
+``--floor N`` (issue 27 item 6) runs a daemon on N phone-like JPEGs (``--floor-size``, fake backend
+×2) and, in the same run and in alternating rounds, the bare loop of :func:`floor_loop` on copies
+of the same photos: ms per job in steady state (first to last result) and CPU ms per job (the process and its
+decoder children, from ``/proc`` and ``getrusage``), and their ratios (target ≤ 1.1).  ``--sizes ''``
+skips the history sizes.
+
 ``--soak N`` adds one daemon run that takes N photos and samples its RSS at 2k and at the end
 (``rss_growth_mb``: the issue's "less than 12 MB from 2k to 10k jobs").  Targets are checked and
 printed; ``--plot`` draws the curves (matplotlib) into ``bench/scale.png``.
 
     .venv/bin/python bench/scale.py --sizes 2000,10000,100000 --burst 2000 --plot
+    .venv/bin/python bench/scale.py --sizes '' --floor 150 --floor-size 512x384
     .venv/bin/python bench/scale.py --smoke
 """
 
@@ -208,14 +215,25 @@ def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
         d.close()
 
 
-def soak(n: int, users: int, loadtag: list[float]) -> dict[str, Any]:
-    """One daemon takes ``n`` photos (in batches of 500): its RSS at 2k done and at the end."""
+def soak(n: int, users: int, loadtag: list[float], trace: bool = False, mark: int = 2000) -> dict[str, Any]:
+    """One daemon takes ``n`` photos (in batches of 500): its RSS at ``mark`` (2k) done and at the end.
+    ``trace``: the daemon runs under ``bench/tracemalloc_run.py``, snapshots are taken at both marks
+    and the allocation sites that grew most between them are returned (``growth``)."""
     with scratch("scale-soak") as tmp:
         cfg = write_bench_config(tmp, watch={"stability_seconds": 0.5, "polling": False, "polling_interval": 2.0,
                                              "rescan_seconds": 0})
         data = tmp / "data"
-        d = BenchDaemon(cfg).start()
+        snaps = str(tmp / "tm")
+        prefix = [sys.executable, str(Path(__file__).with_name("tracemalloc_run.py")), snaps] if trace else None
+        d = BenchDaemon(cfg, prefix=prefix).start()
         marks: dict[str, float] = {}
+
+        def snapshot(label: str) -> None:
+            if trace:
+                Path(snaps + ".req").write_text(label)
+                while Path(snaps + ".req").exists():
+                    d.pump(0.2)
+
         try:
             for start in range(0, n, 500):
                 for i in range(start, min(start + 500, n)):
@@ -225,16 +243,189 @@ def soak(n: int, users: int, loadtag: list[float]) -> dict[str, Any]:
                     os.replace(folder / f".b{i:06d}.part", folder / f"b{i:06d}.png")
                 wait_states(data, "inbox", min(start + 500, n), d, timeout=600)
                 done = min(start + 500, n)
-                if done >= min(2000, n) and "at_2k" not in marks:
+                if done >= min(mark, n) and "at_2k" not in marks:
                     marks["at_2k"] = memory_mb(d.pid)["VmRSS"]
+                    snapshot("2k")
             d.pump(2.0)
             marks["at_end"] = memory_mb(d.pid)["VmRSS"]
+            snapshot("end")
             d.stop(timeout=60)
         finally:
             d.close()
-    return {"jobs": n, "rss_at_2k_mb": round(marks["at_2k"], 1), "rss_end_mb": round(marks["at_end"], 1),
+        growth: list[str] = []
+        if trace:
+            from tracemalloc_run import top_growth
+
+            growth = top_growth(snaps + "-2k.snap", snaps + "-end.snap")
+            log("\n".join(growth))
+    return {"jobs": n, "mark": mark, **({"growth": growth} if trace else {}),
+            "rss_at_2k_mb": round(marks["at_2k"], 1), "rss_end_mb": round(marks["at_end"], 1),
             "rss_growth_mb": round(marks["at_end"] - marks["at_2k"], 1),
             "rss_ok": verdict(marks["at_end"] - marks["at_2k"] < 12.0), "loadavg_before": loadtag}
+
+
+def photo_jpeg(i: int, width: int, height: int) -> bytes:
+    """A distinct phone-like JPEG (noise on a gradient: it does not compress to nothing)."""
+    import io as _io
+
+    from PIL import Image
+
+    noise = [Image.effect_noise((width, height), 40 + 10 * c) for c in range(3)]
+    img = Image.merge("RGB", noise)
+    img = Image.blend(img, Image.linear_gradient("L").resize((width, height)).convert("RGB"), 0.5)
+    img.putpixel((0, 0), (i % 256, (i // 256) % 256, (i // 65536) % 256))
+    buf = _io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _cpu_with_children(pid: int) -> float:
+    """utime + stime + cutime + cstime of ``pid`` (its waited-for children: the decoder), seconds."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2:].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _steady(ends: list[float]) -> float:
+    """Milliseconds per job between the first and the last job's end (start-up excluded)."""
+    ends = sorted(ends)
+    return (ends[-1] - ends[0]) * 1000 / (len(ends) - 1)
+
+
+def floor_loop(cfg_path: Path, sources: list[Path]) -> tuple[list[float], float]:
+    """The bare loop: per photo the same safe work as the daemon's, nothing else -- the input's
+    sha256 (safefs), the decode in the sandboxed child (:func:`~astrowatch.pipeline.preprocess.preprocess`),
+    the same backend call, one PNG encode with the job's chunks, the writes through safefs (inbox
+    image, caption, sidecar; cache image and sidecar), the result's sha256, the photo moved into
+    its archive folder, and one transaction inserting the job, its history row and its outbox
+    event.  Returns each job's end time (time.time()) and the CPU seconds used (children included)."""
+    import hashlib
+    import resource
+
+    from astrowatch.backends.base import EnhanceTask
+    from astrowatch.backends.pool import BackendPool
+    from astrowatch.pipeline.preprocess import preprocess
+    from astrowatch.runtime.settings import load_config
+    from astrowatch.storage import safefs
+    from astrowatch.storage.images import pixel_png, png_bytes
+    from astrowatch.storage.layout import Layout
+
+    config = load_config(cfg_path)
+    layout = Layout(config.data_dir)
+    root = layout.root
+    pool = BackendPool(config, device="cpu")
+    backend = pool.get("enhance", "fake")
+    conn = sqlite3.connect(root / "state" / "floor.sqlite3", isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript("CREATE TABLE IF NOT EXISTS jobs(id TEXT PRIMARY KEY, user TEXT, source TEXT, sha TEXT,"
+                       " state TEXT, result TEXT, at REAL);"
+                       "CREATE TABLE IF NOT EXISTS history(job_id TEXT, to_state TEXT, at REAL);"
+                       "CREATE TABLE IF NOT EXISTS events(seq INTEGER PRIMARY KEY, job_id TEXT, at REAL, payload TEXT)")
+
+    def cpu() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    ends, cpu0 = [], cpu()
+    for src in sources:
+        job_id = uuid.uuid4().hex[:12]
+        user = src.parent.name
+        digest, _st = safefs.sha256_of(src, root=root, max_bytes=config.limits.max_image_bytes, what="photo")
+        image, facts = preprocess(src, enhance=config.enhance, limits=config.limits, root=root, sha256=digest)
+        result = backend.enhance(EnhanceTask(job_id=job_id, user=user, image=image, source_name=src.name,
+                                             params={}, seed=1, facts=facts))
+        data = png_bytes(result.image, meta={"job_id": job_id, "kind": "enhance", "user": user, "source_sha256": digest})
+        stem = f"{src.stem}.{job_id}"
+        inbox = layout.inbox_dir(user)
+        safefs.write_text(inbox / f"{stem}.txt", result.description + "\n", root=root)
+        safefs.write_json(inbox / f"{stem}.json", {"job_id": job_id, "user": user, "facts": facts}, root=root)
+        safefs.write_bytes(inbox / f"{stem}.png", data, root=root)
+        key = hashlib.sha256(image.tobytes()).hexdigest()
+        safefs.write_bytes(layout.cache / key[:2] / f"{key}.png", pixel_png(result.image), root=root)
+        safefs.write_text(layout.cache / key[:2] / f"{key}.json", json.dumps({"backend": "fake"}), root=root)
+        result_sha = hashlib.sha256(data).hexdigest()
+        safefs.move_out(src, layout.archive_dir(user, job_id) / src.name, root=root)
+        now = time.time()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO jobs VALUES (?,?,?,?,?,?,?)", (job_id, user, str(src), digest, "inbox",
+                                                                  json.dumps({"sha256": result_sha}), now))
+        conn.execute("INSERT INTO history VALUES (?,?,?)", (job_id, "inbox", now))
+        conn.execute("INSERT INTO events(job_id, at, payload) VALUES (?,?,?)",
+                     (job_id, now, json.dumps({"type": "job.inbox", "job_id": job_id, "user": user})))
+        conn.execute("COMMIT")
+        ends.append(time.time())
+    spent = cpu() - cpu0
+    conn.close()
+    pool.close()
+    return ends, spent
+
+
+def floor(n: int, width: int, height: int, users: int = 10, rounds: int = 6) -> dict[str, Any]:
+    """Issue 27 item 6: the daemon's per-job cost against :func:`floor_loop`'s, in one run, on the
+    same ``n`` photos (fresh copies for each side), in ``rounds`` alternations (the daemon takes
+    n/rounds photos dropped at once, then the bare loop the same ones), so a change of load on a
+    shared machine falls on both sides.  Both: ms per job between the first and the last result of
+    each round (steady state: the stability wait and start-up are outside it), and CPU ms per job
+    (the process and its decoder children)."""
+    photos = [photo_jpeg(i, width, height) for i in range(n)]
+    per = max(2, n // rounds)
+    with scratch("scale-floor") as tmp:
+        cfg = write_bench_config(tmp, watch={"stability_seconds": 0.5, "polling": False, "polling_interval": 2.0,
+                                             "rescan_seconds": 0})
+        data = tmp / "data"
+        staging = data / "staging"
+        staging.mkdir(parents=True)
+        load = [loadavg()]
+        daemon_ms = bare_ms = daemon_cpu = bare_cpu = 0.0
+        done = 0
+        d = BenchDaemon(cfg).start()
+        try:
+            d.pump(1.0)
+            for start in range(0, per * rounds, per):
+                batch = list(enumerate(photos))[start:start + per]
+                names = []
+                for i, raw in batch:
+                    (staging / f"b{i:05d}.jpg").write_bytes(raw)
+                    folder = data / "Utilisateurs" / f"user{i % users:02d}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    names.append((staging / f"b{i:05d}.jpg", folder / f"b{i:05d}.jpg"))
+                t0, cpu0 = time.time(), _cpu_with_children(d.pid)
+                for src, dst in names:
+                    os.replace(src, dst)
+                done += len(batch)
+                wait_states(data, "inbox", done, d, timeout=max(300.0, per * 2.0))
+                daemon_cpu += _cpu_with_children(d.pid) - cpu0
+                conn = sqlite3.connect(f"file:{data / 'state' / 'ledger.sqlite3'}?mode=ro", uri=True, timeout=30)
+                ends = [r[0] for r in conn.execute("SELECT at FROM history WHERE to_state = 'inbox' AND at >= ?", (t0,))]
+                conn.close()
+                daemon_ms += _steady(ends) * (len(ends) - 1)
+                sources = []
+                for i, raw in batch:
+                    folder = data / "floor-in" / f"floor{i % users:02d}"  # not watched: the daemon is up
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / f"f{i:05d}.jpg").write_bytes(raw)
+                    sources.append(folder / f"f{i:05d}.jpg")
+                bare_ends, spent = floor_loop(cfg, sources)
+                bare_ms += _steady(bare_ends) * (len(bare_ends) - 1)
+                bare_cpu += spent
+                load.append(loadavg())
+            d.stop(timeout=60)
+        finally:
+            d.close()
+        conn = sqlite3.connect(data / "state" / "ledger.sqlite3")
+        spans = conn.execute("SELECT r.at, i.at FROM history r JOIN history i ON i.job_id = r.job_id"
+                             " WHERE r.to_state = 'running' AND i.to_state = 'inbox' ORDER BY r.at").fetchall()
+        conn.close()
+    jobs, gaps_ = per * rounds, rounds * (per - 1)
+    return {"jobs": jobs, "rounds": rounds, "photo": f"{width}x{height} JPEG",
+            "daemon_ms_per_job": round(daemon_ms / gaps_, 1), "floor_ms_per_job": round(bare_ms / gaps_, 1),
+            "ratio": round(daemon_ms / bare_ms, 3),
+            "daemon_cpu_ms_per_job": round(daemon_cpu * 1000 / jobs, 1),
+            "floor_cpu_ms_per_job": round(bare_cpu * 1000 / jobs, 1), "cpu_ratio": round(daemon_cpu / bare_cpu, 3),
+            "daemon_running_to_inbox_ms": round(median([(b - a) * 1000 for a, b in spans]), 1),
+            "ratio_ok": verdict(daemon_ms / bare_ms <= 1.1), "cpu_ratio_ok": verdict(daemon_cpu / bare_cpu <= 1.1),
+            "loadavg": load}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -287,18 +478,27 @@ def main() -> int:
     ap.add_argument("--pending", type=int, default=10_000, help="results waiting in the inbox (at most 10 %% of jobs)")
     ap.add_argument("--burst", type=int, default=2000, help="photos dropped at once, then as many decisions")
     ap.add_argument("--soak", type=int, default=0, help="also: one daemon takes this many photos (RSS growth)")
+    ap.add_argument("--tracemalloc", action="store_true", help="--soak under tracemalloc: what grew, by site")
+    ap.add_argument("--soak-mark", type=int, default=2000, help="--soak: the first RSS sample, after this many jobs")
+    ap.add_argument("--floor", type=int, default=0, help="also: the daemon's per-job cost against a bare loop's, "
+                    "on this many photos (item 6)")
+    ap.add_argument("--floor-size", default="512x384", help="the floor run's photos, WIDTHxHEIGHT")
     ap.add_argument("--plot", action="store_true", help="draw bench/scale.png from the results")
     args = parse_args(ap, sizes="200,1000", burst=30, pending=100)
-    rows = [run_size(int(n), args.pending, args.burst) for n in args.sizes.split(",")]
+    rows = [run_size(int(n), args.pending, args.burst) for n in args.sizes.split(",") if n]
     result: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "targets": TARGETS,
                               "sizes": rows}
     if args.soak:
-        result["soak"] = soak(args.soak, 50, loadavg())
+        result["soak"] = soak(args.soak, 50, loadavg(), trace=args.tracemalloc, mark=args.soak_mark)
+    if args.floor:
+        width, _, height = args.floor_size.partition("x")
+        result["floor"] = floor(args.floor, int(width), int(height))
     path = save("scale", result)
-    if args.plot:
+    if args.plot and rows:
         plot(rows, Path(__file__).resolve().parent / "scale.png")
     print(json.dumps({"sizes": [{k: v for k, v in r.items() if k != "checks"} for r in rows],
-                      "checks": [r["checks"] for r in rows], "soak": result.get("soak")}, indent=1))
+                      "checks": [r["checks"] for r in rows], "soak": result.get("soak"),
+                      "floor": result.get("floor")}, indent=1))
     log(f"saved {path}")
     return 0
 

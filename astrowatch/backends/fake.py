@@ -31,14 +31,15 @@ class FakeBackend(Backend):
 
     def _faults(self, job_id: str, params: dict[str, Any], cancel: Any) -> None:
         cfg = self.config.fake
-        self.calls[job_id] += 1
+        fail_times = int(params.get("fail_times", cfg.fail_times))
+        if fail_times:  # counted only then: nothing kept per job otherwise (a soak's memory stays flat)
+            self.calls[job_id] += 1
         hang = float(params.get("hang_seconds", cfg.hang_seconds))
         if hang:
             cancel.sleep(hang)
         if cfg.delay_seconds:
             cancel.sleep(cfg.delay_seconds)
-        fail_times = int(params.get("fail_times", cfg.fail_times))
-        if self.calls[job_id] <= fail_times:
+        if fail_times and self.calls[job_id] <= fail_times:
             raise BackendError(f"fake failure {self.calls[job_id]} of {fail_times}")
         kind = params.get("raise_error", cfg.raise_error)
         if kind != "none":

@@ -10,6 +10,7 @@ Nothing here touches the inbox, the ledger's state or the user folders: see publ
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import stat
@@ -334,15 +335,18 @@ def cache_load(layout: Layout, key: str, *, max_bytes: int | None = None) -> Res
 
     from astrowatch.core.config import input_bound
     from astrowatch.storage import safefs
+    from astrowatch.storage.images import ENCODED_ATTR, png_pixels_only
 
     png, meta = _cache_paths(layout, key)
     try:
         raw = safefs.read_bytes(meta, root=layout.root, max_bytes=safefs.SIDECAR_MAX_BYTES, what="cache entry")
         data = safefs.loads_bounded(raw.data.decode("utf-8"))
-        with safefs.open_file(png, root=layout.root, max_bytes=max_bytes or input_bound("enhance"),
-                              what="cached image") as (fh, _st), Image.open(fh) as img:
+        pixels = png_pixels_only(safefs.read_bytes(png, root=layout.root, what="cached image",
+                                                   max_bytes=max_bytes or input_bound("enhance")).data)
+        with Image.open(io.BytesIO(pixels)) as img:
             img.load()
             image = img.copy()
+        setattr(image, ENCODED_ATTR, pixels)  # published as these bytes plus the job's own chunks
     except (safefs.Unreadable, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("params"), dict) or "backend" not in data:
@@ -359,11 +363,14 @@ def cache_load(layout: Layout, key: str, *, max_bytes: int | None = None) -> Res
 
 
 def cache_store(layout: Layout, key: str, result: Result) -> None:
+    """The result's pixels as PNG (:func:`~astrowatch.storage.images.pixel_png`: encoded once, the
+    same bytes the inbox result is made of, without any job's chunks -- who asked, the job id,
+    the infotext) and a sidecar with what a hit needs to describe itself (no user, no job)."""
     from astrowatch.storage import safefs
-    from astrowatch.storage.images import png_bytes
+    from astrowatch.storage.images import pixel_png
 
     png, meta = _cache_paths(layout, key)
-    safefs.write_bytes(png, png_bytes(result.image, infotext=result.infotext), root=layout.root)
+    safefs.write_bytes(png, pixel_png(result.image), root=layout.root)
     safefs.write_text(meta, json.dumps({
         "backend": result.backend, "model": result.model, "params": result.params, "seed": result.seed,
         "description": result.description, "infotext": result.infotext, "extra": result.extra,

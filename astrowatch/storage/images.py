@@ -142,33 +142,66 @@ def isobmff_transfer(data: bytes) -> str | None:
 
 def png_bytes(image: Image.Image, *, infotext: str | None = None, meta: dict[str, Any] | None = None,
               source_type: str | None = None) -> bytes:
-    """Encode ``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk (and, with
+    """``image`` as PNG with the A1111 ``parameters`` text and our JSON chunk (and, with
     ``source_type``, an XMP packet declaring the IPTC digital source type: see
-    :mod:`astrowatch.storage.provenance`).  An image that arrived already encoded (``encoded_png``: a
-    remote worker's result) keeps its bytes: the text chunks are inserted, nothing is decoded or
-    compressed again."""
-    from PIL import PngImagePlugin
+    :mod:`astrowatch.storage.provenance`).
 
-    from astrowatch.storage.provenance import XMP_KEY, png_with_xmp, xmp_packet
+    The pixels are encoded once per image (:func:`pixel_png`, remembered on the image): the
+    per-job text chunks are inserted into those bytes, nothing is decoded or compressed again --
+    so the enhance cache and the inbox share one encode, and an image that arrived encoded (a
+    remote worker's result, a cache hit) keeps its pixel bytes."""
+    from astrowatch.storage.provenance import png_with_xmp, xmp_packet
 
-    encoded = getattr(image, "encoded_png", None)
-    if encoded is not None:
-        texts = {"parameters": infotext} if infotext else {}
-        if meta:
-            texts[PNG_META_KEY] = json.dumps(meta, sort_keys=True, ensure_ascii=False)
-        out = png_with_text(encoded, texts)
-        return png_with_xmp(out, xmp_packet(source_type=source_type)) if source_type else out
-
-    info = PngImagePlugin.PngInfo()
-    if infotext:
-        info.add_text("parameters", infotext)
+    texts = {"parameters": infotext} if infotext else {}
     if meta:
-        info.add_text(PNG_META_KEY, json.dumps(meta, sort_keys=True, ensure_ascii=False))
-    if source_type:
-        info.add_itxt(XMP_KEY, xmp_packet(source_type=source_type).decode("utf-8"))
+        texts[PNG_META_KEY] = json.dumps(meta, sort_keys=True, ensure_ascii=False)
+    out = png_with_text(pixel_png(image), texts) if texts else pixel_png(image)
+    return png_with_xmp(out, xmp_packet(source_type=source_type)) if source_type else out
+
+
+ENCODED_ATTR = "encoded_png"  # on a PIL image: its pixels already encoded as PNG (no per-job chunks)
+PIXEL_CHUNKS = frozenset({b"IHDR", b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs",
+                          b"IDAT", b"IEND"})
+
+
+def pixel_png(image: Image.Image) -> bytes:
+    """``image``'s pixels as PNG bytes without text, EXIF or XMP chunks: encoded on the first call
+    (compression level 4) and remembered on the image, so every later call -- the cache entry,
+    the inbox result -- writes the same bytes without encoding again.  The image must not be
+    changed in place afterwards (results are not: a changed image is a new one)."""
+    encoded = getattr(image, ENCODED_ATTR, None)
+    if isinstance(encoded, bytes):
+        return encoded
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=info, compress_level=4)
-    return buf.getvalue()
+    image.save(buf, format="PNG", compress_level=4)
+    data = buf.getvalue()
+    setattr(image, ENCODED_ATTR, data)
+    return data
+
+
+def png_pixels_only(png: bytes) -> bytes:
+    """``png`` with only the chunks that describe pixels (:data:`PIXEL_CHUNKS`): text, EXIF, XMP
+    and any other ancillary chunk dropped, nothing decompressed.  ValueError when it is not a
+    well-formed PNG (a chunk running past the end, no IEND)."""
+    import struct
+
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    at, keep, dropped = 8, [png[:8]], False
+    while at + 12 <= len(png):
+        size = struct.unpack(">I", png[at:at + 4])[0]
+        kind = png[at + 4:at + 8]
+        end = at + 12 + size
+        if end > len(png):
+            raise ValueError("truncated PNG chunk")
+        if kind in PIXEL_CHUNKS:
+            keep.append(png[at:end])
+        else:
+            dropped = True
+        at = end
+        if kind == b"IEND":
+            return b"".join(keep) if dropped else png[:at]
+    raise ValueError("PNG without IEND")
 
 
 def png_with_text(png: bytes, texts: dict[str, str]) -> bytes:
