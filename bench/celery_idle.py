@@ -39,7 +39,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aw-celery-idle-"))
     try:
         for n in (1,) if smoke else (16, 1):
-            cfg = write_config(tmp / f"c{n}", executor="celery", celery=celery_section(redis, max_in_flight=n))
+            # the test section's 6 s visibility timeout needs a job timeout below it (the config checks)
+            cfg = write_config(tmp / f"c{n}", executor="celery", celery=celery_section(redis, max_in_flight=n),
+                               limits={"job_timeout_seconds": 5})
             print(f"executor: celery, max_in_flight {n}: {idle_pct(cfg, seconds)} % of a core")
         print(f"executor: local: {idle_pct(write_config(tmp / 'local'), seconds)} % of a core")
     finally:

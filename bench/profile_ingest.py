@@ -62,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cprofile", action="store_true")
     ap.add_argument("--grouper-delay", type=float, default=None,
                     help="experiment: watchdog InotifyMoveEventGrouper.delay (default 0.5 s)")
-    ap.add_argument("--link-unlink", action="store_true",
-                    help="experiment: move dropped photos to archive/ by link+unlink instead of rename")
     ap.add_argument("--deadline-sleep", action="store_true",
                     help="experiment: main loop sleeps until the tracker's next deadline (max 50 ms)")
     args = common.parse_args(ap, argv, files=40, users=4, seconds=1.0, stability=0.3)
@@ -74,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from astrowatch.runtime.logsetup import setup_logging
     from astrowatch.runtime.settings import load_config
     from astrowatch.storage import ledger as ledger_mod
+    from astrowatch.storage import safefs as safefs_mod
 
     tmp = Path(tempfile.mkdtemp(prefix="aw-prof-ingest-"))
     cfg_path = common.write_bench_config(tmp, watch={"stability_seconds": args.stability})
@@ -114,15 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     for meth in ("create_job", "seen_put", "seen_get", "jobs_for_source", "transition", "claim_next",
                  "has_pending", "counts"):
         timed(ledger_mod.Ledger, meth, f"ledger.{meth}")
-    timed(ingest_mod, "sha256_file", "sha256_file")
+    timed(safefs_mod, "sha256_of", "sha256_of")  # photos are hashed from one descriptor (storage/safefs.py)
     orig_handle = ingest_mod.Ingest.handle
 
-    def handle(self: Any, path: str) -> str:
+    def handle(self: Any, path: str, expect: Any = None) -> str:
         t = time.time()
         handle_start[path] = t
         p = time.perf_counter()
         try:
-            return orig_handle(self, path)
+            return orig_handle(self, path, expect)
         finally:
             parts["Ingest.handle"].append((time.perf_counter() - p) * 1000)
     ingest_mod.Ingest.handle = handle  # type: ignore[method-assign]
@@ -195,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     report["calls_ms"] = {k: stats(v) for k, v in sorted(parts.items())}
     gaps = [(b - a) * 1000 for a, b in zip(ticks, ticks[1:], strict=False)]
     report["tick_gap_ms"] = stats(gaps)
-    report["experiments"] = {"grouper_delay": args.grouper_delay, "link_unlink": args.link_unlink,
+    report["experiments"] = {"grouper_delay": args.grouper_delay, "moves": "link+unlink (safefs.move_out)",
                              "deadline_sleep": args.deadline_sleep}
     label = "-".join(x for x in (
         f"grouper{args.grouper_delay:g}" if args.grouper_delay is not None else "",
-        "link" if args.link_unlink else "", "deadline" if args.deadline_sleep else "",
+"deadline" if args.deadline_sleep else "",
         "noworker" if args.no_worker else "") if x) or "as-is"
     report["command"] = "bench/profile_ingest.py " + " ".join(argv if argv is not None else sys.argv[1:])
     common.save(f"profile_ingest-{label}", report)
@@ -218,34 +217,6 @@ def _experiments(args: Any) -> None:
         from watchdog.observers import inotify_move_event_grouper as grouper
 
         grouper.InotifyMoveEventGrouper.delay = args.grouper_delay
-    if args.link_unlink:
-        from astrowatch.pipeline import publish as publish_mod
-
-        orig_replace = os.replace
-
-        def move_source_to(job: Any, layout: Any, folder: Path, name: str | None = None) -> Path | None:
-            # same as publish.move_source_to, but the file leaves the watched folder by link + unlink
-            # (inotify IN_DELETE, delivered at once) instead of rename (IN_MOVED_FROM, which watchdog
-            # holds 0.5 s to pair it, stalling every event queued behind it)
-            src = layout.abs(job.source)
-            if src.is_symlink() or not src.is_file():
-                return None
-            if ingest_sha(src) != job.source_sha256:
-                return None
-            folder.mkdir(parents=True, exist_ok=True)
-            dest = folder / (name or src.name)
-            try:
-                os.link(src, dest)
-            except FileExistsError:
-                pass
-            except OSError:
-                orig_replace(src, dest)
-                return dest
-            os.unlink(src)
-            return dest
-
-        from astrowatch.intake.ingest import sha256_file as ingest_sha
-        publish_mod.move_source_to = move_source_to  # type: ignore[assignment]
 
 
 class _DeadlineSleep:
@@ -270,6 +241,7 @@ class _IdleWorker(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.current = None
+        self.closing = False
         self.stats: dict[str, Any] = {}
         self._stop_evt = threading.Event()
 
