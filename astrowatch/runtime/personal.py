@@ -159,7 +159,8 @@ def _remove_with_progress(found: erase.Found, layout: Layout, keep_loras: bool, 
 # -- export ----------------------------------------------------------------------------------------
 def export(config: Config, user: str) -> bytes:
     """A zip of everything stored about ``user``: their files (as stored, under their data-folder
-    path), ``ledger.json`` (their jobs and history), ``logs.json`` (their log lines) and
+    path), ``ledger.json`` (their jobs and history, and their rows of every other table that keeps
+    them: chart seeds, webhook events, files seen), ``logs.json`` (their log lines) and
     ``index.json`` (every file with its size and sha256).  Nothing of anyone else."""
     check_user_name(user)
     layout = Layout(config.data_dir)
@@ -181,7 +182,9 @@ def export(config: Config, user: str) -> bytes:
                 index.append({"file": name, "bytes": len(snap.data), "sha256": snap.sha256})
         for lora in found.loras:
             index.append({"lora": str(lora), "note": "per-user LoRA trained on their photos (not included)"})
-        zf.writestr("ledger.json", json.dumps({"jobs": jobs, "history": history}, indent=2, ensure_ascii=False))
+        other = erase.ledger_other_rows(layout.ledger_path, user)  # seeds, events, seen files...: what forget deletes
+        zf.writestr("ledger.json", json.dumps({"jobs": jobs, "history": history, **other}, indent=2,
+                                              ensure_ascii=False, default=str))
         zf.writestr("logs.json", json.dumps(erase.log_lines(layout, user, [j["id"] for j in jobs]), indent=2,
                                             ensure_ascii=False))
         zf.writestr("index.json", json.dumps({"user": user, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -218,6 +218,42 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
+def _person_tables(conn: sqlite3.Connection) -> list[tuple[str, set[str]]]:
+    """Every table beyond the job ledger's own that can hold a person's rows (a ``user`` or
+    ``job_id`` column: chart seeds, webhook events, later tables alike), with its columns.
+    :func:`erase_ledger` deletes from these and :func:`ledger_other_rows` exports them, so erasure
+    and export cover the same places by construction."""
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                         " AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    out = []
+    for table in tables:
+        cols = _columns(conn, table)
+        if table not in _LEDGER_TABLES and ("user" in cols or "job_id" in cols):
+            out.append((table, cols))
+    return out
+
+
+def ledger_other_rows(path: Path, user: str) -> dict[str, list[dict[str, Any]]]:
+    """The person's rows in every other table (:func:`_person_tables`) and in ``seen`` (read-only)."""
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30.0)
+    conn.row_factory = sqlite3.Row
+    prefix = f"Utilisateurs/{user}/"
+    gone = "SELECT id FROM jobs WHERE user = ?"
+    try:
+        out = {"seen": [dict(r) for r in conn.execute(
+            f"SELECT * FROM seen WHERE job_id IN ({gone}) OR substr(path, 1, ?) = ?", (user, len(prefix), prefix))]}
+        for table, cols in _person_tables(conn):
+            where = " OR ".join(([] if "user" not in cols else ["user = ?"])
+                                + ([] if "job_id" not in cols else [f"job_id IN ({gone})"]))
+            args = (user,) * where.count("?")
+            out[table] = [dict(r) for r in conn.execute(f'SELECT * FROM "{table}" WHERE {where}', args)]
+    finally:
+        conn.close()
+    return {table: rows for table, rows in out.items() if rows}
+
+
 def _announce_cancellations(conn: sqlite3.Connection, user: str, tomb: str) -> None:
     """The ``job.cancelled`` events of the erasure are still sent (the upstream app learns its
     jobs are gone), but name the person only by the hash: no user name, no file name."""
@@ -254,14 +290,10 @@ def erase_ledger(path: Path, user: str, *, reader_wait: float) -> LedgerErasure:
             conn.execute("UPDATE history SET note = NULL WHERE job_id IN (SELECT id FROM gone)")
             conn.execute("UPDATE jobs SET user = ?, source = ?, source_sha256 = '', params = '{}', error = NULL,"
                          " decision_data = NULL, result = NULL WHERE user = ?", (tomb, tomb, user))
-            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
-                                                 " AND name NOT LIKE 'sqlite_%'")]
-            if "events" in tables:
+            tables = _person_tables(conn)
+            if any(table == "events" for table, _cols in tables):
                 _announce_cancellations(conn, user, tomb)
-            for table in tables:
-                if table in _LEDGER_TABLES:
-                    continue
-                cols = _columns(conn, table)
+            for table, cols in tables:
                 n = 0
                 if "user" in cols:
                     n += conn.execute(f'DELETE FROM "{table}" WHERE user = ?', (user,)).rowcount

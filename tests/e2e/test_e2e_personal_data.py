@@ -97,6 +97,10 @@ def test_export_then_forget_while_the_daemon_runs(tmp_path, daemon_factory):
     assert any(n.startswith(f"files/archive/{NAME}/") and n.endswith("photo.jpg") for n in names)
     assert any(n.startswith(f"files/inbox/{NAME}/photo.") for n in names)
     assert len(ledger["jobs"]) == 2 and {j["user"] for j in ledger["jobs"]} == {NAME}
+    # every other table forget deletes from is exported too: the chart's seed, the events, the files seen
+    assert ledger["chart_seeds"] and {r["user"] for r in ledger["chart_seeds"]} == {NAME}
+    assert ledger["events"] and {r["user"] for r in ledger["events"]} == {NAME}
+    assert ledger["seen"] and all(r["path"].startswith(f"Utilisateurs/{NAME}/") for r in ledger["seen"])
     assert logs["generations.jsonl"] and all(r["user"] == NAME for r in logs["generations.jsonl"])
     assert index["jobs"] == 2 and all(f["sha256"] for f in index["files"] if "file" in f)
     assert b"gaby" not in blob
