@@ -13,7 +13,6 @@ split back the same way later).  Files are read and written through
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from astrowatch.backends.caption.text import Line, clean_caption
@@ -28,16 +27,12 @@ MAX_TAG = 100  # characters of one tag
 MAX_TAGS = 200
 
 
-@dataclass
-class CaptionParts:
-    """Line 1 split into its parts (the trigger word is the config's, not edited here)."""
-
-    trigger: str = ""
-    caption: str = ""
-    tags: list[str] = field(default_factory=list)
+class CaptionParts(Line):
+    """Line 1 split into its parts (the trigger word is the config's, not edited here): the
+    captioner's :class:`~astrowatch.backends.caption.text.Line`, with what the editors need."""
 
     def line(self) -> str:
-        return Line(self.trigger, self.caption, list(self.tags)).text()
+        return self.text()
 
     def record(self) -> dict[str, Any]:
         return {"line": self.line(), "trigger": self.trigger, "caption": self.caption, "tags": list(self.tags)}
