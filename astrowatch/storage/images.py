@@ -29,11 +29,6 @@ JPEG_QUALITY = 95
 _heif_registered = False
 
 
-def sniff_file(path: Path) -> str | None:
-    with open(path, "rb") as fh:
-        return sniff(fh.read(HEAD_BYTES))
-
-
 def register_heif() -> bool:
     """Teach Pillow HEIC/HEIF, once, at the first HEIF decode (pillow-heif takes ~30 ms to import)."""
     global _heif_registered
@@ -252,12 +247,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """:func:`atomic_write_bytes` of UTF-8 text (not for the shared tree: see there)."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Indented UTF-8 JSON, one trailing newline, written atomically (not for the shared tree:
-    sidecars and error records go through :func:`astrowatch.storage.safefs.write_json`)."""
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def write_png(path: Path, image: Image.Image, *, infotext: str | None = None, meta: dict[str, Any] | None = None) -> None:
