@@ -219,6 +219,25 @@ def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None = None, **smo
     return args
 
 
+def tiny_sdxl_options(parser: argparse.ArgumentParser) -> None:
+    """The options every tiny-SDXL script takes (``lora_switch.py``, ``variants.py``)."""
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+
+
+def offline_torch(threads: int) -> None:
+    """No hub access, ``threads`` intra-op threads, and the tests' model builders importable."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+
+    torch.set_num_threads(threads)
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
+
+
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("pass" if ok else "FAIL")
 

@@ -77,18 +77,9 @@ def series(backend: Any, users: list[str], n: int) -> list[dict[str, float]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=30)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    common.tiny_sdxl_options(parser)
     args = common.parse_args(parser, images=2, steps=2)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import torch
-
-    torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(common.ROOT / "tests" / "support"))
+    common.offline_torch(args.threads)
     from lora_tiny import make_sdxl_lora
 
     with common.scratch("lora_switch") as data:

@@ -11,7 +11,6 @@ Writes bench/out/variants.json.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,18 +48,9 @@ def timed(fn: Any) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    common.tiny_sdxl_options(parser)
     args = common.parse_args(parser, repeats=1, steps=2)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import torch
-
-    torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(common.ROOT / "tests" / "support"))
+    common.offline_torch(args.threads)
     backend = make_backend(args)
     task = AstroTask(job_id="bench", user="bench", chart=None, params={}, seed=1,  # type: ignore[arg-type]
                      prompt="a natal chart as a stained glass window, gold, indigo", negative_prompt="blurry")
