@@ -23,6 +23,7 @@ import structlog
 
 from astrowatch.chart.identity import identity_seed, identity_sha256
 from astrowatch.core.errors import AstrowatchError
+from astrowatch.storage import safefs
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.chart.model import Chart
@@ -69,7 +70,8 @@ class SeedBook:
                     continue  # an explicit seed is the job's, not the chart's
                 source = path.rsplit("/", 1)[-1]
                 try:
-                    data = (self.layout.archive_dir(user, job_id) / source).read_bytes()
+                    data = safefs.read_bytes(self.layout.archive_dir(user, job_id) / source, root=self.layout.root,
+                                             max_bytes=limits.max_json_bytes, what="theme snapshot").data
                     chart = parse_chart_bytes(data, user=user, source=source, max_bytes=limits.max_json_bytes,
                                               max_depth=limits.max_json_depth)
                 except (OSError, AstrowatchError):

@@ -85,6 +85,20 @@ def test_the_old_seed_is_found_once_retention_removed_the_snapshot(env):
     assert book(env).seed_for(chart("immanuel_natal.json")) == 181670504  # recorded since
 
 
+def test_a_snapshot_replaced_by_a_symlink_is_never_read(env, tmp_path):
+    """archive/ is shared with the group: the old jobs' snapshots are read through safefs."""
+    _, layout, ledger = env
+    job = drawn(env, "gaby", theme_bytes("astrowatch_minimal.json"), 181670504)
+    snapshot = layout.archive_dir("gaby", job.id) / "theme_gaby.json"
+    outside = tmp_path / "elsewhere.json"
+    outside.write_bytes(theme_bytes("astrowatch_minimal.json"))
+    snapshot.unlink()
+    snapshot.symlink_to(outside)
+    book(env).seed_for(chart("kerykeion_v6_subject.json"))  # indexes release 0.1.0's jobs once
+    assert ledger.meta_get("chart_seeds_indexed") == "1"
+    assert ledger.chart_seed("gaby", identity_sha256(chart("astrowatch_minimal.json"))) is None
+
+
 def test_a_polar_birth_drawn_under_the_old_rule_keeps_that_seed_for_kerykeion_5(env):
     polar = FIXTURES / "themes" / "polar"
     v6 = (polar / "kerykeion_v6_subject.json").read_bytes()
