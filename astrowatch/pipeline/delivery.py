@@ -27,11 +27,10 @@ import structlog
 
 from astrowatch.core.config import input_bound
 from astrowatch.core.jobs import JobKind
-from astrowatch.pipeline.publish import refuse_file, result_stem
+from astrowatch.pipeline.publish import result_stem, set_aside
 from astrowatch.pipeline.variants import job_variants, sheet_stem, variant_stem
 from astrowatch.storage import safefs
 from astrowatch.storage.images import RESULT_SUFFIX
-from astrowatch.storage.layout import REVIEW_FOLDER
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.core.config import Config
@@ -178,10 +177,7 @@ def archive_decided(layout: Layout, job: Job, image: Path | None, extra: list[Pa
         if st is None or src.parent == archive:
             continue
         if not stat.S_ISREG(st.st_mode):
-            reason = (f"{src.name}: not a regular file (a link, FIFO or folder) named like job {job.id}'s files; "
-                      "moved aside unread")
-            refuse_file(layout, REVIEW_FOLDER, src, reason, move=True)
-            log.warning("moved aside", path=layout.rel(src), reason=reason)
+            set_aside(layout, src, job.id)
             continue
         dest = archive / src.name
         there = safefs.lstat_or_none(dest, root=root)

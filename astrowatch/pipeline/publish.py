@@ -19,13 +19,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from astrowatch.backends.base import Result
 from astrowatch.core.config import input_bound
 from astrowatch.core.jobs import JobKind
 from astrowatch.storage import safefs
 from astrowatch.storage.files import safe_display_name
 from astrowatch.storage.images import RESULT_SUFFIX, fsync_dir, result_bytes
-from astrowatch.storage.layout import display
+from astrowatch.storage.layout import REVIEW_FOLDER, display
 
 if TYPE_CHECKING:  # pragma: no cover
     from astrowatch.pipeline.marking import Marker
@@ -41,6 +43,8 @@ SHEET_HELP = ("The contact sheet shows the variants side by side; it cannot be a
               "<name>.v<k> image into approved/ to pick it, or this sheet into rejected/ to reject them all.")
 REVIEW_HELP = ("Move the image into approved/ to accept it, rejected/ to refuse it, or edit 'params' "
                "here and move the image into redo/ to run it again.")
+
+log = structlog.get_logger("astrowatch.publish")
 
 
 def result_stem(job: Job) -> str:
@@ -287,3 +291,12 @@ def refuse_file(layout: Layout, folder_name: str, src: Path, reason: str, *, mov
               "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     safefs.write_json(folder / f"{name}.error.json", record, root=root)
     return folder / name
+
+
+def set_aside(layout: Layout, path: Path, job_id: str) -> None:
+    """A link, FIFO or folder under one of job ``job_id``'s file names (beside a decision, in the
+    inbox): moved, unread, to ``failed/_review/`` with the reason, so nothing is left behind."""
+    reason = (f"{path.name}: not a regular file (a link, FIFO or folder) named like job {job_id}'s files; "
+              "moved aside unread")
+    refuse_file(layout, REVIEW_FOLDER, path, reason, move=True)
+    log.warning("moved aside", path=layout.rel(path), reason=reason)

@@ -24,7 +24,7 @@ from astrowatch.core.formats import IMAGE_EXTENSIONS
 from astrowatch.core.jobs import Decision, IngestOutcome, JobKind, JobState
 from astrowatch.pipeline.delivery import archive_decided, deliver_theme, file_into_dataset
 from astrowatch.pipeline.freshness import newer_result, stale_note
-from astrowatch.pipeline.publish import RESULT_SHA_KEY, refuse_file, result_stem
+from astrowatch.pipeline.publish import RESULT_SHA_KEY, refuse_file, result_stem, set_aside
 from astrowatch.pipeline.variants import REJECTED_KEY, SHEET, job_variants, part_of_name, variant_entry
 from astrowatch.review.params import check_params
 from astrowatch.storage import safefs
@@ -306,9 +306,8 @@ class Reviewer:
             st = safefs.lstat_or_none(side, root=root)
             if st is not None and stat.S_ISREG(st.st_mode):
                 safefs.rename(side, inbox / side.name, root=root)  # the one the decision read wins over an inbox copy
-            elif st is not None:  # a link, FIFO or folder under the sidecar's name: moved aside unread
-                refuse_file(self.layout, REVIEW_FOLDER, side, f"{side.name}: not a regular file (a link, FIFO or "
-                            f"folder) beside a decision on job {job.id}; moved aside unread", move=True)
+            elif st is not None:  # a link, FIFO or folder under the sidecar's name
+                set_aside(self.layout, side, job.id)
         own = inbox / str((job.result or {}).get("image") or path.name)
         own_st = safefs.lstat_or_none(own, root=root)
         if foreign and own_st is not None and stat.S_ISREG(own_st.st_mode) and own != path:
