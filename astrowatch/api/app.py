@@ -258,8 +258,8 @@ def create_app(config: Config, token: str | None) -> FastAPI:
     app.include_router(_personal_data(service), **protected)
     app.include_router(upload_routes(service, config), **protected)
     app.include_router(event_routes(service, config), **protected)
-    # no token needed: load balancers and Prometheus; user names in /metrics only with the token
-    app.include_router(_operations(service, token), responses=PUBLIC)
+    # no token needed: load balancers and Prometheus; user names in /metrics only where configured, with the token
+    app.include_router(_operations(service, token if config.api.metrics_per_user else None), responses=PUBLIC)
     return app
 
 
@@ -412,6 +412,8 @@ def _writes(service: Service, config: Config) -> APIRouter:
 
 
 def _operations(service: Service, token: str | None) -> APIRouter:
+    """``/healthz`` and ``/metrics``; ``token``: the API token where ``api.metrics_per_user`` is
+    set (a scrape that presents it gets the per-user series), else None."""
     router = APIRouter()
     collector = LedgerCollector(service)
 
@@ -422,7 +424,8 @@ def _operations(service: Service, token: str | None) -> APIRouter:
         return JSONResponse(info, status_code=200 if ok else 503)
 
     @router.get("/metrics", response_class=Response, openapi_extra={"security": [{}, {BEARER: []}]},
-                responses={200: {"description": "Prometheus text exposition (per-user series only with the token)",
+                responses={200: {"description": "Prometheus text exposition (per-user series only where "
+                                                "api.metrics_per_user is set, and with the token)",
                                  "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics(request: Request) -> Response:
         with_users = token is not None and token_matches(bearer(request.headers.get("authorization")), token)

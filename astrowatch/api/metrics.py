@@ -6,10 +6,11 @@ ledger's counters (:mod:`astrowatch.storage.counters`), written in the same tran
 state change: a scrape reads a few rows, however long the history.  Counters and the histogram
 are cumulative because jobs are never deleted.
 
-User names are the upstream app's users: ``astrowatch_inbox_results{user}`` is in the output only
-for a scrape that presents the API token (``render(..., per_user=True)``).  Without the token, or
-where none is configured, ``/metrics`` carries no user name: ``astrowatch_inbox_results_all`` (no
-label) is always there.
+User names are the upstream app's users, and a label set that grows with them is a cost for the
+Prometheus server: ``astrowatch_inbox_results{user}`` is in the output only where
+``api.metrics_per_user`` is set and the scrape presents the API token (``render(...,
+per_user=True)``).  Otherwise ``/metrics`` carries no user name and its size does not depend on
+the number of users: ``astrowatch_inbox_results_all`` (no label) is always there.
 """
 
 from __future__ import annotations

@@ -381,6 +381,7 @@ class ApiConfig(Section):
     heartbeat_max_age: float = Field(30.0, gt=0.0)  # /healthz: the daemon's state file must be this fresh
     max_pending_per_user: int = Field(3, ge=1, le=1000)  # queued generation requests per user; more get 429
     max_pending_uploads_per_user: int = Field(100, ge=1, le=100_000)  # uploaded files per user not yet taken; more get 429
+    metrics_per_user: bool = False  # /metrics: one inbox series per user (their names), for a scrape with the token
 
 
 class WebhookConfig(Section):

@@ -7,8 +7,10 @@ they own).  So this opens ``file:...?mode=ro``: while the daemon runs, its WAL f
 SQLite reads through them.  When no daemon runs, the last connection has folded the WAL back into
 the database and removed it; a read-only open would then have to create them (as the reviewer,
 so the daemon could not write them later), so the database is read as ``immutable`` (nothing
-writes it then) -- and reopened at the next query, in case the daemon started meanwhile.
-Every failure is an :class:`AstrowatchError` with a hint.
+writes it then) -- kept while the file stays as it was, and reopened at the next query once a
+WAL appears or the file changes (the daemon started, or ran and stopped, meanwhile).  Opening costs
+a few hundred microseconds, so a ``/metrics`` scrape of a dozen queries on a stopped daemon's
+ledger must not open it a dozen times.  Every failure is an :class:`AstrowatchError` with a hint.
 """
 
 from __future__ import annotations
@@ -42,13 +44,27 @@ class ReadOnlyLedger(Ledger):
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "immutable", False):
-            conn.close()  # a snapshot of a stopped daemon's ledger: look again, it may run now
+        snapshot = getattr(self._local, "snapshot", None)  # the file as the immutable connection found it
+        if conn is not None and snapshot is not None and _stamp(self.path) != snapshot:
+            conn.close()  # a stopped daemon's ledger has changed, or a daemon runs now: look again
             conn = None
         if conn is None:
+            stamp = _stamp(self.path)
             conn, immutable = _connect(self.path)
-            self._local.conn, self._local.immutable = conn, immutable
+            self._local.conn, self._local.snapshot = conn, stamp if immutable else None
         return conn
+
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What says that an unlocked (immutable) read of the ledger still sees the file as it is: no
+    WAL beside it, and the same inode, size and modification time.  None: a WAL is there."""
+    if path.with_name(path.name + "-wal").exists():
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _connect(path: Path) -> tuple[sqlite3.Connection, bool]:
@@ -76,7 +92,7 @@ def _probe(uri: str) -> sqlite3.Connection:
     try:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        conn.execute("SELECT 1 FROM jobs LIMIT 1").fetchone()  # reads the schema and a page: fails here if it cannot
     except BaseException:
         conn.close()
         raise

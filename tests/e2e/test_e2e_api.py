@@ -32,7 +32,7 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("api")
     config = write_config(root, astro={"backend": "fake"}, fake={"delay_seconds": DELAY},
                           sdapi={"url": closed_port_url(), "connect_timeout": 0.5, "max_retries": 0,
-                                 "health_interval": 3600})
+                                 "health_interval": 3600}, api={"metrics_per_user": True})
     daemon = DaemonProcess(config).start()
     api = ApiProcess(config)
     s = SimpleNamespace(root=root, data=root / "data", config=config, daemon=daemon, api=api)

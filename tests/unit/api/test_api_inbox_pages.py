@@ -84,4 +84,11 @@ def test_metrics_come_from_the_counters(api) -> None:
     assert "astrowatch_inbox_results_all 230.0" in text
     assert 'astrowatch_image_seconds_count{backend="fake"} 230.0' in text
     assert "marlowe" not in text  # no user name without the token
+    assert "marlowe" not in http.get("/metrics", headers=AUTH).text  # nor with it, unless configured
+
+
+def test_the_per_user_series_is_served_where_configured_and_with_the_token(api, tmp_path: Path) -> None:
+    config = config_from_mapping({"data_dir": "data", "api": {"metrics_per_user": True}}, base_dir=tmp_path)
+    http = TestClient(create_app(config, TOKEN))
+    assert "marlowe" not in http.get("/metrics").text
     assert 'astrowatch_inbox_results{user="marlowe"} 77.0' in http.get("/metrics", headers=AUTH).text

@@ -152,6 +152,20 @@ def test_the_read_only_ledger_sees_what_a_running_daemon_writes(tmp_path):
     writer.close()
 
 
+def test_the_read_only_ledger_keeps_a_stopped_daemons_snapshot_only_while_the_file_is_unchanged(tmp_path):
+    path = _ledger_with_a_job(tmp_path)
+    ro = ReadOnlyLedger(path)
+    assert ro.counts() == {"queued": 1}
+    first = ro._conn()
+    assert ro._conn() is first  # nothing changed: one connection for many queries (a /metrics scrape)
+    writer = Ledger(path)  # a daemon runs, writes, and stops (its WAL folded back and removed)
+    writer.create_job(kind="astro", user="gaby", source="Utilisateurs/gaby/theme_gaby.json", source_sha256="2" * 64)
+    writer.close()
+    assert not path.with_name(path.name + "-wal").exists()
+    assert ro.counts() == {"queued": 2}
+    ro.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the ledger to another uid")
 def test_a_reader_who_does_not_own_the_ledger_never_creates_its_wal_files(tmp_path):
     path = _ledger_with_a_job(tmp_path)
