@@ -7,8 +7,9 @@ the counters backfilled by the daemon's own start-up code), then:
 - ``inbox_p99_ms``: one user's ``GET /api/inbox?user=`` page (FastAPI TestClient, 200 requests);
 - ``inbox_all_p99_ms``: the first page of all users' inbox, and a page deep in it (by cursor);
 - ``status_query_ms``: :func:`astrowatch.runtime.status.collect` in-process (the summary query);
-- ``status_cli_s`` / ``status_bytes``: ``astrowatch status --json`` as a subprocess, wall-clock;
-- ``metrics_ms``: ``GET /metrics`` with the token (per-user series included), median of 20;
+- ``status_cli_s`` / ``status_bytes``: ``astrowatch status --json`` as a subprocess, wall-clock (median of 3);
+- ``metrics_ms``: ``GET /metrics`` with the token, median of 20 (the default: no per-user series);
+  ``metrics_per_user_ms``: the same where ``api.metrics_per_user`` is set (one series per user);
 - a daemon (fake backend, systemd watchdog every 1 s via ``WATCHDOG_USEC=2 s``) on that ledger takes
   a burst of ``--burst`` tiny photos dropped at once: ``per_job_ms`` (first drop to the last result
   in the inbox, per job), ``rss_mb`` after it, ``heartbeat_gap_max_s`` (longest gap between two
@@ -143,17 +144,26 @@ def reads(cfg_path: Path, users: int) -> dict[str, Any]:
     status_ms = timed(lambda: collect(config), 10)
     http.get("/metrics", headers=auth)
     metrics_ms = timed(lambda: http.get("/metrics", headers=auth), 20)
+    per_user = config.model_copy(update={"api": config.api.model_copy(update={"metrics_per_user": True})})
+    http_users = TestClient(create_app(per_user, token))
+    http_users.get("/metrics", headers=auth)
+    metrics_users_ms = timed(lambda: http_users.get("/metrics", headers=auth), 20)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "astrowatch", "status", "--json", "-c", str(cfg_path)],
-                          capture_output=True, env=env, cwd=cfg_path.parent)
-    cli_s = time.perf_counter() - t
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    cli: list[float] = []
+    for _ in range(3):
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "astrowatch", "status", "--json", "-c", str(cfg_path)],
+                              capture_output=True, env=env, cwd=cfg_path.parent)
+        cli.append(time.perf_counter() - t)
+        assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    cli_s = median(cli)
     return {"inbox_p99_ms": round(percentile(user_ms, 99), 2), "inbox_p50_ms": round(percentile(user_ms, 50), 2),
             "inbox_all_p99_ms": round(percentile(all_ms, 99), 2),
             "status_query_ms": round(median(status_ms), 2), "status_cli_s": round(cli_s, 3),
             "status_bytes": len(proc.stdout), "metrics_ms": round(median(metrics_ms), 2),
-            "metrics_bytes": len(http.get("/metrics", headers=auth).content)}
+            "metrics_bytes": len(http.get("/metrics", headers=auth).content),
+            "metrics_per_user_ms": round(median(metrics_users_ms), 2),
+            "metrics_per_user_bytes": len(http_users.get("/metrics", headers=auth).content)}
 
 
 def gaps(d: BenchDaemon, since: float) -> float:
@@ -215,8 +225,25 @@ def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
         d.close()
 
 
+def rss_parts(pid: int) -> dict[str, float]:
+    """The process's resident memory in MB by kind of mapping (``/proc/<pid>/smaps``): ``heap`` (the
+    main malloc heap), ``anon`` (thread malloc arenas, Python's object arenas, SQLite's caches),
+    ``file`` (the interpreter, libraries, the ledger's ``-shm`` index) and ``other`` (stacks...)."""
+    parts = {"heap": 0.0, "anon": 0.0, "file": 0.0, "other": 0.0}
+    kind = "other"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            name = head[5] if len(head) > 5 else ""
+            kind = "heap" if name == "[heap]" else "anon" if not name else "other" if name.startswith("[") else "file"
+        elif head and head[0] == "Rss:":
+            parts[kind] += int(head[1]) * 1024 / 1e6
+    return {k: round(v, 1) for k, v in parts.items()}
+
+
 def soak(n: int, users: int, loadtag: list[float], trace: bool = False, mark: int = 2000) -> dict[str, Any]:
-    """One daemon takes ``n`` photos (in batches of 500): its RSS at ``mark`` (2k) done and at the end.
+    """One daemon takes ``n`` photos (in batches of 500): its RSS at ``mark`` (2k) done and at the end,
+    and after each batch (``samples``: RSS by kind of mapping, :func:`rss_parts`).
     ``trace``: the daemon runs under ``bench/tracemalloc_run.py``, snapshots are taken at both marks
     and the allocation sites that grew most between them are returned (``growth``)."""
     with scratch("scale-soak") as tmp:
@@ -227,6 +254,7 @@ def soak(n: int, users: int, loadtag: list[float], trace: bool = False, mark: in
         prefix = [sys.executable, str(Path(__file__).with_name("tracemalloc_run.py")), snaps] if trace else None
         d = BenchDaemon(cfg, prefix=prefix).start()
         marks: dict[str, float] = {}
+        samples: list[dict[str, Any]] = []
 
         def snapshot(label: str) -> None:
             if trace:
@@ -243,6 +271,8 @@ def soak(n: int, users: int, loadtag: list[float], trace: bool = False, mark: in
                     os.replace(folder / f".b{i:06d}.part", folder / f"b{i:06d}.png")
                 wait_states(data, "inbox", min(start + 500, n), d, timeout=600)
                 done = min(start + 500, n)
+                samples.append({"jobs": done, "rss": round(memory_mb(d.pid)["VmRSS"], 1), **rss_parts(d.pid)})
+                log(f"soak: {samples[-1]}")
                 if done >= min(mark, n) and "at_2k" not in marks:
                     marks["at_2k"] = memory_mb(d.pid)["VmRSS"]
                     snapshot("2k")
@@ -258,7 +288,7 @@ def soak(n: int, users: int, loadtag: list[float], trace: bool = False, mark: in
 
             growth = top_growth(snaps + "-2k.snap", snaps + "-end.snap")
             log("\n".join(growth))
-    return {"jobs": n, "mark": mark, **({"growth": growth} if trace else {}),
+    return {"jobs": n, "mark": mark, **({"growth": growth} if trace else {}), "samples": samples,
             "rss_at_2k_mb": round(marks["at_2k"], 1), "rss_end_mb": round(marks["at_end"], 1),
             "rss_growth_mb": round(marks["at_end"] - marks["at_2k"], 1),
             "rss_ok": verdict(marks["at_end"] - marks["at_2k"] < 12.0), "loadavg_before": loadtag}
