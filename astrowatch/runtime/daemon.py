@@ -34,6 +34,7 @@ from astrowatch.review.reviewer import Reviewer
 from astrowatch.runtime.chores import Chore, Chores
 from astrowatch.runtime.executor import dispatchers
 from astrowatch.runtime.guard import EXIT_THREAD_DIED, Guard, previous_counts, record_timeout
+from astrowatch.runtime.memory import Trimmer
 from astrowatch.runtime.notify import Notifier
 from astrowatch.runtime.recovery import recover
 from astrowatch.runtime.settings import load_service_config
@@ -50,8 +51,9 @@ log = structlog.get_logger("astrowatch.daemon")
 IDLE_TICK = 0.5  # longest sleep of the main loop: bounds signal handling and supervision delays
 DISK_RETRY_S = 2.0  # a file that could not be recorded (disk full) is taken again after this
 STATUS_IDLE_EVERY = 2.0  # seconds between state-file writes / STATUS= when idle
-OUTBOX_PRUNE_EVERY = 3600.0  # seconds between prunes of events and webhook messages past events.retention_days
 STATUS_BUSY_EVERY = 0.75  # ... and while a job runs: with the 0.5 s tick, once a second (progress)
+OUTBOX_PRUNE_EVERY = 3600.0  # seconds between prunes of events and webhook messages past events.retention_days
+MEMORY_TRIM_EVERY = 1.0  # seconds between looks at whether the daemon went idle after work (runtime/memory.py)
 IDLE_JOIN_S = 3.0  # at shutdown, how long a worker with no job in hand is waited for
 # A burst (20,000 photos dropped, or as many decisions) is taken in batches: after TICK_BUDGET_S of
 # them the loop goes round (signals, the watchdog, status), so it never stalls behind a backlog.
@@ -93,6 +95,7 @@ class Daemon:
         self.disk = DiskGuard(self.layout.root, config.limits.min_free_mb)
         self._disk_episodes = 0
         self.started_at = time.time()
+        self.trimmer = Trimmer()
         self.chores = Chores(self._chores(), guard=self._guard_chore)
         self._lock = DaemonLock(self.layout.state).acquire()
         try:
@@ -281,6 +284,8 @@ class Daemon:
             Chore("watchdog", self.notifier.watchdog,
                   every=lambda: self.notifier.watchdog_seconds / 2 if self.notifier.watchdog_seconds else None,
                   when=self.healthy),
+            # freed memory back to the system once idle after work: RSS does not keep each burst's peak
+            Chore("memory", self._trim_memory, every=lambda: MEMORY_TRIM_EVERY),
             Chore("status", self._report_status,  # progress: state file at least once a second
                   every=lambda: STATUS_BUSY_EVERY if any(w.current for w in self.workers) else STATUS_IDLE_EVERY),
         ]
@@ -330,6 +335,9 @@ class Daemon:
 
     def _prune_outbox(self) -> None:
         self.ledger.prune_outbox(time.time() - self.config.events.retention_days * 86400)
+
+    def _trim_memory(self) -> None:
+        self.trimmer.tick(self._idle())
 
     def _report_status(self) -> None:
         self.notifier.status(self.status_line())
