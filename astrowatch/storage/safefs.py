@@ -264,6 +264,21 @@ def lstat_or_none(path: Path, *, root: Path) -> os.stat_result | None:
         return None
 
 
+def lstat_names(folder: Path, names: list[str], *, root: Path) -> dict[str, os.stat_result | None]:
+    """:func:`lstat_or_none` of several names in one folder, reached once."""
+    found: dict[str, os.stat_result | None] = dict.fromkeys(names)
+    if not names:
+        return found
+    try:
+        with open_dir(Path(folder), root) as dfd:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    found[name] = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except (Unreadable, OSError):
+        pass
+    return found
+
+
 # -- writing --------------------------------------------------------------------------------------
 def quarantine_name(name: str) -> str:
     return f"{name}.quarantined-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
