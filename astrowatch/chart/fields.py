@@ -10,6 +10,7 @@ must have the right type, everything else is ignored.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -115,11 +116,23 @@ def opt_bool(obj: dict[str, Any], key: str, ctx: Ctx) -> bool | None:
 
 
 def fold(text: str) -> str:
-    """Case-, accent- and separator-insensitive key: ``"Gémeaux"`` -> ``"gemeaux"``, ``"True Node"`` -> ``"true_node"``."""
+    """Case-, accent- and separator-insensitive key: ``"Gémeaux"`` -> ``"gemeaux"``, ``"True Node"`` -> ``"true_node"``.
+    Names of signs, points and houses are folded dozens of times per chart: short ones are
+    remembered (a bounded cache of short keys: a hostile file's long strings are not kept)."""
+    return _fold_short(text) if len(text) <= _FOLD_CACHED_LEN else _fold(text)
+
+
+_FOLD_CACHED_LEN = 64
+
+
+def _fold(text: str) -> str:
     text = text.replace("œ", "oe").replace("Œ", "OE")
     text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c) and c != "\ufe0f")
     return re.sub(r"[\s\-_.]+", "_", text.strip().casefold()).strip("_")
+
+
+_fold_short = functools.lru_cache(maxsize=4096)(_fold)
 
 
 # --- signs ---------------------------------------------------------------------------------

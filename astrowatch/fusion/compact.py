@@ -18,6 +18,7 @@ Everything is deterministic: the same motifs, counters and budget give the same 
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -33,8 +34,11 @@ _SPACES = re.compile(r"\s+")
 _COMMAS = re.compile(r"\s*,[\s,]*")
 
 
+@functools.lru_cache(maxsize=4096)
 def clean(text: str) -> str:
-    """Prompt-safe text: no weight/markup characters, no ``!``, single spaces and commas."""
+    """Prompt-safe text: no weight/markup characters, no ``!``, single spaces and commas.
+    Remembered: fitting a prompt cleans the same motif texts a hundred times per job (bounded:
+    they come from the fusion data, mostly)."""
     text = unicodedata.normalize("NFKC", text).lower()
     text = _LONE_HYPHEN.sub(" ", _UNSAFE.sub(" ", text))
     text = _COMMAS.sub(", ", _SPACES.sub(" ", text))
@@ -76,7 +80,11 @@ class _Fitter:
     def counts(self, text: str | None = None) -> dict[str, int]:
         text = self.render() if text is None else text
         if text not in self._cache:
-            self._cache[text] = {name: c.count(text) for name, c in self.counters.items()}
+            counted: dict[int, int] = {}  # one counter for both encoders (approx): counted once
+            for c in self.counters.values():
+                if id(c) not in counted:
+                    counted[id(c)] = c.count(text)
+            self._cache[text] = {name: counted[id(c)] for name, c in self.counters.items()}
         return self._cache[text]
 
     def fits(self) -> bool:

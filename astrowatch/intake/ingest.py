@@ -32,7 +32,7 @@ from astrowatch.chart.identity import identity_sha256
 from astrowatch.core.errors import AstrowatchError, UnsafePathError, as_disk_full
 from astrowatch.core.formats import HEAD_BYTES, IMAGE_EXTENSIONS, accepted_text, sniff, unusable_reason
 from astrowatch.core.jobs import PENDING, IngestOutcome, JobKind, JobState
-from astrowatch.pipeline.feedback import LEARNED_KEY, learned_params
+from astrowatch.pipeline.feedback import LEARNED_KEY, learned_params, learns
 from astrowatch.pipeline.publish import refuse_file
 from astrowatch.storage import safefs
 from astrowatch.storage.layout import DECISION_FOLDERS, USERS, Layout, check_name, check_user_name, display, is_ignored_name
@@ -182,8 +182,11 @@ class Ingest:
         if last is not None and last.source_sha256 == sha and not retry:
             self._seen(rel, st, sha, last.id)
             return IngestOutcome.DUPLICATE
-        chart = self._chart_or_none(head, user, name)
-        # learned defaults explore by the chart's identity, so a re-export draws the same choice
+        # parsed here only when read: learned defaults explore by the chart's identity (so a
+        # re-export draws the same choice), and a rewrite is compared with the last render; else
+        # the job's run parses the snapshot, once
+        needed = learns(self.config, JobKind.ASTRO) or (last is not None and not retry)
+        chart = self._chart_or_none(head, user, name) if needed else None
         params = learned_params(self.config, JobKind.ASTRO, identity_sha256(chart) if chart is not None else sha)
         if last is not None and not retry and chart is not None and self._same_render(last, chart, params):
             self._seen(rel, st, sha, last.id)

@@ -37,11 +37,13 @@ def _root(ledger: Ledger, job: Job) -> Job:
     return job
 
 
-def newer_result(ledger: Ledger, job: Job) -> Job | None:
-    """The newest delivered or waiting result of the same theme file drawn from newer content."""
+def newer_result(ledger: Ledger, job: Job, jobs: list[Job] | None = None) -> Job | None:
+    """The newest delivered or waiting result of the same theme file drawn from newer content.
+    ``jobs``: the theme file's jobs (:meth:`Ledger.jobs_for_source`) when the caller has them."""
     if job.kind != JobKind.ASTRO:
         return None
-    jobs = ledger.jobs_for_source(job.user, job.source)
+    if jobs is None:
+        jobs = ledger.jobs_for_source(job.user, job.source)
     version: dict[str, float] = {}
     for j in jobs:  # a content's version: the last time ingest took it (the newest root job)
         root = _root(ledger, j)
@@ -70,13 +72,16 @@ def mark_stale(ledger: Ledger, layout: Layout, job: Job) -> list[str]:
     if job.kind != JobKind.ASTRO:
         return []
     marked = []
-    for other in ledger.jobs_for_source(job.user, job.source):
+    jobs = ledger.jobs_for_source(job.user, job.source)
+    for other in jobs:
         if other.state != JobState.INBOX:
             continue
-        newer = newer_result(ledger, other)
+        newer = newer_result(ledger, other, jobs)
+        if newer is None:
+            continue  # not stale: its sidecar is not read
         sidecar_path = layout.inbox_dir(other.user) / f"{result_stem(other)}.json"
         sidecar = safefs.read_json_or_none(sidecar_path, root=layout.root)
-        if newer is None or not isinstance(sidecar, dict) or _already(sidecar, newer):
+        if not isinstance(sidecar, dict) or _already(sidecar, newer):
             continue
         sidecar["stale"] = {"newer_job": newer.id, "note": stale_note(other, newer)}
         safefs.write_json(sidecar_path, sidecar, root=layout.root)

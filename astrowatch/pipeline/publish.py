@@ -14,6 +14,7 @@ image whose sidecar is not there yet.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from pathlib import Path
@@ -54,14 +55,17 @@ def result_stem(job: Job) -> str:
 
 
 def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str, float], *,
-                  marker: Marker | None = None) -> dict[str, Any]:
+                  marker: Marker | None = None, digests: dict[str, str] | None = None) -> dict[str, Any]:
     """Write image, caption and sidecar into the job's work folder; return the sidecar.  With a
     ``marker`` the image says it is generated (XMP, and a C2PA manifest when configured): made
     here, before the sha256 is taken at publish, so the bytes reviewed are the bytes delivered.
 
     With several variants (:mod:`astrowatch.pipeline.variants`) each one is written as
     ``<stem>.v<k>`` with its own seed, and the returned sidecar is the contact sheet's, which lists
-    them under ``variants``."""
+    them under ``variants``.
+
+    ``digests``: filled with each image's sha256 by its file name, taken from the bytes written
+    (what :func:`publish` would hash again from the work folder: see :func:`with_digests`)."""
     stem = result_stem(job)
     r = outcome.result
     sidecar = {
@@ -75,7 +79,7 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
         "review": REVIEW_HELP,
     }
     if not outcome.variants:
-        return _write_one(job, layout, outcome, r, stem, sidecar, marker)
+        return _write_one(job, layout, outcome, r, stem, sidecar, marker, digests=digests)
     from astrowatch.pipeline.variants import contact_sheet, sheet_stem, variant_stem
 
     listed = []
@@ -84,17 +88,32 @@ def write_outputs(job: Job, layout: Layout, outcome: Outcome, timings: dict[str,
         own = {**sidecar, "image": name + RESULT_SUFFIX[outcome.image_format], "seed": v.seed,
                "params": {**outcome.params, "seed": v.seed}, "variant": k, "variant_count": len(outcome.variants),
                "review": VARIANT_HELP}
-        _write_one(job, layout, outcome, v, name, own, marker)
+        _write_one(job, layout, outcome, v, name, own, marker, digests=digests)
         listed.append({"variant": k, "image": own["image"], "seed": v.seed})
     sheet = contact_sheet([v.image for v in outcome.variants])
     as_result = Result(image=sheet, backend=r.backend, model=r.model, description=r.description)
     return _write_one(job, layout, outcome, as_result, sheet_stem(stem),
                       {**sidecar, "image": sheet_stem(stem) + ".png", "variants": listed, "review": SHEET_HELP},
-                      marker, image_format="png")
+                      marker, image_format="png", digests=digests)
+
+
+def with_digests(record: dict[str, Any], digests: dict[str, str]) -> dict[str, Any]:
+    """A job's result record (``image``, ``variants``) with the sha256 of each image, as
+    :func:`publish` records it (:data:`RESULT_SHA_KEY`), from :func:`write_outputs`'s ``digests``:
+    recorded with ``-> publishing``, publish then neither reads the images again nor updates the
+    job.  An image without a digest is left to publish, as before."""
+    out = dict(record)
+    if out.get("image") and str(out["image"]) in digests:
+        out[RESULT_SHA_KEY] = digests[str(out["image"])]
+    if isinstance(out.get("variants"), list):
+        out["variants"] = [{**e, RESULT_SHA_KEY: digests[str(e.get("image"))]}
+                           if isinstance(e, dict) and str(e.get("image")) in digests else e for e in out["variants"]]
+    return out
 
 
 def _write_one(job: Job, layout: Layout, outcome: Outcome, r: Result, stem: str, sidecar: dict[str, Any],
-               marker: Marker | None, image_format: str | None = None) -> dict[str, Any]:
+               marker: Marker | None, image_format: str | None = None,
+               digests: dict[str, str] | None = None) -> dict[str, Any]:
     work = layout.work_dir(job.id)
     fmt = image_format or outcome.image_format
     image_name = str(sidecar["image"])
@@ -109,10 +128,11 @@ def _write_one(job: Job, layout: Layout, outcome: Outcome, r: Result, stem: str,
         data = marker.sign(data, fmt, source_type=kind_of_source, title=image_name,
                            ingredient=source_ingredient(job, layout) if job.kind == JobKind.ENHANCE else None)
         sidecar["provenance"] = {"digital_source_type": kind_of_source, "c2pa": marker.signer is not None}
-    root = layout.root
-    safefs.write_bytes(work / image_name, data, root=root)
-    safefs.write_text(work / f"{stem}.txt", (r.description or "").rstrip("\n") + "\n", root=root)
-    safefs.write_json(work / f"{stem}.json", sidecar, root=root)
+    caption = ((r.description or "").rstrip("\n") + "\n").encode("utf-8")
+    safefs.write_files(work, [(image_name, data), (f"{stem}.txt", caption),  # one fsync of the folder
+                              (f"{stem}.json", safefs.json_bytes(sidecar))], root=layout.root)
+    if digests is not None:
+        digests[image_name] = hashlib.sha256(data).hexdigest()
     return sidecar
 
 
@@ -122,7 +142,9 @@ def publish(job: Job, layout: Layout, ledger: Ledger) -> None:
 
     The image's sha256 is recorded in the job's result (:data:`RESULT_SHA_KEY`) before the image
     leaves the work folder (the daemon's own, out of the group's reach), so an approval is honoured
-    only for these bytes: a PNG dropped into ``approved/`` under the job's name is not this one."""
+    only for these bytes: a PNG dropped into ``approved/`` under the job's name is not this one.
+    The worker records it with ``-> publishing`` (:func:`with_digests`); a result recorded without
+    it (an older release's) is hashed here from the work folder."""
     root = layout.root
     work = layout.work_dir(job.id)
     inbox = layout.inbox_dir(job.user)
@@ -149,10 +171,10 @@ def publish(job: Job, layout: Layout, ledger: Ledger) -> None:
         stems = [variant_stem(stem, int(e["variant"])) for e in result["variants"]] + [sheet_stem(stem)]
     moves = [f"{s}{suffix}" for suffix in (".json", ".txt") for s in stems]  # sidecars first
     moves += [f"{s}{suffix}" for s in stems for suffix in RESULT_SUFFIX.values()]  # images, the sheet last
+    present = {name for name, _ in safefs.listdir(work, root)}  # the work folder listed once
     for name in moves:
-        src = work / name
-        if safefs.lstat_or_none(src, root=root) is not None:
-            safefs.rename(src, inbox / src.name, root=root)
+        if name in present:
+            safefs.rename(work / name, inbox / name, root=root)
     fsync_dir(inbox)
     if job.kind == JobKind.ENHANCE and job.parent_id is None:  # a redo reads the parent's archived copy
         move_source_to(job, layout, layout.archive_dir(job.user, job.id))

@@ -170,9 +170,12 @@ def _init_image(chart: Any, ctx: JobContext, backend: str, work_dir: Path,
 
     used = backend in INIT_IMAGE_BACKENDS and params.get("init_strength", ctx.config.sdxl.init_strength) is not None
     user_dir: Path = ctx.layout.users / chart.user
-    for ext in (() if _adapter(ctx, backend) else ("png", "jpg", "webp")):  # with an adapter: a style reference
-        candidate = user_dir / f"moodboard.{ext}"
-        st = safefs.lstat_or_none(candidate, root=ctx.layout.root)
+    # with an adapter the moodboard is a style reference (_style_reference), not an init image
+    names = [] if _adapter(ctx, backend) else [f"moodboard.{ext}" for ext in ("png", "jpg", "webp")]
+    found = safefs.lstat_names(user_dir, names, root=ctx.layout.root)  # the folder reached once
+    for name in names:
+        candidate = user_dir / name
+        st = found[name]
         if st is not None and stat.S_ISREG(st.st_mode):
             return (_moodboard_copy(candidate, ctx, work_dir) if used else None), ctx.layout.rel(candidate)
     if ctx.config.astro.init_image != "wheel" or not used:

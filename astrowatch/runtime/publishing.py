@@ -18,7 +18,7 @@ from astrowatch.core.jobs import JobKind, JobState
 from astrowatch.pipeline.delivery import copy_snapshot
 from astrowatch.pipeline.freshness import mark_stale
 from astrowatch.pipeline.marking import marker_for
-from astrowatch.pipeline.publish import locate_source, publish, result_stem, write_outputs
+from astrowatch.pipeline.publish import locate_source, publish, result_stem, with_digests, write_outputs
 from astrowatch.pipeline.records import finish_failed, log_generation
 from astrowatch.pipeline.seeds import SeedBook
 from astrowatch.pipeline.steps import SNAPSHOT_FROM, JobContext, run_astro, run_enhance
@@ -59,13 +59,15 @@ class Publisher:
         run_s = time.monotonic() - t0
         timings = {"queued_s": round(max(time.time() - job.created_at - run_s, 0.0), 3), "run_s": round(run_s, 3)}
         timings.update((outcome.result.extra or {}).get("timings", {}))
-        sidecar = write_outputs(job, self.layout, outcome, timings, marker=marker_for(self.config))
+        digests: dict[str, str] = {}
+        sidecar = write_outputs(job, self.layout, outcome, timings, marker=marker_for(self.config), digests=digests)
         r = outcome.result
         record = {"stem": result_stem(job), "image": sidecar["image"], "backend": r.backend, "model": r.model,
                   "params": outcome.params, "seed": sidecar["seed"], "description": r.description,
                   "cache": outcome.extra.get("cache")}
         if sidecar.get("variants"):  # several images: each one's name and seed (their sha256 at publish)
             record["variants"] = sidecar["variants"]
+        record = with_digests(record, digests)  # each image's sha256, recorded with -> publishing
         logged: set[str] = set()
         self.disk.until_recorded(lambda: self._publish(job, record, sidecar, run_s, logged))
 

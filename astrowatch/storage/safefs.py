@@ -264,6 +264,21 @@ def lstat_or_none(path: Path, *, root: Path) -> os.stat_result | None:
         return None
 
 
+def lstat_names(folder: Path, names: list[str], *, root: Path) -> dict[str, os.stat_result | None]:
+    """:func:`lstat_or_none` of several names in one folder, reached once."""
+    found: dict[str, os.stat_result | None] = dict.fromkeys(names)
+    if not names:
+        return found
+    try:
+        with open_dir(Path(folder), root) as dfd:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    found[name] = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except (Unreadable, OSError):
+        pass
+    return found
+
+
 # -- writing --------------------------------------------------------------------------------------
 def quarantine_name(name: str) -> str:
     return f"{name}.quarantined-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
@@ -339,32 +354,52 @@ def write_bytes(path: Path, data: bytes, *, root: Path) -> None:
     ``root``.  Readers see the old file or the whole new one; a symlink at ``path`` is replaced,
     never followed.  The file gets ``0666 & ~umask`` like any ``open()``."""
     path = Path(path)
-    with ensure_dir(path.parent, root) as dfd:
-        _clear_for_file(dfd, path.name, path.parent)
-        tmp = f".{path.name[:80]}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), file_mode())
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.rename(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
-            raise
+    write_files(path.parent, [(path.name, data)], root=root)
+
+
+def write_files(folder: Path, files: list[tuple[str, bytes]], *, root: Path) -> None:
+    """:func:`write_bytes` for several files of one folder, in order: the folder is reached once
+    and fsynced once, after the last rename (which makes every rename before it durable too)."""
+    for name, _ in files:
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise UnsafePathError(f"{_show(name)}: not a file name")
+    with ensure_dir(Path(folder), root) as dfd:
+        for name, data in files:
+            _replace_in(dfd, Path(folder), name, data)
         with contextlib.suppress(OSError):
             os.fsync(dfd)
+
+
+def _replace_in(dfd: int, folder: Path, name: str, data: bytes) -> None:
+    """Temp file, fsync, rename over ``name`` in the folder ``dfd`` (the folder is not fsynced)."""
+    _clear_for_file(dfd, name, folder)
+    tmp = f".{name[:80]}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), file_mode())
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
 
 
 def write_text(path: Path, text: str, *, root: Path) -> None:
     write_bytes(path, text.encode("utf-8"), root=root)
 
 
+def json_bytes(data: Any) -> bytes:
+    """Sidecars and error records as written: indented UTF-8 JSON, one trailing newline."""
+    return (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+
+
 def write_json(path: Path, data: Any, *, root: Path) -> None:
-    """Sidecars and error records: indented UTF-8 JSON, one trailing newline, written atomically."""
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", root=root)
+    """Sidecars and error records: :func:`json_bytes`, written atomically."""
+    write_bytes(path, json_bytes(data), root=root)
 
 
 def rename(src: Path, dest: Path, *, root: Path) -> None:

@@ -178,9 +178,10 @@ class RemoteBackend(Backend):
 
     def _run(self, payload: dict[str, Any], job_id: str, cancel: CancelToken, decode: Callable[[Any], T]) -> T:
         errors = broker_errors()
+        app = self.app  # looked up once per job (its key reads the broker URLs and password file)
         try:
-            self._dispatch(payload, job_id)
-            data = self._wait(job_id, cancel, payload)
+            sent = self._dispatch(payload, job_id, app)
+            data = self._wait(job_id, cancel, payload, app, sent=sent)
         except errors as exc:
             raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {redact_text(str(exc))}") from None
         try:
@@ -188,30 +189,36 @@ class RemoteBackend(Backend):
         except errors as exc:
             raise BackendUnavailable(f"broker unreachable: {type(exc).__name__}: {redact_text(str(exc))}") from None
         finally:
-            self._forget(job_id, data)
+            self._forget(job_id, app, data)
 
-    def _dispatch(self, payload: dict[str, Any], job_id: str) -> None:
+    def _dispatch(self, payload: dict[str, Any], job_id: str, app: Any) -> bool:
+        """Send the task unless it is in flight already; True when it was sent now."""
         marker = proto.SENT_KEY.format(job_id)
         if self.redis.exists(marker):
             log.info("re-attached to the task in flight (not sent again)", job_id=job_id)
-            return
-        self.app.backend.forget(job_id)  # a stale result of an earlier attempt must not be read
+            return False
+        app.backend.forget(job_id)  # a stale result of an earlier attempt must not be read
         self.redis.delete(proto.DONE_KEY.format(job_id))
-        self.app.send_task(proto.TASK_NAME, args=[payload], task_id=job_id, queue=self.config.celery.queue)
+        app.send_task(proto.TASK_NAME, args=[payload], task_id=job_id, queue=self.config.celery.queue)
         self.redis.set(marker, str(time.time()), ex=7 * 86400)
         log.info("dispatched", job_id=job_id, queue=self.config.celery.queue, backend=self.name)
+        return True
 
-    def _wait(self, job_id: str, cancel: CancelToken, payload: dict[str, Any]) -> Any:
-        backend = self.app.backend
+    def _wait(self, job_id: str, cancel: CancelToken, payload: dict[str, Any], app: Any, *, sent: bool = False) -> Any:
+        """Poll for the result.  ``sent``: the task was sent just now, so the first poll waits one
+        interval (an immediate one would find it pending); a re-attached task is polled at once."""
+        backend = app.backend
         interval = self.config.celery.poll_interval
         checked = time.monotonic()
+        if sent:
+            cancel.sleep(interval)
         while True:
             meta = backend.get_task_meta(job_id)
             state = meta.get("status")
             if state == "SUCCESS":
                 return meta.get("result")
             if state in ("FAILURE", "REVOKED"):
-                self._forget(job_id)
+                self._forget(job_id, app)
                 from astrowatch.core.secrets import redact
 
                 raise BackendError(f"the remote task failed: {redact(str(meta.get('result')))}")
@@ -222,18 +229,20 @@ class RemoteBackend(Backend):
                 if state == "PENDING" and not self.redis.exists(proto.SENT_KEY.format(job_id)):
                     log.warning("the broker lost the task (Redis restarted without AOF?); sending it again",
                                 job_id=job_id)
-                    self._dispatch(payload, job_id)
+                    self._dispatch(payload, job_id, app)
             _maybe_restore(self.config)
             cancel.sleep(interval)
 
-    def _forget(self, job_id: str, data: Any = None) -> None:
+    def _forget(self, job_id: str, app: Any, data: Any = None) -> None:
         """The result is in hand: a redelivered copy still queued is skipped by the worker that gets it."""
         try:
-            self.redis.set(proto.DONE_KEY.format(job_id), "1", ex=86400)
-            self.redis.delete(proto.SENT_KEY.format(job_id))
+            pipe = self.redis.pipeline(transaction=False)  # one round trip, the commands in this order
+            pipe.set(proto.DONE_KEY.format(job_id), "1", ex=86400)
+            pipe.delete(proto.SENT_KEY.format(job_id))
             if isinstance(data, dict) and data.get("png_key"):
-                self.redis.delete(data["png_key"])
-            self.app.backend.forget(job_id)
+                pipe.delete(data["png_key"])
+            pipe.execute()
+            app.backend.forget(job_id)
             if self.config.celery.shared_data_dir:
                 shutil.rmtree(self._shared_dir(job_id), ignore_errors=True)
         except broker_errors() as exc:  # the result expires anyway (result_expires)

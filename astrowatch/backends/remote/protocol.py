@@ -13,6 +13,7 @@ PNG and its sha256, checked by the coordinator before anything is published.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import hashlib
 import io
@@ -63,7 +64,17 @@ def _blob(data: bytes, name: str, shared_path: str | None) -> dict[str, Any]:
 
 
 def chart_to_dict(chart: Any) -> dict[str, Any]:
-    return dataclasses.asdict(chart)
+    """What :func:`dataclasses.asdict` gives (the same keys, order and copies), written out: its
+    generic recursion was ~0.25 ms of the coordinator's CPU per astro job."""
+    fields = {f.name: getattr(chart, f.name) for f in dataclasses.fields(chart)}
+    return {**fields, "points": {k: _plain(p) for k, p in chart.points.items()},
+            "houses": [_plain(h) for h in chart.houses], "aspects": [_plain(a) for a in chart.aspects],
+            "extra": copy.deepcopy(chart.extra)}
+
+
+def _plain(item: Any) -> dict[str, Any]:
+    """A point, house or aspect (frozen dataclasses of plain values) as a dict."""
+    return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
 
 
 def chart_from_dict(data: dict[str, Any]) -> Any:
