@@ -14,7 +14,14 @@ the counters backfilled by the daemon's own start-up code), then:
   a burst of ``--burst`` tiny photos dropped at once: ``per_job_ms`` (first drop to the last result
   in the inbox, per job), ``rss_mb`` after it, ``heartbeat_gap_max_s`` (longest gap between two
   ``WATCHDOG=1``); then as many review decisions at once (every result moved into ``approved/``),
-  and a SIGTERM 1 s into them: ``sigterm_s`` (signal to exit).
+  and a SIGTERM 1 s into them: ``sigterm_s`` (signal to exit).  While the burst runs, the reads
+  above are timed again from a thread (``busy_*``: the daemon running, its WAL open, its writes
+  going on), against the same targets.
+
+``--stall N`` (issue 27 item 4): after the burst, a fresh daemon gets N photos at once (20,000 in the
+issue) and a SIGTERM ``--stall-seconds`` into the flood: ``stall_heartbeat_gap_max_s`` and
+``stall_sigterm_s`` while every file is being seen, queued and taken in batches.  ``--pending-share
+1 --pending N`` puts N of the history's jobs in the inbox (the issue's "100k results pending").
 
 ``--floor N`` (issue 27 item 6) runs a daemon on N phone-like JPEGs (``--floor-size``, fake backend
 ×2) and, in the same run and in alternating rounds, the bare loop of :func:`floor_loop` on copies
@@ -41,6 +48,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -79,7 +87,7 @@ def synthesize(data: Path, n: int, pending: int, users: int) -> None:
     conn.execute("BEGIN")
     rng = random.Random(n)
     t0 = time.time() - n * 2.0
-    inbox = min(pending, n // 10)
+    inbox = min(pending, n)
     jobs, history = [], []
     for i in range(n):
         user = f"user{i % users:04d}"
@@ -203,8 +211,14 @@ def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
         t0 = time.monotonic()
         for src, dst in names:  # the burst: all at once (renames)
             os.replace(src, dst)
+        busy: dict[str, Any] = {}
+        # the reads again, while the daemon works through the burst (its WAL open, its writes going
+        # on): from a thread, so that this one keeps reading the notify socket as systemd would
+        reader = threading.Thread(target=lambda: busy.update(reads(cfg_path, users)), daemon=True)
+        reader.start()
         wait_states(data, "inbox", n, d, timeout=max(120.0, n * 0.2))
         per_job_ms = (time.monotonic() - t0 - 0.5) * 1000 / n  # less the stability wait (0.5 s)
+        reader.join(timeout=300)
         rss = memory_mb(d.pid)["VmRSS"]
         gap_burst = gaps(d, t0)
         results = sorted((data / "inbox").glob("*/b*.png"))
@@ -220,7 +234,47 @@ def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
         d.drain_messages()
         return {"per_job_ms": round(per_job_ms, 2), "rss_idle_mb": round(rss_idle, 1), "rss_mb": round(rss, 1),
                 "heartbeat_gap_max_s": round(max(gap_burst, gaps(d, t1)), 2), "sigterm_s": round(sigterm_s, 2),
-                "decisions": len(results)}
+                "decisions": len(results), **{f"busy_{k}": v for k, v in busy.items()}}
+    finally:
+        d.close()
+
+
+def stall(cfg_path: Path, data: Path, n: int, users: int, seconds: float) -> dict[str, Any]:
+    """The main loop under a flood (issue 27 item 4): ``n`` photos dropped at once into a running
+    daemon, the notify socket read for ``seconds`` (the flood's first minutes: every file seen,
+    queued and taken in batches), then a SIGTERM in the middle of it.  The longest gap between two
+    ``WATCHDOG=1``, the signal-to-exit time, how many results were done, and that the next start
+    takes up the rest (every photo is queued or done, none lost)."""
+    d = BenchDaemon(cfg_path)
+    d.watchdog_usec = 2_000_000
+    d.start()
+    try:
+        staging = data / "staging"
+        staging.mkdir(exist_ok=True)
+        names = []
+        for i in range(n):
+            src = staging / f"s{i:06d}.png"
+            src.write_bytes(small_png(30_000_000 + i))
+            names.append((src, data / "Utilisateurs" / f"user{i % users:04d}" / src.name))
+        d.pump(2.0)
+        t0 = time.monotonic()
+        for src, dst in names:
+            os.replace(src, dst)
+        d.pump(seconds)
+        t_sig = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.proc is not None
+        d.proc.wait(timeout=120)
+        sigterm_s = time.monotonic() - t_sig
+        d.drain_messages()
+        conn = sqlite3.connect(f"file:{data / 'state' / 'ledger.sqlite3'}?mode=ro", uri=True, timeout=30)
+        try:
+            done = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'inbox' AND source LIKE '%/s%'").fetchone()[0]
+            known = conn.execute("SELECT COUNT(*) FROM jobs WHERE source LIKE '%/s%'").fetchone()[0]
+        finally:
+            conn.close()
+        return {"stall_files": n, "stall_seconds": seconds, "stall_heartbeat_gap_max_s": round(gaps(d, t0), 2),
+                "stall_sigterm_s": round(sigterm_s, 2), "stall_done": done, "stall_jobs_known": known}
     finally:
         d.close()
 
@@ -483,7 +537,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=80)
 
 
-def run_size(n: int, pending: int, burst_n: int) -> dict[str, Any]:
+def run_size(n: int, pending: int, burst_n: int, share: float = 0.1, stall_n: int = 0,
+             stall_s: float = 60.0) -> dict[str, Any]:
     users = max(20, min(1000, n // 50))
     with scratch(f"scale-{n}") as tmp:
         cfg = write_bench_config(tmp, watch={"stability_seconds": 0.5, "polling": False, "polling_interval": 2.0,
@@ -492,12 +547,15 @@ def run_size(n: int, pending: int, burst_n: int) -> dict[str, Any]:
         for folder in ("state", "inbox", "approved", "rejected", "redo", "Utilisateurs"):
             (data / folder).mkdir(parents=True, exist_ok=True)
         t = time.monotonic()
-        synthesize(data, n, pending, users)
+        synthesize(data, n, min(pending, int(n * share)), users)
         log(f"{n} jobs of history written in {time.monotonic() - t:.1f} s; {users} users")
-        row: dict[str, Any] = {"jobs": n, "users": users, "pending": min(pending, n // 10), "loadavg": loadavg()}
+        row: dict[str, Any] = {"jobs": n, "users": users, "pending": min(pending, int(n * share)), "loadavg": loadavg()}
         row.update(reads(cfg, users))
         row.update(burst(cfg, data, burst_n, users))
-        row["checks"] = {k: verdict(row[k] <= v) for k, v in TARGETS.items()}
+        if stall_n:
+            row.update(stall(cfg, data, stall_n, users, stall_s))
+        row["checks"] = {key: verdict(row[key] <= v) for k, v in TARGETS.items()
+                         for key in (k, f"busy_{k}") if key in row}
         log(json.dumps(row))
         return row
 
@@ -507,6 +565,11 @@ def main() -> int:
     ap.add_argument("--sizes", default="2000,10000,100000", help="jobs of history, comma-separated")
     ap.add_argument("--pending", type=int, default=10_000, help="results waiting in the inbox (at most 10 %% of jobs)")
     ap.add_argument("--burst", type=int, default=2000, help="photos dropped at once, then as many decisions")
+    ap.add_argument("--pending-share", type=float, default=0.1, help="at most this share of the jobs waits in the "
+                    "inbox (1: every job, e.g. --sizes 100000 --pending 100000 --pending-share 1)")
+    ap.add_argument("--stall", type=int, default=0, help="also: this many photos dropped at once, SIGTERM "
+                    "--stall-seconds into the flood (heartbeat gap and signal-to-exit under a flood)")
+    ap.add_argument("--stall-seconds", type=float, default=60.0)
     ap.add_argument("--soak", type=int, default=0, help="also: one daemon takes this many photos (RSS growth)")
     ap.add_argument("--tracemalloc", action="store_true", help="--soak under tracemalloc: what grew, by site")
     ap.add_argument("--soak-mark", type=int, default=2000, help="--soak: the first RSS sample, after this many jobs")
@@ -515,7 +578,8 @@ def main() -> int:
     ap.add_argument("--floor-size", default="512x384", help="the floor run's photos, WIDTHxHEIGHT")
     ap.add_argument("--plot", action="store_true", help="draw bench/scale.png from the results")
     args = parse_args(ap, sizes="200,1000", burst=30, pending=100)
-    rows = [run_size(int(n), args.pending, args.burst) for n in args.sizes.split(",") if n]
+    rows = [run_size(int(n), args.pending, args.burst, args.pending_share, args.stall, args.stall_seconds)
+            for n in args.sizes.split(",") if n]
     result: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "targets": TARGETS,
                               "sizes": rows}
     if args.soak:
