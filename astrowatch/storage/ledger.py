@@ -58,6 +58,8 @@ CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id);
 -- pages in a stable order (created_at, id): all users' inbox, and one user's
 CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_state_user ON jobs(state, user, created_at, id);
+-- what changed lately in a state (status: the failures of the last hour), however many failed before
+CREATE INDEX IF NOT EXISTS jobs_state_updated ON jobs(state, updated_at);
 CREATE TABLE IF NOT EXISTS history (
     job_id TEXT NOT NULL,
     from_state TEXT,
