@@ -56,6 +56,16 @@ def dir_mode() -> int:
     return 0o777 & ~process_umask()
 
 
+def write_new_file(fd: int, data: bytes) -> None:
+    """Fill the new file open at ``fd`` (closed after) with ``data``, give it :func:`file_mode`
+    (a temp file is made ``0600``: the group must read what we write) and fsync it."""
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), file_mode())
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def sha256_file(path: Path) -> str:
     """The hex SHA-256 of a file's content, read in 1 MiB blocks."""
     h = hashlib.sha256()

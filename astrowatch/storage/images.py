@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from astrowatch.core.errors import InputError
 from astrowatch.core.formats import EXT_FORMAT, HEAD_BYTES, accepted_text, label, sniff, unusable_reason
-from astrowatch.storage.files import file_mode
+from astrowatch.storage.files import write_new_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -229,11 +229,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), file_mode())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_new_file(fd, data)
         os.replace(tmp, path)
     except BaseException:
         try:

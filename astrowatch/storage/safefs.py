@@ -36,7 +36,7 @@ from typing import IO, Any
 import structlog
 
 from astrowatch.core.errors import InputError, UnsafePathError
-from astrowatch.storage.files import dir_mode, file_mode
+from astrowatch.storage.files import dir_mode, file_mode, write_new_file
 
 log = structlog.get_logger("astrowatch.safefs")
 
@@ -376,11 +376,7 @@ def _replace_in(dfd: int, folder: Path, name: str, data: bytes) -> None:
     tmp = f".{name[:80]}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), file_mode())
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_new_file(fd, data)
         os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
         with contextlib.suppress(OSError):
