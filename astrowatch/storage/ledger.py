@@ -60,6 +60,8 @@ CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_state_user ON jobs(state, user, created_at, id);
 -- what changed lately in a state (status: the failures of the last hour), however many failed before
 CREATE INDEX IF NOT EXISTS jobs_state_updated ON jobs(state, updated_at);
+-- finished jobs whose archive folder retention has removed (or found none): never looked at again
+CREATE TABLE IF NOT EXISTS archive_pruned (job_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     job_id TEXT NOT NULL,
     from_state TEXT,
@@ -411,19 +413,27 @@ class Ledger(ChartSeeds, MonitoringQueries, OutboxQueries, CounterQueries):
         row = self._conn().execute(f"SELECT 1 FROM jobs WHERE state IN ({_marks(_BUSY)}) LIMIT 1", _BUSY).fetchone()
         return row is not None
 
-    def finished_before(self, cutoff: float) -> list[tuple[str, str]]:
+    def finished_before(self, cutoff: float, limit: int = -1) -> list[tuple[str, str]]:
         """(id, user) of finished jobs (:data:`TERMINAL`) last changed before ``cutoff`` that no
-        unfinished job descends from (a redo reads its parent's archived original): the jobs
-        whose archive folder retention may remove."""
+        unfinished job descends from (a redo reads its parent's archived original) and whose
+        archive retention has not removed yet (:meth:`mark_archive_pruned`), oldest first, at most
+        ``limit`` (-1: all): the jobs whose archive folder retention may remove."""
         final = _marks(_TERMINAL)
         rows = self._conn().execute(
             f"WITH RECURSIVE keep(id) AS (SELECT parent_id FROM jobs WHERE state NOT IN ({final})"
             " AND parent_id IS NOT NULL UNION SELECT j.parent_id FROM jobs j JOIN keep k ON j.id = k.id"
             " WHERE j.parent_id IS NOT NULL)"
             f" SELECT id, user FROM jobs WHERE state IN ({final}) AND updated_at < ?"
-            " AND id NOT IN (SELECT id FROM keep WHERE id IS NOT NULL) ORDER BY updated_at",
-            (*_TERMINAL, *_TERMINAL, cutoff))
+            " AND id NOT IN (SELECT id FROM keep WHERE id IS NOT NULL)"
+            " AND id NOT IN (SELECT job_id FROM archive_pruned) ORDER BY updated_at LIMIT ?",
+            (*_TERMINAL, *_TERMINAL, cutoff, limit))
         return [(r["id"], r["user"]) for r in rows]
+
+    def mark_archive_pruned(self, job_ids: list[str]) -> None:
+        """Retention is done with these jobs' archive folders (removed, or there was none)."""
+        if job_ids:
+            with self._tx() as tx:
+                tx.executemany("INSERT OR IGNORE INTO archive_pruned(job_id) VALUES (?)", [(j,) for j in job_ids])
 
     # -- seen files (so start-up scans do not re-hash what did not change) -------------------
     def seen_get(self, path: str) -> sqlite3.Row | None:

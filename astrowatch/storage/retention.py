@@ -18,10 +18,12 @@ ever removed, renamed or counted.
 
 from __future__ import annotations
 
+import heapq
 import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,14 +40,21 @@ if TYPE_CHECKING:  # pragma: no cover
 log = structlog.get_logger("astrowatch.retention")
 MB = 1_000_000
 ARCHIVE_BATCH = 500  # job folders removed per pass, so one pass never holds the main loop long
+CACHE_BATCH = 500  # cache entries removed per pass at most (the oldest: one batch in memory)
 
 
 def apply(cfg: RetentionConfig, layout: Layout, ledger: Ledger, *, now: float | None = None) -> dict[str, int]:
-    """One retention pass.  Returns what it did (``more`` = 1 when archive work is left)."""
+    """One retention pass.  Returns what it did (``more`` = 1 when archive or cache work is left).
+
+    A pass holds at most one batch in memory, whatever the history: the cache is first only added
+    up, and walked for its oldest :data:`CACHE_BATCH` entries only when over its size; the archive's
+    candidates are read :data:`ARCHIVE_BATCH` at a time, each job's folder looked at once (a pass
+    every ``check_seconds`` that listed every file and every old job made the daemon's memory step
+    up with the history: freed, but scattered)."""
     now = time.time() if now is None else now
     removed, more = prune_archive(layout, ledger, cfg.archive_days, now)
-    done = {"archive_removed": removed, "more": int(more),
-            "cache_removed": prune_cache(layout, cfg.cache_max_mb),
+    cache_removed, cache_more = prune_cache(layout, cfg.cache_max_mb)
+    done = {"archive_removed": removed, "more": int(more or cache_more), "cache_removed": cache_removed,
             "logs_rotated": rotate_logs(layout, cfg.log_max_mb, cfg.log_keep)}
     if any(v for k, v in done.items() if k != "more"):
         log.info("retention applied", **done)
@@ -53,13 +62,16 @@ def apply(cfg: RetentionConfig, layout: Layout, ledger: Ledger, *, now: float | 
 
 
 def prune_archive(layout: Layout, ledger: Ledger, days: float, now: float) -> tuple[int, bool]:
+    """Remove the archive folders of up to :data:`ARCHIVE_BATCH` finished jobs; each job is
+    then marked as done with (folder or not), so the next pass starts where this one stopped."""
     if days <= 0:
         return 0, False
-    jobs = ledger.finished_before(now - days * 86400)
+    jobs = ledger.finished_before(now - days * 86400, limit=ARCHIVE_BATCH + 1)
     removed = 0
     for job_id, user in jobs[:ARCHIVE_BATCH]:
         if _remove_job_folder(layout, layout.archive_dir(user, job_id)):
             removed += 1
+    ledger.mark_archive_pruned([job_id for job_id, _user in jobs[:ARCHIVE_BATCH]])
     return removed, len(jobs) > ARCHIVE_BATCH
 
 
@@ -83,27 +95,47 @@ def _remove_job_folder(layout: Layout, folder: Path) -> bool:
     return True
 
 
-def prune_cache(layout: Layout, max_mb: float) -> int:
+def prune_cache(layout: Layout, max_mb: float) -> tuple[int, bool]:
     """Remove cache entries (``<key>.png`` + ``<key>.json``), least recently used first, until the
-    cache is at most ``max_mb``.  A hit refreshes an entry's mtime."""
+    cache is at most ``max_mb``: at most :data:`CACHE_BATCH` a pass (``more``: still over).  A hit
+    refreshes an entry's mtime.  Under its size (the usual case) the cache is only added up."""
     if max_mb <= 0:
-        return 0
-    entries: dict[Path, list[float]] = {}  # stem -> [bytes, newest mtime]
-    total = 0.0
-    for path, st in _files_below(layout, layout.cache, depth=2):
-        total += st.st_size
-        entry = entries.setdefault(path.with_suffix(""), [0.0, 0.0])
-        entry[0] += st.st_size
-        entry[1] = max(entry[1], st.st_mtime)
+        return 0, False
+    total = folder_bytes(layout.cache, root=layout.root)
+    if total <= max_mb * MB:
+        return 0, False
     removed = 0
-    for stem, (size, _mtime) in sorted(entries.items(), key=lambda kv: kv[1][1]):
+    for _mtime, stem, size in heapq.nsmallest(CACHE_BATCH, _cache_entries(layout)):
         if total <= max_mb * MB:
             break
         for suffix in (".png", ".json"):
             safefs.unlink(stem.with_suffix(suffix), root=layout.root)
         total -= size
         removed += 1
-    return removed
+    return removed, total > max_mb * MB
+
+
+def _cache_entries(layout: Layout) -> Iterator[tuple[float, Path, int]]:
+    """(newest mtime, stem, bytes) of each cache entry, one ``state/cache/<xx>/`` folder at a time."""
+    try:
+        with safefs.open_dir(layout.cache, layout.root) as fd:
+            subdirs = os.listdir(fd)
+    except (safefs.Unreadable, OSError):
+        return
+    for sub in sorted(subdirs):
+        found: list[tuple[Path, os.stat_result]] = []
+        try:
+            with safefs.open_dir(layout.cache / sub, layout.root) as fd:
+                _scan(fd, layout.cache / sub, 1, found)
+        except (safefs.Unreadable, OSError):
+            continue
+        entries: dict[Path, list[float]] = {}  # stem -> [bytes, newest mtime]
+        for path, st in found:
+            entry = entries.setdefault(path.with_suffix(""), [0.0, 0.0])
+            entry[0] += st.st_size
+            entry[1] = max(entry[1], st.st_mtime)
+        for stem, (size, mtime) in entries.items():
+            yield mtime, stem, int(size)
 
 
 def rotate_logs(layout: Layout, max_mb: float, keep: int) -> int:

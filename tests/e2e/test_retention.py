@@ -114,6 +114,37 @@ def test_cache_max_mb_removes_least_recently_used_entries_first(world):
     assert all(p.exists() for p in keep)
 
 
+def test_an_oversized_cache_is_pruned_a_batch_a_pass_oldest_first(world, monkeypatch):
+    from astrowatch.storage import retention
+
+    layout, ledger, _jobs, _keep = world
+    monkeypatch.setattr(retention, "CACHE_BATCH", 2)  # one pass holds this many entries, no more
+    entries = [_cache_entry(layout, f"{i:02x}k{i}", 1000, 1000 - i) for i in range(7)]  # oldest first
+    cfg = RetentionConfig(cache_max_mb=0.0023)  # room for 2 of 7 entries (1,100 bytes each)
+    first = apply(cfg, layout, ledger)
+    assert (first["cache_removed"], first["more"]) == (2, 1)
+    assert [e.exists() for e in entries] == [False, False] + [True] * 5
+    passes = [apply(cfg, layout, ledger) for _ in range(3)]
+    assert [(d["cache_removed"], d["more"]) for d in passes] == [(2, 1), (1, 0), (0, 0)]
+    assert [e.exists() for e in entries] == [False] * 5 + [True] * 2
+
+
+def test_archive_retention_moves_on_past_jobs_whose_folder_is_gone(world, monkeypatch):
+    """Each job is looked at once: with more old jobs than a batch, passes end (``more`` = 0) even
+    when their folders were removed by hand (the old pass re-listed every old job, for ever)."""
+    from astrowatch.storage import retention
+
+    layout, ledger, jobs, _keep = world
+    monkeypatch.setattr(retention, "ARCHIVE_BATCH", 2)
+    for name in ("filed", "delivered"):
+        shutil.rmtree(layout.archive_dir("gaby", jobs[name]))  # gone already
+    later = time.time() + 2 * DAY
+    done = [apply(RetentionConfig(archive_days=1), layout, ledger, now=later) for _ in range(4)]
+    assert [d["more"] for d in done] == [1, 0, 0, 0]
+    assert sum(d["archive_removed"] for d in done) == 1  # the failed job's; the redone one is kept
+    assert archived(layout, jobs) == {"inbox", "queued", "waiting", "redone"}
+
+
 def test_a_cache_hit_makes_an_entry_recently_used(world):
     from PIL import Image
 
