@@ -12,7 +12,8 @@ the counters backfilled by the daemon's own start-up code), then:
   ``metrics_per_user_ms``: the same where ``api.metrics_per_user`` is set (one series per user);
 - a daemon (fake backend, systemd watchdog every 1 s via ``WATCHDOG_USEC=2 s``) on that ledger takes
   a burst of ``--burst`` tiny photos dropped at once: ``per_job_ms`` (first drop to the last result
-  in the inbox, per job), ``rss_mb`` after it, ``heartbeat_gap_max_s`` (longest gap between two
+  in the inbox, per job), ``rss_mb`` as the last result arrives and ``rss_idle_after_mb`` 3 s later
+  (idle), ``heartbeat_gap_max_s`` (longest gap between two
   ``WATCHDOG=1``); then as many review decisions at once (every result moved into ``approved/``),
   and a SIGTERM 1 s into them: ``sigterm_s`` (signal to exit).  While the burst runs, the reads
   above are timed again from a thread (``busy_*``: the daemon running, its WAL open, its writes
@@ -194,6 +195,30 @@ def wait_states(data: Path, state: str, n: int, d: BenchDaemon, timeout: float) 
     raise SystemExit(f"burst not done in {timeout} s: {got}/{n} {state}")
 
 
+def staged_photos(data: Path, n: int, users: int, prefix: str, seed: int) -> list[tuple[Path, Path]]:
+    """``n`` tiny photos written beside the tree (``data/staging``), each with the user folder it
+    is to be renamed into: the renames, done at once, are the burst."""
+    staging = data / "staging"
+    staging.mkdir(exist_ok=True)
+    names = []
+    for i in range(n):
+        src = staging / f"{prefix}{i:06d}.png"
+        src.write_bytes(small_png(seed + i))
+        names.append((src, data / "Utilisateurs" / f"user{i % users:04d}" / src.name))
+    return names
+
+
+def stop_timed(d: BenchDaemon) -> float:
+    """SIGTERM, then seconds until the process has exited."""
+    t_sig = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc is not None
+    d.proc.wait(timeout=120)
+    took = time.monotonic() - t_sig
+    d.drain_messages()
+    return took
+
+
 def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
     d = BenchDaemon(cfg_path)
     d.watchdog_usec = 2_000_000  # WATCHDOG=1 every second; systemd would kill after 2 s
@@ -201,13 +226,7 @@ def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
     try:
         d.pump(2.0)
         rss_idle = memory_mb(d.pid)["VmRSS"]
-        staging = data / "staging"
-        staging.mkdir(exist_ok=True)
-        names = []
-        for i in range(n):
-            src = staging / f"b{i:06d}.png"
-            src.write_bytes(small_png(10_000_000 + i))
-            names.append((src, data / "Utilisateurs" / f"user{i % users:04d}" / src.name))
+        names = staged_photos(data, n, users, "b", 10_000_000)
         t0 = time.monotonic()
         for src, dst in names:  # the burst: all at once (renames)
             os.replace(src, dst)
@@ -220,19 +239,17 @@ def burst(cfg_path: Path, data: Path, n: int, users: int) -> dict[str, Any]:
         per_job_ms = (time.monotonic() - t0 - 0.5) * 1000 / n  # less the stability wait (0.5 s)
         reader.join(timeout=300)
         rss = memory_mb(d.pid)["VmRSS"]
+        d.pump(3.0)  # idle: the memory chore gives back what the burst freed
+        rss_after = memory_mb(d.pid)["VmRSS"]
         gap_burst = gaps(d, t0)
         results = sorted((data / "inbox").glob("*/b*.png"))
         t1 = time.monotonic()
         for png in results:  # as many decisions at once
             os.replace(png, data / "approved" / png.name)
         d.pump(1.0)
-        t_sig = time.monotonic()
-        d.signal(signal.SIGTERM)
-        assert d.proc is not None
-        d.proc.wait(timeout=120)
-        sigterm_s = time.monotonic() - t_sig
-        d.drain_messages()
+        sigterm_s = stop_timed(d)
         return {"per_job_ms": round(per_job_ms, 2), "rss_idle_mb": round(rss_idle, 1), "rss_mb": round(rss, 1),
+                "rss_idle_after_mb": round(rss_after, 1),
                 "heartbeat_gap_max_s": round(max(gap_burst, gaps(d, t1)), 2), "sigterm_s": round(sigterm_s, 2),
                 "decisions": len(results), **{f"busy_{k}": v for k, v in busy.items()}}
     finally:
@@ -243,30 +260,19 @@ def stall(cfg_path: Path, data: Path, n: int, users: int, seconds: float) -> dic
     """The main loop under a flood (issue 27 item 4): ``n`` photos dropped at once into a running
     daemon, the notify socket read for ``seconds`` (the flood's first minutes: every file seen,
     queued and taken in batches), then a SIGTERM in the middle of it.  The longest gap between two
-    ``WATCHDOG=1``, the signal-to-exit time, how many results were done, and that the next start
-    takes up the rest (every photo is queued or done, none lost)."""
+    ``WATCHDOG=1``, the signal-to-exit time, how many results were done and how many photos the
+    ledger knew at the exit (the others still lie in the user folders, for the next start's scan)."""
     d = BenchDaemon(cfg_path)
     d.watchdog_usec = 2_000_000
     d.start()
     try:
-        staging = data / "staging"
-        staging.mkdir(exist_ok=True)
-        names = []
-        for i in range(n):
-            src = staging / f"s{i:06d}.png"
-            src.write_bytes(small_png(30_000_000 + i))
-            names.append((src, data / "Utilisateurs" / f"user{i % users:04d}" / src.name))
+        names = staged_photos(data, n, users, "s", 30_000_000)
         d.pump(2.0)
         t0 = time.monotonic()
         for src, dst in names:
             os.replace(src, dst)
         d.pump(seconds)
-        t_sig = time.monotonic()
-        d.signal(signal.SIGTERM)
-        assert d.proc is not None
-        d.proc.wait(timeout=120)
-        sigterm_s = time.monotonic() - t_sig
-        d.drain_messages()
+        sigterm_s = stop_timed(d)
         conn = sqlite3.connect(f"file:{data / 'state' / 'ledger.sqlite3'}?mode=ro", uri=True, timeout=30)
         try:
             done = conn.execute("SELECT COUNT(*) FROM jobs WHERE state = 'inbox' AND source LIKE '%/s%'").fetchone()[0]
