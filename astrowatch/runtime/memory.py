@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable
+from typing import cast
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -31,7 +32,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     if trim is None:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    return cast("Callable[[int], int]", trim)
 
 
 class Trimmer:
