@@ -411,9 +411,9 @@ def _writes(service: Service, config: Config) -> APIRouter:
     return router
 
 
-def _operations(service: Service, token: str | None) -> APIRouter:
-    """``/healthz`` and ``/metrics``; ``token``: the API token where ``api.metrics_per_user`` is
-    set (a scrape that presents it gets the per-user series), else None."""
+def _operations(service: Service, users_token: str | None) -> APIRouter:
+    """``/healthz`` and ``/metrics``; ``users_token``: the API token where ``api.metrics_per_user``
+    is set (a scrape that presents it gets the per-user series), else None."""
     router = APIRouter()
     collector = LedgerCollector(service)
 
@@ -428,7 +428,8 @@ def _operations(service: Service, token: str | None) -> APIRouter:
                                                 "api.metrics_per_user is set, and with the token)",
                                  "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def metrics(request: Request) -> Response:
-        with_users = token is not None and token_matches(bearer(request.headers.get("authorization")), token)
+        with_users = users_token is not None and token_matches(bearer(request.headers.get("authorization")),
+                                                                users_token)
         body, content_type = render(collector, per_user=with_users)
         return Response(body, media_type=content_type)
 

@@ -204,18 +204,23 @@ def reviews_path(config: Config) -> Path:
     return Layout(config.data_dir).reviews_log
 
 
+def _learned_keys(config: Config, kind: str) -> list[str]:
+    """The candidate keys learned for new jobs of ``kind``: none unless ``feedback.learn``."""
+    fb = config.feedback
+    return [k for k in fb.candidates if split_key(k)[0] == kind] if fb.learn else []
+
+
 def learns(config: Config, kind: str) -> bool:
     """True when new jobs of ``kind`` get learned defaults (``feedback.learn`` and a candidate of
     that kind): only then does :func:`learned_params` read its ``source_sha256``."""
-    fb = config.feedback
-    return fb.learn and any(split_key(k)[0] == kind for k in fb.candidates)
+    return bool(_learned_keys(config, kind))
 
 
 def learned_params(config: Config, kind: str, source_sha256: str) -> dict[str, Any]:
     """Params for a new job: ``{}`` unless ``feedback.learn``; never raises (ingest must go on)."""
-    if not learns(config, kind):
+    keys = _learned_keys(config, kind)
+    if not keys:
         return {}
-    keys = [k for k in config.feedback.candidates if split_key(k)[0] == kind]
     try:
         records = read_decisions(reviews_path(config), root=Path(config.data_dir).resolve())
         choices = [choose(config, records, key, source_sha256) for key in keys]

@@ -31,11 +31,8 @@ class CaptionParts(Line):
     """Line 1 split into its parts (the trigger word is the config's, not edited here): the
     captioner's :class:`~astrowatch.backends.caption.text.Line`, with what the editors need."""
 
-    def line(self) -> str:
-        return self.text()
-
     def record(self) -> dict[str, Any]:
-        return {"line": self.line(), "trigger": self.trigger, "caption": self.caption, "tags": list(self.tags)}
+        return {"line": self.text(), "trigger": self.trigger, "caption": self.caption, "tags": list(self.tags)}
 
 
 def _split(text: str) -> list[str]:
@@ -181,7 +178,7 @@ def edit_caption(item: InboxItem, trigger: str, *, caption: str | None = None, t
     if caption is not None:
         parts.caption = check_caption(caption)
     parts.tags = edit_tags(parts.tags, set_to=tags, add=add, remove=remove, move=move)
-    save_caption(item, with_line(text, parts.line()))
+    save_caption(item, with_line(text, parts.text()))
     if caption is not None and sidecar and sidecar.get(REVIEWED_KEY) != parts.caption:
         edit_sidecar(item.sidecar_path, "a caption edit", lambda d: d.update({REVIEWED_KEY: parts.caption}),
                      root=item.root)

@@ -123,14 +123,8 @@ def _cache_entries(layout: Layout) -> Iterator[tuple[float, Path, int]]:
     except (safefs.Unreadable, OSError):
         return
     for sub in sorted(subdirs):
-        found: list[tuple[Path, os.stat_result]] = []
-        try:
-            with safefs.open_dir(layout.cache / sub, layout.root) as fd:
-                _scan(fd, layout.cache / sub, 1, found)
-        except (safefs.Unreadable, OSError):
-            continue
         entries: dict[Path, list[float]] = {}  # stem -> [bytes, newest mtime]
-        for path, st in found:
+        for path, st in _files_below(layout, layout.cache / sub, depth=1):
             entry = entries.setdefault(path.with_suffix(""), [0.0, 0.0])
             entry[0] += st.st_size
             entry[1] = max(entry[1], st.st_mtime)

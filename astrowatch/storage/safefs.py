@@ -257,15 +257,13 @@ def listdir(folder: Path, root: Path) -> list[tuple[str, os.stat_result]]:
 
 def lstat_or_none(path: Path, *, root: Path) -> os.stat_result | None:
     """``lstat`` of a name relative to its parent folder, reached without following links."""
-    try:
-        with open_dir(Path(path).parent, root) as dfd:
-            return os.stat(Path(path).name, dir_fd=dfd, follow_symlinks=False)
-    except (Unreadable, OSError):
-        return None
+    path = Path(path)
+    return lstat_names(path.parent, [path.name], root=root)[path.name]
 
 
 def lstat_names(folder: Path, names: list[str], *, root: Path) -> dict[str, os.stat_result | None]:
-    """:func:`lstat_or_none` of several names in one folder, reached once."""
+    """``lstat`` of several names in one folder, reached once without following links (None: not
+    there, or the folder cannot be reached)."""
     found: dict[str, os.stat_result | None] = dict.fromkeys(names)
     if not names:
         return found

@@ -99,7 +99,7 @@ def description_with_fields(description: str, sentence: str, tags_text: str, tri
     from astrowatch.review.captions import CaptionParts, check_caption, parse_tag_list, with_line
 
     parts = CaptionParts(trigger.strip(), check_caption(sentence), parse_tag_list(tags_text))
-    return with_line(description, parts.line())
+    return with_line(description, parts.text())
 
 
 def proposed_tags_text(sidecar: dict[str, Any]) -> str:

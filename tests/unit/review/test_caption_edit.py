@@ -35,7 +35,7 @@ def test_parse_line_uses_the_known_sentence_even_with_commas() -> None:
     assert (parts.caption, parts.tags) == ("", ["grass", "sky"])
     parts = parse_line("a cat, grass", "ohwx", ["a dog"], has_caption=True)  # rewritten by hand: first part
     assert (parts.trigger, parts.caption, parts.tags) == ("ohwx", "a cat", ["grass"])
-    assert parts.line() == "ohwx, a cat, grass"
+    assert parts.text() == "ohwx, a cat, grass"
 
 
 def test_edit_tags_set_add_remove_move_in_that_order() -> None:
